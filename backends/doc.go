@@ -1,0 +1,28 @@
+// Package backends defines the store interface that depcache runs on, and a
+// registry of stores by name for the DEP_CACHE_BACKEND variable.
+//
+// A Backend is not a plain key-value store: it carries the fill protocol that
+// keeps depcache free of stale reads.
+//
+//   - Every invalidation advances a store-wide epoch and stamps each tag it
+//     invalidates with the new value, then deletes the entries registered
+//     under those tags.
+//   - A miss (Lookup) returns the current epoch, read before the computation
+//     runs. The fill presents it back (Fill.Since); the store refuses the fill
+//     (ErrStale) if any of its tags carries a newer stamp, atomically with
+//     registering the entry under its tags and storing it.
+//
+// So a computation that read the database before a write committed either
+// registered its entry before that write's invalidation stamped the tag —
+// and the invalidation finds and deletes it — or registers after, and sees
+// the stamp and stores nothing. Dependencies discovered during the
+// computation are covered, since the check happens at fill time against the
+// epoch read before the computation began.
+//
+// Entries remember their tags and their epoch (Entry.Deps, Entry.Since): a
+// computation that uses a cached result inherits its tags and lowers its own
+// epoch to the entry's, so a value valid only before a write can never be
+// re-stored through a parent.
+//
+// Every store must pass the conformance suite in backends/backendtest.
+package backends
