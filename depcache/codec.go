@@ -1,0 +1,103 @@
+package depcache
+
+import (
+	"bytes"
+	"encoding/gob"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Codec turns values into bytes and back. Implementations must be safe for
+// concurrent use. Unmarshal is given bytes that Marshal of the same Codec
+// produced, or bytes from elsewhere (another version of the program):
+// it must return an error, never panic, on bytes it cannot read.
+type Codec interface {
+	Name() string
+	Marshal(v any) ([]byte, error)
+	Unmarshal(b []byte, v any) error
+}
+
+// JSON is the default codec. Unexported fields and fields tagged json:"-"
+// do not survive it.
+var JSON Codec = jsonCodec{}
+
+// Msgpack is a compact binary codec (github.com/vmihailenco/msgpack/v5).
+var Msgpack Codec = msgpackCodec{}
+
+// Gob is encoding/gob. It cannot encode nil pointers at top level; such a
+// value is returned uncached.
+var Gob Codec = gobCodec{}
+
+type jsonCodec struct{}
+
+func (jsonCodec) Name() string                    { return "json" }
+func (jsonCodec) Marshal(v any) ([]byte, error)   { return json.Marshal(v) }
+func (jsonCodec) Unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+type msgpackCodec struct{}
+
+func (msgpackCodec) Name() string                    { return "msgpack" }
+func (msgpackCodec) Marshal(v any) ([]byte, error)   { return msgpack.Marshal(v) }
+func (msgpackCodec) Unmarshal(b []byte, v any) error { return msgpack.Unmarshal(b, v) }
+
+type gobCodec struct{}
+
+func (gobCodec) Name() string { return "gob" }
+
+func (gobCodec) Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func (gobCodec) Unmarshal(b []byte, v any) (err error) {
+	// encoding/gob has panicked on hostile input in past releases; a cache
+	// must treat such bytes as a miss, not crash.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("gob: %v", r)
+		}
+	}()
+	return gob.NewDecoder(bytes.NewReader(b)).Decode(v)
+}
+
+var (
+	codecMu sync.RWMutex
+	codecs  = map[string]Codec{"json": JSON, "msgpack": Msgpack, "gob": Gob}
+)
+
+// RegisterCodec makes c available by its Name to DEP_CACHE_SERIALIZER.
+// Registering a name again replaces the codec.
+func RegisterCodec(c Codec) {
+	if c == nil || c.Name() == "" {
+		panic("depcache: RegisterCodec needs a codec with a name")
+	}
+	codecMu.Lock()
+	defer codecMu.Unlock()
+	codecs[c.Name()] = c
+}
+
+// LookupCodec returns the codec registered under name.
+func LookupCodec(name string) (Codec, bool) {
+	codecMu.RLock()
+	defer codecMu.RUnlock()
+	c, ok := codecs[name]
+	return c, ok
+}
+
+func codecNames() []string {
+	codecMu.RLock()
+	defer codecMu.RUnlock()
+	names := make([]string, 0, len(codecs))
+	for n := range codecs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

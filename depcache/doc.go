@@ -1,0 +1,68 @@
+// Package depcache caches the results of Go functions in Redis or in
+// process memory and invalidates them by dependency.
+//
+// Every cached entry carries tags — "users::42", "posts::*", any string — that
+// name what it was computed from. InvalidateDependency deletes every entry
+// carrying a tag, in every process sharing the backend:
+//
+//	getUser := depcache.Memoize(func(ctx context.Context, id int) (User, error) {
+//		depcache.AddDependency(ctx, fmt.Sprintf("users::%d", id))
+//		return loadUser(ctx, id)
+//	}, depcache.Using(m), depcache.KeyName("getUser"))
+//
+//	u, err := getUser(ctx, 42)                 // miss: runs, stores, tags users::42
+//	u, err = getUser(ctx, 42)                  // hit
+//	m.InvalidateDependency(ctx, "users::42")   // gone everywhere
+//
+// # The model
+//
+// A Manager owns one namespace (key prefix) in one backend. Memoize, Memoize0,
+// Memoize2, Memoize3 and Fetch wrap a function: on a miss the function runs as
+// a computation carried in its ctx, and AddDependency, AddDependencyTo,
+// SetTTL, SkipFill, CurrentKey and CurrentManager act on the innermost
+// computation under that ctx. A cached function that calls another inherits
+// the callee's tags, whether the callee hit or missed (entries store their
+// tags). Outside a computation these functions do nothing.
+//
+// Keys are the function's identity (KeyName, else its symbol and signature)
+// and the canonical form of its arguments (package keys): the same logical
+// arguments give the same key in every process.
+//
+// # No stale reads
+//
+// Once a write has committed and its InvalidateDependency has returned nil,
+// no later read returns a value computed before the write. Backends
+// guarantee it with an invalidation epoch: a miss reads the epoch before the
+// function runs, every invalidation stamps its tags with a newer one, and the
+// fill is refused if one of its tags — including tags discovered while the
+// function ran — carries a stamp newer than the computation's start. A
+// computation that used a cached result (a nested hit) takes that entry's
+// older start, so a stale value cannot be re-stored through a parent. See
+// package backends for the argument.
+//
+// Outside the guarantee: an invalidation that failed (it is retried in the
+// background, and meanwhile this process serves nothing carrying its tags,
+// but other processes learn of it only when a retry succeeds); reads from
+// database replicas; a Redis that loses acknowledged writes (use AOF with
+// appendfsync always, or WAITAOF).
+//
+// # Failures
+//
+// Reads and fills fail open: a backend error or timeout (WithTimeout) is
+// logged, counted in Stats and reported to the observer, and the function
+// runs; WithStrictErrors returns such errors instead. A value the codec cannot
+// encode is returned uncached; bytes it cannot decode are a miss and are
+// deleted. Errors are cached only when CacheErrors or CacheErrorsAs name
+// them.
+//
+// # Configuration
+//
+// Default and GetOrCreate read DEP_CACHE_ENABLED, DEP_CACHE_PREFIX,
+// DEP_CACHE_SERIALIZER (json, msgpack, gob or a codec given to RegisterCodec)
+// and DEP_CACHE_BACKEND (redis, the default; memory; or a name given to
+// backends.Register), and the Redis variables REDIS_URL, else REDIS_HOST,
+// REDIS_PORT, REDIS_PASSWORD and REDIS_DB. A value that cannot be parsed is an
+// error naming the variable.
+//
+// Managers, memoized functions and Registries are safe for concurrent use.
+package depcache

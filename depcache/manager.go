@@ -1,0 +1,519 @@
+package depcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/depcache/go-depcache/backends"
+)
+
+// ErrNotFound is the error TTL returns for a missing key.
+var ErrNotFound = backends.ErrNotFound
+
+// NoExpiry asks for an entry that never expires, whatever the default TTL;
+// TTL reports it for such entries.
+const NoExpiry = backends.NoExpiry
+
+// ErrClosed is returned by a closed Manager.
+var ErrClosed = errors.New("depcache: manager closed")
+
+// ErrInvalidTTL reports a negative TTL other than NoExpiry.
+var ErrInvalidTTL = errors.New("depcache: invalid TTL")
+
+// A Manager caches values in one backend namespace and invalidates them by
+// dependency. It is safe for concurrent use. Create one with New or
+// GetOrCreate; the zero value is not usable.
+type Manager struct {
+	cfg      config
+	name     string
+	ns       string
+	backend  backends.Backend
+	log      *slog.Logger
+	release  func() error // closes what this manager opened itself
+	registry *Registry
+
+	stats    counters
+	pending  *pendingSet
+	closed   atomic.Bool
+	noDepLog sync.Map // function identities already logged for a fill with no dependency
+}
+
+// New returns a manager storing in b. It does not register the manager (see
+// GetOrCreate). DEP_CACHE_ENABLED, DEP_CACHE_PREFIX and DEP_CACHE_SERIALIZER
+// apply beneath explicit options; if one cannot be parsed, every operation of
+// the manager returns that error and memoized functions run uncached.
+func New(b backends.Backend, opts ...Option) *Manager {
+	envOpts, err := envOptions()
+	cfg := defaultConfig()
+	for _, o := range envOpts {
+		o(&cfg)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cfg.configErr = err
+	if b == nil && cfg.configErr == nil {
+		cfg.configErr = errors.New("depcache: New needs a backend")
+	}
+	return newManager(cfg, b, nil)
+}
+
+func newManager(cfg config, b backends.Backend, release func() error) *Manager {
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	if cfg.codec == nil {
+		cfg.codec = JSON
+	}
+	if cfg.name == "" {
+		cfg.name = "default"
+	}
+	ns := cfg.prefix
+	if !cfg.prefixSet {
+		root := cfg.envPrefix
+		if root == "" {
+			root = "cache"
+		}
+		ns = root + ":" + cfg.name
+	}
+	if ns == "" && cfg.configErr == nil {
+		cfg.configErr = errors.New("depcache: empty key prefix")
+	}
+	if cfg.defaultTTL < 0 && cfg.defaultTTL != NoExpiry && cfg.configErr == nil {
+		cfg.configErr = fmt.Errorf("%w: default TTL %v", ErrInvalidTTL, cfg.defaultTTL)
+	}
+	m := &Manager{
+		cfg:     cfg,
+		name:    cfg.name,
+		ns:      ns,
+		backend: b,
+		log:     cfg.logger.With("depcache", cfg.name),
+		release: release,
+	}
+	m.pending = newPendingSet(m)
+	if cfg.configErr != nil {
+		m.log.Error("depcache: manager misconfigured; it caches nothing", "err", cfg.configErr)
+	}
+	return m
+}
+
+// Name returns the manager's name.
+func (m *Manager) Name() string {
+	if m == nil {
+		return ""
+	}
+	return m.name
+}
+
+// Prefix returns the key prefix of everything the manager stores.
+func (m *Manager) Prefix() string { return m.ns }
+
+// Backend returns the store the manager runs on.
+func (m *Manager) Backend() backends.Backend { return m.backend }
+
+// Enabled reports whether the manager reads and fills the cache.
+func (m *Manager) Enabled() bool { return m.cfg.enabled && m.cfg.configErr == nil }
+
+// usable reports an error that makes every operation fail.
+func (m *Manager) usable() error {
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	return m.cfg.configErr
+}
+
+// opContext bounds one lookup or fill.
+func (m *Manager) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if m.cfg.timeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, m.cfg.timeout)
+}
+
+// resolveTTL applies the rules: 0 is the default, a default of 0 or
+// NoExpiry is none.
+func (m *Manager) resolveTTL(d time.Duration) (time.Duration, error) {
+	switch {
+	case d == 0:
+		d = m.cfg.defaultTTL
+	case d < 0 && d != NoExpiry:
+		return 0, fmt.Errorf("%w: %v", ErrInvalidTTL, d)
+	}
+	if d == NoExpiry {
+		d = 0
+	}
+	return d, nil
+}
+
+// Get decodes the entry under key into dst, a non-nil pointer. If the entry
+// holds a cached error, Get reports found and returns that error. Backend
+// errors are a miss unless the manager is strict.
+func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err error) {
+	if err := m.usable(); err != nil {
+		return false, err
+	}
+	if !m.cfg.enabled {
+		return false, nil
+	}
+	l, err := m.lookup(ctx, key)
+	if err != nil || !l.Found {
+		return false, err
+	}
+	cached, derr := decodePayload(m.cfg.codec, nil, l.Entry.Value, dst)
+	if derr != nil {
+		m.dropCorrupt(ctx, key, derr)
+		m.miss(key)
+		return false, nil
+	}
+	m.hit(key, l.Entry.Deps)
+	return true, cached
+}
+
+// lookup reads key, turning unusable hits (corrupt bytes, tags pending
+// invalidation) into misses. Errors are returned only when strict.
+func (m *Manager) lookup(ctx context.Context, key string) (backends.Lookup, error) {
+	lctx, cancel := m.opContext(ctx)
+	l, err := m.backend.Lookup(lctx, m.ns, key)
+	cancel()
+	if err != nil {
+		m.backendError("lookup", key, err)
+		if m.cfg.strict {
+			return l, fmt.Errorf("depcache: lookup %q: %w", key, err)
+		}
+		return backends.Lookup{}, nil
+	}
+	if l.Corrupt {
+		m.errorEvent(key, fmt.Errorf("depcache: %q: %w (deleted)", key, backends.ErrCorrupt))
+	}
+	if l.Found && m.pending.affects(l.Entry.Deps) {
+		l.Found = false
+		l.Epoch = backends.Epoch{}
+	}
+	if !l.Found {
+		m.miss(key)
+	}
+	return l, nil
+}
+
+// Exists reports whether a value entry is stored under key.
+func (m *Manager) Exists(ctx context.Context, key string) (bool, error) {
+	if err := m.usable(); err != nil {
+		return false, err
+	}
+	lctx, cancel := m.opContext(ctx)
+	defer cancel()
+	l, err := m.backend.Lookup(lctx, m.ns, key)
+	if err != nil {
+		return false, m.failOpen("exists", key, err)
+	}
+	return l.Found, nil
+}
+
+// TTL reports the remaining lifetime of the entry under key: NoExpiry for
+// none, ErrNotFound if there is no entry.
+func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
+	if err := m.usable(); err != nil {
+		return 0, err
+	}
+	lctx, cancel := m.opContext(ctx)
+	defer cancel()
+	d, err := m.backend.TTL(lctx, m.ns, key)
+	if err != nil && !errors.Is(err, backends.ErrNotFound) {
+		m.backendError("ttl", key, err)
+		return 0, fmt.Errorf("depcache: ttl %q: %w", key, err)
+	}
+	return d, err
+}
+
+// Set stores v under key with deps. A ttl of 0 means the default TTL. The
+// value is taken as current when Set is called: if one of deps is
+// invalidated concurrently, nothing is stored and Set returns nil, as if the
+// invalidation had come right after.
+func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration, deps ...string) error {
+	if err := m.usable(); err != nil {
+		return err
+	}
+	if !m.cfg.enabled {
+		return nil
+	}
+	ttl, err := m.resolveTTL(ttl)
+	if err != nil {
+		return err
+	}
+	if err := checkTags(deps); err != nil {
+		return err
+	}
+	payload, err := encodeValue(m.cfg.codec, v)
+	if err != nil {
+		err = fmt.Errorf("depcache: set %q: encode with %s: %w", key, m.cfg.codec.Name(), err)
+		m.errorEvent(key, err)
+		return err
+	}
+	if m.pending.affects(deps) {
+		m.skipped(key, errPendingSkip)
+		return nil
+	}
+	lctx, cancel := m.opContext(ctx)
+	defer cancel()
+	since, err := m.backend.Epoch(lctx)
+	if err != nil {
+		return m.failOpen("set", key, err)
+	}
+	_, err = m.fill(lctx, key, payload, deps, since, 0, ttl)
+	return err
+}
+
+// fill stores a payload, handling the outcomes the same way for Set and
+// memoized functions. A fill the backend refused as stale is not an error.
+func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []string, since backends.Epoch, age, ttl time.Duration) (stored bool, err error) {
+	err = m.backend.Fill(ctx, m.ns, backends.Fill{
+		Key:   key,
+		Entry: backends.Entry{Value: payload, Deps: deps, Since: since},
+		TTL:   ttl,
+		Since: since,
+		Age:   age,
+	})
+	switch {
+	case errors.Is(err, backends.ErrStale):
+		m.stats.staleFills.Add(1)
+		m.emit(Event{Kind: EventSkip, Key: key, Deps: deps, Err: err})
+		return false, nil
+	case err != nil:
+		return false, m.failOpen("fill", key, err)
+	}
+	m.stats.sets.Add(1)
+	m.emit(Event{Kind: EventSet, Key: key, Deps: deps, TTL: ttl})
+	return true, nil
+}
+
+// Delete removes the entries under keys and returns how many existed.
+func (m *Manager) Delete(ctx context.Context, keys ...string) (int, error) {
+	if err := m.usable(); err != nil {
+		return 0, err
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	n, err := m.backend.Delete(ctx, m.ns, keys...)
+	if err != nil {
+		m.backendError("delete", "", err)
+		return n, fmt.Errorf("depcache: delete: %w", err)
+	}
+	m.stats.deletes.Add(uint64(n))
+	m.emit(Event{Kind: EventDelete, Count: n})
+	return n, nil
+}
+
+// InvalidateDependency deletes every entry tagged with any of deps, here and
+// in every process sharing the backend, and returns the number of distinct
+// entries removed. Once it returns nil, no read returns a value computed
+// before it was called. If the backend cannot be reached the error is
+// returned and the invalidation is retried in the background until it
+// succeeds; meanwhile this process serves no entry carrying those tags. A
+// disabled manager still invalidates.
+func (m *Manager) InvalidateDependency(ctx context.Context, deps ...string) (int, error) {
+	if m.closed.Load() {
+		return 0, ErrClosed
+	}
+	if m.backend == nil {
+		return 0, m.cfg.configErr
+	}
+	tagErr := checkTags(deps)
+	deps = nonEmpty(deps)
+	if len(deps) == 0 {
+		return 0, tagErr
+	}
+	n, err := m.invalidate(ctx, deps)
+	if err != nil {
+		m.pending.add(deps)
+		return n, errors.Join(err, tagErr)
+	}
+	return n, tagErr
+}
+
+func (m *Manager) invalidate(ctx context.Context, deps []string) (int, error) {
+	ictx, cancel := context.WithTimeout(ctx, m.cfg.invTimeout)
+	defer cancel()
+	n, err := m.backend.Invalidate(ictx, m.ns, deps...)
+	if err != nil {
+		m.stats.errors.Add(1)
+		err = fmt.Errorf("depcache: invalidate %q: %w", deps, err)
+		m.log.Error("depcache: invalidation failed; retrying in the background", "deps", deps, "err", err)
+		m.emit(Event{Kind: EventError, Deps: deps, Err: err})
+		return n, err
+	}
+	m.stats.invalidations.Add(uint64(n))
+	m.emit(Event{Kind: EventInvalidate, Deps: deps, Count: n})
+	return n, nil
+}
+
+// Clear removes every entry under the manager's prefix, with its tag
+// registrations, and returns the number of entries removed.
+func (m *Manager) Clear(ctx context.Context) (int, error) {
+	if m.closed.Load() {
+		return 0, ErrClosed
+	}
+	if m.backend == nil {
+		return 0, m.cfg.configErr
+	}
+	n, err := m.backend.Clear(ctx, m.ns)
+	if err != nil {
+		m.backendError("clear", "", err)
+		return n, fmt.Errorf("depcache: clear %q: %w", m.ns, err)
+	}
+	m.stats.invalidations.Add(uint64(n))
+	m.emit(Event{Kind: EventClear, Count: n})
+	return n, nil
+}
+
+// Stats returns the manager's counters.
+func (m *Manager) Stats() Stats {
+	return Stats{
+		Hits:                 m.stats.hits.Load(),
+		Misses:               m.stats.misses.Load(),
+		Sets:                 m.stats.sets.Load(),
+		Deletes:              m.stats.deletes.Load(),
+		Invalidations:        m.stats.invalidations.Load(),
+		Errors:               m.stats.errors.Load(),
+		StaleFills:           m.stats.staleFills.Load(),
+		SkippedFills:         m.stats.skippedFills.Load(),
+		NoDepFills:           m.stats.noDepFills.Load(),
+		PendingInvalidations: uint64(m.pending.len()),
+	}
+}
+
+// Close stops the manager's background retries, removes it from its
+// registry and closes what it opened itself (a backend it was given stays
+// open). Invalidations still pending are logged as lost.
+func (m *Manager) Close() error {
+	if !m.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if lost := m.pending.stop(); lost > 0 {
+		m.log.Error("depcache: manager closed with invalidations still failing", "tags", lost)
+	}
+	if m.registry != nil {
+		m.registry.forget(m)
+	}
+	if m.release != nil {
+		return m.release()
+	}
+	return nil
+}
+
+func checkTags(deps []string) error {
+	for i, d := range deps {
+		if d == "" {
+			return fmt.Errorf("depcache: dependency %d of %d is an empty tag", i+1, len(deps))
+		}
+	}
+	return nil
+}
+
+func nonEmpty(deps []string) []string {
+	out := deps[:0:0]
+	for _, d := range deps {
+		if d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// The reporting helpers below count, log and emit in one place.
+
+func (m *Manager) hit(key string, deps []string) {
+	m.stats.hits.Add(1)
+	m.emit(Event{Kind: EventHit, Key: key, Deps: deps})
+}
+
+func (m *Manager) miss(key string) {
+	m.stats.misses.Add(1)
+	m.emit(Event{Kind: EventMiss, Key: key})
+}
+
+var errPendingSkip = errors.New("depcache: not stored: a dependency's invalidation is pending retry")
+
+func (m *Manager) skipped(key string, why error) {
+	m.stats.skippedFills.Add(1)
+	m.emit(Event{Kind: EventSkip, Key: key, Err: why})
+}
+
+func (m *Manager) backendError(op, key string, err error) {
+	m.stats.errors.Add(1)
+	m.log.Warn("depcache: backend error", "op", op, "key", key, "err", err)
+	m.emit(Event{Kind: EventError, Key: key, Err: err})
+}
+
+// failOpen reports err and returns it only for a strict manager.
+func (m *Manager) failOpen(op, key string, err error) error {
+	m.backendError(op, key, err)
+	if m.cfg.strict {
+		return fmt.Errorf("depcache: %s %q: %w", op, key, err)
+	}
+	return nil
+}
+
+func (m *Manager) errorEvent(key string, err error) {
+	if m == nil {
+		return
+	}
+	m.stats.errors.Add(1)
+	m.log.Error(err.Error(), "key", key)
+	m.emit(Event{Kind: EventError, Key: key, Err: err})
+}
+
+func (m *Manager) usageError(key string, err error) { m.errorEvent(key, err) }
+
+func (m *Manager) dropCorrupt(ctx context.Context, key string, err error) {
+	m.errorEvent(key, fmt.Errorf("depcache: %q: %w (deleted)", key, err))
+	dctx, cancel := m.opContext(context.WithoutCancel(ctx))
+	defer cancel()
+	if _, derr := m.backend.Delete(dctx, m.ns, key); derr != nil {
+		m.backendError("delete", key, derr)
+	}
+}
+
+// lateDependency handles a dependency added after its computation returned:
+// the entry stored without it could outlive an invalidation of it.
+func (m *Manager) lateDependency(key string, deps []string) {
+	if m == nil {
+		return
+	}
+	m.errorEvent(key, fmt.Errorf("%w (deps %q)", errLateDependency, deps))
+	if key == "" || m.backend == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.invTimeout)
+	defer cancel()
+	if _, err := m.backend.Delete(ctx, m.ns, key); err != nil {
+		m.backendError("delete", key, err)
+	}
+}
+
+func (m *Manager) emit(e Event) {
+	fn := m.cfg.observer
+	if fn == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			m.log.Error("depcache: observer panicked", "panic", r, "event", e.Kind.String())
+		}
+	}()
+	fn(e)
+}
+
+// slogError logs where no manager is at hand (an unresolvable manager).
+func slogError(err error) { slog.Default().Error(err.Error()) }
+
+func slogErrorIf(cond bool, err error) {
+	if cond {
+		slogError(err)
+	}
+}

@@ -1,0 +1,375 @@
+package depcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"reflect"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/depcache/go-depcache/keys"
+)
+
+// MemoOption configures Memoize and Fetch.
+type MemoOption func(*memoSpec)
+
+// Result describes one memoized call, for OnResult.
+type Result struct {
+	Func    string // the function identity used in keys
+	Key     string
+	Manager string
+	Args    []any
+	Hit     bool
+	Value   any
+	Err     error
+}
+
+type memoSpec struct {
+	manager     *Manager
+	managerName string
+	registry    *Registry
+	ttl         time.Duration
+	ttlSet      bool
+	deps        []string
+	errRules    []errorMatcher
+	onResult    func(Result)
+	keyName     string
+
+	id      string // function identity
+	idErr   error  // why the function cannot be keyed
+	logOnce sync.Once
+}
+
+// Using makes the function cache in m.
+func Using(m *Manager) MemoOption { return func(s *memoSpec) { s.manager = m } }
+
+// ManagerName makes the function cache in the manager registered under
+// name, looked up on every call; an unknown name is a logged error and the
+// call runs uncached.
+func ManagerName(name string) MemoOption { return func(s *memoSpec) { s.managerName = name } }
+
+// InRegistry makes ManagerName and the default manager resolve in r instead
+// of DefaultRegistry.
+func InRegistry(r *Registry) MemoOption { return func(s *memoSpec) { s.registry = r } }
+
+// TTL sets the lifetime of the entries the function stores (0: the
+// manager's default). SetTTL inside the function overrides it.
+func TTL(d time.Duration) MemoOption { return func(s *memoSpec) { s.ttl, s.ttlSet = d, true } }
+
+// Deps adds dependencies every entry of the function carries.
+func Deps(static ...string) MemoOption {
+	return func(s *memoSpec) { s.deps = append(s.deps, static...) }
+}
+
+// CacheErrors caches errors that match one of targets by errors.Is. A cached
+// error comes back with its message and still matches its target. Errors
+// that match nothing are never cached.
+func CacheErrors(targets ...error) MemoOption {
+	return func(s *memoSpec) {
+		for _, t := range targets {
+			if t != nil {
+				s.errRules = append(s.errRules, isMatcher(t))
+			}
+		}
+	}
+}
+
+// CacheErrorsAs caches errors that errors.As finds an E in. The E is encoded
+// with the manager's codec, so its exported fields survive; a cached error
+// comes back with its message and errors.As finds the decoded E in it. E
+// must be a concrete type (a struct or a pointer to one).
+func CacheErrorsAs[E error]() MemoOption {
+	return func(s *memoSpec) {
+		if reflect.TypeFor[E]().Kind() == reflect.Interface {
+			s.idErr = fmt.Errorf("depcache: CacheErrorsAs[%v]: an interface type cannot be decoded; name a concrete error type", reflect.TypeFor[E]())
+			return
+		}
+		s.errRules = append(s.errRules, asMatcher[E]())
+	}
+}
+
+// OnResult calls fn after every call, hit or miss. A panic in fn is
+// recovered and logged.
+func OnResult(fn func(Result)) MemoOption { return func(s *memoSpec) { s.onResult = fn } }
+
+// KeyName sets the function's identity in keys. Without it the identity is
+// the function's symbol name and signature, which shifts when code moves;
+// method values and generic functions have no usable symbol and need it.
+func KeyName(name string) MemoOption { return func(s *memoSpec) { s.keyName = name } }
+
+func newSpec(fn any, opts []MemoOption) *memoSpec {
+	s := &memoSpec{}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.idErr != nil {
+		return s
+	}
+	if s.keyName != "" {
+		s.id = s.keyName
+		return s
+	}
+	s.id, s.idErr = funcIdentity(fn)
+	return s
+}
+
+// funcIdentity names fn by its symbol plus a hash of its signature.
+func funcIdentity(fn any) (string, error) {
+	v := reflect.ValueOf(fn)
+	if v.Kind() != reflect.Func || v.IsNil() {
+		return "", errors.New("depcache: Memoize of a nil function")
+	}
+	f := runtime.FuncForPC(v.Pointer())
+	if f == nil {
+		return "", errors.New("depcache: function has no symbol; give it a KeyName")
+	}
+	name := f.Name()
+	switch {
+	case strings.HasSuffix(name, "-fm"):
+		return "", fmt.Errorf("depcache: %s is a method value, and every receiver shares its symbol; give it a KeyName", name)
+	case strings.Contains(name, "[...]"):
+		return "", fmt.Errorf("depcache: %s is generic, and every instantiation shares its symbol; give it a KeyName", name)
+	}
+	h := fnv.New32a()
+	h.Write([]byte(v.Type().String()))
+	return name + "#" + strconv.FormatUint(uint64(h.Sum32()), 36), nil
+}
+
+// resolve picks the manager for one call; nil means run uncached.
+func (s *memoSpec) resolve() *Manager {
+	if s.manager != nil {
+		return s.manager
+	}
+	r := s.registry
+	if r == nil {
+		r = defaultRegistry
+	}
+	if s.managerName != "" {
+		if m, ok := r.Lookup(s.managerName); ok {
+			return m
+		}
+		slogError(fmt.Errorf("depcache: no manager named %q; %s runs uncached", s.managerName, s.id))
+		return nil
+	}
+	m, err := r.Default()
+	if err != nil {
+		s.logOnce.Do(func() { slogError(fmt.Errorf("depcache: %s runs uncached: %w", s.id, err)) })
+		return nil
+	}
+	return m
+}
+
+// Memoize returns fn cached by its argument. Calls with equal arguments (by
+// keys.Of) share an entry; the dependencies fn adds with AddDependency, or
+// that cached functions it calls report, tag the entry.
+func Memoize[A, R any](fn func(context.Context, A) (R, error), opts ...MemoOption) func(context.Context, A) (R, error) {
+	s := newSpec(fn, opts)
+	return func(ctx context.Context, a A) (R, error) {
+		return call(ctx, s, "", []any{a}, func(ctx context.Context) (R, error) { return fn(ctx, a) })
+	}
+}
+
+// Memoize0 is Memoize for a function of no argument.
+func Memoize0[R any](fn func(context.Context) (R, error), opts ...MemoOption) func(context.Context) (R, error) {
+	s := newSpec(fn, opts)
+	return func(ctx context.Context) (R, error) {
+		return call(ctx, s, "", nil, fn)
+	}
+}
+
+// Memoize2 is Memoize for a function of two arguments.
+func Memoize2[A, B, R any](fn func(context.Context, A, B) (R, error), opts ...MemoOption) func(context.Context, A, B) (R, error) {
+	s := newSpec(fn, opts)
+	return func(ctx context.Context, a A, b B) (R, error) {
+		return call(ctx, s, "", []any{a, b}, func(ctx context.Context) (R, error) { return fn(ctx, a, b) })
+	}
+}
+
+// Memoize3 is Memoize for a function of three arguments.
+func Memoize3[A, B, C, R any](fn func(context.Context, A, B, C) (R, error), opts ...MemoOption) func(context.Context, A, B, C) (R, error) {
+	s := newSpec(fn, opts)
+	return func(ctx context.Context, a A, b B, c C) (R, error) {
+		return call(ctx, s, "", []any{a, b, c}, func(ctx context.Context) (R, error) { return fn(ctx, a, b, c) })
+	}
+}
+
+// Fetch returns the value cached under key in m, or runs fn and caches its
+// result, with the same rules as Memoize. A nil m resolves as Memoize does
+// (Using, ManagerName, else Default).
+func Fetch[R any](ctx context.Context, m *Manager, key string, fn func(context.Context) (R, error), opts ...MemoOption) (R, error) {
+	s := &memoSpec{id: "fetch"}
+	for _, o := range opts {
+		o(s)
+	}
+	if m != nil {
+		s.manager = m
+	}
+	if key == "" && s.idErr == nil {
+		s.idErr = errors.New("depcache: Fetch with an empty key")
+	}
+	return call(ctx, s, key, nil, fn)
+}
+
+// call runs one memoized call. key is empty for Memoize, which derives it.
+func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn func(context.Context) (R, error)) (R, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	parent := current(ctx)
+	m := s.resolve()
+	if s.idErr != nil {
+		s.logOnce.Do(func() { m.errorEvent(key, s.idErr); slogErrorIf(m == nil, s.idErr) })
+		return runUncached(ctx, s, m, parent, key, args, fn)
+	}
+	if key == "" {
+		argKey, err := keys.OfErr(args...)
+		if err != nil {
+			// Two such arguments could share a key and be served each
+			// other's results.
+			m.usageError(key, fmt.Errorf("depcache: %s runs uncached: %w", s.id, err))
+			return runUncached(ctx, s, m, parent, s.id, args, fn)
+		}
+		key = s.id + ":" + argKey
+	}
+	if m == nil || bypassed(ctx) || !m.Enabled() {
+		return runUncached(ctx, s, m, parent, key, args, fn)
+	}
+
+	l, err := m.lookup(ctx, key)
+	if err != nil { // strict
+		var zero R
+		s.report(m, key, args, false, zero, err)
+		return zero, err
+	}
+	if l.Found {
+		var v R
+		cached, derr := decodePayload(m.cfg.codec, s.errRules, l.Entry.Value, &v)
+		if derr == nil {
+			m.hit(key, l.Entry.Deps)
+			if t := traceOf(ctx); t != nil {
+				t.hits.Add(1)
+			}
+			if parent != nil {
+				parent.addDeps(l.Entry.Deps)
+				parent.useEntry(l.Entry.Since)
+			}
+			s.report(m, key, args, true, v, cached)
+			return v, cached
+		}
+		m.dropCorrupt(ctx, key, derr)
+		m.miss(key)
+	}
+	since := l.Epoch
+	if since.IsZero() {
+		// The entry was unusable, or the lookup failed open: read the
+		// epoch now, before the computation.
+		ectx, cancel := m.opContext(ctx)
+		since, err = m.backend.Epoch(ectx)
+		cancel()
+		if err != nil {
+			if err := m.failOpen("epoch", key, err); err != nil {
+				var zero R
+				return zero, err
+			}
+			return runUncached(ctx, s, m, parent, key, args, fn)
+		}
+	}
+	c := &computation{m: m, key: key, parent: parent, start: time.Now(), since: since, ordered: true}
+	v, fnErr := compute(ctx, c, s, fn)
+	if fillErr := m.store(ctx, s, c, v, fnErr); fillErr != nil {
+		s.report(m, key, args, false, v, fillErr)
+		return v, fillErr
+	}
+	s.report(m, key, args, false, v, fnErr)
+	return v, fnErr
+}
+
+// compute runs fn as computation c. However fn ends, c is closed and what
+// it discovered reaches the enclosing computation.
+func compute[R any](ctx context.Context, c *computation, s *memoSpec, fn func(context.Context) (R, error)) (R, error) {
+	c.addDeps(s.deps)
+	if t := traceOf(ctx); t != nil {
+		t.misses.Add(1)
+	}
+	defer c.finish()
+	return fn(context.WithValue(ctx, computationKey{}, c))
+}
+
+// runUncached runs fn as a computation that stores nothing: its
+// dependencies still reach the enclosing computation, whose entry depends
+// on what fn read.
+func runUncached[R any](ctx context.Context, s *memoSpec, m *Manager, parent *computation, key string, args []any, fn func(context.Context) (R, error)) (R, error) {
+	c := &computation{m: m, key: key, parent: parent, start: time.Now(), ordered: true, skip: "uncached"}
+	v, err := compute(ctx, c, s, fn)
+	s.report(m, key, args, false, v, err)
+	return v, err
+}
+
+// store fills the cache with what computation c returned, if it may.
+func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any, fnErr error) error {
+	f := c.final
+	var payload []byte
+	var err error
+	if fnErr == nil {
+		payload, err = encodeValue(m.cfg.codec, v)
+	} else {
+		var ok bool
+		if payload, ok, err = encodeError(m.cfg.codec, s.errRules, fnErr); !ok {
+			return nil // errors not listed are never cached
+		}
+	}
+	if err != nil {
+		m.stats.skippedFills.Add(1)
+		m.errorEvent(c.key, fmt.Errorf("depcache: %q returned uncached: encode with %s: %w", c.key, m.cfg.codec.Name(), err))
+		return nil
+	}
+	switch {
+	case f.skip != "":
+		m.skipped(c.key, fmt.Errorf("depcache: not stored: %s", f.skip))
+		return nil
+	case m.pending.affects(f.deps):
+		m.skipped(c.key, errPendingSkip)
+		return nil
+	}
+	ttl := s.ttl
+	if f.ttlSet {
+		ttl = f.ttl
+	}
+	if ttl, err = m.resolveTTL(ttl); err != nil {
+		m.usageError(c.key, err)
+		return nil
+	}
+	if len(f.deps) == 0 {
+		m.stats.noDepFills.Add(1)
+		if _, seen := m.noDepLog.LoadOrStore(s.id, true); !seen {
+			m.log.Warn("depcache: storing an entry with no dependency; nothing but its TTL will remove it (a query without WithContext(ctx)?)", "func", s.id, "key", c.key)
+		}
+	}
+	fctx, cancel := m.opContext(ctx)
+	defer cancel()
+	stored, err := m.fill(fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl)
+	if err != nil {
+		return err
+	}
+	if stored && c.markStored(c.key) {
+		m.lateDependency(c.key, nil)
+	}
+	return nil
+}
+
+func (s *memoSpec) report(m *Manager, key string, args []any, hit bool, v any, err error) {
+	if s.onResult == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			slogError(fmt.Errorf("depcache: OnResult callback panicked: %v", r))
+		}
+	}()
+	s.onResult(Result{Func: s.id, Key: key, Manager: m.Name(), Args: args, Hit: hit, Value: v, Err: err})
+}

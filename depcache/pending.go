@@ -1,0 +1,203 @@
+package depcache
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// pendingSet holds the tags whose invalidation failed, and retries them in
+// the background until the backend takes them. While a tag is pending, this
+// process counts a hit on an entry carrying it as a miss and stores no value
+// carrying it: the entry may predate a committed write.
+type pendingSet struct {
+	m *Manager
+
+	mu    sync.Mutex
+	tags  map[string]uint64 // tag → generation of its latest failure
+	gen   uint64
+	clear bool // the set overflowed: clear the whole namespace instead
+	size  atomic.Int64
+
+	wake    chan struct{}
+	quit    chan struct{}
+	done    chan struct{}
+	started bool
+	stopped bool
+}
+
+func newPendingSet(m *Manager) *pendingSet {
+	return &pendingSet{m: m, tags: map[string]uint64{}, wake: make(chan struct{}, 1)}
+}
+
+// affects reports whether an entry with these tags must not be served or
+// stored. It costs one atomic load while nothing is pending.
+func (p *pendingSet) affects(deps []string) bool {
+	if p.size.Load() == 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.clear {
+		return true
+	}
+	for _, d := range deps {
+		if _, ok := p.tags[d]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *pendingSet) len() int { return int(p.size.Load()) }
+
+func (p *pendingSet) add(deps []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
+	p.gen++
+	for _, d := range deps {
+		if !p.clear && len(p.tags) >= p.m.cfg.pendingLimit {
+			// Too many distinct tags to remember: one Clear of the namespace
+			// covers them all.
+			p.clear = true
+			p.m.log.Error("depcache: too many failed invalidations; the namespace will be cleared", "limit", p.m.cfg.pendingLimit)
+		}
+		if !p.clear {
+			p.tags[d] = p.gen
+		}
+	}
+	p.updateSize()
+	if !p.started {
+		p.started = true
+		p.quit = make(chan struct{})
+		p.done = make(chan struct{})
+		go p.loop()
+	}
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pendingSet) updateSize() {
+	n := int64(len(p.tags))
+	if p.clear {
+		n++
+	}
+	p.size.Store(n)
+}
+
+// loop retries with exponential backoff until the set is empty or stop.
+func (p *pendingSet) loop() {
+	defer close(p.done)
+	wait := p.m.cfg.retryMin
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-p.quit:
+			return
+		case <-timer.C:
+		case <-p.wake:
+			// A new failure: wait the current backoff before retrying, not
+			// immediately (the backend just failed).
+			continue
+		}
+		if err := p.retry(context.Background()); err != nil {
+			wait = min(wait*2, p.m.cfg.retryMax)
+		} else {
+			wait = p.m.cfg.retryMin
+		}
+		if p.size.Load() == 0 {
+			// Park until the next failure.
+			select {
+			case <-p.quit:
+				return
+			case <-p.wake:
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+// retry makes one attempt at everything pending.
+func (p *pendingSet) retry(ctx context.Context) error {
+	p.mu.Lock()
+	clear := p.clear
+	snapshot := make(map[string]uint64, len(p.tags))
+	for t, g := range p.tags {
+		snapshot[t] = g
+	}
+	p.mu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+
+	if clear {
+		cctx, cancel := context.WithTimeout(ctx, p.m.cfg.invTimeout)
+		_, err := p.m.backend.Clear(cctx, p.m.ns)
+		cancel()
+		if err != nil {
+			p.m.backendError("clear", "", err)
+			return err
+		}
+		p.mu.Lock()
+		p.clear = false
+		for t, g := range snapshot {
+			if p.tags[t] == g {
+				delete(p.tags, t)
+			}
+		}
+		p.updateSize()
+		p.mu.Unlock()
+		return nil
+	}
+	if len(snapshot) == 0 {
+		return nil
+	}
+	tags := make([]string, 0, len(snapshot))
+	for t := range snapshot {
+		tags = append(tags, t)
+	}
+	const batch = 256
+	for len(tags) > 0 {
+		k := min(batch, len(tags))
+		if _, err := p.m.invalidate(ctx, tags[:k]); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		for _, t := range tags[:k] {
+			if p.tags[t] == snapshot[t] {
+				delete(p.tags, t)
+			}
+		}
+		p.updateSize()
+		p.mu.Unlock()
+		tags = tags[k:]
+	}
+	return nil
+}
+
+// stop ends the retry loop and returns how many tags were still pending.
+func (p *pendingSet) stop() int {
+	p.mu.Lock()
+	p.stopped = true
+	started := p.started
+	p.mu.Unlock()
+	if started {
+		close(p.quit)
+		<-p.done
+	}
+	return p.len()
+}
+
+// RetryPending makes one attempt, now, at every invalidation that failed and
+// is waiting for its background retry. It returns the first error.
+func (m *Manager) RetryPending(ctx context.Context) error {
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	return m.pending.retry(ctx)
+}

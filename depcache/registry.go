@@ -1,0 +1,157 @@
+package depcache
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/depcache/go-depcache/backends"
+)
+
+// A Registry holds managers by name, and the backends it opened from the
+// environment for them, one per distinct configuration. The package-level
+// GetOrCreate, Lookup and Default use DefaultRegistry; tests create their
+// own with NewRegistry and Close it.
+type Registry struct {
+	mu       sync.Mutex
+	managers map[string]*Manager
+	shared   map[string]*sharedBackend
+}
+
+type sharedBackend struct {
+	b    backends.Backend
+	refs int
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{managers: map[string]*Manager{}, shared: map[string]*sharedBackend{}}
+}
+
+var defaultRegistry = NewRegistry()
+
+// DefaultRegistry returns the registry the package-level functions use.
+func DefaultRegistry() *Registry { return defaultRegistry }
+
+// GetOrCreate returns the manager registered under name, or creates and
+// registers one. An existing name returns the existing manager and ignores
+// opts. The name argument wins over a WithName option. Without WithBackend
+// the backend comes from the environment (DEP_CACHE_BACKEND, REDIS_URL, …),
+// shared with other managers configured alike; nothing is dialled until
+// first use.
+func GetOrCreate(name string, opts ...Option) (*Manager, error) {
+	return defaultRegistry.GetOrCreate(name, opts...)
+}
+
+// Lookup returns the manager registered under name.
+func Lookup(name string) (*Manager, bool) { return defaultRegistry.Lookup(name) }
+
+// Default returns the manager named "default", configured from the
+// environment.
+func Default() (*Manager, error) { return defaultRegistry.Default() }
+
+// GetOrCreate is the package-level GetOrCreate on r.
+func (r *Registry) GetOrCreate(name string, opts ...Option) (*Manager, error) {
+	if name == "" {
+		return nil, errors.New("depcache: GetOrCreate needs a name")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m, ok := r.managers[name]; ok {
+		return m, nil
+	}
+	envOpts, err := envOptions()
+	if err != nil {
+		return nil, err
+	}
+	cfg := defaultConfig()
+	for _, o := range envOpts {
+		o(&cfg)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cfg.name = name
+	m := newManager(cfg, cfg.backend, nil)
+	if m.cfg.configErr != nil {
+		return nil, m.cfg.configErr
+	}
+	if m.backend == nil {
+		if m.backend, m.release, err = r.openShared(); err != nil {
+			return nil, err
+		}
+	}
+	m.registry = r
+	r.managers[name] = m
+	return m, nil
+}
+
+// openShared returns the backend the environment names, opening it on the
+// first call for its configuration. Called with r.mu held.
+func (r *Registry) openShared() (backends.Backend, func() error, error) {
+	name, err := envBackendName()
+	if err != nil {
+		return nil, nil, err
+	}
+	key := backendConfigKey(name)
+	s, ok := r.shared[key]
+	if !ok {
+		open, _ := backends.Opener(name)
+		b, err := open()
+		if err != nil {
+			return nil, nil, fmt.Errorf("depcache: open backend %q: %w", name, err)
+		}
+		s = &sharedBackend{b: b}
+		r.shared[key] = s
+	}
+	s.refs++
+	var once sync.Once
+	release := func() (err error) {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			s.refs--
+			if s.refs == 0 {
+				delete(r.shared, key)
+				err = s.b.Close()
+			}
+		})
+		return err
+	}
+	return s.b, release, nil
+}
+
+// Lookup returns the manager registered under name.
+func (r *Registry) Lookup(name string) (*Manager, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.managers[name]
+	return m, ok
+}
+
+// Default returns r's manager named "default", creating it from the
+// environment.
+func (r *Registry) Default() (*Manager, error) { return r.GetOrCreate("default") }
+
+// Close closes every manager in r and the backends r opened.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	ms := make([]*Manager, 0, len(r.managers))
+	for _, m := range r.managers {
+		ms = append(ms, m)
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, m := range ms {
+		errs = append(errs, m.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Registry) forget(m *Manager) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.managers[m.name] == m {
+		delete(r.managers, m.name)
+	}
+}
