@@ -16,7 +16,9 @@ type RateLimitError struct {
 	Retry   int
 }
 
-func (e *RateLimitError) Error() string { return fmt.Sprintf("%s: rate limited, retry in %d", e.Service, e.Retry) }
+func (e *RateLimitError) Error() string {
+	return fmt.Sprintf("%s: rate limited, retry in %d", e.Service, e.Retry)
+}
 
 func TestCachedErrors(t *testing.T) {
 	for _, codec := range []depcache.Codec{depcache.JSON, depcache.Msgpack, depcache.Gob} {

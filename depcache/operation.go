@@ -24,7 +24,7 @@ type computation struct {
 	mu       sync.Mutex
 	deps     map[string]struct{}
 	since    backends.Epoch
-	ordered  bool   // false once since cannot be ordered (foreign era)
+	ordered  bool // false once since cannot be ordered (foreign era)
 	ttl      time.Duration
 	ttlSet   bool
 	skip     string // non-empty: do not store, and why
