@@ -1,0 +1,161 @@
+package depcache_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"sync/atomic"
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/depcache/go-depcache/backends/redisbackend"
+	"github.com/depcache/go-depcache/depcache"
+)
+
+// redisTarget is a Redis the tests and benchmarks run on: miniredis in
+// process, or the server REDIS_URL names.
+type redisTarget struct {
+	name   string
+	client *redis.Client
+}
+
+// redisTargets returns miniredis, plus the real Redis when REDIS_URL is set.
+func redisTargets(tb testing.TB) []redisTarget {
+	tb.Helper()
+	mr := miniredis.RunT(tb)
+	targets := []redisTarget{{"miniredis", redis.NewClient(&redis.Options{Addr: mr.Addr()})}}
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		opt, err := redis.ParseURL(url)
+		if err != nil {
+			tb.Fatalf("REDIS_URL: %v", err)
+		}
+		targets = append(targets, redisTarget{"redis", redis.NewClient(opt)})
+	}
+	for _, tg := range targets {
+		tb.Cleanup(func() { tg.client.Close() })
+	}
+	return targets
+}
+
+func randomPrefix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "dctest:" + hex.EncodeToString(b)
+}
+
+// roundTrips counts the commands and pipelines a client sends.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+var _ redis.Hook = (*roundTrips)(nil)
+
+// A memoized hit is one round trip to Redis, and a miss is two: the lookup
+// (which also reads the epoch) and the fill (one script, whatever the number
+// of dependencies).
+func TestMemoizeRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	for _, tg := range redisTargets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			rt := &roundTrips{}
+			tg.client.AddHook(rt)
+			m := depcache.New(redisbackend.New(tg.client), depcache.WithPrefix(randomPrefix()), depcache.WithLogger(quiet))
+			defer m.Close()
+			for _, deps := range []int{1, 10} {
+				f := depcache.Memoize(func(ctx context.Context, x int) (int, error) {
+					for i := range deps {
+						depcache.AddDependency(ctx, "t"+string(rune('a'+i)))
+					}
+					return x, nil
+				}, depcache.Using(m), depcache.KeyName("rt"))
+				f(ctx, deps) // warm up: first use learns the server and loads scripts
+				m.InvalidateDependency(ctx, "ta")
+
+				rt.n.Store(0)
+				f(ctx, deps)
+				if got := rt.n.Load(); got != 2 {
+					t.Errorf("miss with %d deps: %d round trips, want 2 (lookup, fill)", deps, got)
+				}
+				rt.n.Store(0)
+				f(ctx, deps)
+				if got := rt.n.Load(); got != 1 {
+					t.Errorf("hit: %d round trips, want 1", got)
+				}
+				rt.n.Store(0)
+				if _, err := m.InvalidateDependency(ctx, "ta"); err != nil {
+					t.Fatal(err)
+				}
+				if got := rt.n.Load(); got != 1 {
+					t.Errorf("invalidation of a small tag: %d round trips, want 1", got)
+				}
+			}
+		})
+	}
+}
+
+// The suite of memoize tests' essentials against Redis: nesting, stale
+// fills and Clear with a real store.
+func TestMemoizeOnRedis(t *testing.T) {
+	ctx := context.Background()
+	for _, tg := range redisTargets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			m := depcache.New(redisbackend.New(tg.client), depcache.WithPrefix(randomPrefix()), depcache.WithLogger(quiet))
+			defer m.Close()
+			db := "old"
+			racing := true
+			var calls counter
+			child := depcache.Memoize(func(ctx context.Context, id int) (string, error) {
+				calls.n.Add(1)
+				v := db
+				if racing {
+					racing = false
+					db = "new"
+					if _, err := m.InvalidateDependency(ctx, "rows::1"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				depcache.AddDependency(ctx, "rows::1")
+				return v, nil
+			}, depcache.Using(m), depcache.KeyName("child"))
+			parent := depcache.Memoize(func(ctx context.Context, id int) (string, error) {
+				v, err := child(ctx, id)
+				return "page:" + v, err
+			}, depcache.Using(m), depcache.KeyName("parent"))
+
+			if v, _ := parent(ctx, 1); v != "page:old" {
+				t.Fatalf("first = %q", v)
+			}
+			if v, _ := parent(ctx, 1); v != "page:new" {
+				t.Fatalf("after the invalidation returned: %q", v)
+			}
+			if v, _ := parent(ctx, 1); v != "page:new" || calls.calls() != 2 {
+				t.Fatalf("third call %q, child calls %d", v, calls.calls())
+			}
+			if st := m.Stats(); st.StaleFills != 2 {
+				t.Fatalf("stale fills = %d, want 2 (child and parent)", st.StaleFills)
+			}
+			if n, _ := m.InvalidateDependency(ctx, "rows::1"); n != 2 {
+				t.Fatalf("rows::1 removed %d entries; want child and parent", n)
+			}
+			parent(ctx, 1)
+			if n, err := m.Clear(ctx); n != 2 || err != nil {
+				t.Fatalf("Clear = %d, %v", n, err)
+			}
+		})
+	}
+}
