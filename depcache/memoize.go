@@ -236,7 +236,8 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		}
 		key = s.id + ":" + argKey
 	}
-	if m == nil || bypassed(ctx) || !m.Enabled() {
+	read, fill := allowed(ctx)
+	if m == nil || !read || !m.Enabled() {
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
 
@@ -280,6 +281,9 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		}
 	}
 	c := &computation{m: m, key: key, parent: parent, start: time.Now(), since: since, ordered: true}
+	if !fill {
+		c.skip = "filling is not allowed under this context"
+	}
 	v, fnErr := compute(ctx, c, s, fn)
 	if fillErr := m.store(ctx, s, c, v, fnErr); fillErr != nil {
 		s.report(m, key, args, false, v, fillErr)

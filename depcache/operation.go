@@ -48,7 +48,7 @@ type closing struct {
 var errLateDependency = errors.New("depcache: AddDependency after the cached function returned; the entry is deleted")
 
 type computationKey struct{}
-type bypassKey struct{}
+type restrictKey struct{}
 type traceKey struct{}
 
 func current(ctx context.Context) *computation {
@@ -221,12 +221,24 @@ func SkipFillAll(ctx context.Context, reason string) {
 // fill the cache; the functions run, and the dependencies they report still
 // reach any computation enclosing ctx.
 func Bypass(ctx context.Context) context.Context {
-	return context.WithValue(ctx, bypassKey{}, true)
+	return Restrict(ctx, func() (bool, bool) { return false, false })
 }
 
-func bypassed(ctx context.Context) bool {
-	b, _ := ctx.Value(bypassKey{}).(bool)
-	return b
+// Restrict returns a context under which each memoized call asks allow
+// whether it may read the cache and whether it may fill it. A call that may
+// not read runs its function; one that may not fill returns its result
+// without storing it. The GORM plugin uses it for calls inside a database
+// transaction, whose answers change once the transaction writes.
+func Restrict(ctx context.Context, allow func() (read, fill bool)) context.Context {
+	return context.WithValue(ctx, restrictKey{}, allow)
+}
+
+// allowed reports what the innermost Restrict under ctx allows.
+func allowed(ctx context.Context) (read, fill bool) {
+	if allow, ok := ctx.Value(restrictKey{}).(func() (bool, bool)); ok {
+		return allow()
+	}
+	return true, true
 }
 
 // Trace counts the memoized calls made under a context returned by Track.

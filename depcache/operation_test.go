@@ -197,3 +197,31 @@ func TestSetTTLDoesNotCapParent(t *testing.T) {
 		t.Fatalf("parent TTL %v was capped by its child's", d)
 	}
 }
+
+func TestRestrict(t *testing.T) {
+	ctx := context.Background()
+	m, _ := newManager(t)
+	var calls counter
+	f := depcache.Memoize(func(ctx context.Context, x int) (int, error) {
+		calls.n.Add(1)
+		depcache.AddDependency(ctx, "t")
+		return x, nil
+	}, depcache.Using(m), depcache.KeyName("restrict"))
+	read, fill := true, false
+	rctx := depcache.Restrict(ctx, func() (bool, bool) { return read, fill })
+	f(rctx, 1)
+	f(rctx, 1)
+	if calls.calls() != 2 {
+		t.Fatalf("a context that may not fill stored a value")
+	}
+	f(ctx, 1) // fills
+	f(rctx, 1)
+	if calls.calls() != 3 {
+		t.Fatalf("a context that may read missed a stored value")
+	}
+	read = false // the answer changes while the context lives
+	f(rctx, 1)
+	if calls.calls() != 4 {
+		t.Fatalf("a context that may not read was served from the cache")
+	}
+}
