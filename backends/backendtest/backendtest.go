@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,11 +88,18 @@ var cases = []struct {
 
 // env is one case's store, namespace and context.
 type env struct {
-	t   *testing.T
-	h   Harness
-	b   backends.Backend
-	ns  string
-	ctx context.Context
+	t    *testing.T
+	h    Harness
+	b    backends.Backend
+	ns   string
+	ctx  context.Context
+	used *namespaces
+}
+
+// namespaces records the namespaces a case used, to clear them at its end.
+type namespaces struct {
+	mu    sync.Mutex
+	names map[string]bool
 }
 
 func newEnv(t *testing.T, h Harness) *env {
@@ -99,12 +107,26 @@ func newEnv(t *testing.T, h Harness) *env {
 	if b == nil {
 		t.Fatal("backendtest: Harness.New returned nil")
 	}
+	used := &namespaces{names: map[string]bool{}}
 	t.Cleanup(func() {
 		if err := b.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return &env{t: t, h: h, b: b, ns: randomNS(t), ctx: t.Context()}
+	// Runs before Close: leave nothing behind on a shared server. The
+	// test's context is canceled by now.
+	t.Cleanup(func() {
+		ctx := context.WithoutCancel(t.Context())
+		used.mu.Lock()
+		defer used.mu.Unlock()
+		for ns := range used.names {
+			if _, err := b.Clear(ctx, ns); err != nil {
+				t.Errorf("Clear(%q) at the end of the case: %v", ns, err)
+			}
+		}
+	})
+	e := &env{t: t, h: h, b: b, ctx: t.Context(), used: used}
+	return e.in(randomNS(t))
 }
 
 // randomNS returns "bt" followed by 16 random hex digits.
@@ -118,6 +140,9 @@ func randomNS(t testing.TB) string {
 
 // in returns a copy of e working in namespace ns.
 func (e *env) in(ns string) *env {
+	e.used.mu.Lock()
+	e.used.names[ns] = true
+	e.used.mu.Unlock()
 	c := *e
 	c.ns = ns
 	return &c

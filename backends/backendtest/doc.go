@@ -18,11 +18,12 @@
 //
 // Every case is a subtest of its own (run one with -run
 // 'TestConformance/StaleGuard'), gets a Backend of its own from Harness.New,
-// closes it when it ends, and works in a namespace of its own, "bt" followed
-// by random hex (the namespace cases derive theirs from it). So the suite can
-// run against a Redis that other tests share: it never flushes, never
-// clears a namespace it did not make, and only assumes of the backend-wide
-// epoch that it grows. Cases run one after another, never in parallel,
+// and works in a namespace of its own, "bt" followed by random hex (the
+// namespace cases derive theirs from it). When the case ends the suite
+// clears the namespaces it used and closes the Backend. So the suite can run
+// against a Redis that other tests share: it never flushes, never clears a
+// namespace it did not make, and only assumes of the backend-wide epoch that
+// it grows. (Stamps it wrote stay until the store prunes them.) Cases run one after another, never in parallel,
 // because Harness.Advance may move a clock that every store shares
 // (miniredis's FastForward does).
 //

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,7 @@ type config struct {
 
 // WithClock makes the Backend read the time from now instead of time.Now.
 // Tests inject a clock they move by hand, so that expiry needs no sleeping.
+// now is called concurrently (under a read lock).
 func WithClock(now func() time.Time) Option {
 	if now == nil {
 		panic("memory: WithClock(nil)")
@@ -113,12 +115,14 @@ func (e *entry) expired(now time.Time) bool {
 	return !e.expires.IsZero() && !now.Before(e.expires)
 }
 
-// stampRef names a stamp to prune once it is older than the longest fill.
+// stampRef queues a stamped tag for pruning. Every tagState with a stamp
+// has exactly one, and a tagState with a stamp is never dropped, so ts is
+// the one its space holds under tag.
 type stampRef struct {
 	sp      *space
 	tag     string
-	n       uint64
-	stamped time.Time
+	ts      *tagState
+	stamped time.Time // when the ref was queued: the queue is (nearly) in this order
 }
 
 // New returns an empty Backend, with an era of its own.
@@ -227,8 +231,10 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	}
 
 	if old := b.get(ns, f.Key); old != nil {
-		b.remove(old)
-	} else if b.maxEntries > 0 && b.count >= b.maxEntries {
+		b.refill(old, f, now)
+		return nil
+	}
+	if b.maxEntries > 0 && b.count >= b.maxEntries {
 		b.remove(b.lru.prev) // the least recently used
 	}
 
@@ -243,27 +249,74 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	if len(f.Entry.Deps) > 0 {
 		en.deps = append([]string(nil), f.Entry.Deps...)
 	}
-	if f.TTL > 0 {
-		en.expires = now.Add(f.TTL)
-		heap.Push(&b.expiries, en)
-	}
 	sp.entries[f.Key] = en
 	b.count++
 	for _, d := range en.deps {
-		ts := sp.tags[d]
-		if ts == nil {
-			ts = &tagState{}
-			sp.tags[d] = ts
-		}
-		if ts.regs == nil {
-			ts.regs = map[*entry]struct{}{}
-		}
-		ts.regs[en] = struct{}{}
+		b.register(sp, d, en)
 	}
+	b.setExpiry(en, f.TTL, now)
 	if b.maxEntries > 0 {
 		b.pushFront(en)
 	}
 	return nil
+}
+
+// refill stores f over the existing entry en in place: its registrations
+// change only where the deps do.
+func (b *Backend) refill(en *entry, f backends.Fill, now time.Time) {
+	sp := en.sp
+	if !slices.Equal(en.deps, f.Entry.Deps) {
+		for _, d := range en.deps {
+			if !slices.Contains(f.Entry.Deps, d) {
+				if ts := sp.tags[d]; ts != nil {
+					delete(ts.regs, en)
+					b.dropTagIfEmpty(sp, d, ts)
+				}
+			}
+		}
+		for _, d := range f.Entry.Deps {
+			b.register(sp, d, en)
+		}
+		en.deps = nil
+		if len(f.Entry.Deps) > 0 {
+			en.deps = append([]string(nil), f.Entry.Deps...)
+		}
+	}
+	// No caller holds en.value: Lookup hands out copies.
+	en.value = append(en.value[:0], f.Entry.Value...)
+	en.since = f.Entry.Since
+	b.setExpiry(en, f.TTL, now)
+	b.touch(en)
+}
+
+// register records en under tag d.
+func (b *Backend) register(sp *space, d string, en *entry) {
+	ts := sp.tags[d]
+	if ts == nil {
+		ts = &tagState{}
+		sp.tags[d] = ts
+	}
+	if ts.regs == nil {
+		ts.regs = map[*entry]struct{}{}
+	}
+	ts.regs[en] = struct{}{}
+}
+
+// setExpiry gives en the lifetime ttl from now (none for 0 or NoExpiry).
+func (b *Backend) setExpiry(en *entry, ttl time.Duration, now time.Time) {
+	switch {
+	case ttl <= 0:
+		en.expires = time.Time{}
+		if en.heapIdx >= 0 {
+			heap.Remove(&b.expiries, en.heapIdx)
+		}
+	case en.heapIdx >= 0:
+		en.expires = now.Add(ttl)
+		heap.Fix(&b.expiries, en.heapIdx)
+	default:
+		en.expires = now.Add(ttl)
+		heap.Push(&b.expiries, en)
+	}
 }
 
 // Epoch returns the current epoch.
@@ -301,10 +354,15 @@ func (b *Backend) Invalidate(ctx context.Context, ns string, tags ...string) (in
 			ts = &tagState{}
 			sp.tags[t] = ts
 		}
-		// Stamp first: with a stamp, remove keeps the tag's state.
+		// Stamp first: with a stamp, remove keeps the tag's state. A tag
+		// already stamped is queued for pruning already.
+		if ts.stamp == 0 {
+			b.stamps = append(b.stamps, stampRef{sp: sp, tag: t, ts: ts, stamped: now})
+		}
 		ts.stamp, ts.stamped = n, now
-		b.stamps = append(b.stamps, stampRef{sp: sp, tag: t, n: n, stamped: now})
-		for en := range ts.regs {
+		regs := ts.regs
+		ts.regs = nil // so that remove need not delete from it, one by one
+		for en := range regs {
 			if !en.expired(now) {
 				removed++
 			}
@@ -463,8 +521,10 @@ func (b *Backend) touch(en *entry) {
 }
 
 // maintain is the amortised sweep run by every call that writes: it prunes
-// the stamps older than the longest allowed fill (each stamp is queued once)
-// and removes up to sweepBudget expired entries (each fill adds at most one).
+// the stamps older than the longest allowed fill (a tag is queued once per
+// stamp it gets after having none, and requeued at most once per
+// maxFillAge while it keeps being stamped) and removes up to sweepBudget
+// expired entries (each fill adds at most one).
 func (b *Backend) maintain(now time.Time) {
 	for b.stampsAt < len(b.stamps) {
 		ref := b.stamps[b.stampsAt]
@@ -473,9 +533,14 @@ func (b *Backend) maintain(now time.Time) {
 		}
 		b.stamps[b.stampsAt] = stampRef{}
 		b.stampsAt++
-		// A fill that started before this stamp was written has run longer
-		// than the longest allowed fill, so nothing needs the stamp any more.
-		if ts := ref.sp.tags[ref.tag]; ts != nil && ts.stamp == ref.n {
+		if ts := ref.ts; now.Sub(ts.stamped) <= b.maxFillAge {
+			// Stamped again since it was queued: queue it for then. This
+			// can put it behind younger refs, which only delays its pruning.
+			ref.stamped = ts.stamped
+			b.stamps = append(b.stamps, ref)
+		} else {
+			// A fill that started before this stamp was written has run
+			// longer than the longest allowed fill: nothing needs it.
 			ts.stamp, ts.stamped = 0, time.Time{}
 			b.dropTagIfEmpty(ref.sp, ref.tag, ts)
 			b.dropSpaceIfEmpty(ref.sp)

@@ -140,6 +140,21 @@ func check(t *testing.T, b *Backend) {
 			t.Errorf("heap[%d] has index %d", i, en.heapIdx)
 		}
 	}
+	// Every stamped tag is queued for pruning exactly once.
+	queued := map[*tagState]int{}
+	for _, ref := range b.stamps[b.stampsAt:] {
+		queued[ref.ts]++
+		if ref.ts.stamp == 0 || ref.sp.tags[ref.tag] != ref.ts || b.spaces[ref.sp.name] != ref.sp {
+			t.Errorf("queued stamp of %q in %q: not a stamped tag of a live space", ref.tag, ref.sp.name)
+		}
+	}
+	for _, sp := range b.spaces {
+		for tag, ts := range sp.tags {
+			if ts.stamp != 0 && queued[ts] != 1 {
+				t.Errorf("stamp of %q in %q queued %d times", tag, sp.name, queued[ts])
+			}
+		}
+	}
 	if b.maxEntries > 0 {
 		l := 0
 		for en := b.lru.next; en != &b.lru; en = en.next {
@@ -259,6 +274,59 @@ func TestStampsPrunedAfterMaxFillAge(t *testing.T) {
 	}
 	if n := stamps(); n != 1 {
 		t.Errorf("%d stamps, want the rewritten one kept", n)
+	}
+	check(t, b)
+}
+
+func TestStampQueueBounded(t *testing.T) {
+	ctx := t.Context()
+	clock := newFakeClock()
+	b := New(WithClock(clock.Now), WithMaxFillAge(time.Minute))
+	defer b.Close()
+	for range 1000 {
+		if _, err := b.Invalidate(ctx, "ns", "hot"); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Second)
+	}
+	b.mu.Lock()
+	queued := len(b.stamps) - b.stampsAt
+	b.mu.Unlock()
+	if queued != 1 {
+		t.Errorf("%d stamps queued for one tag invalidated 1000 times", queued)
+	}
+	check(t, b)
+}
+
+func TestRefillInPlace(t *testing.T) {
+	ctx := t.Context()
+	clock := newFakeClock()
+	b := New(WithClock(clock.Now), WithMaxEntries(10))
+	defer b.Close()
+	fill(t, b, "ns", "k", time.Second, "A", "B")
+	fill(t, b, "ns", "k", 0, "B", "C")
+	check(t, b)
+	b.mu.Lock()
+	_, keptA := b.spaces["ns"].tags["A"]
+	b.mu.Unlock()
+	if keptA {
+		t.Error("the tag the refill dropped is kept")
+	}
+	clock.Advance(time.Hour) // the refill removed the expiry
+	if !found(t, b, "ns", "k") {
+		t.Fatal("refilled entry without expiry expired")
+	}
+	if n, _ := b.Invalidate(ctx, "ns", "A"); n != 0 {
+		t.Errorf("Invalidate of the dropped tag = %d, want 0", n)
+	}
+	fill(t, b, "ns", "k", time.Second, "C")
+	check(t, b)
+	if n, _ := b.Invalidate(ctx, "ns", "B"); n != 0 {
+		t.Errorf("Invalidate of the dropped tag = %d, want 0", n)
+	}
+	clock.Advance(time.Second)
+	if found(t, b, "ns", "k") {
+		t.Error("refilled entry with a TTL did not expire")
 	}
 	check(t, b)
 }
