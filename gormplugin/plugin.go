@@ -1,0 +1,180 @@
+package gormplugin
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/callbacks"
+	"gorm.io/gorm/schema"
+
+	"github.com/depcache/go-depcache/depcache"
+)
+
+// Plugin is the depcache GORM plugin. Install it with db.Use(New(m)).
+type Plugin struct {
+	m   *depcache.Manager
+	cfg config
+	log *slog.Logger
+
+	schemas sync.Map // table → *schema.Schema: every model seen, for cascades
+	logged  sync.Map // messages logged once
+
+	delayed sync.WaitGroup
+	timerMu sync.Mutex
+	timers  map[*time.Timer][]string
+}
+
+var _ gorm.Plugin = (*Plugin)(nil)
+
+// Option configures the plugin.
+type Option func(*config)
+
+type config struct {
+	foreignDelay time.Duration
+	foreignError bool
+	logger       *slog.Logger
+}
+
+// WithForeignTxDelay sets how long after a write inside a transaction the
+// plugin did not begin it invalidates a second time (default 1s). The first
+// invalidation runs at statement time, before that transaction's COMMIT;
+// the second narrows the window in which a reader can refill the old value,
+// but cannot close it.
+func WithForeignTxDelay(d time.Duration) Option { return func(c *config) { c.foreignDelay = d } }
+
+// WithForeignTxError makes a write inside a transaction the plugin did not
+// begin fail with ErrForeignTransaction instead.
+func WithForeignTxError() Option { return func(c *config) { c.foreignError = true } }
+
+// WithLogger sets where the plugin logs (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// New returns the plugin for m: reads inside computations of m get their
+// tags, and writes invalidate in m.
+func New(m *depcache.Manager, opts ...Option) *Plugin {
+	cfg := config{foreignDelay: time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	log := cfg.logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Plugin{m: m, cfg: cfg, log: log.With("depcache", "gormplugin"), timers: map[*time.Timer][]string{}}
+}
+
+// Name implements gorm.Plugin.
+func (p *Plugin) Name() string { return "depcache:gormplugin" }
+
+// Initialize implements gorm.Plugin: it wraps db's connection pool and
+// registers the plugin's callbacks. Calling it again changes nothing.
+func (p *Plugin) Initialize(db *gorm.DB) error {
+	if p.m == nil {
+		return fmt.Errorf("gormplugin: New needs a manager")
+	}
+	if _, wrapped := db.ConnPool.(*pool); !wrapped {
+		db.ConnPool = &pool{ConnPool: db.ConnPool, p: p}
+	}
+	if db.Statement != nil {
+		db.Statement.ConnPool = db.ConnPool
+	}
+
+	cb := db.Callback()
+	errs := []error{
+		cb.Query().Replace("gorm:query", p.query),
+		cb.Query().After("gorm:after_query").Register("depcache:restore_preloads", restorePreloads),
+		cb.Row().Replace("gorm:row", p.row),
+		cb.Raw().After("gorm:raw").Register("depcache:after_raw", p.afterRaw),
+
+		cb.Create().Before("gorm:create").Register("depcache:before_create", p.beforeWrite),
+		cb.Create().After("gorm:create").Before("gorm:save_after_associations").Register("depcache:after_create", p.afterWrite(opCreate)),
+		cb.Update().Before("gorm:update").Register("depcache:before_update", p.beforeWrite),
+		cb.Update().After("gorm:update").Before("gorm:save_after_associations").Register("depcache:after_update", p.afterWrite(opUpdate)),
+		cb.Delete().Before("gorm:delete").Register("depcache:before_delete", p.beforeWrite),
+		cb.Delete().After("gorm:delete").Before("gorm:after_delete").Register("depcache:after_delete", p.afterWrite(opDelete)),
+	}
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("gormplugin: register callbacks: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close runs now the second invalidations still waiting for their delay
+// (WithForeignTxDelay), and waits for them.
+func (p *Plugin) Close() error {
+	p.timerMu.Lock()
+	pending := p.timers
+	p.timers = map[*time.Timer][]string{}
+	p.timerMu.Unlock()
+	for t, tags := range pending {
+		if t.Stop() {
+			p.delayed.Done()
+			p.invalidate(context.Background(), tags)
+		}
+	}
+	p.delayed.Wait()
+	return nil
+}
+
+// invalidate runs after a commit: a failure is logged and counted by the
+// manager, which retries it, and never becomes the write's error (the
+// caller would retry a write that happened).
+func (p *Plugin) invalidate(ctx context.Context, tags []string) {
+	tags = dedupe(tags)
+	if len(tags) == 0 {
+		return
+	}
+	if _, err := p.m.InvalidateDependency(context.WithoutCancel(ctx), tags...); err != nil {
+		p.log.Error("gormplugin: invalidation after commit failed; the manager retries it", "tags", tags, "err", err)
+	}
+}
+
+// invalidateLater schedules the second invalidation for a write in a
+// foreign transaction.
+func (p *Plugin) invalidateLater(tags []string) {
+	p.timerMu.Lock()
+	defer p.timerMu.Unlock()
+	p.delayed.Add(1)
+	var t *time.Timer
+	t = time.AfterFunc(p.cfg.foreignDelay, func() {
+		defer p.delayed.Done()
+		p.timerMu.Lock()
+		delete(p.timers, t)
+		p.timerMu.Unlock()
+		p.invalidate(context.Background(), tags)
+	})
+	p.timers[t] = tags
+}
+
+func (p *Plugin) logOnce(key, msg string, args ...any) {
+	if _, seen := p.logged.LoadOrStore(key, true); !seen {
+		p.log.Warn(msg, args...)
+	}
+}
+
+// remember records a model's schema, for cascades.
+func (p *Plugin) remember(s *schema.Schema) {
+	if s != nil {
+		p.schemas.LoadOrStore(tableName(s.Table), s)
+	}
+}
+
+func dedupe(tags []string) []string {
+	seen := make(map[string]struct{}, len(tags))
+	out := tags[:0:0]
+	for _, t := range tags {
+		if _, ok := seen[t]; !ok && t != "" {
+			seen[t] = struct{}{}
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+var _ = callbacks.Query

@@ -1,0 +1,122 @@
+package gormplugin_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/depcache/go-depcache/backends/memory"
+	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/gormplugin"
+)
+
+type smokeUser struct {
+	ID   int
+	Name string
+}
+
+func smokeDB(t *testing.T) (*gorm.DB, *depcache.Manager) {
+	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "s.db")+"?_txlock=immediate"), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := depcache.New(memory.New(), depcache.WithName("smoke"))
+	if err := db.Use(gormplugin.New(m)); err != nil {
+		t.Fatal(err)
+	}
+	db.AutoMigrate(&smokeUser{})
+	db.Create(&[]smokeUser{{ID: 1, Name: "a"}, {ID: 2, Name: "b"}})
+	return db, m
+}
+
+func TestSmoke(t *testing.T) {
+	ctx := context.Background()
+	db, m := smokeDB(t)
+	calls := 0
+	get := depcache.Memoize(func(ctx context.Context, id int) (smokeUser, error) {
+		calls++
+		var u smokeUser
+		err := db.WithContext(ctx).First(&u, id).Error
+		return u, err
+	}, depcache.Using(m), depcache.KeyName("get"), depcache.CacheErrors(gorm.ErrRecordNotFound))
+	list := depcache.Memoize0(func(ctx context.Context) ([]smokeUser, error) {
+		calls++
+		var us []smokeUser
+		err := db.WithContext(ctx).Order("id").Find(&us).Error
+		return us, err
+	}, depcache.Using(m), depcache.KeyName("list"))
+
+	get(ctx, 1)
+	get(ctx, 2)
+	list(ctx)
+	get(ctx, 3) // not found, cached
+	if calls != 4 {
+		t.Fatalf("calls %d", calls)
+	}
+	get(ctx, 1)
+	list(ctx)
+	if _, err := get(ctx, 3); !errors.Is(err, gorm.ErrRecordNotFound) || calls != 4 {
+		t.Fatalf("cached not found: %v calls %d", err, calls)
+	}
+	db.Model(&smokeUser{ID: 1}).Update("name", "A")
+	u, _ := get(ctx, 1)
+	if u.Name != "A" || calls != 5 {
+		t.Fatalf("after update: %+v calls %d", u, calls)
+	}
+	get(ctx, 2)
+	if calls != 5 {
+		t.Fatalf("update of row 1 invalidated row 2")
+	}
+	us, _ := list(ctx)
+	if us[0].Name != "A" {
+		t.Fatalf("list stale: %+v", us)
+	}
+	db.Create(&smokeUser{ID: 3, Name: "c"})
+	if u, err := get(ctx, 3); err != nil || u.Name != "c" {
+		t.Fatalf("cached not-found survived the create: %+v %v", u, err)
+	}
+	// mass update via RETURNING
+	before := calls
+	db.Model(&smokeUser{}).Where("name = ?", "b").Update("name", "B")
+	if u, _ := get(ctx, 2); u.Name != "B" || calls != before+1 {
+		t.Fatalf("mass update: %+v", u)
+	}
+	// transaction
+	db.Transaction(func(tx *gorm.DB) error {
+		tx.Model(&smokeUser{ID: 2}).Update("name", "bb")
+		return errors.New("rollback")
+	})
+	if u, _ := get(ctx, 2); u.Name != "B" {
+		t.Fatalf("rolled back value: %+v", u)
+	}
+	// Cached scope
+	var a, b []smokeUser
+	r1 := db.WithContext(ctx).Scopes(gormplugin.Cached(time.Minute)).Where("id > ?", 0).Order("id").Find(&a)
+	r2 := db.WithContext(ctx).Scopes(gormplugin.Cached(time.Minute)).Where("id > ?", 0).Order("id").Find(&b)
+	if len(a) != 3 || len(b) != 3 || r2.RowsAffected != 3 || r1.RowsAffected != 3 {
+		t.Fatalf("cached scope: %v %v %d", a, b, r2.RowsAffected)
+	}
+	st := m.Stats()
+	var none smokeUser
+	if err := db.WithContext(ctx).Scopes(gormplugin.Cached(time.Minute)).First(&none, 99).Error; !errors.Is(err, gorm.ErrRecordNotFound) {
+		t.Fatal(err)
+	}
+	if err := db.WithContext(ctx).Scopes(gormplugin.Cached(time.Minute)).First(&none, 99).Error; !errors.Is(err, gorm.ErrRecordNotFound) {
+		t.Fatal(err)
+	}
+	if m.Stats().Hits != st.Hits+1 {
+		t.Fatalf("not-found not cached")
+	}
+	db.Delete(&smokeUser{ID: 1})
+	var c []smokeUser
+	db.WithContext(ctx).Scopes(gormplugin.Cached(time.Minute)).Where("id > ?", 0).Order("id").Find(&c)
+	if len(c) != 2 {
+		t.Fatalf("cached list after delete: %v", c)
+	}
+}

@@ -1,0 +1,193 @@
+package gormplugin
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"gorm.io/gorm"
+
+	"github.com/depcache/go-depcache/depcache"
+)
+
+// GORM runs no callback after an explicit transaction's real COMMIT
+// (go-gorm/gorm#7367), so the plugin owns the commit: it wraps the
+// connection pool, and the transactions it begins queue their invalidations
+// and run them once Commit has returned.
+
+// pool wraps the *gorm.DB's connection pool so that transactions begun
+// through it are *txPool.
+type pool struct {
+	gorm.ConnPool
+	p *Plugin
+}
+
+var (
+	_ gorm.ConnPoolBeginner = (*pool)(nil)
+	_ gorm.GetDBConnector   = (*pool)(nil)
+)
+
+func (c *pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
+	var (
+		inner gorm.ConnPool
+		err   error
+	)
+	switch b := c.ConnPool.(type) {
+	case gorm.TxBeginner:
+		inner, err = b.BeginTx(ctx, opts)
+	case gorm.ConnPoolBeginner:
+		inner, err = b.BeginTx(ctx, opts)
+	default:
+		return nil, gorm.ErrInvalidTransaction
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &txPool{ConnPool: inner, p: c.p}, nil
+}
+
+// GetDBConn keeps db.DB() working.
+func (c *pool) GetDBConn() (*sql.DB, error) {
+	switch inner := c.ConnPool.(type) {
+	case *sql.DB:
+		return inner, nil
+	case gorm.GetDBConnector:
+		return inner.GetDBConn()
+	}
+	return nil, gorm.ErrInvalidDB
+}
+
+// txPool is a transaction begun through the plugin's pool.
+type txPool struct {
+	gorm.ConnPool
+	p *Plugin
+
+	written atomic.Bool // a write ran: reads bypass the cache
+
+	mu        sync.Mutex
+	queue     []string // tags to invalidate after COMMIT
+	committed bool     // Commit was called: a later Rollback keeps the queue
+	done      bool     // the queue ran or was dropped
+}
+
+var _ gorm.Tx = (*txPool)(nil)
+
+// enqueue holds tags until the transaction ends.
+func (t *txPool) enqueue(tags []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		// The transaction already ended: a statement that ran on it after
+		// COMMIT failed in the database, but be safe.
+		t.mu.Unlock()
+		t.p.invalidate(context.Background(), tags)
+		t.mu.Lock()
+		return
+	}
+	t.queue = append(t.queue, tags...)
+}
+
+// Commit commits, then runs the queued invalidations — also when COMMIT
+// returned an error, since the commit may have happened.
+func (t *txPool) Commit() error {
+	c, ok := t.ConnPool.(gorm.TxCommitter)
+	if !ok {
+		return gorm.ErrInvalidTransaction
+	}
+	t.mu.Lock()
+	t.committed = true
+	t.mu.Unlock()
+	err := c.Commit()
+	t.flush()
+	return err
+}
+
+// Rollback drops the queued invalidations, unless Commit was called before
+// (GORM's Transaction rolls back after a failed Commit).
+func (t *txPool) Rollback() error {
+	c, ok := t.ConnPool.(gorm.TxCommitter)
+	if !ok {
+		return gorm.ErrInvalidTransaction
+	}
+	err := c.Rollback()
+	t.mu.Lock()
+	if !t.committed {
+		t.queue, t.done = nil, true
+	}
+	t.mu.Unlock()
+	return err
+}
+
+func (t *txPool) flush() {
+	t.mu.Lock()
+	tags := t.queue
+	t.queue, t.done = nil, true
+	t.mu.Unlock()
+	if len(tags) > 0 {
+		t.p.invalidate(context.Background(), tags)
+	}
+}
+
+// StmtContext lets PreparedStmtDB use the transaction.
+func (t *txPool) StmtContext(ctx context.Context, stmt *sql.Stmt) *sql.Stmt {
+	if s, ok := t.ConnPool.(interface {
+		StmtContext(context.Context, *sql.Stmt) *sql.Stmt
+	}); ok {
+		return s.StmtContext(ctx, stmt)
+	}
+	return stmt
+}
+
+// txState says how the statement's connection relates to transactions:
+// not in one, in one the plugin owns, or in one it cannot see the end of.
+type txState int
+
+const (
+	noTx txState = iota
+	ownTx
+	foreignTx
+)
+
+func txOf(db *gorm.DB) (txState, *txPool) {
+	switch cp := db.Statement.ConnPool.(type) {
+	case *txPool:
+		return ownTx, cp
+	case *gorm.PreparedStmtTX:
+		if t, ok := cp.Tx.(*txPool); ok {
+			return ownTx, t
+		}
+		return foreignTx, nil
+	case *pool, *sql.DB, *sql.Conn, *gorm.PreparedStmtDB:
+		return noTx, nil
+	case gorm.TxCommitter:
+		return foreignTx, nil
+	}
+	return noTx, nil
+}
+
+// TxContext returns the context to give Memoize and Fetch inside the
+// transaction tx. Under it a memoized call never fills the cache (the
+// transaction's snapshot may predate a committed invalidation, and its own
+// writes are uncommitted); once tx has written, calls do not read it either,
+// so that the transaction sees its own writes. Query through tx inside.
+func TxContext(tx *gorm.DB) context.Context {
+	ctx := tx.Statement.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	state, t := txOf(tx)
+	switch state {
+	case ownTx:
+		return depcache.Restrict(ctx, func() (bool, bool) { return !t.written.Load(), false })
+	case foreignTx:
+		return depcache.Bypass(ctx)
+	}
+	return ctx
+}
+
+// ErrForeignTransaction is the error a write gets, with WithForeignTxError,
+// inside a transaction the plugin did not begin: it cannot invalidate after
+// that transaction commits.
+var ErrForeignTransaction = errors.New("gormplugin: write inside a transaction the plugin did not begin (db.Connection, a *sql.Tx handed to GORM, or another plugin's pool): its invalidation cannot wait for the commit")

@@ -1,0 +1,336 @@
+package gormplugin
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+)
+
+type writeOp int
+
+const (
+	opCreate writeOp = iota
+	opUpdate
+	opDelete
+)
+
+const settingCapture = "depcache:returning"
+
+// beforeWrite marks the transaction as written and, where the database has
+// UPDATE/DELETE … RETURNING, swaps in a pool that appends RETURNING <pk> to
+// the statement GORM built and collects the keys of the rows it changed.
+func (p *Plugin) beforeWrite(db *gorm.DB) {
+	db.InstanceSet(settingCapture, (*capture)(nil))
+	if db.Error != nil {
+		return
+	}
+	switch state, t := txOf(db); state {
+	case ownTx:
+		t.written.Store(true)
+	case foreignTx:
+		if p.cfg.foreignError {
+			db.AddError(ErrForeignTransaction)
+			return
+		}
+	}
+	s := db.Statement.Schema
+	if s == nil || len(s.PrimaryFields) == 0 || !returningDialect(db) {
+		return
+	}
+	if _, user := db.Statement.Clauses["RETURNING"]; user {
+		return // GORM scans RETURNING into the model itself
+	}
+	if db.Statement.ReflectValue.Kind() == 0 {
+		return
+	}
+	c := &capture{ConnPool: db.Statement.ConnPool, stmt: db.Statement, fields: s.PrimaryFields}
+	db.Statement.ConnPool = c
+	db.InstanceSet(settingCapture, c)
+}
+
+// returningDialect reports a database with UPDATE and DELETE … RETURNING.
+// MariaDB has DELETE … RETURNING but not UPDATE, whatever GORM's mysql
+// dialector claims, so MySQL-family databases are left out.
+func returningDialect(db *gorm.DB) bool {
+	switch db.Dialector.Name() {
+	case "postgres", "sqlite":
+		return true
+	}
+	return false
+}
+
+// capture runs ExecContext as a query with RETURNING of the primary key.
+type capture struct {
+	gorm.ConnPool
+	stmt   *gorm.Statement
+	fields []*schema.Field
+	ran    bool
+	keys   [][]any
+}
+
+func (c *capture) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	q := strings.TrimRight(strings.TrimSpace(query), ";")
+	if !strings.HasPrefix(strings.ToUpper(q), "UPDATE") && !strings.HasPrefix(strings.ToUpper(q), "DELETE") {
+		return c.ConnPool.ExecContext(ctx, query, args...)
+	}
+	cols := make([]string, len(c.fields))
+	for i, f := range c.fields {
+		var b strings.Builder
+		c.stmt.QuoteTo(&b, f.DBName)
+		cols[i] = b.String()
+	}
+	rows, err := c.ConnPool.QueryContext(ctx, q+" RETURNING "+strings.Join(cols, ","), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var n int64
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		c.keys = append(c.keys, vals)
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	c.ran = true
+	return rowsResult(n), nil
+}
+
+type rowsResult int64
+
+func (r rowsResult) LastInsertId() (int64, error) { return 0, nil }
+func (r rowsResult) RowsAffected() (int64, error) { return int64(r), nil }
+
+// afterWrite computes what a write changed and invalidates it: queued
+// until COMMIT inside a transaction the plugin owns (the implicit one GORM
+// begins per statement, or an explicit one), at once otherwise.
+func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
+	return func(db *gorm.DB) {
+		var c *capture
+		if v, ok := db.InstanceGet(settingCapture); ok {
+			c, _ = v.(*capture)
+		}
+		if c != nil {
+			db.Statement.ConnPool = c.ConnPool
+			db.InstanceSet(settingCapture, (*capture)(nil))
+		}
+		if db.Error == ErrForeignTransaction {
+			return
+		}
+		p.remember(db.Statement.Schema)
+		p.dispatch(db, p.writeTags(db, op, c))
+	}
+}
+
+// writeTags returns the tags a write invalidates.
+func (p *Plugin) writeTags(db *gorm.DB, op writeOp, c *capture) []string {
+	stmt := db.Statement
+	table := stmt.Table
+	if table == "" || stmt.Schema == nil || !plainTable(table) {
+		if tables, err := sqlTables(stmt.SQL.String()); err == nil && len(tables) > 0 {
+			var tags []string
+			for _, t := range tables[:1] {
+				tags = append(tags, ListTag(t), TableTag(t))
+			}
+			return tags
+		}
+		return p.everyTable(table)
+	}
+	tags := []string{ListTag(table)}
+	whole := func() []string { return append(tags, TableTag(table)) }
+	if db.Error != nil && !(c != nil && c.ran) {
+		// The statement may or may not have changed rows.
+		return whole()
+	}
+	s := stmt.Schema
+	switch op {
+	case opCreate:
+		if _, upsert := stmt.Clauses["ON CONFLICT"]; upsert && !returningDialect(db) {
+			return whole() // the model may hold the wrong ids
+		}
+		n := len(tags)
+		tags = appendRowTags(tags, stmt, stmt.ReflectValue)
+		if len(tags) == n && db.RowsAffected > 0 {
+			return whole()
+		}
+		return tags
+	case opUpdate:
+		if assignsKey(stmt) {
+			tags = append(tags, TableTag(table))
+			tags = append(tags, p.cascades(s, true)...)
+			return tags
+		}
+	case opDelete:
+		tags = append(tags, p.cascades(s, false)...)
+	}
+	switch {
+	case c != nil && c.ran:
+		for _, k := range c.keys {
+			tags = append(tags, RowTag(table, typedKey(stmt, s, k)...))
+		}
+	default:
+		pks, ok := pkSet(stmt)
+		if !ok {
+			return whole()
+		}
+		for _, pk := range pks {
+			tags = append(tags, RowTag(table, pk...))
+		}
+	}
+	return tags
+}
+
+// typedKey converts key values scanned from RETURNING (int64, []byte…)
+// to the key fields' Go types, so that they format as reads format them.
+func typedKey(stmt *gorm.Statement, s *schema.Schema, raw []any) []any {
+	out := make([]any, len(raw))
+	for i, v := range raw {
+		if b, ok := v.([]byte); ok {
+			v = string(b)
+		}
+		out[i] = v
+		if i < len(s.PrimaryFields) {
+			if cv, ok := convertKey(stmt, s.PrimaryFields[i], v); ok {
+				out[i] = cv
+			}
+		}
+	}
+	return out
+}
+
+// assignsKey reports an UPDATE that sets a primary-key column: RETURNING
+// and the WHERE see only one side of the move.
+func assignsKey(stmt *gorm.Statement) bool {
+	c, ok := stmt.Clauses["SET"]
+	if !ok {
+		return false
+	}
+	set, ok := c.Expression.(clause.Set)
+	if !ok {
+		return false
+	}
+	for _, a := range set {
+		for _, f := range stmt.Schema.PrimaryFields {
+			if a.Column.Name == f.DBName || a.Column.Name == clause.PrimaryKey {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// cascades returns the list and table tags of every table that references
+// s's table with ON DELETE (or, for key updates, ON UPDATE) CASCADE, SET
+// NULL or SET DEFAULT, through relationships of the models the plugin has
+// seen, followed transitively.
+func (p *Plugin) cascades(s *schema.Schema, keyUpdate bool) []string {
+	var tags []string
+	done := map[string]bool{tableName(s.Table): true}
+	queue := []*schema.Schema{s}
+	for len(queue) > 0 {
+		target := queue[0]
+		queue = queue[1:]
+		p.schemas.Range(func(_, v any) bool {
+			for _, rel := range v.(*schema.Schema).Relationships.Relations {
+				c := rel.ParseConstraint()
+				if c == nil || c.ReferenceSchema == nil || c.Schema == nil || tableName(c.ReferenceSchema.Table) != tableName(target.Table) {
+					continue
+				}
+				action := c.OnDelete
+				if keyUpdate {
+					action = c.OnUpdate
+				}
+				switch strings.ToUpper(strings.TrimSpace(action)) {
+				case "CASCADE", "SET NULL", "SET DEFAULT":
+				default:
+					continue
+				}
+				t := tableName(c.Schema.Table)
+				if done[t] {
+					continue
+				}
+				done[t] = true
+				tags = append(tags, ListTag(t), TableTag(t))
+				queue = append(queue, c.Schema)
+			}
+			return true
+		})
+	}
+	return tags
+}
+
+// everyTable is the answer for a write whose table the plugin cannot name:
+// every table it has seen.
+func (p *Plugin) everyTable(hint string) []string {
+	p.logOnce("unknown-table:"+hint, "gormplugin: cannot tell which table a write changed; invalidating every table seen", "table", hint)
+	var tags []string
+	p.schemas.Range(func(k, _ any) bool {
+		tags = append(tags, ListTag(k.(string)), TableTag(k.(string)))
+		return true
+	})
+	return tags
+}
+
+// dispatch queues tags on the statement's transaction, or invalidates now.
+func (p *Plugin) dispatch(db *gorm.DB, tags []string) {
+	if len(tags) == 0 {
+		return
+	}
+	switch state, t := txOf(db); state {
+	case ownTx:
+		t.enqueue(tags)
+	case foreignTx:
+		// The commit is out of sight: invalidate now and once more later.
+		p.invalidate(db.Statement.Context, tags)
+		p.invalidateLater(tags)
+	default:
+		p.invalidate(db.Statement.Context, tags)
+	}
+}
+
+// afterRaw invalidates what a raw Exec wrote.
+func (p *Plugin) afterRaw(db *gorm.DB) {
+	sqlText := strings.TrimSpace(db.Statement.SQL.String())
+	verb := strings.ToUpper(firstWord(sqlText))
+	switch verb {
+	case "SELECT", "SAVEPOINT", "RELEASE", "SET", "SHOW", "EXPLAIN", "PRAGMA", "":
+		return
+	case "ROLLBACK":
+		if strings.Contains(strings.ToUpper(sqlText), " TO ") {
+			return
+		}
+		fallthrough
+	case "BEGIN", "COMMIT", "START", "END":
+		p.logOnce("raw-tx", "gormplugin: transactions opened or ended with Exec are invisible to the plugin; use db.Transaction or db.Begin", "sql", sqlText)
+		return
+	}
+	tables, err := sqlTables(sqlText)
+	if err != nil || len(tables) == 0 {
+		p.dispatch(db, p.everyTable(sqlText))
+		return
+	}
+	var tags []string
+	for _, t := range tables {
+		tags = append(tags, ListTag(t), TableTag(t))
+	}
+	p.dispatch(db, tags)
+}
+
+func firstWord(s string) string {
+	if i := strings.IndexAny(s, " \t\n("); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
