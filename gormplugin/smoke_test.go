@@ -26,6 +26,8 @@ func smokeDB(t *testing.T) (*gorm.DB, *depcache.Manager) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sqlDB, _ := db.DB()
+	t.Cleanup(func() { sqlDB.Close() })
 	m := depcache.New(memory.New(), depcache.WithName("smoke"))
 	if err := db.Use(gormplugin.New(m)); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,79 @@
+// Package gormplugin makes GORM queries cacheable by depcache without
+// hand-written dependencies or invalidations.
+//
+//	m, _ := depcache.GetOrCreate("app")
+//	db.Use(gormplugin.New(m))
+//
+//	postsByAuthor := depcache.Memoize(func(ctx context.Context, author int) ([]Post, error) {
+//		var posts []Post
+//		err := db.WithContext(ctx).Where("author_id = ?", author).Find(&posts).Error
+//		return posts, err // tagged posts::*, posts::<id> of each row, posts
+//	}, depcache.Using(m), depcache.KeyName("postsByAuthor"))
+//
+//	db.Model(&post).Update("title", "new") // invalidates posts::<id> and posts::* after COMMIT
+//
+// # Tags on reads
+//
+// A GORM read made with db.WithContext(ctx), where ctx is the context a
+// cached computation of the plugin's manager received, adds to that
+// computation:
+//
+//   - a lookup by primary key (First(&u, 7), First(&User{ID: 7}), Where with
+//     a set of keys): RowTag(table, key) for every key asked for — also when
+//     nothing was found, so a cached "not found" dies when the row is created;
+//   - any other query: ListTag(table) and the RowTag of every row returned;
+//   - every read: TableTag(table);
+//   - Preload: each preloaded table, by the same rules (its own queries);
+//   - Joins and raw SQL (Raw, Table expressions): the list and table tags of
+//     every table named. SQL the plugin cannot read with certainty (a table
+//     function, an unknown join) is not cached at all.
+//   - Scan, Row and Rows: list and table tags only.
+//
+// A read inside a computation of another manager makes that computation, and
+// those enclosing it, store nothing: the plugin's invalidations would never
+// reach it.
+//
+// # Invalidation on writes
+//
+// Every Create, Save, Update(s), UpdateColumn(s), Delete (soft or Unscoped),
+// association write and raw Exec invalidates the list tag of its table and
+// the row tag of every row it touched. Rows are identified from the model's
+// key, a WHERE that is a set of keys, or — for a mass UPDATE or DELETE on
+// PostgreSQL and SQLite — by running the statement GORM built with
+// RETURNING <key> into the plugin's own destination. Where rows cannot be
+// identified (MySQL mass writes, upserts without RETURNING, statements that
+// assign a key column, raw Exec) the table tag goes. Deletes and key updates
+// also invalidate the tables that reference the written one with ON DELETE
+// (ON UPDATE) CASCADE, SET NULL or SET DEFAULT among the models the plugin
+// has seen.
+//
+// # After commit
+//
+// GORM has no callback after an explicit transaction's COMMIT, so the plugin
+// wraps the connection pool and owns the commit: writes inside db.Transaction
+// or Begin/Commit queue their invalidations and run them right after Commit
+// returns (also when it returned an error, since the commit may have
+// happened); a plain Rollback drops them. Nothing is ever filled from inside
+// a transaction, and once a transaction has written, its reads bypass the
+// cache. A memoized function called inside a transaction takes
+// TxContext(tx) as its ctx and queries through tx.
+//
+// A transaction the plugin did not begin (db.Connection, GORM opened on a
+// *sql.Tx, another plugin's pool) is detected: reads inside it never use the
+// cache, and writes invalidate at statement time and once more after
+// WithForeignTxDelay — which narrows, but cannot close, the window before its
+// COMMIT. WithForeignTxError makes such writes fail instead. Transactions
+// opened with Exec("BEGIN") are not seen: do not use them.
+//
+// # What is not tracked
+//
+// Writes that bypass GORM — another service, a SQL console, triggers,
+// constraints that exist only in the database — invalidate nothing. After
+// such a write, invalidate by hand:
+//
+//	m.InvalidateDependency(ctx, gormplugin.RowTag("users", 42), gormplugin.ListTag("users"))
+//	m.InvalidateDependency(ctx, gormplugin.TableTag("users")) // everything that read users
+//
+// Invalidations that fail after a commit are logged, counted and retried by
+// the manager; they never become the write's error.
+package gormplugin
