@@ -63,6 +63,10 @@ type Stats struct {
 	SkippedFills uint64
 	// NoDepFills counts entries stored with no dependency at all.
 	NoDepFills uint64
+	// SharedFlights counts calls that waited for a concurrent call of the
+	// same key in this process and took its stored result instead of
+	// running the function.
+	SharedFlights uint64
 	// PendingInvalidations is the number of tags whose invalidation failed
 	// and is being retried.
 	PendingInvalidations uint64
@@ -77,6 +81,6 @@ func (s Stats) HitRatio() float64 {
 }
 
 type counters struct {
-	hits, misses, sets, deletes, invalidations, errors atomic.Uint64
-	staleFills, skippedFills, noDepFills               atomic.Uint64
+	hits, misses, sets, deletes, invalidations, errors  atomic.Uint64
+	staleFills, skippedFills, noDepFills, sharedFlights atomic.Uint64
 }

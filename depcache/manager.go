@@ -40,6 +40,7 @@ type Manager struct {
 	stats    counters
 	pending  *pendingSet
 	closed   atomic.Bool
+	flights  flightGroup
 	noDepLog sync.Map // function identities already logged for a fill with no dependency
 }
 
@@ -383,6 +384,7 @@ func (m *Manager) Stats() Stats {
 		StaleFills:           m.stats.staleFills.Load(),
 		SkippedFills:         m.stats.skippedFills.Load(),
 		NoDepFills:           m.stats.noDepFills.Load(),
+		SharedFlights:        m.stats.sharedFlights.Load(),
 		PendingInvalidations: uint64(m.pending.len()),
 	}
 }

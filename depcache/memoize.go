@@ -280,12 +280,51 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 			return runUncached(ctx, s, m, parent, key, args, fn)
 		}
 	}
+	fk := flightKey{key: key, noFill: !fill}
+	f, leader := m.flights.join(fk)
+	if !leader {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			var zero R
+			return zero, ctx.Err()
+		}
+		if v, ok := f.val.(R); ok && f.stored {
+			m.stats.sharedFlights.Add(1)
+			if t := traceOf(ctx); t != nil {
+				t.hits.Add(1)
+			}
+			if parent != nil {
+				parent.addDeps(f.deps)
+				parent.useEntry(f.since)
+			}
+			s.report(m, key, args, true, v, f.err)
+			return v, f.err
+		}
+		// The leader stored nothing: its value may be one an invalidation
+		// condemned. Compute for ourselves, outside any flight.
+		f = nil
+	}
 	c := &computation{m: m, key: key, parent: parent, start: time.Now(), since: since, ordered: true}
 	if !fill {
 		c.skip = "filling is not allowed under this context"
 	}
+	if f != nil {
+		defer func() {
+			// Also on a panic in fn: waiters compute for themselves.
+			m.flights.leave(fk, f)
+			close(f.done)
+		}()
+	}
 	v, fnErr := compute(ctx, c, s, fn)
-	if fillErr := m.store(ctx, s, c, v, fnErr); fillErr != nil {
+	if f != nil {
+		m.flights.leave(fk, f)
+	}
+	stored, fillErr := m.store(ctx, s, c, v, fnErr)
+	if f != nil && stored {
+		f.stored, f.val, f.err, f.deps, f.since = true, v, fnErr, c.final.deps, c.final.since
+	}
+	if fillErr != nil {
 		s.report(m, key, args, false, v, fillErr)
 		return v, fillErr
 	}
@@ -315,30 +354,29 @@ func runUncached[R any](ctx context.Context, s *memoSpec, m *Manager, parent *co
 }
 
 // store fills the cache with what computation c returned, if it may.
-func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any, fnErr error) error {
+func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any, fnErr error) (stored bool, err error) {
 	f := c.final
 	var payload []byte
-	var err error
 	if fnErr == nil {
 		payload, err = encodeValue(m.cfg.codec, v)
 	} else {
 		var ok bool
 		if payload, ok, err = encodeError(m.cfg.codec, s.errRules, fnErr); !ok {
-			return nil // errors not listed are never cached
+			return false, nil // errors not listed are never cached
 		}
 	}
 	if err != nil {
 		m.stats.skippedFills.Add(1)
 		m.errorEvent(c.key, fmt.Errorf("depcache: %q returned uncached: encode with %s: %w", c.key, m.cfg.codec.Name(), err))
-		return nil
+		return false, nil
 	}
 	switch {
 	case f.skip != "":
 		m.skipped(c.key, fmt.Errorf("depcache: not stored: %s", f.skip))
-		return nil
+		return false, nil
 	case m.pending.affects(f.deps):
 		m.skipped(c.key, errPendingSkip)
-		return nil
+		return false, nil
 	}
 	ttl := s.ttl
 	if f.ttlSet {
@@ -346,7 +384,7 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 	}
 	if ttl, err = m.resolveTTL(ttl); err != nil {
 		m.usageError(c.key, err)
-		return nil
+		return false, nil
 	}
 	if len(f.deps) == 0 {
 		m.stats.noDepFills.Add(1)
@@ -356,14 +394,15 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 	}
 	fctx, cancel := m.opContext(ctx)
 	defer cancel()
-	stored, err := m.fill(fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl)
+	stored, err = m.fill(fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if stored && c.markStored(c.key) {
 		m.lateDependency(c.key, nil)
+		return false, nil
 	}
-	return nil
+	return stored, nil
 }
 
 func (s *memoSpec) report(m *Manager, key string, args []any, hit bool, v any, err error) {
