@@ -1,0 +1,122 @@
+package redisbackend
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Defaults of the options.
+const (
+	DefaultEpochKey      = "depcache:epoch"
+	DefaultMaxFillAge    = time.Minute
+	DefaultMaxTTL        = 24 * time.Hour
+	DefaultAssumedPolicy = "noeviction"
+	DefaultChunkSize     = 1000
+	DefaultWaitTimeout   = time.Second
+)
+
+// pruneSample is how many registrations of each tag a fill samples for
+// pruning.
+const pruneSample = 2
+
+// An Option configures a Backend.
+type Option func(*config)
+
+type config struct {
+	epochKey      string
+	maxFillAge    time.Duration
+	maxTTL        time.Duration
+	assumedPolicy string
+	logger        *slog.Logger
+	chunkSize     int
+	waitTimeout   time.Duration
+}
+
+func defaultConfig() config {
+	return config{
+		epochKey:      DefaultEpochKey,
+		maxFillAge:    DefaultMaxFillAge,
+		maxTTL:        DefaultMaxTTL,
+		assumedPolicy: DefaultAssumedPolicy,
+		chunkSize:     DefaultChunkSize,
+		waitTimeout:   DefaultWaitTimeout,
+	}
+}
+
+// WithEpochKey names the key that holds the epoch (default
+// "depcache:epoch"). There is one epoch per Redis, shared by every
+// namespace so that the epochs of different managers compare: every process
+// sharing a Redis must use the same key, outside every manager's prefix.
+// Clear never touches it. An empty key keeps the default.
+func WithEpochKey(key string) Option {
+	return func(c *config) {
+		if key != "" {
+			c.epochKey = key
+		}
+	}
+}
+
+// WithMaxFillAge sets the longest a computation may run between its Lookup
+// and its Fill (default 1 minute). Older fills are refused with ErrStale,
+// and stamps older than this are pruned. A value ≤ 0 keeps the default.
+func WithMaxFillAge(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.maxFillAge = d
+		}
+	}
+}
+
+// WithMaxTTL sets the lifetime given to entries stored without expiry when
+// the server's maxmemory-policy is volatile-*, so that they stay evictable
+// (default 24 hours). Under other policies such entries never expire. A
+// value ≤ 0 keeps the default.
+func WithMaxTTL(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.maxTTL = d
+		}
+	}
+}
+
+// WithAssumedPolicy names the maxmemory-policy to assume where CONFIG GET
+// is refused, as on managed Redis services and miniredis (default
+// "noeviction"). Set it to the policy the service is configured with: an
+// allkeys-* policy makes Lookup and Fill fail with ErrUnsafePolicy, a
+// volatile-* one caps entries without expiry at the maximum TTL.
+func WithAssumedPolicy(p string) Option {
+	return func(c *config) {
+		if p != "" {
+			c.assumedPolicy = p
+		}
+	}
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.logger = l }
+}
+
+// WithChunkSize sets how many registrations one invalidation or clean
+// script handles at most (default 1000): a tag with more is drained in
+// HSCAN steps of about this many, one script each, so that no script
+// blocks the server for long. A value ≤ 0 keeps the default.
+func WithChunkSize(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.chunkSize = n
+		}
+	}
+}
+
+// WithWaitTimeout sets how long an invalidation waits for a replica to
+// acknowledge it (WAIT 1 <timeout>) when the server has replicas (default
+// 1 second). An invalidation no replica acknowledged in time fails with
+// ErrNotReplicated. A value ≤ 0 keeps the default.
+func WithWaitTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.waitTimeout = d
+		}
+	}
+}

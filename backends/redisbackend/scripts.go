@@ -1,0 +1,277 @@
+package redisbackend
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts. Each exists in two variants: the plain body, for Redis
+// before 7 and for miniredis (which parses no shebang line), and the body
+// behind a "#!lua" shebang for Redis 7, where the scripts that remove data
+// declare flags=allow-oom so that an invalidation never fails for lack of
+// memory. The fill and the epoch creation write, so they carry no allow-oom:
+// at maxmemory under noeviction they fail as a whole (a fill fails open).
+//
+// Cluster: every script below declares the keys it reads and writes, except
+// that the invalidation, drain and clean scripts UNLINK or EXISTS entry keys
+// named by the registrations they read (undeclared, and in other slots), and
+// the fill script reads the epoch key and writes tag hashes that live in
+// other slots than the entry. On Redis Cluster these must be split (see
+// doc.go); on a single Redis they are one atomic step each.
+
+// luaPrelude holds the helpers every script uses.
+const luaPrelude = `
+local function parse_epoch(s)
+  if not s then return nil end
+  local era, n = string.match(s, '^(.+):(%d+)$')
+  if not era then return nil end
+  return era, tonumber(n)
+end
+local function parse_stamp(s)
+  if not s then return nil end
+  local era, n, ms = string.match(s, '^(.+):(%d+):(%d+)$')
+  if not era then return nil end
+  return era, tonumber(n), tonumber(ms)
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- batched runs cmd [key] item... over list, 256 items per call, and sums
+-- the integer replies.
+local function batched(cmd, key, list)
+  local sum = 0
+  for i = 1, #list, 256 do
+    local j = math.min(i + 255, #list)
+    if key then
+      sum = sum + redis.call(cmd, key, unpack(list, i, j))
+    else
+      sum = sum + redis.call(cmd, unpack(list, i, j))
+    end
+  end
+  return sum
+end
+-- drain unlinks the entries of the registrations in flat (field, value
+-- pairs as HGETALL and HSCAN return them), then removes those
+-- registrations: never a registration before its entry is gone. It
+-- returns the number of entries that existed.
+local function drain(h, flat)
+  local fields = {}
+  for i = 1, #flat, 2 do
+    if flat[i] ~= '~v' then fields[#fields + 1] = flat[i] end
+  end
+  if #fields == 0 then return 0 end
+  local removed = batched('UNLINK', nil, fields)
+  batched('HDEL', h, fields)
+  return removed
+end
+-- clean removes the registrations in flat whose entries are gone.
+local function clean(h, flat)
+  local dead = {}
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    if f ~= '~v' and redis.call('EXISTS', f) == 0 then dead[#dead + 1] = f end
+  end
+  if #dead > 0 then batched('HDEL', h, dead) end
+end
+-- settle drops the stamp of a hash that holds nothing else once it is
+-- older than max_age ms (or unreadable); Redis deletes the emptied hash.
+local function settle(h, now, max_age)
+  if redis.call('HLEN', h) ~= 1 then return end
+  local s = redis.call('HGET', h, '~v')
+  if not s then return end
+  local _, _, ms = parse_stamp(s)
+  if not ms or now - ms > max_age then redis.call('HDEL', h, '~v') end
+end
+`
+
+// ensureEpochLua returns the epoch, creating it with era ARGV[1] and n=0 if
+// it is missing or unreadable.
+//
+// KEYS[1] epoch key. ARGV[1] candidate era.
+const ensureEpochLua = `
+local v = redis.call('GET', KEYS[1])
+if parse_epoch(v) then return v end
+v = ARGV[1] .. ':0'
+redis.call('SET', KEYS[1], v)
+return v
+`
+
+// fillLua is the conditional fill.
+//
+// KEYS[1] entry, KEYS[2] epoch key, KEYS[3..] tag hashes.
+// ARGV[1] since era, ARGV[2] since n, ARGV[3] fill id, ARGV[4] envelope,
+// ARGV[5] ttl ms (0: none), ARGV[6] registrations to sample for pruning.
+//
+// Returns {0} when stored; {1} when the epoch is missing; {2, epoch} when
+// it is of another era; {3, i, stamp} when tag i (1-based) was invalidated
+// after since.
+const fillLua = `
+local cur = redis.call('GET', KEYS[2])
+local era = parse_epoch(cur)
+if not era then return {1} end
+if era ~= ARGV[1] then return {2, cur} end
+local since = tonumber(ARGV[2])
+for i = 3, #KEYS do
+  local s = redis.call('HGET', KEYS[i], '~v')
+  local se, sn = parse_stamp(s)
+  if se == ARGV[1] and sn > since then return {3, i - 2, s} end
+end
+-- Opportunistic pruning: a few random registrations whose entries are
+-- gone (expired, evicted) are removed, so that tag hashes do not grow
+-- without bound under churn. The id read is the id removed: one script.
+local sample = tonumber(ARGV[6])
+if sample > 0 then
+  for i = 3, #KEYS do
+    local fs = redis.call('HRANDFIELD', KEYS[i], sample)
+    for j = 1, #fs do
+      local f = fs[j]
+      if f ~= '~v' and f ~= KEYS[1] and redis.call('EXISTS', f) == 0 then
+        redis.call('HDEL', KEYS[i], f)
+      end
+    end
+  end
+end
+for i = 3, #KEYS do
+  redis.call('HSET', KEYS[i], KEYS[1], ARGV[3])
+end
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[4])
+end
+return {0}
+`
+
+// invalidateLua bumps the epoch, stamps every tag and drains the tags that
+// fit a budget of registrations; the others are left to drainStepLua.
+//
+// KEYS[1] epoch key, KEYS[2..] tag hashes.
+// ARGV[1] candidate era (used if the epoch is missing), ARGV[2] budget.
+//
+// Returns {epoch, removed, i...}: the new epoch, the number of entries
+// removed, and the 1-based indexes of the tags still to drain.
+const invalidateLua = `
+local era, n = parse_epoch(redis.call('GET', KEYS[1]))
+if not era then era = ARGV[1]; n = 0 end
+local ep = era .. ':' .. string.format('%d', n + 1)
+redis.call('SET', KEYS[1], ep)
+local stamp = ep .. ':' .. string.format('%d', now_ms())
+local budget = tonumber(ARGV[2])
+local out = {ep, 0}
+for i = 2, #KEYS do
+  local h = KEYS[i]
+  redis.call('HSET', h, '~v', stamp)
+  local size = redis.call('HLEN', h) - 1
+  if size > 0 then
+    if size <= budget then
+      budget = budget - size
+      out[2] = out[2] + drain(h, redis.call('HGETALL', h))
+    else
+      out[#out + 1] = i - 1
+    end
+  end
+end
+return out
+`
+
+// drainStepLua drains one HSCAN step of a big tag.
+//
+// KEYS[1] tag hash. ARGV[1] cursor, ARGV[2] count.
+// Returns {next cursor, removed}.
+const drainStepLua = `
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+return {r[1], drain(KEYS[1], r[2])}
+`
+
+// cleanLua cleans the tag hashes that fit a budget of fields: it removes
+// the registrations whose entries are gone and settles the stamp. The
+// others are left to cleanStepLua.
+//
+// KEYS: tag hashes. ARGV[1] budget, ARGV[2] max stamp age in ms.
+// Returns the 1-based indexes of the hashes still to clean.
+const cleanLua = `
+local budget = tonumber(ARGV[1])
+local max_age = tonumber(ARGV[2])
+local now = now_ms()
+local out = {}
+for i = 1, #KEYS do
+  local h = KEYS[i]
+  local size = redis.call('HLEN', h)
+  if size <= budget then
+    budget = budget - size
+    if size > 0 then
+      clean(h, redis.call('HGETALL', h))
+      settle(h, now, max_age)
+    end
+  else
+    out[#out + 1] = i
+  end
+end
+return out
+`
+
+// cleanStepLua cleans one HSCAN step of a big tag hash, and settles its
+// stamp at the last step.
+//
+// KEYS[1] tag hash. ARGV[1] cursor, ARGV[2] count, ARGV[3] max stamp age ms.
+// Returns the next cursor.
+const cleanStepLua = `
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+clean(KEYS[1], r[2])
+if r[1] == '0' then settle(KEYS[1], now_ms(), tonumber(ARGV[3])) end
+return r[1]
+`
+
+type scriptID int
+
+const (
+	sEnsureEpoch scriptID = iota
+	sFill
+	sInvalidate
+	sDrainStep
+	sClean
+	sCleanStep
+	numScripts
+)
+
+var scriptSources = [numScripts]struct {
+	body     string
+	allowOOM bool
+}{
+	sEnsureEpoch: {ensureEpochLua, false},
+	sFill:        {fillLua, false},
+	sInvalidate:  {invalidateLua, true},
+	sDrainStep:   {drainStepLua, true},
+	sClean:       {cleanLua, true},
+	sCleanStep:   {cleanStepLua, true},
+}
+
+// script is a redis.Script that remembers its source, for SCRIPT LOAD in
+// a pipeline.
+type script struct {
+	*redis.Script
+	src string
+}
+
+// scriptSet is one variant of every script.
+type scriptSet [numScripts]*script
+
+func newScriptSet(shebang bool) *scriptSet {
+	var s scriptSet
+	for id, src := range scriptSources {
+		body := luaPrelude + src.body
+		if shebang {
+			if src.allowOOM {
+				body = "#!lua flags=allow-oom\n" + body
+			} else {
+				body = "#!lua\n" + body
+			}
+		}
+		s[id] = &script{Script: redis.NewScript(body), src: body}
+	}
+	return &s
+}
+
+var (
+	plainScripts   = newScriptSet(false)
+	shebangScripts = newScriptSet(true)
+)
