@@ -1,0 +1,160 @@
+package redisbackend
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// startRedis starts a redis-server of the test's own on a free loopback
+// port and returns its address; the test's end kills it. It skips the test
+// when redis-server is not installed.
+func startRedis(t *testing.T, args ...string) (string, *os.Process) {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not installed")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	dir := t.TempDir()
+	logf, err := os.Create(filepath.Join(dir, "redis.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(path, append([]string{
+		"--port", port, "--bind", "127.0.0.1", "--dir", dir,
+		"--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0",
+	}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(dir, "redis.log")); err == nil {
+				t.Logf("redis-server on %s:\n%s", port, b)
+			}
+		}
+	})
+	addr := net.JoinHostPort("127.0.0.1", port)
+	c := newClient(t, &redis.Options{Addr: addr, MaxRetries: -1}, nil)
+	eventually(t, "redis-server on "+addr+" answers", func() bool {
+		return c.Ping(context.Background()).Err() == nil
+	})
+	return addr, cmd.Process
+}
+
+// eventually polls cond until it holds, failing the test after 10 seconds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out waiting: %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+// TestReplicaWait runs a master and a replica of the test's own: an
+// invalidation waits for the replica in the same round trip, and fails with
+// ErrNotReplicated when the replica does not acknowledge it.
+func TestReplicaWait(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server processes")
+	}
+	master, _ := startRedis(t)
+	_, port, _ := net.SplitHostPort(master)
+	replica, replicaProc := startRedis(t, "--replicaof", "127.0.0.1", port)
+	rc := newClient(t, &redis.Options{Addr: replica}, nil)
+	// In sync once it acknowledges a write (a replica that just loaded the
+	// master's snapshot gets the stream after its first ACK).
+	mc := newClient(t, &redis.Options{Addr: master}, nil)
+	eventually(t, "replica in sync", func() bool {
+		ctx := context.Background()
+		var wait *redis.IntCmd
+		_, err := mc.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, "probe", "1", 0)
+			wait = redis.NewIntCmd(ctx, "WAIT", 1, 100)
+			return p.Process(ctx, wait)
+		})
+		return err == nil && wait.Val() == 1
+	})
+
+	var cnt counter
+	c := newClient(t, &redis.Options{Addr: master}, []redis.Hook{&cnt})
+	b := New(c, WithLogger(testLogger(t)), WithWaitTimeout(300*time.Millisecond), WithChunkSize(50))
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := t.Context()
+	warm(t, b)
+	if st := b.st.Load(); st.replicas != 1 {
+		t.Fatalf("replicas = %d, want 1", st.replicas)
+	}
+	fill(t, b, "ns", "k", "v", 0, "t")
+	cnt.reset()
+	if n, err := b.Invalidate(ctx, "ns", "t"); err != nil || n != 1 {
+		t.Fatalf("Invalidate = %d, %v; want 1", n, err)
+	}
+	if n, sent := cnt.reset(); n != 1 {
+		t.Errorf("Invalidate with a replica: %d round trips %q, want 1 (script and WAIT pipelined)", n, sent)
+	}
+	// The replica has it.
+	if v := rc.HGet(ctx, tagKey("ns", "t"), "~v").Val(); v == "" {
+		t.Errorf("replica has no stamp after the invalidation returned")
+	}
+
+	// A big tag waits at every step.
+	populate(t, b, "ns", 120, "big")
+	if n, err := b.Invalidate(ctx, "ns", "big"); err != nil || n != 120 {
+		t.Fatalf("Invalidate(big) = %d, %v; want 120", n, err)
+	}
+
+	// A frozen replica acknowledges nothing: the invalidation is applied on
+	// the master but reported as failed, to be retried.
+	// The big tag is still drained in full, without waiting at every step.
+	fill(t, b, "ns", "solo", "v", 0, "t")
+	populate(t, b, "ns", 120, "big")
+	if err := replicaProc.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer replicaProc.Signal(syscall.SIGCONT)
+	start := time.Now()
+	n, err := b.Invalidate(ctx, "ns", "t", "big")
+	took := time.Since(start)
+	if !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("Invalidate with the replica frozen: %v, want ErrNotReplicated", err)
+	}
+	if n != 121 {
+		t.Errorf("Invalidate with the replica frozen removed %d, want 121", n)
+	}
+	if took > 900*time.Millisecond {
+		t.Errorf("Invalidate with the replica frozen took %v: it waited at every step", took)
+	}
+	if l, err := b.Lookup(ctx, "ns", "solo"); err != nil || l.Found {
+		t.Errorf("Lookup after the unacknowledged invalidation = %+v, %v; want a miss", l, err)
+	}
+	if keys := keysOf(t, b, "ns", "e"); len(keys) != 0 {
+		t.Errorf("entries left after the unacknowledged invalidation: %d", len(keys))
+	}
+}
