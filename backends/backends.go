@@ -84,6 +84,21 @@ type Lookup struct {
 	// Corrupt reports that the stored bytes could not be decoded; the store
 	// has deleted them and reports a miss.
 	Corrupt bool
+	// Lease is set on a miss by stores that take a fill lease (Redis
+	// Cluster, where a fill cannot be one script): present it to Fill. An
+	// invalidation revokes it, so the fill fails. A caller that will not
+	// fill gives it back with Releaser.Release if the store implements it.
+	Lease string
+	// Busy reports a miss on a key whose fill lease another caller holds:
+	// a fill from this caller would be refused. The caller may wait for
+	// that fill (look the key up again) or compute without filling.
+	Busy bool
+}
+
+// Releaser is implemented by stores that take fill leases, to give one back
+// when a miss will not be followed by a fill.
+type Releaser interface {
+	Release(ctx context.Context, ns, key, lease string) error
 }
 
 // Fill describes one conditional store.
@@ -99,6 +114,8 @@ type Fill struct {
 	// A store refuses fills older than its longest allowed fill, since it
 	// prunes stamps after that long.
 	Age time.Duration
+	// Lease is Lookup.Lease of the miss this fill follows, if any.
+	Lease string
 }
 
 // Entry is what a store keeps under a key: the value's bytes, the tags it

@@ -265,19 +265,20 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	if err != nil {
 		return m.failOpen("set", key, err)
 	}
-	_, err = m.fill(lctx, key, payload, deps, since, 0, ttl)
+	_, err = m.fill(lctx, key, payload, deps, since, 0, ttl, "")
 	return err
 }
 
 // fill stores a payload, handling the outcomes the same way for Set and
 // memoized functions. A fill the backend refused as stale is not an error.
-func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []string, since backends.Epoch, age, ttl time.Duration) (stored bool, err error) {
+func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []string, since backends.Epoch, age, ttl time.Duration, lease string) (stored bool, err error) {
 	err = m.backend.Fill(ctx, m.ns, backends.Fill{
 		Key:   key,
 		Entry: backends.Entry{Value: payload, Deps: deps, Since: since},
 		TTL:   ttl,
 		Since: since,
 		Age:   age,
+		Lease: lease,
 	})
 	switch {
 	case errors.Is(err, backends.ErrStale):
@@ -290,6 +291,19 @@ func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []s
 	m.stats.sets.Add(1)
 	m.emit(Event{Kind: EventSet, Key: key, Deps: deps, TTL: ttl})
 	return true, nil
+}
+
+// releaseLease gives back a fill lease that no fill will use.
+func (m *Manager) releaseLease(ctx context.Context, key, lease string) {
+	r, ok := m.backend.(backends.Releaser)
+	if !ok {
+		return
+	}
+	rctx, cancel := m.opContext(context.WithoutCancel(ctx))
+	defer cancel()
+	if err := r.Release(rctx, m.ns, key, lease); err != nil {
+		m.backendError("release", key, err)
+	}
 }
 
 // Delete removes the entries under keys and returns how many existed.

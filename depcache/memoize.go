@@ -305,9 +305,12 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		// condemned. Compute for ourselves, outside any flight.
 		f = nil
 	}
-	c := &computation{m: m, key: key, parent: parent, start: time.Now(), since: since, ordered: true}
-	if !fill {
+	c := &computation{m: m, key: key, parent: parent, start: time.Now(), since: since, ordered: true, lease: l.Lease}
+	switch {
+	case !fill:
 		c.skip = "filling is not allowed under this context"
+	case l.Busy:
+		c.skip = "another caller holds the fill lease"
 	}
 	if f != nil {
 		defer func() {
@@ -321,6 +324,9 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		m.flights.leave(fk, f)
 	}
 	stored, fillErr := m.store(ctx, s, c, v, fnErr)
+	if !stored && c.lease != "" {
+		m.releaseLease(ctx, key, c.lease)
+	}
 	if f != nil && stored {
 		f.stored, f.val, f.err, f.deps, f.since = true, v, fnErr, c.final.deps, c.final.since
 	}
@@ -394,7 +400,7 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 	}
 	fctx, cancel := m.opContext(ctx)
 	defer cancel()
-	stored, err = m.fill(fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl)
+	stored, err = m.fill(fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl, c.lease)
 	if err != nil {
 		return false, err
 	}

@@ -20,6 +20,7 @@ type computation struct {
 	key    string
 	parent *computation
 	start  time.Time // monotonic: when since was read
+	lease  string    // the store's fill lease from the miss, if any
 
 	mu       sync.Mutex
 	deps     map[string]struct{}
