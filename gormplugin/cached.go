@@ -95,7 +95,9 @@ func (p *Plugin) cachedQuery(db *gorm.DB, ttl time.Duration, raw bool) {
 		// Preload now, inside the computation, so that the entry holds the
 		// associations and depends on their tables.
 		if db.Error == nil && len(stmt.Preloads) > 0 {
+			stmt.Context = context.WithValue(fctx, preloadKey{}, true)
 			callbacks.Preload(db)
+			stmt.Context = fctx
 			suspendPreloads(db)
 			if db.Error != nil {
 				return cachedRows{}, db.Error

@@ -86,6 +86,8 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	cb := db.Callback()
 	errs := []error{
 		cb.Query().Replace("gorm:query", p.query),
+		cb.Query().Before("gorm:preload").After("gorm:query").Register("depcache:before_preload", beforePreload),
+		cb.Query().After("gorm:preload").Before("gorm:after_query").Register("depcache:after_preload", afterPreload),
 		cb.Query().After("gorm:after_query").Register("depcache:restore_preloads", restorePreloads),
 		cb.Row().Replace("gorm:row", p.row),
 		cb.Raw().After("gorm:raw").Register("depcache:after_raw", p.afterRaw),

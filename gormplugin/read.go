@@ -89,7 +89,7 @@ func (p *Plugin) readTags(db *gorm.DB, raw, rowsOnly bool) ([]string, error) {
 		tags = append(tags, ListTag(t), TableTag(t))
 	}
 	isModel := destIsModel(stmt)
-	if !rowsOnly && isModel && len(joined) == 0 {
+	if !rowsOnly && isModel && len(joined) == 0 && !inPreload(stmt.Context) {
 		if pks, ok := pkSet(stmt); ok {
 			for _, pk := range pks {
 				tags = append(tags, RowTag(table, pk...))
@@ -236,15 +236,18 @@ func appendRowTags(tags []string, stmt *gorm.Statement, rv reflect.Value) []stri
 	return tags
 }
 
-// pkSet returns the primary-key values the statement's WHERE confines it
+// maxKeySet bounds the key tuples a WHERE may stand for (a product of
+// per-column sets on a composite key) before the plugin gives up on it.
+const maxKeySet = 1000
+
+// pkSet returns the primary-key tuples the statement's WHERE confines it
 // to, converted to the key fields' types, or false if it does not (an OR,
-// a composite key, a condition the plugin cannot read).
+// a key column left free, a condition the plugin cannot read).
 func pkSet(stmt *gorm.Statement) ([][]any, bool) {
 	s := stmt.Schema
-	if s == nil || len(s.PrimaryFields) != 1 {
+	if s == nil || len(s.PrimaryFields) == 0 {
 		return nil, false
 	}
-	pk := s.PrimaryFields[0]
 	c, ok := stmt.Clauses["WHERE"]
 	if !ok {
 		return nil, false
@@ -253,38 +256,89 @@ func pkSet(stmt *gorm.Statement) ([][]any, bool) {
 	if !ok {
 		return nil, false
 	}
-	var found []any
-	have := false
+	pks := s.PrimaryFields
+	perColumn := make([][]any, len(pks)) // values each key column is confined to
+	var tuples [][]any                   // from an IN on all key columns at once
 	for _, e := range where.Exprs {
 		switch x := e.(type) {
 		case clause.OrConditions, clause.NotConditions:
 			return nil, false
 		case clause.Eq:
-			if isPKColumn(stmt, x.Column, pk) && !have {
-				found, have = flatten(x.Value), true
+			if i := pkColumn(stmt, x.Column, pks); i >= 0 && perColumn[i] == nil {
+				perColumn[i] = flatten(x.Value)
 			}
 		case clause.IN:
-			if isPKColumn(stmt, x.Column, pk) && !have {
-				found, have = x.Values, true
+			if cols, ok := x.Column.([]clause.Column); ok {
+				if t, ok := tupleIN(stmt, cols, x.Values, pks); ok && tuples == nil {
+					tuples = t
+				}
+			} else if i := pkColumn(stmt, x.Column, pks); i >= 0 && perColumn[i] == nil {
+				perColumn[i] = x.Values
+				if perColumn[i] == nil {
+					perColumn[i] = []any{}
+				}
 			}
-		case clause.AndConditions:
-			// further restrictions
 		case clause.Expr:
 			if hasOr(x.SQL) && len(where.Exprs) > 1 {
 				return nil, false
 			}
 		}
 	}
-	if !have {
+	if tuples == nil {
+		tuples = [][]any{{}}
+		for _, vals := range perColumn {
+			if vals == nil || len(tuples)*len(vals) > maxKeySet {
+				return nil, false
+			}
+			next := make([][]any, 0, len(tuples)*len(vals))
+			for _, t := range tuples {
+				for _, v := range vals {
+					next = append(next, append(t[:len(t):len(t)], v))
+				}
+			}
+			tuples = next
+		}
+	}
+	out := make([][]any, 0, len(tuples))
+	for _, t := range tuples {
+		key := make([]any, len(pks))
+		for i, v := range t {
+			cv, ok := convertKey(stmt, pks[i], v)
+			if !ok {
+				return nil, false
+			}
+			key[i] = cv
+		}
+		out = append(out, key)
+	}
+	return out, true
+}
+
+// tupleIN reads (a, b) IN ((1, 2), …) on exactly the key columns.
+func tupleIN(stmt *gorm.Statement, cols []clause.Column, values []any, pks []*schema.Field) ([][]any, bool) {
+	if len(cols) != len(pks) || len(values) > maxKeySet {
 		return nil, false
 	}
-	out := make([][]any, 0, len(found))
-	for _, v := range found {
-		cv, ok := convertKey(stmt, pk, v)
-		if !ok {
+	order := make([]int, len(cols)) // key position of each column
+	seen := make([]bool, len(pks))
+	for i, c := range cols {
+		k := pkColumn(stmt, c, pks)
+		if k < 0 || seen[k] {
 			return nil, false
 		}
-		out = append(out, []any{cv})
+		order[i], seen[k] = k, true
+	}
+	out := make([][]any, 0, len(values))
+	for _, v := range values {
+		row, ok := v.([]any)
+		if !ok || len(row) != len(cols) {
+			return nil, false
+		}
+		t := make([]any, len(pks))
+		for i, x := range row {
+			t[order[i]] = x
+		}
+		out = append(out, t)
 	}
 	return out, true
 }
@@ -298,20 +352,26 @@ func hasOr(sql string) bool {
 	return false
 }
 
-func isPKColumn(stmt *gorm.Statement, col any, pk *schema.Field) bool {
+// pkColumn returns the key position of a WHERE column, or -1.
+func pkColumn(stmt *gorm.Statement, col any, pks []*schema.Field) int {
+	name := ""
 	switch c := col.(type) {
 	case clause.Column:
-		if c.Raw {
-			return false
+		if c.Raw || c.Table != "" && c.Table != clause.CurrentTable && c.Table != stmt.Table {
+			return -1
 		}
-		if c.Table != "" && c.Table != clause.CurrentTable && c.Table != stmt.Table {
-			return false
-		}
-		return c.Name == clause.PrimaryKey || c.Name == pk.DBName
+		name = c.Name
 	case string:
-		return c == pk.DBName
+		name = c
+	default:
+		return -1
 	}
-	return false
+	for i, f := range pks {
+		if name == f.DBName || name == clause.PrimaryKey && len(pks) == 1 {
+			return i
+		}
+	}
+	return -1
 }
 
 func flatten(v any) []any {
@@ -341,23 +401,51 @@ func convertKey(stmt *gorm.Statement, f *schema.Field, v any) (any, bool) {
 	return out, true
 }
 
-// looseKeys reports a database that compares the model's string or time
-// keys more loosely than Go does (case, trailing spaces, precision): a
+// looseKeys reports a database that compares the model's keys more loosely
+// than Go does: MariaDB's default collations ignore case and trailing
+// spaces in strings, and PostgreSQL keeps times to the microsecond. A
 // lookup by such a key may find a row written under another spelling, so
 // it depends on the list tag too.
 func looseKeys(db *gorm.DB, s *schema.Schema) bool {
-	switch db.Dialector.Name() {
-	case "mysql", "postgres":
-	default:
-		return false
-	}
+	dialect := db.Dialector.Name()
 	for _, f := range s.PrimaryFields {
-		switch f.DataType {
-		case schema.String, schema.Time:
+		switch {
+		case f.DataType == schema.Time && (dialect == "mysql" || dialect == "postgres"):
+			return true
+		case f.DataType == schema.String && dialect == "mysql":
 			return true
 		}
 	}
 	return false
 }
 
-var _ = context.Background
+
+// Preload's queries select the associated rows by key, but the set of keys
+// comes from the parent rows: DESIGN.md has them depend on the list tag, as
+// a join does. The plugin marks the context gorm:preload runs under; its
+// queries inherit it.
+type preloadKey struct{}
+
+func inPreload(ctx context.Context) bool {
+	v, _ := ctx.Value(preloadKey{}).(bool)
+	return v
+}
+
+const settingPreloadCtx = "depcache:preload_ctx"
+
+func beforePreload(db *gorm.DB) {
+	if len(db.Statement.Preloads) == 0 || db.Statement.Context == nil {
+		return
+	}
+	db.InstanceSet(settingPreloadCtx, db.Statement.Context)
+	db.Statement.Context = context.WithValue(db.Statement.Context, preloadKey{}, true)
+}
+
+func afterPreload(db *gorm.DB) {
+	if v, ok := db.InstanceGet(settingPreloadCtx); ok {
+		if ctx, ok := v.(context.Context); ok && ctx != nil {
+			db.Statement.Context = ctx
+			db.InstanceSet(settingPreloadCtx, context.Context(nil))
+		}
+	}
+}
