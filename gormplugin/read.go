@@ -419,7 +419,6 @@ func looseKeys(db *gorm.DB, s *schema.Schema) bool {
 	return false
 }
 
-
 // Preload's queries select the associated rows by key, but the set of keys
 // comes from the parent rows: DESIGN.md has them depend on the list tag, as
 // a join does. The plugin marks the context gorm:preload runs under; its
