@@ -92,11 +92,11 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		cb.Row().Replace("gorm:row", p.row),
 		cb.Raw().After("gorm:raw").Register("depcache:after_raw", p.afterRaw),
 
-		cb.Create().Before("gorm:create").Register("depcache:before_create", p.beforeWrite),
+		cb.Create().Before("gorm:create").Register("depcache:before_create", p.beforeWrite(opCreate)),
 		cb.Create().After("gorm:create").Before("gorm:save_after_associations").Register("depcache:after_create", p.afterWrite(opCreate)),
-		cb.Update().Before("gorm:update").Register("depcache:before_update", p.beforeWrite),
+		cb.Update().Before("gorm:update").Register("depcache:before_update", p.beforeWrite(opUpdate)),
 		cb.Update().After("gorm:update").Before("gorm:save_after_associations").Register("depcache:after_update", p.afterWrite(opUpdate)),
-		cb.Delete().Before("gorm:delete").Register("depcache:before_delete", p.beforeWrite),
+		cb.Delete().Before("gorm:delete").Register("depcache:before_delete", p.beforeWrite(opDelete)),
 		cb.Delete().After("gorm:delete").Before("gorm:after_delete").Register("depcache:after_delete", p.afterWrite(opDelete)),
 	}
 	for _, err := range errs {

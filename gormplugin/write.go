@@ -3,6 +3,7 @@ package gormplugin
 import (
 	"context"
 	"database/sql"
+	"reflect"
 	"strings"
 
 	"gorm.io/gorm"
@@ -18,13 +19,23 @@ const (
 	opDelete
 )
 
-const settingCapture = "depcache:returning"
+const (
+	settingCapture  = "depcache:returning"
+	settingSelected = "depcache:selected_keys"
+	settingOwnTx    = "depcache:own_tx"
+)
 
 // beforeWrite marks the transaction as written and, where the database has
 // UPDATE/DELETE … RETURNING, swaps in a pool that appends RETURNING <pk> to
 // the statement GORM built and collects the keys of the rows it changed.
-func (p *Plugin) beforeWrite(db *gorm.DB) {
+func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
+	return func(db *gorm.DB) { p.prepareWrite(db, op) }
+}
+
+func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
 	db.InstanceSet(settingCapture, (*capture)(nil))
+	db.InstanceSet(settingSelected, [][]any(nil))
+	db.InstanceSet(settingOwnTx, (*txPool)(nil))
 	if db.Error != nil {
 		return
 	}
@@ -38,7 +49,11 @@ func (p *Plugin) beforeWrite(db *gorm.DB) {
 		}
 	}
 	s := db.Statement.Schema
-	if s == nil || len(s.PrimaryFields) == 0 || !returningDialect(db) {
+	if s == nil || len(s.PrimaryFields) == 0 || op == opCreate {
+		return
+	}
+	if !returningDialect(db) {
+		p.selectForUpdate(db)
 		return
 	}
 	if _, user := db.Statement.Clauses["RETURNING"]; user {
@@ -131,6 +146,19 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		}
 		p.remember(db.Statement.Schema)
 		p.dispatch(db, p.writeTags(db, op, c))
+		if v, ok := db.InstanceGet(settingOwnTx); ok {
+			if tx, _ := v.(*txPool); tx != nil {
+				// The transaction selectForUpdate opened: end it, which
+				// runs the write's invalidations after COMMIT.
+				db.InstanceSet(settingOwnTx, (*txPool)(nil))
+				if db.Error != nil {
+					tx.Rollback()
+				} else {
+					db.AddError(tx.Commit())
+				}
+				db.Statement.ConnPool = db.ConnPool
+			}
+		}
 	}
 }
 
@@ -175,9 +203,17 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, c *capture) []string {
 	case opDelete:
 		tags = append(tags, p.cascades(s, false)...)
 	}
+	var selected [][]any
+	if v, ok := db.InstanceGet(settingSelected); ok {
+		selected, _ = v.([][]any)
+	}
 	switch {
 	case c != nil && c.ran:
 		for _, k := range c.keys {
+			tags = append(tags, RowTag(table, typedKey(stmt, s, k)...))
+		}
+	case selected != nil:
+		for _, k := range selected {
 			tags = append(tags, RowTag(table, typedKey(stmt, s, k)...))
 		}
 	default:
@@ -361,4 +397,85 @@ func ddlTable(sqlText string) (string, bool) {
 		return tableName(toks[i]), true
 	}
 	return "", false
+}
+
+// selectForUpdate finds the rows of a mass UPDATE or DELETE where the
+// database has no RETURNING for it (MySQL, MariaDB): inside the statement's
+// transaction it selects the keys matching the WHERE with FOR UPDATE, and
+// restricts the write to AND key IN (those keys), so that the write touches
+// exactly the rows selected at any isolation level. Above maxKeySet rows, or
+// outside a transaction the plugin owns, it does nothing and the write
+// invalidates the table tag.
+func (p *Plugin) selectForUpdate(db *gorm.DB) {
+	stmt := db.Statement
+	s := stmt.Schema
+	if len(s.PrimaryFields) != 1 {
+		return
+	}
+	if _, ok := pkSet(stmt); ok {
+		return // the WHERE already names the keys
+	}
+	switch state, _ := txOf(db); state {
+	case foreignTx:
+		return
+	case noTx:
+		// SkipDefaultTransaction: the SELECT and the write need one
+		// transaction, so the plugin opens it; afterWrite ends it.
+		cp, ok := stmt.ConnPool.(*pool)
+		if !ok {
+			return
+		}
+		tx, err := cp.BeginTx(stmt.Context, nil)
+		if err != nil {
+			return
+		}
+		stmt.ConnPool = tx
+		db.InstanceSet(settingOwnTx, tx.(*txPool))
+	}
+	if rv := stmt.ReflectValue; rv.IsValid() && rv.Kind() == reflect.Struct {
+		if _, zero := s.PrimaryFields[0].ValueOf(stmt.Context, rv); !zero {
+			return // GORM adds the model's key to the WHERE
+		}
+	}
+	c, ok := stmt.Clauses["WHERE"]
+	if !ok {
+		return
+	}
+	where, ok := c.Expression.(clause.Where)
+	if !ok || len(where.Exprs) == 0 {
+		return
+	}
+	pk := s.PrimaryFields[0]
+	q := db.Session(&gorm.Session{NewDB: true, Context: context.Background()}).
+		Model(reflect.New(s.ModelType).Interface()).
+		Clauses(clause.Where{Exprs: where.Exprs}, clause.Locking{Strength: "UPDATE"}).
+		Limit(maxKeySet + 1)
+	if stmt.Unscoped {
+		q = q.Unscoped()
+	}
+	var keys []any
+	rows, err := q.Select(pk.DBName).Rows()
+	if err != nil {
+		return
+	}
+	for rows.Next() {
+		var k any
+		if rows.Scan(&k) != nil {
+			rows.Close()
+			return
+		}
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if rows.Err() != nil || len(keys) > maxKeySet {
+		return
+	}
+	stmt.AddClause(clause.Where{Exprs: []clause.Expression{
+		clause.IN{Column: clause.Column{Table: clause.CurrentTable, Name: pk.DBName}, Values: keys},
+	}})
+	selected := make([][]any, len(keys))
+	for i, k := range keys {
+		selected[i] = []any{k}
+	}
+	db.InstanceSet(settingSelected, selected)
 }
