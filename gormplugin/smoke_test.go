@@ -122,3 +122,29 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("cached list after delete: %v", c)
 	}
 }
+
+func TestModelRowTag(t *testing.T) {
+	db, m := smokeDB(t)
+	tag, err := gormplugin.ModelRowTag(db, &smokeUser{ID: 2})
+	if err != nil || tag != "smoke_users::2" {
+		t.Fatalf("ModelRowTag = %q, %v", tag, err)
+	}
+	if _, err := gormplugin.ModelRowTag(db, &smokeUser{}); err == nil {
+		t.Fatal("a model without its key must be an error")
+	}
+	if _, err := gormplugin.ModelRowTag(db, []smokeUser{{ID: 1}}); err == nil {
+		t.Fatal("a slice must be an error")
+	}
+	// The tag is the one reads depend on.
+	ctx := context.Background()
+	calls := 0
+	get := depcache.Memoize(func(ctx context.Context, id int) (smokeUser, error) {
+		calls++
+		var u smokeUser
+		return u, db.WithContext(ctx).First(&u, id).Error
+	}, depcache.Using(m), depcache.KeyName("mrt"))
+	get(ctx, 2)
+	if n, _ := m.InvalidateDependency(ctx, tag); n != 1 {
+		t.Fatalf("invalidating %s removed %d entries", tag, n)
+	}
+}
