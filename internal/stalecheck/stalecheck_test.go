@@ -2,6 +2,8 @@ package stalecheck_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -131,3 +133,5 @@ func TestHarnessBites(t *testing.T) {
 		})
 	}
 }
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
