@@ -290,3 +290,56 @@ func TestStaleFillIsRefused(t *testing.T) {
 		t.Fatalf("StaleFills = %d", m.Stats().StaleFills)
 	}
 }
+
+// leased reports Busy for a key's first lookups, as a store does while
+// another process holds the key's fill lease; on the last one the other
+// process's value has arrived.
+type leased struct {
+	backends.Backend
+	busyFor int
+	lookups int
+	arrive  func()
+}
+
+func (l *leased) Lookup(ctx context.Context, ns, key string) (backends.Lookup, error) {
+	l.lookups++
+	if l.lookups <= l.busyFor {
+		if l.lookups == l.busyFor && l.arrive != nil {
+			l.arrive()
+		}
+		e, err := l.Backend.Epoch(ctx)
+		return backends.Lookup{Busy: true, Epoch: e}, err
+	}
+	return l.Backend.Lookup(ctx, ns, key)
+}
+
+func TestBusyLease(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	defer mem.Close()
+	var calls counter
+	fn := func(ctx context.Context, x int) (int, error) {
+		calls.n.Add(1)
+		depcache.AddDependency(ctx, "t")
+		return x, nil
+	}
+
+	// Without a wait, a busy key is computed at once and not filled.
+	lb := &leased{Backend: mem, busyFor: 1}
+	m := depcache.New(lb, depcache.WithLogger(quiet), depcache.WithName("nowait"))
+	f := depcache.Memoize(fn, depcache.Using(m), depcache.KeyName("busy"))
+	if v, _ := f(ctx, 1); v != 1 || calls.calls() != 1 || m.Stats().Sets != 0 {
+		t.Fatalf("busy without wait: v=%d calls=%d stats=%+v", v, calls.calls(), m.Stats())
+	}
+
+	// With a wait, the other process's value is taken when it arrives.
+	var key string
+	lb = &leased{Backend: mem, busyFor: 3}
+	m2 := depcache.New(lb, depcache.WithLogger(quiet), depcache.WithName("wait"), depcache.WithFillWait(time.Minute))
+	g := depcache.Memoize(fn, depcache.Using(m2), depcache.KeyName("busy"),
+		depcache.OnResult(func(r depcache.Result) { key = r.Key }))
+	lb.arrive = func() { m2.Set(ctx, "busy:v1|i:7", 7, 0, "t") }
+	if v, _ := g(ctx, 7); v != 7 || calls.calls() != 1 || lb.lookups != 4 {
+		t.Fatalf("busy with wait: v=%d calls=%d lookups=%d key=%q", v, calls.calls(), lb.lookups, key)
+	}
+}

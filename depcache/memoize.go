@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/depcache/go-depcache/backends"
 	"github.com/depcache/go-depcache/keys"
 )
 
@@ -241,29 +242,58 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
 
-	l, err := m.lookup(ctx, key)
-	if err != nil { // strict
-		var zero R
-		s.report(m, key, args, false, zero, err)
-		return zero, err
-	}
-	if l.Found {
-		var v R
-		cached, derr := decodePayload(m.cfg.codec, s.errRules, l.Entry.Value, &v)
-		if derr == nil {
-			m.hit(key, l.Entry.Deps)
-			if t := traceOf(ctx); t != nil {
-				t.hits.Add(1)
-			}
-			if parent != nil {
-				parent.addDeps(l.Entry.Deps)
-				parent.useEntry(l.Entry.Since)
-			}
-			s.report(m, key, args, true, v, cached)
-			return v, cached
+	var (
+		l        backends.Lookup
+		err      error
+		deadline time.Time
+		backoff  = time.Millisecond
+	)
+	for {
+		l, err = m.lookup(ctx, key)
+		if err != nil { // strict
+			var zero R
+			s.report(m, key, args, false, zero, err)
+			return zero, err
 		}
-		m.dropCorrupt(ctx, key, derr)
-		m.miss(key)
+		if l.Found {
+			var v R
+			cached, derr := decodePayload(m.cfg.codec, s.errRules, l.Entry.Value, &v)
+			if derr == nil {
+				m.hit(key, l.Entry.Deps)
+				if t := traceOf(ctx); t != nil {
+					t.hits.Add(1)
+				}
+				if parent != nil {
+					parent.addDeps(l.Entry.Deps)
+					parent.useEntry(l.Entry.Since)
+				}
+				s.report(m, key, args, true, v, cached)
+				return v, cached
+			}
+			m.dropCorrupt(ctx, key, derr)
+			m.miss(key)
+		}
+		if !l.Busy || m.cfg.fillWait <= 0 {
+			break
+		}
+		// Another process is filling this key: wait for its value a
+		// little, then compute without filling.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(m.cfg.fillWait)
+		}
+		wait := min(backoff, time.Until(deadline))
+		if wait <= 0 {
+			break
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			var zero R
+			return zero, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 50*time.Millisecond)
 	}
 	since := l.Epoch
 	if since.IsZero() {

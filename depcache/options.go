@@ -27,6 +27,7 @@ type config struct {
 	pendingLimit int
 	retryMin     time.Duration
 	retryMax     time.Duration
+	fillWait     time.Duration
 	envPrefix    string // DEP_CACHE_PREFIX, when read
 	configErr    error  // an environment value New could not parse
 }
@@ -95,6 +96,12 @@ func WithPendingLimit(n int) Option { return func(c *config) { c.pendingLimit = 
 func WithRetryBackoff(first, longest time.Duration) Option {
 	return func(c *config) { c.retryMin, c.retryMax = first, longest }
 }
+
+// WithFillWait sets how long a miss waits when another process holds the
+// key's fill lease (stores with leases: Redis Cluster, or a Redis backend
+// with its fill lock on) before it computes without filling. Default 0:
+// compute at once.
+func WithFillWait(d time.Duration) Option { return func(c *config) { c.fillWait = d } }
 
 func defaultConfig() config {
 	return config{
