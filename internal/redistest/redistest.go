@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,14 +35,40 @@ func FreePort(t testing.TB) int {
 // redis-server is not installed.
 func Start(t testing.TB, args ...string) string {
 	t.Helper()
+	port := FreePort(t)
+	all := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir(), "--daemonize", "no"}, args...)
+	return start(t, port, "Ready to accept connections", all...)
+}
+
+// StartSentinel runs a Sentinel that monitors the master at masterAddr
+// under the name master, with quorum 1, and returns its address.
+func StartSentinel(t testing.TB, master, masterAddr string) string {
+	t.Helper()
+	host, port, err := net.SplitHostPort(masterAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	text := fmt.Sprintf("sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 10000\n",
+		master, host, port, master, master)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sp := FreePort(t)
+	return start(t, sp, "+monitor master", conf, "--sentinel", "--port", strconv.Itoa(sp), "--bind", "127.0.0.1",
+		"--dir", dir, "--daemonize", "no")
+}
+
+// start runs redis-server with args and waits for it to print ready.
+func start(t testing.TB, port int, ready string, args ...string) string {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("redis-server is not installed")
 	}
-	port := FreePort(t)
-	all := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--daemonize", "no"}, args...)
-	cmd := exec.Command(bin, all...)
+	cmd := exec.Command(bin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -48,20 +76,20 @@ func Start(t testing.TB, args ...string) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan error, 1)
+	readyCh := make(chan error, 1)
 	go func() {
 		// The server says when it accepts connections; drain the rest so
 		// that it never blocks on a full pipe.
 		sc := bufio.NewScanner(out)
 		said := false
 		for sc.Scan() {
-			if !said && strings.Contains(sc.Text(), "Ready to accept connections") {
+			if !said && strings.Contains(sc.Text(), ready) {
 				said = true
-				ready <- nil
+				readyCh <- nil
 			}
 		}
 		if !said {
-			ready <- fmt.Errorf("redis-server exited before it was ready")
+			readyCh <- fmt.Errorf("redis-server %v exited before it was ready", args)
 		}
 	}()
 	t.Cleanup(func() {
@@ -69,7 +97,7 @@ func Start(t testing.TB, args ...string) string {
 		cmd.Wait()
 	})
 	select {
-	case err := <-ready:
+	case err := <-readyCh:
 		if err != nil {
 			t.Fatal(err)
 		}
