@@ -61,6 +61,7 @@ func TestEnvironmentErrorsNameTheVariable(t *testing.T) {
 		{"REDIS_DB", "-x"},
 	} {
 		t.Run(tc.env, func(t *testing.T) {
+			t.Setenv("REDIS_URL", "") // else REDIS_URL wins over REDIS_PORT and REDIS_DB
 			t.Setenv(tc.env, tc.value)
 			reg := depcache.NewRegistry()
 			defer reg.Close()

@@ -40,6 +40,11 @@ type Harness struct {
 	// it caps it (the Redis store under a volatile-* policy): TTL must then
 	// report a value in (0, MaxTTL]. Zero means TTL reports NoExpiry.
 	MaxTTL time.Duration
+
+	// StaleReads is the number of reads each reader of the NoStaleReads
+	// case makes; 0 means 3000 (500 with -short). A slow store (miniredis,
+	// whose scripts cost a fresh Lua state each) may ask for fewer.
+	StaleReads int
 }
 
 // Run runs every case of the suite against h, each as a subtest.

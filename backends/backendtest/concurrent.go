@@ -230,7 +230,10 @@ func runStaleReads(t *testing.T, e *env, c staleRun) *staleResult {
 
 func testNoStaleReads(t *testing.T, e *env) {
 	c := staleRun{rows: 4, readers: 8, writers: 4, reads: 3000}
-	if testing.Short() {
+	switch {
+	case e.h.StaleReads > 0:
+		c.reads = e.h.StaleReads
+	case testing.Short():
 		c.reads = 500
 	}
 	res := runStaleReads(t, e, c)
