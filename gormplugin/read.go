@@ -152,9 +152,11 @@ func joinedTables(stmt *gorm.Statement) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		tables, err := sqlTables("JOIN " + text)
-		if err != nil {
-			tables, err = sqlTables(text)
+		// GORM passes a join that is not a relationship as written:
+		// usually "[LEFT] JOIN t ON …", sometimes just "t ON …".
+		tables, err := sqlTables(text)
+		if err != nil || len(tables) == 0 {
+			tables, err = sqlTables("JOIN " + text)
 		}
 		if err != nil {
 			return nil, err

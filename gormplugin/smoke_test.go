@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,14 +23,14 @@ type smokeUser struct {
 	Name string
 }
 
-func smokeDB(t *testing.T) (*gorm.DB, *depcache.Manager) {
+func smokeDB(t *testing.T, opts ...depcache.Option) (*gorm.DB, *depcache.Manager) {
 	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "s.db")+"?_txlock=immediate"), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sqlDB, _ := db.DB()
 	t.Cleanup(func() { sqlDB.Close() })
-	m := depcache.New(memory.New(), depcache.WithName("smoke"))
+	m := depcache.New(memory.New(), append([]depcache.Option{depcache.WithName("smoke")}, opts...)...)
 	if err := db.Use(gormplugin.New(m)); err != nil {
 		t.Fatal(err)
 	}
@@ -146,5 +148,40 @@ func TestModelRowTag(t *testing.T) {
 	get(ctx, 2)
 	if n, _ := m.InvalidateDependency(ctx, tag); n != 1 {
 		t.Fatalf("invalidating %s removed %d entries", tag, n)
+	}
+}
+
+func TestRawJoinTags(t *testing.T) {
+	var deps []string
+	db, m := smokeDB(t, depcache.WithObserver(func(e depcache.Event) {
+		if e.Kind == depcache.EventSet {
+			deps = e.Deps
+		}
+	}))
+	type smokeBadge struct {
+		ID     int
+		UserID int
+	}
+	db.AutoMigrate(&smokeBadge{})
+	for _, join := range []string{
+		"JOIN smoke_badges ON smoke_badges.user_id = smoke_users.id",
+		"LEFT JOIN smoke_badges ON smoke_badges.user_id = smoke_users.id",
+	} {
+		ctx := context.Background()
+		depcache.Fetch(ctx, m, join, func(ctx context.Context) ([]smokeUser, error) {
+			var us []smokeUser
+			return us, db.WithContext(ctx).Joins(join).Find(&us).Error
+		})
+		want := []string{"smoke_badges", "smoke_badges::*", "smoke_users", "smoke_users::*"}
+		for _, w := range want {
+			if !slices.Contains(deps, w) {
+				t.Errorf("%s: deps %q lack %q", join, deps, w)
+			}
+		}
+		for _, d := range deps {
+			if strings.HasPrefix(d, "JOIN") || strings.HasPrefix(d, "LEFT") {
+				t.Errorf("%s: a keyword became a tag: %q", join, deps)
+			}
+		}
 	}
 }
