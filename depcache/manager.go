@@ -182,6 +182,10 @@ func (m *Manager) lookup(ctx context.Context, key string) (backends.Lookup, erro
 	l, err := m.backend.Lookup(lctx, m.ns, key)
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			// The caller left; not the backend's failure.
+			return backends.Lookup{}, ctx.Err()
+		}
 		m.backendError("lookup", key, err)
 		if m.cfg.strict {
 			return l, fmt.Errorf("depcache: lookup %q: %w", key, err)

@@ -343,3 +343,20 @@ func TestBusyLease(t *testing.T) {
 		t.Fatalf("busy with wait: v=%d calls=%d lookups=%d key=%q", v, calls.calls(), lb.lookups, key)
 	}
 }
+
+func TestCancelledCallerIsNotABackendError(t *testing.T) {
+	m, _ := newManager(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	slow := &faulty{Backend: m.Backend()}
+	slow.lookups.Store(true)
+	m2 := depcache.New(slow, depcache.WithLogger(quiet), depcache.WithName("cancelled"))
+	defer m2.Close()
+	f := depcache.Memoize(func(ctx context.Context, x int) (int, error) { return x, nil }, depcache.Using(m2), depcache.KeyName("c"))
+	if _, err := f(ctx, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a call on a cancelled ctx returned %v", err)
+	}
+	if m2.Stats().Errors != 0 {
+		t.Fatalf("a caller's cancellation was counted as a backend error: %+v", m2.Stats())
+	}
+}

@@ -250,7 +250,7 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	)
 	for {
 		l, err = m.lookup(ctx, key)
-		if err != nil { // strict
+		if err != nil { // strict, or ctx is done
 			var zero R
 			s.report(m, key, args, false, zero, err)
 			return zero, err
@@ -428,7 +428,9 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 			m.log.Warn("depcache: storing an entry with no dependency; nothing but its TTL will remove it (a query without WithContext(ctx)?)", "func", s.id, "key", c.key)
 		}
 	}
-	fctx, cancel := m.opContext(ctx)
+	// The value is good for every later reader even if this caller has
+	// gone: store it under the fill's own timeout, not the caller's ctx.
+	fctx, cancel := m.opContext(context.WithoutCancel(ctx))
 	defer cancel()
 	stored, err = m.fill(fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl, c.lease)
 	if err != nil {
