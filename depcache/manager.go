@@ -49,15 +49,7 @@ type Manager struct {
 // apply beneath explicit options; if one cannot be parsed, every operation of
 // the manager returns that error and memoized functions run uncached.
 func New(b backends.Backend, opts ...Option) *Manager {
-	envOpts, err := envOptions()
-	cfg := defaultConfig()
-	for _, o := range envOpts {
-		o(&cfg)
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	cfg.configErr = err
+	cfg := buildConfig(opts)
 	if b == nil && cfg.configErr == nil {
 		cfg.configErr = errors.New("depcache: New needs a backend")
 	}

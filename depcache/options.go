@@ -115,3 +115,18 @@ func defaultConfig() config {
 		retryMax:     5 * time.Second,
 	}
 }
+
+// buildConfig applies the environment, then opts, over the defaults. An
+// environment value that cannot be parsed is kept as cfg.configErr.
+func buildConfig(opts []Option) config {
+	cfg := defaultConfig()
+	envOpts, err := envOptions()
+	for _, o := range envOpts {
+		o(&cfg)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cfg.configErr = err
+	return cfg
+}

@@ -60,16 +60,9 @@ func (r *Registry) GetOrCreate(name string, opts ...Option) (*Manager, error) {
 	if m, ok := r.managers[name]; ok {
 		return m, nil
 	}
-	envOpts, err := envOptions()
-	if err != nil {
-		return nil, err
-	}
-	cfg := defaultConfig()
-	for _, o := range envOpts {
-		o(&cfg)
-	}
-	for _, o := range opts {
-		o(&cfg)
+	cfg := buildConfig(opts)
+	if cfg.configErr != nil {
+		return nil, cfg.configErr
 	}
 	cfg.name = name
 	m := newManager(cfg, cfg.backend, nil)
@@ -77,6 +70,7 @@ func (r *Registry) GetOrCreate(name string, opts ...Option) (*Manager, error) {
 		return nil, m.cfg.configErr
 	}
 	if m.backend == nil {
+		var err error
 		if m.backend, m.release, err = r.openShared(); err != nil {
 			return nil, err
 		}
