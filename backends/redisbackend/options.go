@@ -30,6 +30,7 @@ type config struct {
 	logger        *slog.Logger
 	chunkSize     int
 	waitTimeout   time.Duration
+	leaseTTL      time.Duration
 }
 
 func defaultConfig() config {
@@ -117,6 +118,21 @@ func WithWaitTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d > 0 {
 			c.waitTimeout = d
+		}
+	}
+}
+
+// WithLeaseTTL sets the lifetime of a fill lease on Redis Cluster (default:
+// the maximum fill age, WithMaxFillAge). A miss takes the lease; while it lives,
+// other callers that miss on the key compute without filling (Busy), and a
+// fill that outlives it is refused. A lease is given back when its fill
+// ends either way, so this matters only when a process dies mid-fill: the
+// key is then served uncached until the lease expires. A value ≤ 0 keeps
+// the default. A single Redis takes no leases.
+func WithLeaseTTL(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.leaseTTL = d
 		}
 	}
 }

@@ -725,11 +725,29 @@ func TestPruning(t *testing.T) {
 	}
 }
 
-func TestClusterClientRefused(t *testing.T) {
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+func TestClusterUnreachable(t *testing.T) {
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, MaxRedirects: -1})
 	t.Cleanup(func() { _ = c.Close() })
 	b := New(c, WithLogger(testLogger(t)))
-	if _, err := b.Lookup(t.Context(), "ns", "k"); !errors.Is(err, errCluster) {
-		t.Errorf("Lookup on a cluster client: %v, want errCluster", err)
+	if _, err := b.Lookup(t.Context(), "ns", "k"); err == nil {
+		t.Errorf("Lookup on an unreachable cluster: no error")
+	}
+}
+
+func TestKeySlot(t *testing.T) {
+	// Values from the Redis Cluster specification and CLUSTER KEYSLOT.
+	for key, want := range map[string]uint16{
+		"123456789":    0x31C3 & 16383,
+		"foo":          12182,
+		"{user1000}.a": keySlot("user1000"),
+		"a{}b":         keySlot("a{}b"),
+		"ns:t:{users}": keySlot("users"),
+		"ns:e:{}{x}":   keySlot("ns:e:{}{x}"),
+		"ns:e:{a}{b}":  keySlot("a"),
+		"ns:e:{a":      keySlot("ns:e:{a"),
+	} {
+		if got := keySlot(key); got != want {
+			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
+		}
 	}
 }

@@ -31,9 +31,6 @@ var (
 	// within the wait timeout: it was applied on the master, but a failover
 	// could undo it. Retry it.
 	ErrNotReplicated = errors.New("redisbackend: invalidation not acknowledged by any replica")
-
-	// errCluster reports a Redis Cluster client, which needs split scripts.
-	errCluster = errors.New("redisbackend: Redis Cluster is not supported yet")
 )
 
 // Backend is a backends.Backend on a go-redis client. It is safe for
@@ -58,8 +55,9 @@ type state struct {
 	policy   string // maxmemory-policy, read or assumed
 	unsafe   bool   // policy may evict metadata
 	volatile bool   // volatile-*: cap entries without expiry
-	replicas int    // connected replicas: invalidations WAIT for one
+	replicas int    // connected replicas (on Cluster, of the master that has most): invalidations WAIT for one
 	scripts  *scriptSet
+	cluster  *redis.ClusterClient // set on Redis Cluster (cluster.go)
 }
 
 // New returns a Backend on c. It does not own c: Close leaves c open.
@@ -126,8 +124,8 @@ func (b *Backend) state(ctx context.Context) (*state, error) {
 // learn reads the eviction policy, the server version and the replicas in
 // one round trip, and loads the scripts in a second.
 func (b *Backend) learn(ctx context.Context) (*state, error) {
-	if _, ok := b.c.(*redis.ClusterClient); ok {
-		return &state{err: errCluster}, nil
+	if cl, ok := b.c.(*redis.ClusterClient); ok {
+		return b.learnCluster(ctx, cl)
 	}
 	pipe := b.c.Pipeline()
 	server := pipe.Info(ctx, "server")
@@ -329,6 +327,9 @@ func (b *Backend) Lookup(ctx context.Context, ns, key string) (backends.Lookup, 
 	if err != nil {
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: %w", key, err)
 	}
+	if st.cluster != nil {
+		return b.clusterLookup(ctx, st, ns, key)
+	}
 	ek := entryKey(ns, key)
 	vals, err := b.c.MGet(ctx, ek, b.cfg.epochKey).Result()
 	if err != nil {
@@ -387,6 +388,9 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 		ttlMS = int64((ttl + time.Millisecond - 1) / time.Millisecond)
 	}
 
+	if st.cluster != nil {
+		return b.clusterFill(ctx, st, ns, f, ttlMS)
+	}
 	e := f.Entry
 	e.Since = f.Since
 	ek := entryKey(ns, f.Key)
@@ -452,6 +456,9 @@ func (b *Backend) Invalidate(ctx context.Context, ns string, tags ...string) (in
 	if len(tags) == 0 {
 		return 0, nil
 	}
+	if st.cluster != nil {
+		return b.clusterInvalidate(ctx, st, ns, tags)
+	}
 	keys := make([]string, 1, 1+len(tags))
 	keys[0] = b.cfg.epochKey
 	for _, t := range tags {
@@ -509,11 +516,19 @@ func (b *Backend) Invalidate(ctx context.Context, ns string, tags ...string) (in
 // Their registrations stay until an invalidation, a fill's pruning or Clear
 // removes them.
 func (b *Backend) Delete(ctx context.Context, ns string, keys ...string) (int, error) {
-	if _, err := b.state(ctx); err != nil {
+	st, err := b.state(ctx)
+	if err != nil {
 		return 0, fmt.Errorf("redisbackend: delete: %w", err)
 	}
 	if len(keys) == 0 {
 		return 0, nil
+	}
+	if st.cluster != nil {
+		n, err := b.clusterDelete(ctx, st, ns, keys)
+		if err != nil {
+			return n, fmt.Errorf("redisbackend: delete %q: %w", keys, err)
+		}
+		return n, nil
 	}
 	eks := make([]string, len(keys))
 	for i, k := range keys {
@@ -529,12 +544,18 @@ func (b *Backend) Delete(ctx context.Context, ns string, keys ...string) (int, e
 // TTL reports the remaining lifetime of the entry under key: NoExpiry if
 // it has none, an error wrapping backends.ErrNotFound if there is no entry.
 func (b *Backend) TTL(ctx context.Context, ns, key string) (time.Duration, error) {
-	if _, err := b.state(ctx); err != nil {
+	st, err := b.state(ctx)
+	if err != nil {
 		return 0, fmt.Errorf("redisbackend: ttl %q: %w", key, err)
 	}
 	// PTTL through a plain command: go-redis's DurationCmd would turn the
 	// -1 and -2 replies into durations.
-	ms, err := b.c.Do(ctx, "PTTL", entryKey(ns, key)).Int64()
+	var ms int64
+	if st.cluster != nil {
+		ms, err = b.clusterTTL(ctx, st, entryKey(ns, key))
+	} else {
+		ms, err = b.c.Do(ctx, "PTTL", entryKey(ns, key)).Int64()
+	}
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: ttl %q: %w", key, err)
 	}
@@ -557,6 +578,13 @@ func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 	st, err := b.state(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: clear %q: %w", ns, err)
+	}
+	if st.cluster != nil {
+		n, err := b.clusterClear(ctx, st, ns)
+		if err != nil {
+			return n, fmt.Errorf("redisbackend: clear %q: %w", ns, err)
+		}
+		return n, nil
 	}
 	removed := 0
 	err = b.scan(ctx, globEscape(ns)+`:e:\{*`, func(keys []string) error {
@@ -591,6 +619,9 @@ func (b *Backend) Prune(ctx context.Context, ns string) error {
 }
 
 func (b *Backend) prune(ctx context.Context, st *state, ns string) error {
+	if st.cluster != nil {
+		return b.clusterPrune(ctx, st, ns)
+	}
 	maxAge := b.cfg.maxFillAge.Milliseconds()
 	return b.scan(ctx, globEscape(ns)+`:t:\{*`, func(keys []string) error {
 		big, err := b.run(ctx, st, sClean, keys, b.cfg.chunkSize, maxAge).Slice()
@@ -616,9 +647,8 @@ func (b *Backend) prune(ctx context.Context, st *state, ns string) error {
 	})
 }
 
-// scan calls fn with each page of keys matching pattern.
-//
-// Cluster: SCAN sees one node; it will have to run on every master.
+// scan calls fn with each page of keys matching pattern (on Cluster,
+// clusterScan runs it on every master).
 func (b *Backend) scan(ctx context.Context, pattern string, fn func([]string) error) error {
 	var cursor uint64
 	for {

@@ -1,0 +1,195 @@
+package redisbackend
+
+import "github.com/redis/go-redis/v9"
+
+// The scripts of the Redis Cluster path. On Cluster a script may touch the
+// keys of one slot only, all declared in KEYS: so the fill and the
+// invalidation are split into scripts on the entry's slot, on each tag's
+// slot and on the epoch's slot, and the client carries the data between
+// them (doc.go, "Redis Cluster"). They need Redis 7 (the shebang line, and
+// SET NX GET at the lookup); those that remove data or stamp declare
+// allow-oom, so that an invalidation never fails for lack of memory.
+
+// clusterPrelude adds to luaPrelude what the Cluster scripts share.
+const clusterPrelude = `
+-- read returns {cursor, flat} of a tag hash's registrations: the whole hash
+-- when it fits count (cursor '0': nothing more), else one HSCAN step.
+local function read(h, cursor, count)
+  if cursor == '0' and redis.call('HLEN', h) <= count + 1 then
+    return {'0', redis.call('HGETALL', h)}
+  end
+  local r = redis.call('HSCAN', h, cursor, 'COUNT', count)
+  return {r[1], r[2]}
+end
+`
+
+// bumpLua advances the epoch, starting a new era ARGV[1] if it is missing
+// or unreadable, and returns it.
+//
+// KEYS[1] epoch key. ARGV[1] candidate era.
+const bumpLua = `
+local era, n = parse_epoch(redis.call('GET', KEYS[1]))
+if not era then era = ARGV[1]; n = 0 end
+local ep = era .. ':' .. string.format('%d', n + 1)
+redis.call('SET', KEYS[1], ep)
+return ep
+`
+
+// checkLua checks the stamps of tags of one slot against a fill's epoch.
+//
+// KEYS: tag hashes of one slot. ARGV[1] since era, ARGV[2] since n.
+// Returns {0}, or {3, i, stamp} when tag i (1-based in KEYS) was
+// invalidated after since.
+const checkLua = `
+local since = tonumber(ARGV[2])
+for i = 1, #KEYS do
+  local s = redis.call('HGET', KEYS[i], '~v')
+  local se, sn = parse_stamp(s)
+  if se == ARGV[1] and sn > since then return {3, i, s} end
+end
+return {0}
+`
+
+// registerLua is checkLua, then registers the entry under every tag.
+//
+// KEYS: tag hashes of one slot. ARGV[1] since era, ARGV[2] since n,
+// ARGV[3] fill id, ARGV[4] the entry's key. Returns as checkLua.
+const registerLua = `
+local since = tonumber(ARGV[2])
+for i = 1, #KEYS do
+  local s = redis.call('HGET', KEYS[i], '~v')
+  local se, sn = parse_stamp(s)
+  if se == ARGV[1] and sn > since then return {3, i, s} end
+end
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], ARGV[4], ARGV[3])
+end
+return {0}
+`
+
+// casLua stores the envelope if the entry still holds the fill's lease.
+//
+// KEYS[1] entry. ARGV[1] lease token, ARGV[2] envelope, ARGV[3] ttl ms
+// (0: none). Returns 1 when stored, 0 when the lease is gone.
+const casLua = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+`
+
+// takeLua takes a fill lease unless the entry holds an entry (another
+// caller's lease is replaced: its fill will fail).
+//
+// KEYS[1] entry. ARGV[1] lease token, ARGV[2] the lease prefix, ARGV[3]
+// lease ttl ms. Returns 1 if taken, 0 if an entry is there.
+const takeLua = `
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+`
+
+// releaseLua deletes the entry if it holds the lease.
+//
+// KEYS[1] entry. ARGV[1] lease token. Returns 1 if deleted.
+const releaseLua = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`
+
+// unlinkLua unlinks an entry key and reports whether it held an entry
+// (not a lease).
+//
+// KEYS[1] entry. ARGV[1] the lease prefix. Returns 1 if an entry went.
+const unlinkLua = `
+local head = redis.pcall('GETRANGE', KEYS[1], 0, #ARGV[1] - 1)
+if redis.call('UNLINK', KEYS[1]) == 0 then return 0 end
+if head == ARGV[1] then return 0 end
+return 1
+`
+
+// stampReadLua stamps a tag with an invalidation's epoch, unless it holds
+// a newer stamp of the same era, and reads its first registrations, in one
+// atomic step: a registration not read here was written after the stamp,
+// by a fill that saw it.
+//
+// KEYS[1] tag hash. ARGV[1] epoch "era:n", ARGV[2] chunk size.
+// Returns {cursor, flat} as read.
+const stampReadLua = `
+local era, n = parse_epoch(ARGV[1])
+local ce, cn = parse_stamp(redis.call('HGET', KEYS[1], '~v'))
+if ce ~= era or cn < n then
+  redis.call('HSET', KEYS[1], '~v', ARGV[1] .. ':' .. string.format('%d', now_ms()))
+end
+return read(KEYS[1], '0', tonumber(ARGV[2]))
+`
+
+// stepLua removes registrations the client has dealt with (their entries
+// are gone) if their fill ids are unchanged, then reads the next step.
+//
+// KEYS[1] tag hash. ARGV[1] the cursor to read from (” to stop), ARGV[2]
+// chunk size, ARGV[3] settle: the maximum stamp age in ms, or ” not to
+// settle, ARGV[4..] field, fill id pairs.
+// Returns {cursor, flat} as read, or {'0', {}} when stopping.
+const stepLua = `
+local h = KEYS[1]
+for i = 4, #ARGV, 2 do
+  if redis.call('HGET', h, ARGV[i]) == ARGV[i + 1] then redis.call('HDEL', h, ARGV[i]) end
+end
+if ARGV[1] ~= '' then return read(h, ARGV[1], tonumber(ARGV[2])) end
+if ARGV[3] ~= '' then settle(h, now_ms(), tonumber(ARGV[3])) end
+return {'0', {}}
+`
+
+// readLua reads a tag hash's first registrations.
+//
+// KEYS[1] tag hash. ARGV[1] chunk size. Returns {cursor, flat} as read.
+const readLua = `
+return read(KEYS[1], '0', tonumber(ARGV[1]))
+`
+
+type cscriptID int
+
+const (
+	cBump cscriptID = iota
+	cCheck
+	cRegister
+	cCAS
+	cTake
+	cRelease
+	cUnlink
+	cStampRead
+	cStep
+	cRead
+	numCScripts
+)
+
+var clusterScripts = func() *[numCScripts]*script {
+	sources := [numCScripts]struct{ flags, body string }{
+		cBump:      {"allow-oom", bumpLua},
+		cCheck:     {"no-writes", checkLua},
+		cRegister:  {"", registerLua},
+		cCAS:       {"", casLua},
+		cTake:      {"", takeLua},
+		cRelease:   {"allow-oom", releaseLua},
+		cUnlink:    {"allow-oom", unlinkLua},
+		cStampRead: {"allow-oom", stampReadLua},
+		cStep:      {"allow-oom", stepLua},
+		cRead:      {"no-writes", readLua},
+	}
+	var set [numCScripts]*script
+	for id, src := range sources {
+		head := "#!lua\n"
+		if src.flags != "" {
+			head = "#!lua flags=" + src.flags + "\n"
+		}
+		body := head + luaPrelude + clusterPrelude + src.body
+		set[id] = &script{Script: redis.NewScript(body), src: body}
+	}
+	return &set
+}()
