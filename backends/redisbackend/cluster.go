@@ -584,12 +584,17 @@ func (b *Backend) stepOp(w *walk, done []int, settleMS int64) *cop {
 // every step waits for one on each master it wrote to.
 func (b *Backend) clusterInvalidate(ctx context.Context, st *state, ns string, tags []string) (int, error) {
 	wait := st.replicas > 0
+	// Once a step was not acknowledged by a replica the invalidation fails
+	// anyway: the rest runs without waiting, and removes no registration,
+	// since a failover of an entry's master could bring back an entry
+	// whose registration (on another master) is gone. The retry removes
+	// them.
 	var werr error
 	note := func(err error) {
 		if werr == nil {
 			werr = err
 		}
-		wait = wait && err == nil // once failed, the rest need not wait
+		wait = wait && err == nil
 	}
 	fail := func(removed int, err error) (int, error) {
 		return removed, fmt.Errorf("redisbackend: invalidate %q: %w", tags, err)
@@ -647,9 +652,12 @@ func (b *Backend) clusterInvalidate(ctx context.Context, st *state, ns string, t
 		// Then their registrations, and read on.
 		ops = ops[:0]
 		for _, w := range active {
-			done := make([]int, len(w.fields))
-			for i := range done {
-				done[i] = i
+			var done []int
+			if werr == nil {
+				done = make([]int, len(w.fields))
+				for i := range done {
+					done[i] = i
+				}
 			}
 			ops = append(ops, b.stepOp(w, done, -1))
 		}

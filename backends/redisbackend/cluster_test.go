@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -515,4 +518,155 @@ func mustPolicy(t *testing.T, b *Backend) string {
 		t.Fatal(err)
 	}
 	return b.Policy()
+}
+
+// TestClusterFailover runs a cluster with a replica per master: an
+// invalidation waits for the replicas of the masters it wrote to (and
+// fails with ErrNotReplicated when one does not answer); after a master is
+// killed and its replica promoted, no entry whose invalidation returned is
+// readable again, no stamp is lost, the epoch has not gone back, and fills
+// work.
+func TestClusterFailover(t *testing.T) {
+	tc := ownCluster(t, true)
+	c := clusterClient(t, tc)
+	b := New(c, WithLogger(testLogger(t)), WithWaitTimeout(2*time.Second))
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := t.Context()
+	st, err := b.state(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.replicas < 1 {
+		t.Fatalf("replicas = %d, want 1", st.replicas)
+	}
+	const ns, n, invalidated = "fo", 90, 45
+	key := func(i int) string { return fmt.Sprint("k", i) }
+	tag := func(i int) string { return fmt.Sprint("t", i) }
+	for i := range n {
+		leasedFill(t, b, ns, key(i), "v", tag(i), "all")
+	}
+
+	// A replica that does not answer fails the invalidation, which is
+	// applied on the masters all the same.
+	frozenKey := entryKey(ns, key(n-1))
+	replica := replicaOf(t, tc, masterOf(t, b, frozenKey))
+	quick := New(c, WithLogger(testLogger(t)), WithWaitTimeout(200*time.Millisecond))
+	if err := replica.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	_, err = quick.Invalidate(ctx, ns, tag(n-1))
+	_ = replica.Process.Signal(syscall.SIGCONT)
+	if !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("Invalidate with a frozen replica: %v, want ErrNotReplicated", err)
+	}
+	if l, err := b.Lookup(ctx, ns, key(n-1)); err != nil || l.Found {
+		t.Errorf("Lookup after the unacknowledged invalidation = %+v, %v; want a miss", l, err)
+	} else {
+		_ = b.Release(ctx, ns, key(n-1), l.Lease)
+	}
+
+	for i := range invalidated {
+		if got, err := b.Invalidate(ctx, ns, tag(i)); err != nil || got != 1 {
+			t.Fatalf("Invalidate(%s) = %d, %v; want 1", tag(i), got, err)
+		}
+	}
+	// A fill that started before an invalidation must still be refused
+	// after the failover: the stamp survives.
+	late, err := b.Lookup(ctx, ns, "late")
+	if err != nil || late.Lease == "" {
+		t.Fatalf("Lookup(late) = %+v, %v", late, err)
+	}
+	if _, err := b.Invalidate(ctx, ns, "late-tag"); err != nil {
+		t.Fatal(err)
+	}
+	before := mustEpoch(t, b)
+
+	// Kill the epoch's master: the one key every fill and invalidation
+	// reads.
+	victim := masterOf(t, b, b.cfg.epochKey)
+	start := time.Now()
+	if err := tc.kill(victim); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.waitReady(context.Background(), 30*time.Second); err != nil {
+		t.Fatalf("after killing %s: %v", victim, err)
+	}
+	promoted := time.Since(start)
+	c.ReloadState(ctx)
+	if err := poll(10*time.Second, func() bool {
+		_, err := b.Epoch(ctx)
+		return err == nil && masterOf(t, b, b.cfg.epochKey) != victim
+	}); err != nil {
+		t.Fatalf("client never reached the promoted master: %v", err)
+	}
+	t.Logf("master %s killed; replica promoted and serving after %v", victim, time.Since(start).Round(time.Millisecond))
+	_ = promoted
+
+	after := mustEpoch(t, b)
+	if after.Era != before.Era || after.N < before.N {
+		t.Errorf("epoch after the failover = %v, before %v: want the same era, not older", after, before)
+	}
+	for i := range invalidated {
+		l, err := b.Lookup(ctx, ns, key(i))
+		if err != nil {
+			t.Fatalf("Lookup(%s) after the failover: %v", key(i), err)
+		}
+		if l.Found {
+			t.Errorf("entry %s, whose invalidation returned, is readable after the failover", key(i))
+		}
+		if l.Lease != "" {
+			_ = b.Release(ctx, ns, key(i), l.Lease)
+		}
+	}
+	kept := 0
+	for i := invalidated; i < n-1; i++ {
+		if l, err := b.Lookup(ctx, ns, key(i)); err == nil && l.Found {
+			kept++
+		}
+	}
+	t.Logf("%d of %d entries never invalidated survived the failover", kept, n-1-invalidated)
+	err = b.Fill(ctx, ns, backends.Fill{Key: "late", Entry: backends.Entry{Value: []byte("old"), Deps: []string{"late-tag"}}, Since: late.Epoch, Lease: late.Lease})
+	if !errors.Is(err, backends.ErrStale) {
+		t.Errorf("Fill that started before an invalidation, after the failover: %v, want ErrStale", err)
+	}
+
+	// Fills work on every master, the promoted one included.
+	masters := map[string]bool{}
+	for i := range 30 {
+		k := fmt.Sprint("new", i)
+		masters[masterOf(t, b, entryKey(ns, k))] = true
+		leasedFill(t, b, ns, k, "fresh", "fresh-tag")
+		if l, err := b.Lookup(ctx, ns, k); err != nil || !l.Found {
+			t.Errorf("Lookup(%s) after a fill = %+v, %v; want a hit", k, l, err)
+		}
+	}
+	if len(masters) != 3 {
+		t.Errorf("new entries on %d masters, want 3", len(masters))
+	}
+	// The promoted master has no replica now: an invalidation that writes
+	// there is applied but reported as not replicated (and retried by
+	// depcache), never reported as done.
+	got, err := quick.Invalidate(ctx, ns, "fresh-tag")
+	if got != 30 {
+		t.Errorf("Invalidate(fresh-tag) after the failover removed %d, want 30", got)
+	}
+	if !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("Invalidate touching the replica-less promoted master: %v, want ErrNotReplicated", err)
+	}
+}
+
+// replicaOf returns the process of the replica of the master at addr.
+func replicaOf(t *testing.T, tc *testCluster, master string) *exec.Cmd {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(master)
+	for _, nd := range tc.live() {
+		c := redis.NewClient(&redis.Options{Addr: nd.addr})
+		info, err := c.Info(context.Background(), "replication").Result()
+		c.Close()
+		if err == nil && infoField(info, "role") == "slave" && infoField(info, "master_port") == port {
+			return nd.cmd
+		}
+	}
+	t.Fatalf("no replica of %s", master)
+	return nil
 }

@@ -273,7 +273,7 @@ var shared struct {
 
 // sharedCluster returns the shared cluster, skipping the test when the
 // tools are missing or under -short.
-func sharedCluster(t *testing.T) *testCluster {
+func sharedCluster(t testing.TB) *testCluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a Redis Cluster")

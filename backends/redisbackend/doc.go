@@ -1,5 +1,6 @@
 // Package redisbackend is the depcache store on Redis, through a go-redis v9
-// client (a *redis.Client, including a Sentinel failover client). It
+// client: a *redis.Client (including a Sentinel failover client) or a
+// *redis.ClusterClient (see "Redis Cluster" below). It
 // implements the fill protocol of package backends: every invalidation
 // advances one epoch per Redis and stamps the tags it invalidates, and a
 // fill is refused (backends.ErrStale) if any of its tags carries a stamp
@@ -106,21 +107,105 @@
 //
 // # Redis Cluster
 //
-// Not supported yet: New accepts a *redis.ClusterClient but every call
-// fails. The key layout is the one Cluster needs; what must change:
+// New accepts a *redis.ClusterClient (or a UniversalClient that is one);
+// the cluster must run Redis 7.0 or later (older ones fail every call).
+// The key layout is the one above: an entry hashes by its key, a tag's
+// hash (registrations and stamp) by its tag, and the one epoch key lives
+// in a slot of its own. A script may touch the keys of one slot only, so
+// the fill and the invalidation are split (consistency-notes.md, "Redis
+// Cluster"), and a fill takes a lease on its entry:
 //
-//   - Lookup's MGET spans two slots (entry and epoch): a GET of the entry,
-//     and on a miss a GET of the epoch (2 round trips on a miss).
-//   - Fill touches the entry, the epoch and every tag's slot: it becomes a
-//     lease on the entry at the miss, one script per tag slot (check the
-//     stamp, register), then a compare-and-set of the entry from the lease
-//     to the value (consistency-notes.md), about 3 round trips.
-//   - The invalidation, drain and clean scripts UNLINK or EXISTS entry keys
-//     of other slots without declaring them: on Cluster the tag's script
-//     must return the registrations, the client UNLINK them on their own
-//     slots, and a second script HDEL those whose fill ids are unchanged — at
-//     least 3 sequential round trips, with the epoch bump on its own slot.
-//     WAIT must go to the tag's master (MasterForKey), not to every shard.
-//   - Delete's multi-key UNLINK and Clear's SCAN must run per slot and on
-//     every master.
+//   - Lookup: one pipeline, SET entry <token> NX GET PX <lease TTL> on the
+//     entry's master and GET epoch on the epoch's; go-redis sends both in
+//     parallel — 1 round trip, hit or miss. An envelope is a hit (NX left
+//     it alone); nothing is a miss whose lease the caller now holds
+//     (Lookup.Lease); another caller's token is a miss with Lookup.Busy and
+//     no lease (depcache computes without filling). Tokens start with
+//     "dc\x00L", never an envelope. Every miss reads the one epoch key, so
+//     its master serves every miss of every namespace.
+//   - Fill with the lease: GET epoch (E1, whose era must be Since's); then
+//     in parallel one script per tag slot that refuses if a stamp of
+//     Since's era is newer than Since and otherwise registers the entry
+//     (HSET entry key -> fill id); then a compare-and-set on the entry's
+//     slot: the value replaces the lease only if the entry still holds it
+//     — 3 round trips whatever the number of tags (2 without tags). An
+//     invalidation that stamped a tag before the registration makes it
+//     refuse; one that stamped it after found the registration and
+//     unlinked the entry key, lease included, so the compare-and-set
+//     fails: ErrStale either way. A refused fill gives its lease back.
+//   - Fill without a lease (Manager.Set, or a miss that found another
+//     caller's lease): the first round trip also checks the stamps without
+//     registering and takes the lease if the entry holds nothing or a
+//     lease (another caller's fill then fails); over an existing entry the
+//     lease replaces it only after the check passed, so that a refused
+//     fill leaves the entry alone — 3 round trips, 4 over an entry.
+//   - Release (backends.Releaser): a script deletes the entry key if it
+//     still holds the lease, 1 round trip. Leases expire after
+//     WithLeaseTTL (default WithMaxFillAge), which matters only when a
+//     process dies mid-fill; a lease is no entry to Get, Exists, TTL,
+//     Delete's and Clear's counts or an invalidation's count.
+//   - Invalidate: a script bumps the epoch on its slot (1); per tag in
+//     parallel, a script stamps it (unless it holds a newer stamp) and
+//     reads its registrations, the whole hash if it fits WithChunkSize,
+//     else an HSCAN step (2); the entries are unlinked, one script per key
+//     (it tells entries from leases, for the count), pipelined (3); per
+//     tag, a script removes the registrations read whose fill ids are
+//     unchanged and reads the next HSCAN step (4). Steps 3 and 4 repeat
+//     until every tag's HSCAN has run to its end: a tag of n registrations
+//     costs about 2n/chunk more round trips, and an invalidation never
+//     stops at a hash that looks empty while another drains it. 4 round
+//     trips for small tags (2 when they hold nothing), whatever their
+//     number. A registration is never removed before its entry is gone.
+//   - Replicas: if any master has connected replicas at first use, every
+//     step of an invalidation runs as one pipeline per master, on that
+//     master's own connection (ClusterClient.MasterForKey), ending with
+//     WAIT 1 <WithWaitTimeout>: same round trips, plus the replica's
+//     acknowledgement. go-redis would send a plain WAIT to every shard on
+//     other connections, where it covers nothing. A step no replica
+//     acknowledged fails the invalidation with ErrNotReplicated; the rest
+//     still unlinks every entry but removes no registration (a failover of
+//     an entry's master could otherwise bring back an entry whose
+//     registration, on another master, is gone). A master without a
+//     replica (one promoted by a failover, until a replica joins it) fails
+//     every invalidation that writes to it, until then.
+//   - Delete: one script per key (UNLINK, counting entries, not leases),
+//     pipelined: 1 round trip. TTL: GETRANGE and PTTL pipelined, 1.
+//   - Clear and Prune SCAN every master (ForEachMaster) for ns:e:{* and
+//     ns:t:{*, glob characters of ns escaped. Clear unlinks the entries it
+//     finds first; then, for each tag hash, the registrations are read in
+//     chunks, the entries' masters are asked which still exist (EXISTS; a
+//     lease counts, its fill is under way), and a script removes the
+//     others' registrations if their fill ids are unchanged and drops a
+//     stamp older than the maximum fill age from a hash that holds
+//     nothing else. Fills do not prune on Cluster (a fill's script cannot
+//     see entries in other slots): run Prune now and then.
+//   - Server checks at first use run on every master (ForEachMaster):
+//     CONFIG GET maxmemory-policy, INFO server and INFO replication; the
+//     most dangerous policy of any master wins (allkeys-* over volatile-*
+//     over noeviction). The scripts get a "#!lua" shebang; those that
+//     stamp or remove declare flags=allow-oom. At maxmemory under
+//     noeviction the lookup's SET NX is refused even on a hit: Lookup then
+//     falls back to a plain GET (a hit still serves; a miss takes no
+//     lease, and its fill fails like any write at maxmemory).
+//
+// Round trips per topology (a cluster pipeline counts as one: go-redis
+// sends each master its part in parallel):
+//
+//	                         single Redis    Redis Cluster
+//	Lookup hit               1 (MGET)        1 (SET NX GET + GET epoch)
+//	Lookup miss              1               1 (lease taken)
+//	Fill after a miss        1               3 (E1; check+register; CAS)
+//	Fill without a lease     1               3, 4 over an existing entry
+//	Invalidate, small tags   1               4 (epoch; stamp+read; unlink;
+//	                                         remove registrations)
+//	Delete, TTL              1               1
+//
+// What Cluster does not cover: the stamp check reads the epoch (E1) before
+// it registers, so an epoch lost and recreated between the two (a master
+// restarted without persistence) can let one fill through; a master's
+// replication ID is not watched (an era does not change at a failover:
+// WAIT is what keeps a promoted replica's stamps and epoch current); and
+// WAIT is not consensus: a replica that acknowledged and then lost the
+// write loses it. An invalidation step that meets a resharding (MOVED,
+// ASK) on a master's own connection fails and is retried by depcache.
 package redisbackend

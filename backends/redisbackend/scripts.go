@@ -9,12 +9,12 @@ import "github.com/redis/go-redis/v9"
 // memory. The fill and the epoch creation write, so they carry no allow-oom:
 // at maxmemory under noeviction they fail as a whole (a fill fails open).
 //
-// Cluster: every script below declares the keys it reads and writes, except
-// that the invalidation, drain and clean scripts UNLINK or EXISTS entry keys
-// named by the registrations they read (undeclared, and in other slots), and
-// the fill script reads the epoch key and writes tag hashes that live in
-// other slots than the entry. On Redis Cluster these must be split (see
-// doc.go); on a single Redis they are one atomic step each.
+// These are the single-Redis scripts: the invalidation, drain and clean
+// scripts UNLINK or EXISTS entry keys named by the registrations they read
+// (undeclared, and in other slots), and the fill script reads the epoch key
+// and writes tag hashes that live in other slots than the entry. Redis
+// Cluster runs the split scripts of clusterscripts.go instead; only
+// ensureEpochLua (one key) serves both.
 
 // luaPrelude holds the helpers every script uses.
 const luaPrelude = `
