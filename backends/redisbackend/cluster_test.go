@@ -670,3 +670,76 @@ func replicaOf(t *testing.T, tc *testCluster, master string) *exec.Cmd {
 	t.Fatalf("no replica of %s", master)
 	return nil
 }
+
+// TestClusterFillRacesChunkedInvalidation runs, between two steps of a big
+// tag's invalidation (after the stamp, with most entries still there): a
+// fill that started before the invalidation (refused), a fill that started
+// after it (stored), and a second invalidation of the same tag, which must
+// remove everything itself before it returns, although the first is
+// draining too.
+func TestClusterFillRacesChunkedInvalidation(t *testing.T) {
+	const chunk, n = 100, 1050
+	tc := sharedCluster(t)
+	ns := randomName(t, "crace")
+	ctx := t.Context()
+	other := clusterBackend(t, tc, WithChunkSize(chunk))
+	clearAtEnd(t, other, ns)
+	var e0 backends.Epoch
+	steps, fired := 0, false
+	var removedByOther int
+	hook := hookFunc{before: func(cmd redis.Cmder) {
+		if cmd.Name() != "evalsha" || cmd.Args()[1] != clusterScripts[cStep].Hash() {
+			return
+		}
+		if steps++; steps != 1 {
+			return
+		}
+		fired = true
+		err := other.Fill(ctx, ns, backends.Fill{Key: "stale", Entry: backends.Entry{Value: []byte("old"), Deps: []string{"big"}}, Since: e0})
+		if !errors.Is(err, backends.ErrStale) {
+			t.Errorf("fill from before the invalidation, during its drain: %v, want ErrStale", err)
+		}
+		leasedFill(t, other, ns, "fresh", "new", "big")
+		var err2 error
+		removedByOther, err2 = other.Invalidate(ctx, ns, "big")
+		if err2 != nil {
+			t.Errorf("concurrent Invalidate: %v", err2)
+		}
+		if left := clusterKeys(t, other, ns, "e"); len(left) != 0 {
+			t.Errorf("concurrent Invalidate returned with %d entries left", len(left))
+		}
+	}}
+	c := clusterClient(t, tc, hook)
+	b := New(c, WithLogger(testLogger(t)), WithChunkSize(chunk))
+	t.Cleanup(func() { _ = b.Close() })
+	e0 = mustEpoch(t, b)
+	env := backends.EncodeEntry(backends.Entry{Value: []byte("v"), Deps: []string{"big"}, Since: e0})
+	pipe := c.Pipeline()
+	fields := make([]any, 0, 2*n)
+	for j := range n {
+		k := entryKey(ns, fmt.Sprint("k", j))
+		pipe.Set(ctx, k, env, 0)
+		fields = append(fields, k, newFillID())
+	}
+	pipe.HSet(ctx, tagKey(ns, "big"), fields...)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := b.Invalidate(ctx, ns, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fired {
+		t.Fatalf("the race did not run: %d steps", steps)
+	}
+	t.Logf("%d steps; removed %d, the concurrent invalidation %d", steps, removed, removedByOther)
+	if removed+removedByOther != n+1 {
+		t.Errorf("removed %d + %d, want %d in all", removed, removedByOther, n+1)
+	}
+	if left := clusterKeys(t, b, ns, "e"); len(left) != 0 {
+		t.Errorf("entries left: %d", len(left))
+	}
+	if fields := c.HKeys(ctx, tagKey(ns, "big")).Val(); len(fields) != 1 {
+		t.Errorf("tag hash holds %d fields, want the stamp only", len(fields))
+	}
+}
