@@ -271,6 +271,17 @@ func (b *Backend) cexec(ctx context.Context, st *state, ops []*cop, wait bool) e
 		})
 	}
 	wg.Wait()
+	// A master's own connection follows no redirection: when the slot
+	// moved (failover, resharding) or the node is gone, the step fails;
+	// have the client learn the new layout for the retry.
+	for _, o := range ops {
+		if err := o.cmd.Err(); err != nil && !errors.Is(err, redis.Nil) && !isServerError(err) ||
+			redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") ||
+			redis.HasErrorPrefix(err, "CLUSTERDOWN") || redis.HasErrorPrefix(err, "TRYAGAIN") {
+			st.cluster.ReloadState(ctx)
+			break
+		}
+	}
 	return werr
 }
 
