@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -529,6 +530,8 @@ func mustPolicy(t *testing.T, b *Backend) string {
 func TestClusterFailover(t *testing.T) {
 	tc := ownCluster(t, true)
 	c := clusterClient(t, tc)
+	var nodes counter // pipelines sent on the masters' own connections
+	c.OnNewNode(func(n *redis.Client) { n.AddHook(&nodes) })
 	b := New(c, WithLogger(testLogger(t)), WithWaitTimeout(2*time.Second))
 	t.Cleanup(func() { _ = b.Close() })
 	ctx := t.Context()
@@ -566,8 +569,24 @@ func TestClusterFailover(t *testing.T) {
 	}
 
 	for i := range invalidated {
+		nodes.reset()
 		if got, err := b.Invalidate(ctx, ns, tag(i)); err != nil || got != 1 {
 			t.Fatalf("Invalidate(%s) = %d, %v; want 1", tag(i), got, err)
+		}
+		// Every step is one pipeline on the master it writes to, ending
+		// with WAIT: epoch, stamp and read, unlink, registrations.
+		_, sent := nodes.reset()
+		var pipes []string
+		for _, s := range sent {
+			if strings.HasPrefix(s, "pipeline(") {
+				pipes = append(pipes, s)
+				if !strings.HasSuffix(s, ",wait)") {
+					t.Errorf("a step of the invalidation without WAIT: %s", s)
+				}
+			}
+		}
+		if len(pipes) != 4 {
+			t.Errorf("Invalidate(%s) sent %q on the masters' connections, want 4 pipelines", tag(i), pipes)
 		}
 	}
 	// A fill that started before an invalidation must still be refused
@@ -741,5 +760,42 @@ func TestClusterFillRacesChunkedInvalidation(t *testing.T) {
 	}
 	if fields := c.HKeys(ctx, tagKey(ns, "big")).Val(); len(fields) != 1 {
 		t.Errorf("tag hash holds %d fields, want the stamp only", len(fields))
+	}
+}
+
+func TestClusterPrune(t *testing.T) {
+	tc := sharedCluster(t)
+	b := clusterBackend(t, tc, WithChunkSize(10))
+	ns := clusterNS(t, b, "cpr")
+	ctx := t.Context()
+	const n = 40
+	for i := range n {
+		ttl := time.Duration(0)
+		if i%2 == 0 {
+			ttl = 50 * time.Millisecond
+		}
+		fill(t, b, ns, fmt.Sprint("k", i), "v", ttl, "t", fmt.Sprint("own", i))
+	}
+	if err := poll(5*time.Second, func() bool {
+		_, err := b.TTL(ctx, ns, "k0")
+		return errors.Is(err, backends.ErrNotFound)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(5*time.Second, func() bool { return len(clusterKeys(t, b, ns, "e")) == n/2 }); err != nil {
+		t.Fatalf("entries never expired: %v", err)
+	}
+	if err := b.Prune(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if fields := b.c.HLen(ctx, tagKey(ns, "t")).Val(); fields != n/2 {
+		t.Errorf("tag hash holds %d registrations after Prune, want the %d live ones", fields, n/2)
+	}
+	// The tags of expired entries were never invalidated: their hashes go.
+	if left := len(clusterKeys(t, b, ns, "t")); left != 1+n/2 {
+		t.Errorf("%d tag hashes after Prune, want %d", left, 1+n/2)
+	}
+	if got, err := b.Invalidate(ctx, ns, "t"); err != nil || got != n/2 {
+		t.Errorf("Invalidate after Prune = %d, %v; want %d", got, err, n/2)
 	}
 }
