@@ -325,6 +325,9 @@ func groupBySlot(ns string, tags []string) []slotGroup {
 // error wrapping ErrStale naming the tag otherwise.
 func staleTag(key string, g slotGroup, since backends.Epoch, cmd *redis.Cmd) error {
 	res, err := cmd.Slice()
+	if err == nil && len(res) == 0 {
+		err = errors.New("empty script reply")
+	}
 	if err != nil {
 		return fmt.Errorf("redisbackend: fill %q: %w", key, err)
 	}
