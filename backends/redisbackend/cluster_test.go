@@ -799,3 +799,54 @@ func TestClusterPrune(t *testing.T) {
 		t.Errorf("Invalidate after Prune = %d, %v; want %d", got, err, n/2)
 	}
 }
+
+// TestClusterOutOfMemory sets maxmemory below what every master uses,
+// under noeviction: hits still serve (the lookup's SET NX is refused, a
+// plain GET is not), fills fail, and invalidations, Delete and Clear
+// still work (their scripts declare allow-oom).
+func TestClusterOutOfMemory(t *testing.T) {
+	tc := sharedCluster(t)
+	b := clusterBackend(t, tc)
+	ns := clusterNS(t, b, "coom")
+	ctx := t.Context()
+	for i := range 9 {
+		fill(t, b, ns, fmt.Sprint("k", i), "v", 0, "t")
+	}
+	setAll := func(v string) {
+		for _, nd := range tc.live() {
+			c := redis.NewClient(&redis.Options{Addr: nd.addr})
+			err := c.ConfigSet(context.Background(), "maxmemory", v).Err()
+			c.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	setAll("1")
+	t.Cleanup(func() { setAll("0") })
+
+	l, err := b.Lookup(ctx, ns, "k0")
+	if err != nil || !l.Found {
+		t.Errorf("Lookup of an entry at maxmemory = %+v, %v; want a hit", l, err)
+	}
+	l, err = b.Lookup(ctx, ns, "missing")
+	if err != nil || l.Found || l.Lease != "" || l.Epoch.Era == "" {
+		t.Errorf("Lookup of a missing key at maxmemory = %+v, %v; want a miss without a lease", l, err)
+	}
+	err = b.Fill(ctx, ns, backends.Fill{Key: "missing", Entry: backends.Entry{Value: []byte("v"), Deps: []string{"t"}}, Since: l.Epoch})
+	if err == nil {
+		t.Errorf("Fill at maxmemory succeeded")
+	}
+	if n, err := b.Invalidate(ctx, ns, "t"); err != nil || n != 9 {
+		t.Errorf("Invalidate at maxmemory = %d, %v; want 9", n, err)
+	}
+	setAll("0")
+	fill(t, b, ns, "k", "v", 0, "t")
+	setAll("1")
+	if n, err := b.Delete(ctx, ns, "k"); err != nil || n != 1 {
+		t.Errorf("Delete at maxmemory = %d, %v; want 1", n, err)
+	}
+	if _, err := b.Clear(ctx, ns); err != nil {
+		t.Errorf("Clear at maxmemory: %v", err)
+	}
+}

@@ -121,8 +121,9 @@
 //     it alone); nothing is a miss whose lease the caller now holds
 //     (Lookup.Lease); another caller's token is a miss with Lookup.Busy and
 //     no lease (depcache computes without filling). Tokens start with
-//     "dc\x00L", never an envelope. Every miss reads the one epoch key, so
-//     its master serves every miss of every namespace.
+//     "dc\x00L", never an envelope. Every lookup, hit or miss, reads the
+//     one epoch key (a hit's reply is ignored), so its master serves a GET
+//     per lookup of every namespace: a hot key to plan for.
 //   - Fill with the lease: GET epoch (E1, whose era must be Since's); then
 //     in parallel one script per tag slot that refuses if a stamp of
 //     Since's era is newer than Since and otherwise registers the entry
