@@ -6,9 +6,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// SharedClusterClient returns a client on the tests' shared Redis Cluster,
-// closed when the test ends, for the tests of package redisbackend_test.
-// It skips the test where the cluster cannot run.
-func SharedClusterClient(t *testing.T) *redis.ClusterClient {
+// SharedClusterClient lets the external tests of this directory (which may
+// import packages that import this one, such as the stale-read harness) use
+// the tests' shared Redis Cluster.
+func SharedClusterClient(t testing.TB) *redis.ClusterClient {
 	return clusterClient(t, sharedCluster(t))
 }
