@@ -84,6 +84,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	}
 
 	cb := db.Callback()
+	if cb.Query().Get("depcache:restore_preloads") != nil {
+		return nil // already initialised: registering again would run every callback twice
+	}
 	errs := []error{
 		cb.Query().Replace("gorm:query", p.query),
 		cb.Query().Before("gorm:preload").After("gorm:query").Register("depcache:before_preload", beforePreload),

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,5 +184,26 @@ func TestRawJoinTags(t *testing.T) {
 				t.Errorf("%s: a keyword became a tag: %q", join, deps)
 			}
 		}
+	}
+}
+
+func TestInitializeTwice(t *testing.T) {
+	var invalidations atomic.Int32
+	db, m := smokeDB(t, depcache.WithObserver(func(e depcache.Event) {
+		if e.Kind == depcache.EventInvalidate {
+			invalidations.Add(1)
+		}
+	}))
+	p := gormplugin.New(m)
+	if err := p.Initialize(db); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Initialize(db); err != nil {
+		t.Fatal(err)
+	}
+	invalidations.Store(0)
+	db.Model(&smokeUser{ID: 1}).Update("name", "x")
+	if got := invalidations.Load(); got != 1 {
+		t.Fatalf("one write ran %d invalidations; callbacks registered twice?", got)
 	}
 }
