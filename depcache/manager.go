@@ -154,8 +154,15 @@ func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err
 		return false, nil
 	}
 	l, err := m.lookup(ctx, key)
-	if err != nil || !l.Found {
+	if err != nil {
 		return false, err
+	}
+	if !l.Found {
+		// A read that will not fill gives back the lease its miss took
+		// (Redis Cluster), or memoized calls of the key could not fill
+		// until it expired.
+		m.releaseLease(ctx, key, l.Lease)
+		return false, nil
 	}
 	cached, derr := decodePayload(m.cfg.codec, nil, l.Entry.Value, dst)
 	if derr != nil {
@@ -207,6 +214,9 @@ func (m *Manager) Exists(ctx context.Context, key string) (bool, error) {
 	l, err := m.backend.Lookup(lctx, m.ns, key)
 	if err != nil {
 		return false, m.failOpen("exists", key, err)
+	}
+	if !l.Found {
+		m.releaseLease(ctx, key, l.Lease)
 	}
 	return l.Found, nil
 }
@@ -292,7 +302,7 @@ func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []s
 // releaseLease gives back a fill lease that no fill will use.
 func (m *Manager) releaseLease(ctx context.Context, key, lease string) {
 	r, ok := m.backend.(backends.Releaser)
-	if !ok {
+	if !ok || lease == "" {
 		return
 	}
 	rctx, cancel := m.opContext(context.WithoutCancel(ctx))

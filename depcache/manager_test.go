@@ -360,3 +360,41 @@ func TestCancelledCallerIsNotABackendError(t *testing.T) {
 		t.Fatalf("a caller's cancellation was counted as a backend error: %+v", m2.Stats())
 	}
 }
+
+// leasing hands out a lease on every miss and records what is given back.
+type leasing struct {
+	backends.Backend
+	released []string
+}
+
+func (l *leasing) Lookup(ctx context.Context, ns, key string) (backends.Lookup, error) {
+	r, err := l.Backend.Lookup(ctx, ns, key)
+	if err == nil && !r.Found {
+		r.Lease = "lease:" + key
+	}
+	return r, err
+}
+
+func (l *leasing) Release(ctx context.Context, ns, key, lease string) error {
+	l.released = append(l.released, lease)
+	return nil
+}
+
+func TestReadsThatWillNotFillReleaseTheirLease(t *testing.T) {
+	ctx := context.Background()
+	lb := &leasing{Backend: memory.New()}
+	defer lb.Close()
+	m := depcache.New(lb, depcache.WithLogger(quiet))
+	defer m.Close()
+	var v int
+	m.Get(ctx, "a", &v)
+	m.Exists(ctx, "b")
+	f := depcache.Memoize(func(ctx context.Context, x int) (int, error) {
+		depcache.SkipFill(ctx, "test")
+		return x, nil
+	}, depcache.Using(m), depcache.KeyName("skip"))
+	f(ctx, 1)
+	if len(lb.released) != 3 || lb.released[0] != "lease:a" || lb.released[1] != "lease:b" {
+		t.Fatalf("released %q; want the leases of Get, Exists and the skipped fill", lb.released)
+	}
+}
