@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -155,6 +157,63 @@ func TestMemoizeOnRedis(t *testing.T) {
 			parent(ctx, 1)
 			if n, err := m.Clear(ctx); n != 2 || err != nil {
 				t.Fatalf("Clear = %d, %v", n, err)
+			}
+		})
+	}
+}
+
+// Two processes sharing a Redis with redisbackend.WithFillLock run a
+// function once between them: the second one's miss finds the first's
+// lease, waits (WithFillWait), and takes the value the first stored.
+func TestFillLockAcrossProcesses(t *testing.T) {
+	ctx := context.Background()
+	for _, tg := range redisTargets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			prefix := randomPrefix()
+			rt := &roundTrips{}
+			o := tg.client.Options()
+			c2 := redis.NewClient(&redis.Options{Addr: o.Addr, DB: o.DB})
+			defer c2.Close()
+			c2.AddHook(rt)
+			p1 := depcache.New(redisbackend.New(tg.client, redisbackend.WithFillLock()), depcache.WithPrefix(prefix), depcache.WithLogger(quiet))
+			p2 := depcache.New(redisbackend.New(c2, redisbackend.WithFillLock()), depcache.WithPrefix(prefix), depcache.WithLogger(quiet),
+				depcache.WithFillWait(time.Minute))
+			defer p1.Close()
+			defer p2.Close()
+			defer p1.Clear(ctx)
+
+			var calls atomic.Int32
+			started, release := make(chan struct{}), make(chan struct{})
+			fn := func(ctx context.Context, x int) (int, error) {
+				if calls.Add(1) == 1 {
+					close(started)
+					<-release
+				}
+				depcache.AddDependency(ctx, "t")
+				return x * 2, nil
+			}
+			f1 := depcache.Memoize(fn, depcache.Using(p1), depcache.KeyName("locked"))
+			f2 := depcache.Memoize(fn, depcache.Using(p2), depcache.KeyName("locked"))
+
+			done := make(chan int)
+			go func() { v, _ := f1(ctx, 21); done <- v }()
+			<-started // process 1 holds the lease and computes
+			got := make(chan int)
+			p2.Exists(ctx, "warm-up") // the backend learns the server first
+			rt.n.Store(0)
+			go func() { v, _ := f2(ctx, 21); got <- v }()
+			for rt.n.Load() < 2 { // process 2 found the key busy and looks again
+				runtime.Gosched()
+			}
+			close(release)
+			if v := <-done; v != 42 {
+				t.Fatalf("process 1 got %d", v)
+			}
+			if v := <-got; v != 42 {
+				t.Fatalf("process 2 got %d", v)
+			}
+			if calls.Load() != 1 {
+				t.Fatalf("the function ran %d times across two processes, want 1", calls.Load())
 			}
 		})
 	}

@@ -406,8 +406,8 @@ func (b *Backend) release(ctx context.Context, st *state, ek, lease string) erro
 
 // Release gives back a fill lease that Lookup returned and no Fill will
 // use: the entry key is deleted if it still holds that lease, so that
-// other callers need not wait for it to expire. On a single Redis, which
-// takes no leases, it does nothing.
+// other callers need not wait for it to expire (on a single Redis, leases
+// exist only with WithFillLock).
 func (b *Backend) Release(ctx context.Context, ns, key, lease string) error {
 	if lease == "" {
 		return nil
@@ -417,6 +417,9 @@ func (b *Backend) Release(ctx context.Context, ns, key, lease string) error {
 		return fmt.Errorf("redisbackend: release %q: %w", key, err)
 	}
 	if st.cluster == nil {
+		if err := releaseScript.Run(ctx, b.c, []string{entryKey(ns, key)}, lease).Err(); err != nil {
+			return fmt.Errorf("redisbackend: release %q: %w", key, err)
+		}
 		return nil
 	}
 	if err := b.release(ctx, st, entryKey(ns, key), lease); err != nil {

@@ -31,6 +31,7 @@ type config struct {
 	chunkSize     int
 	waitTimeout   time.Duration
 	leaseTTL      time.Duration
+	fillLock      bool
 }
 
 func defaultConfig() config {

@@ -330,13 +330,19 @@ func (b *Backend) Lookup(ctx context.Context, ns, key string) (backends.Lookup, 
 	if st.cluster != nil {
 		return b.clusterLookup(ctx, st, ns, key)
 	}
+	if b.cfg.fillLock {
+		return b.lockedLookup(ctx, st, ns, key)
+	}
 	ek := entryKey(ns, key)
 	vals, err := b.c.MGet(ctx, ek, b.cfg.epochKey).Result()
 	if err != nil {
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: %w", key, err)
 	}
 	var res backends.Lookup
-	if s, ok := vals[0].(string); ok {
+	if s, ok := vals[0].(string); ok && isLease(s) {
+		// Another process, with WithFillLock, is filling the key.
+		res.Busy = true
+	} else if ok {
 		e, derr := backends.DecodeEntry([]byte(s))
 		if derr == nil {
 			return backends.Lookup{Found: true, Entry: e}, nil
@@ -534,11 +540,11 @@ func (b *Backend) Delete(ctx context.Context, ns string, keys ...string) (int, e
 	for i, k := range keys {
 		eks[i] = entryKey(ns, k)
 	}
-	n, err := b.c.Unlink(ctx, eks...).Result()
+	n, err := b.unlinkEntries(ctx, eks)
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: delete %q: %w", keys, err)
 	}
-	return int(n), nil
+	return n, nil
 }
 
 // TTL reports the remaining lifetime of the entry under key: NoExpiry if
@@ -553,6 +559,8 @@ func (b *Backend) TTL(ctx context.Context, ns, key string) (time.Duration, error
 	var ms int64
 	if st.cluster != nil {
 		ms, err = b.clusterTTL(ctx, st, entryKey(ns, key))
+	} else if b.cfg.fillLock {
+		ms, err = entryTTLScript.Run(ctx, b.c, []string{entryKey(ns, key)}, leasePrefix).Int64()
 	} else {
 		ms, err = b.c.Do(ctx, "PTTL", entryKey(ns, key)).Int64()
 	}
@@ -588,8 +596,8 @@ func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 	}
 	removed := 0
 	err = b.scan(ctx, globEscape(ns)+`:e:\{*`, func(keys []string) error {
-		n, err := b.c.Unlink(ctx, keys...).Result()
-		removed += int(n)
+		n, err := b.unlinkEntries(ctx, keys)
+		removed += n
 		return err
 	})
 	if err != nil {

@@ -58,7 +58,14 @@ local function drain(h, flat)
     if flat[i] ~= '~v' then fields[#fields + 1] = flat[i] end
   end
   if #fields == 0 then return 0 end
-  local removed = batched('UNLINK', nil, fields)
+  -- Count entries, not fill leases (a key a WithFillLock lookup took after
+  -- its entry expired): a lease is no entry.
+  local removed = 0
+  for i = 1, #fields do
+    local head = redis.call('GETRANGE', fields[i], 0, 3)
+    if head ~= '' and head ~= 'dc\0L' then removed = removed + 1 end
+  end
+  batched('UNLINK', nil, fields)
   batched('HDEL', h, fields)
   return removed
 end
