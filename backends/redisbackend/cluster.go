@@ -735,22 +735,7 @@ func (b *Backend) clusterTTL(ctx context.Context, st *state, ek string) (int64, 
 // master, the masters in parallel: fn must be safe for concurrent use.
 func (b *Backend) clusterScan(ctx context.Context, st *state, pattern string, fn func([]string) error) error {
 	return st.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		var cursor uint64
-		for {
-			keys, next, err := c.Scan(ctx, cursor, pattern, int64(b.cfg.chunkSize)).Result()
-			if err != nil {
-				return err
-			}
-			if len(keys) > 0 {
-				if err := fn(keys); err != nil {
-					return err
-				}
-			}
-			if next == 0 {
-				return nil
-			}
-			cursor = next
-		}
+		return scanPages(ctx, c, pattern, b.cfg.chunkSize, fn)
 	})
 }
 

@@ -101,3 +101,13 @@ func (b *Backend) unlinkEntries(ctx context.Context, keys []string) (int, error)
 	n, err := unlinkEntriesScript.Run(ctx, b.c, keys, leasePrefix).Int64()
 	return int(n), err
 }
+
+// leaseFlag tells the invalidation scripts whether entry keys may hold
+// leases, so that they count entries, not leases, only where it costs a
+// read per key to tell them apart.
+func (b *Backend) leaseFlag() string {
+	if b.cfg.fillLock {
+		return "1"
+	}
+	return "0"
+}

@@ -474,7 +474,7 @@ func (b *Backend) Invalidate(ctx context.Context, ns string, tags ...string) (in
 	// anyway: the remaining steps run without waiting.
 	var werr error
 	wait := func() bool { return st.replicas > 0 && werr == nil }
-	v, werr, err := b.runReplicated(ctx, st, sInvalidate, wait(), keys, newEra(), b.cfg.chunkSize)
+	v, werr, err := b.runReplicated(ctx, st, sInvalidate, wait(), keys, newEra(), b.cfg.chunkSize, b.leaseFlag())
 	res, _ := v.([]any)
 	if err == nil && len(res) < 2 {
 		err = fmt.Errorf("unexpected script reply %v", v)
@@ -493,7 +493,7 @@ func (b *Backend) Invalidate(ctx context.Context, ns string, tags ...string) (in
 		}
 		cursor := "0"
 		for {
-			v, stepWerr, err := b.runReplicated(ctx, st, sDrainStep, wait(), []string{keys[i]}, cursor, b.cfg.chunkSize)
+			v, stepWerr, err := b.runReplicated(ctx, st, sDrainStep, wait(), []string{keys[i]}, cursor, b.cfg.chunkSize, b.leaseFlag())
 			step, _ := v.([]any)
 			if err == nil && len(step) != 2 {
 				err = fmt.Errorf("unexpected script reply %v", v)
@@ -656,11 +656,17 @@ func (b *Backend) prune(ctx context.Context, st *state, ns string) error {
 }
 
 // scan calls fn with each page of keys matching pattern (on Cluster,
-// clusterScan runs it on every master).
+// clusterScan runs scanPages on every master).
 func (b *Backend) scan(ctx context.Context, pattern string, fn func([]string) error) error {
+	return scanPages(ctx, b.c, pattern, b.cfg.chunkSize, fn)
+}
+
+// scanPages runs SCAN MATCH pattern on c to the end, calling fn with each
+// non-empty page.
+func scanPages(ctx context.Context, c redis.Cmdable, pattern string, count int, fn func([]string) error) error {
 	var cursor uint64
 	for {
-		keys, next, err := b.c.Scan(ctx, cursor, pattern, int64(b.cfg.chunkSize)).Result()
+		keys, next, err := c.Scan(ctx, cursor, pattern, int64(count)).Result()
 		if err != nil {
 			return err
 		}

@@ -52,20 +52,25 @@ end
 -- pairs as HGETALL and HSCAN return them), then removes those
 -- registrations: never a registration before its entry is gone. It
 -- returns the number of entries that existed.
-local function drain(h, flat)
+local function drain(h, flat, leases)
   local fields = {}
   for i = 1, #flat, 2 do
     if flat[i] ~= '~v' then fields[#fields + 1] = flat[i] end
   end
   if #fields == 0 then return 0 end
-  -- Count entries, not fill leases (a key a WithFillLock lookup took after
-  -- its entry expired): a lease is no entry.
-  local removed = 0
-  for i = 1, #fields do
-    local head = redis.call('GETRANGE', fields[i], 0, 3)
-    if head ~= '' and head ~= 'dc\0L' then removed = removed + 1 end
+  local removed
+  if leases then
+    -- Count entries, not fill leases (a key a WithFillLock lookup took
+    -- after its entry expired): a lease is no entry.
+    removed = 0
+    for i = 1, #fields do
+      local head = redis.call('GETRANGE', fields[i], 0, 3)
+      if head ~= '' and head ~= 'dc\0L' then removed = removed + 1 end
+    end
+    batched('UNLINK', nil, fields)
+  else
+    removed = batched('UNLINK', nil, fields)
   end
-  batched('UNLINK', nil, fields)
   batched('HDEL', h, fields)
   return removed
 end
@@ -152,7 +157,8 @@ return {0}
 // fit a budget of registrations; the others are left to drainStepLua.
 //
 // KEYS[1] epoch key, KEYS[2..] tag hashes.
-// ARGV[1] candidate era (used if the epoch is missing), ARGV[2] budget.
+// ARGV[1] candidate era (used if the epoch is missing), ARGV[2] budget,
+// ARGV[3] "1" when keys may hold fill leases (WithFillLock).
 //
 // Returns {epoch, removed, i...}: the new epoch, the number of entries
 // removed, and the 1-based indexes of the tags still to drain.
@@ -171,7 +177,7 @@ for i = 2, #KEYS do
   if size > 0 then
     if size <= budget then
       budget = budget - size
-      out[2] = out[2] + drain(h, redis.call('HGETALL', h))
+      out[2] = out[2] + drain(h, redis.call('HGETALL', h), ARGV[3] == '1')
     else
       out[#out + 1] = i - 1
     end
@@ -182,11 +188,12 @@ return out
 
 // drainStepLua drains one HSCAN step of a big tag.
 //
-// KEYS[1] tag hash. ARGV[1] cursor, ARGV[2] count.
+// KEYS[1] tag hash. ARGV[1] cursor, ARGV[2] count, ARGV[3] as for
+// invalidateLua.
 // Returns {next cursor, removed}.
 const drainStepLua = `
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-return {r[1], drain(KEYS[1], r[2])}
+return {r[1], drain(KEYS[1], r[2], ARGV[3] == '1')}
 `
 
 // cleanLua cleans the tag hashes that fit a budget of fields: it removes
