@@ -39,7 +39,7 @@ func TestNoStaleReadsUnderEviction(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "hot.db")
 			rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
 				DB: openSQLite(t, path), Backend: redisbackend.New(c, redisbackend.WithLogger(quietLog)),
-				Mode: stalecheck.Guarded, Reads: 20_000,
+				Mode: stalecheck.Guarded, Reads: reads(t, 5_000, 20_000),
 			})
 			stop()
 			wg.Wait()

@@ -20,13 +20,15 @@ import (
 	"github.com/depcache/go-depcache/backends/memory"
 	"github.com/depcache/go-depcache/backends/redisbackend"
 	"github.com/depcache/go-depcache/internal/stalecheck"
+	"github.com/depcache/go-depcache/internal/testenv"
 )
 
-// reads is the number of reads of a run: def by default,
-// DEPCACHE_STALECHECK_READS to change it. The proof run (SQLite + memory,
-// guarded) reads 100,000 times; runs on real servers and the runs that show
-// the harness bites read fewer, to keep CI quick under -race.
-func reads(t *testing.T, def int) int {
+// reads is the number of reads of a run: quick in a quick run, long with
+// DEPCACHE_LONG set (as .ci/run does), DEPCACHE_STALECHECK_READS to choose.
+// The proof run (SQLite + memory, guarded) reads 100,000 times in a long
+// run; runs on real servers and the runs that show the harness bites read
+// fewer, to keep CI quick under -race.
+func reads(t *testing.T, quick, long int) int {
 	if s := os.Getenv("DEPCACHE_STALECHECK_READS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -34,7 +36,10 @@ func reads(t *testing.T, def int) int {
 		}
 		return n
 	}
-	return def
+	if testenv.Long() {
+		return long
+	}
+	return quick
 }
 
 type target struct {
@@ -98,12 +103,12 @@ func targets(t *testing.T) []target {
 func TestGuardedHasNoStaleReads(t *testing.T) {
 	for _, tg := range targets(t) {
 		t.Run(tg.name, func(t *testing.T) {
-			n := 30_000
+			quick, long := 5_000, 30_000
 			if tg.name == "sqlite+memory" {
-				n = 100_000
+				quick, long = 20_000, 100_000
 			}
 			rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
-				DB: tg.db(t), Backend: tg.backend(t), Mode: stalecheck.Guarded, Reads: reads(t, n),
+				DB: tg.db(t), Backend: tg.backend(t), Mode: stalecheck.Guarded, Reads: reads(t, quick, long),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -127,7 +132,7 @@ func TestHarnessBites(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "hot.db")
 			rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
-				DB: openSQLite(t, path), PlainDB: openSQLite(t, path), Backend: tg.backend(t), Mode: mode, Reads: reads(t, 20_000),
+				DB: openSQLite(t, path), PlainDB: openSQLite(t, path), Backend: tg.backend(t), Mode: mode, Reads: reads(t, 5_000, 20_000),
 			})
 			if err != nil {
 				t.Fatal(err)
