@@ -42,6 +42,7 @@ type Manager struct {
 	closed   atomic.Bool
 	flights  flightGroup
 	noDepLog sync.Map // function identities already logged for a fill with no dependency
+	logged   sync.Map // ids of messages logOnce has logged
 }
 
 // New returns a manager storing in b. It does not register the manager (see
@@ -537,5 +538,12 @@ func slogError(err error) { slog.Default().Error(err.Error()) }
 func slogErrorIf(cond bool, err error) {
 	if cond {
 		slogError(err)
+	}
+}
+
+// logOnce logs msg at error level the first time it is called with id.
+func (m *Manager) logOnce(id, msg string, args ...any) {
+	if _, seen := m.logged.LoadOrStore(id, true); !seen {
+		m.log.Error(msg, args...)
 	}
 }
