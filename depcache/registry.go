@@ -57,9 +57,11 @@ func (r *Registry) GetOrCreate(name string, opts ...Option) (*Manager, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m, ok := r.managers[name]; ok {
+	if m, ok := r.managers[name]; ok && !m.closed.Load() {
 		return m, nil
 	}
+	// A manager closing right now is replaced: a closed one is never
+	// handed out (its Close removes it under r.mu, and finds it replaced).
 	cfg := buildConfig(opts)
 	if cfg.configErr != nil {
 		return nil, cfg.configErr
@@ -120,6 +122,9 @@ func (r *Registry) Lookup(name string) (*Manager, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.managers[name]
+	if ok && m.closed.Load() {
+		return nil, false
+	}
 	return m, ok
 }
 
