@@ -43,6 +43,7 @@ type Manager struct {
 	flights  flightGroup
 	noDepLog sync.Map // function identities already logged for a fill with no dependency
 	logged   sync.Map // ids of messages logOnce has logged
+	closures sync.Map // function identity -> *closureOwner (closures.go)
 }
 
 // New returns a manager storing in b. It does not register the manager (see
@@ -412,7 +413,10 @@ func (m *Manager) Stats() Stats {
 
 // Close stops the manager's background retries, removes it from its
 // registry and closes what it opened itself (a backend it was given stays
-// open). Invalidations still pending are logged as lost.
+// open). Invalidations still pending are logged as lost. A closed manager
+// fills nothing and reads nothing: memoized calls on it run their function
+// (logged once), a computation running when it closes stores nothing, and
+// its methods return ErrClosed.
 func (m *Manager) Close() error {
 	if !m.closed.CompareAndSwap(false, true) {
 		return nil

@@ -44,6 +44,7 @@ type memoSpec struct {
 
 	id      string // function identity
 	idErr   error  // why the function cannot be keyed
+	fn      any    // the function, when id is its symbol (see closures.go)
 	logOnce sync.Once
 }
 
@@ -102,6 +103,11 @@ func OnResult(fn func(Result)) MemoOption { return func(s *memoSpec) { s.onResul
 // KeyName sets the function's identity in keys. Without it the identity is
 // the function's symbol name and signature, which shifts when code moves;
 // method values and generic functions have no usable symbol and need it.
+// So do closures that a factory makes from one literal with different
+// captured values (Memoize(multiplier(2)), Memoize(multiplier(3))): captured
+// variables are not part of keys, so without KeyName the first closure
+// value a manager sees owns the identity, and the others are logged once
+// and run uncached.
 func KeyName(name string) MemoOption { return func(s *memoSpec) { s.keyName = name } }
 
 func newSpec(fn any, opts []MemoOption) *memoSpec {
@@ -117,6 +123,9 @@ func newSpec(fn any, opts []MemoOption) *memoSpec {
 		return s
 	}
 	s.id, s.idErr = funcIdentity(fn)
+	if s.idErr == nil {
+		s.fn = fn
+	}
 	return s
 }
 
@@ -243,7 +252,7 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		m.logOnce("closed", "depcache: a memoized call on a closed manager runs uncached", "func", s.id)
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
-	if m == nil || !read || !m.Enabled() {
+	if m == nil || !read || !m.Enabled() || !m.ownsIdentity(s) {
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
 
