@@ -196,7 +196,7 @@ func (m *Manager) lookup(ctx context.Context, key string) (backends.Lookup, erro
 	if l.Corrupt {
 		m.errorEvent(key, fmt.Errorf("depcache: %q: %w (deleted)", key, backends.ErrCorrupt))
 	}
-	if l.Found && m.pending.affects(l.Entry.Deps) {
+	if l.Found && m.pendingAffects(l.Entry.Deps) {
 		l.Found = false
 		l.Epoch = backends.Epoch{}
 	}
@@ -263,7 +263,7 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 		m.errorEvent(key, err)
 		return err
 	}
-	if m.pending.affects(deps) {
+	if m.pendingAffects(deps) {
 		m.skipped(key, errPendingSkip)
 		return nil
 	}
@@ -354,6 +354,7 @@ func (m *Manager) InvalidateDependency(ctx context.Context, deps ...string) (int
 	n, err := m.invalidate(ctx, deps)
 	if err != nil {
 		m.pending.add(deps)
+		notePending(m)
 		return n, errors.Join(err, tagErr)
 	}
 	return n, tagErr
@@ -421,6 +422,7 @@ func (m *Manager) Close() error {
 	if !m.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	forgetPending(m)
 	if lost := m.pending.stop(); lost > 0 {
 		m.log.Error("depcache: manager closed with invalidations still failing", "tags", lost)
 	}

@@ -428,7 +428,7 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 	case f.skip != "":
 		m.skipped(c.key, fmt.Errorf("depcache: not stored: %s", f.skip))
 		return false, nil
-	case m.pending.affects(f.deps):
+	case m.pendingAffects(f.deps):
 		m.skipped(c.key, errPendingSkip)
 		return false, nil
 	}

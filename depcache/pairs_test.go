@@ -227,3 +227,42 @@ func TestParentOnAnotherBackendIsNotFilled(t *testing.T) {
 		t.Fatalf("logged %d times; want once", n)
 	}
 }
+
+// While B's invalidation of post:1 is pending retry, this process serves
+// and stores no entry of A that depends on B's post:1.
+func TestPendingInvalidationOfAnotherManagersTag(t *testing.T) {
+	ctx := context.Background()
+	store := &faulty{Backend: memory.New()}
+	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet))
+	b := depcache.New(store, depcache.WithName("b"), depcache.WithLogger(quiet))
+	t.Cleanup(func() { a.Close(); b.Close(); store.Close() })
+	var calls counter
+	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
+		calls.n.Add(1)
+		b.AddDependency(ctx, "post:1")
+		return id, nil
+	}, depcache.Using(a), depcache.KeyName("page"))
+	page(ctx, 1)
+	page(ctx, 1)
+	if calls.calls() != 1 {
+		t.Fatalf("page ran %d times; want 1", calls.calls())
+	}
+	store.invalidations.Store(true)
+	if _, err := b.InvalidateDependency(ctx, "post:1"); err == nil {
+		t.Fatal("the invalidation did not fail")
+	}
+	page(ctx, 1)
+	page(ctx, 1)
+	if calls.calls() != 3 {
+		t.Fatalf("page ran %d times; want 3: an entry carrying B's pending post:1 was served or stored", calls.calls())
+	}
+	store.invalidations.Store(false)
+	if err := b.RetryPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	page(ctx, 1)
+	page(ctx, 1)
+	if calls.calls() != 4 {
+		t.Fatalf("page ran %d times after the retry; want 4", calls.calls())
+	}
+}
