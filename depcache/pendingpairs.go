@@ -16,8 +16,8 @@ import (
 // had an invalidation pending.
 
 var pendingIndex struct {
-	any    atomic.Bool
-	mu     sync.Mutex
+	any  atomic.Bool
+	mu   sync.Mutex
 	byNS map[string]map[*Manager]struct{}
 }
 
