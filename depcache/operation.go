@@ -247,29 +247,29 @@ func (c *computation) SkipFillAll(reason string) {
 func (c *computation) finish() {
 	c.mu.Lock()
 	c.closed = true
-	f := closing{since: c.since, ttl: c.ttl, ttlSet: c.ttlSet, skip: c.skip, otherStore: c.otherStore}
-	f.deps = make([]string, 0, len(c.deps))
+	gathered := closing{since: c.since, ttl: c.ttl, ttlSet: c.ttlSet, skip: c.skip, otherStore: c.otherStore}
+	gathered.deps = make([]string, 0, len(c.deps))
 	for d := range c.deps {
-		f.deps = append(f.deps, d)
+		gathered.deps = append(gathered.deps, d)
 	}
-	sort.Strings(f.deps)
-	c.final = f
+	sort.Strings(gathered.deps)
+	c.final = gathered
 	ordered := c.ordered
 	c.mu.Unlock()
 
-	p := c.parent
-	if p == nil || c.transparent {
+	parent := c.parent
+	if parent == nil || c.transparent {
 		return // a transparent computation passed everything on already
 	}
-	p.inherit(c.m, f.deps)
-	if f.otherStore != "" {
-		p.dependOnOtherStore(f.otherStore)
+	parent.inherit(c.m, gathered.deps)
+	if gathered.otherStore != "" {
+		parent.dependOnOtherStore(gathered.otherStore)
 	}
 	switch {
 	case !ordered:
-		p.skipFill("a nested computation used a cached result that cannot be ordered")
-	case !f.since.IsZero():
-		p.useEntry(f.since)
+		parent.skipFill("a nested computation used a cached result that cannot be ordered")
+	case !gathered.since.IsZero():
+		parent.useEntry(gathered.since)
 	}
 }
 
