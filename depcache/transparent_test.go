@@ -2,10 +2,12 @@ package depcache_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/depcache/go-depcache/backends"
 	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/internal/pluginapi"
 )
 
 // A computation that does not cache, in the middle of a chain, is
@@ -152,5 +154,42 @@ func TestTransparentComputationPassesEpochsOn(t *testing.T) {
 	}
 	if s := m.Stats(); s.Sets != 0 || s.StaleFills != 1 || s.SkippedFills != 0 {
 		t.Fatalf("%d sets, %d stale fills, %d skipped; want the parent refused as stale", s.Sets, s.StaleFills, s.SkippedFills)
+	}
+}
+
+// pluginapi.SkipFillAll reaches every enclosing computation, through
+// transparent ones too; SkipFill only the innermost.
+func TestSkipFillAllReachesEveryEnclosingComputation(t *testing.T) {
+	ctx := context.Background()
+	m, _ := newManager(t)
+	off := depcache.New(m.Backend(), depcache.WithName("off"), depcache.WithEnabled(false), depcache.WithLogger(quiet))
+	t.Cleanup(func() { off.Close() })
+	for _, all := range []bool{false, true} {
+		child := depcache.Memoize(func(ctx context.Context, x int) (int, error) {
+			depcache.AddDependency(ctx, "t")
+			if !pluginapi.InComputation(ctx) {
+				t.Error("InComputation is false inside a computation")
+			}
+			if all {
+				pluginapi.SkipFillAll(ctx, "test")
+			} else {
+				depcache.SkipFill(ctx, "test")
+			}
+			return x, nil
+		}, depcache.Using(m), depcache.KeyName(fmt.Sprint("child", all)))
+		mid := depcache.Memoize(child, depcache.Using(off), depcache.KeyName("mid"))
+		parent := depcache.Memoize(mid, depcache.Using(m), depcache.KeyName(fmt.Sprint("parent", all)))
+		before := m.Stats().Sets
+		parent(ctx, 1)
+		want := uint64(1) // the parent only
+		if all {
+			want = 0
+		}
+		if got := m.Stats().Sets - before; got != want {
+			t.Errorf("SkipFillAll=%v: %d sets; want %d", all, got, want)
+		}
+	}
+	if pluginapi.InComputation(ctx) {
+		t.Error("InComputation outside any computation")
 	}
 }
