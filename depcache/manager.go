@@ -440,6 +440,10 @@ func checkTags(deps []string) error {
 		if d == "" {
 			return fmt.Errorf("depcache: dependency %d of %d is an empty tag", i+1, len(deps))
 		}
+		if !backends.IsPlainTag(d) {
+			// Entries store pairs of other managers in marked forms.
+			return fmt.Errorf("depcache: dependency %d of %d, %q, starts with a reserved byte", i+1, len(deps), d)
+		}
 	}
 	return nil
 }

@@ -266,3 +266,25 @@ func TestPendingInvalidationOfAnotherManagersTag(t *testing.T) {
 		t.Fatalf("page ran %d times after the retry; want 4", calls.calls())
 	}
 }
+
+// Tags starting with the bytes that mark stored pairs are refused: they
+// would name another manager's tag.
+func TestReservedTagBytesAreRefused(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoManagers(t)
+	forged := "\x00" + b.Prefix() + "\x00post:1"
+	if err := a.Set(ctx, "k", 1, 0, forged); err == nil {
+		t.Fatal("Set with a marked tag succeeded")
+	}
+	f := depcache.Memoize0(func(ctx context.Context) (int, error) {
+		depcache.AddDependency(ctx, forged, "\x01x\x00y", "ok")
+		return 1, nil
+	}, depcache.Using(a), depcache.KeyName("f"))
+	f(ctx)
+	if n, _ := b.InvalidateDependency(ctx, "post:1"); n != 0 {
+		t.Fatalf("a forged tag registered A's entry under B's post:1")
+	}
+	if n, _ := a.InvalidateDependency(ctx, "ok"); n != 1 {
+		t.Fatalf("the valid tag removed %d entries; want 1", n)
+	}
+}
