@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,9 @@ func current(ctx context.Context) *computation {
 // starting with a byte that marks the stored forms of pairs), reporting
 // each one dropped as a usage error of m.
 func validTags(m *Manager, key string, tags []string) []string {
+	if !slices.ContainsFunc(tags, func(t string) bool { return !backends.IsPlainTag(t) }) {
+		return tags
+	}
 	out := tags[:0:0]
 	for _, t := range tags {
 		if !backends.IsPlainTag(t) {
