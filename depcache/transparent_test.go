@@ -44,6 +44,9 @@ func TestUncachedComputationInTheMiddleIsTransparent(t *testing.T) {
 				return g(ctx, func() int { return x })
 			}, m
 		}},
+		{"method value without KeyName", func(t *testing.T, m *depcache.Manager, fn func(context.Context, int) (int, error)) (func(context.Context, int) (int, error), *depcache.Manager) {
+			return depcache.Memoize(midMethod{fn}.Call, depcache.Using(m)), m
+		}},
 		{"Bypass", func(t *testing.T, m *depcache.Manager, fn func(context.Context, int) (int, error)) (func(context.Context, int) (int, error), *depcache.Manager) {
 			g := depcache.Memoize(fn, depcache.Using(m), depcache.KeyName("mid"))
 			return func(ctx context.Context, x int) (int, error) {
@@ -109,6 +112,13 @@ func TestUncachedComputationInTheMiddleIsTransparent(t *testing.T) {
 		})
 	}
 }
+
+// midMethod's method value has no usable identity without KeyName.
+type midMethod struct {
+	fn func(context.Context, int) (int, error)
+}
+
+func (m midMethod) Call(ctx context.Context, x int) (int, error) { return m.fn(ctx, x) }
 
 // stalePeek serves one stored-looking entry for key: a value filled at
 // since, tagged tag, which an invalidation of tag has condemned but not yet
