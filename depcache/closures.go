@@ -44,8 +44,13 @@ func (m *Manager) ownsIdentity(s *memoSpec) bool {
 		return true
 	}
 	addr := closureAddr(s.fn)
-	v, loaded := m.closures.LoadOrStore(s.id, &closureOwner{addr: addr, fn: s.fn})
-	if !loaded || v.(*closureOwner).addr == addr {
+	v, seen := m.closures.Load(s.id)
+	if !seen {
+		// The first closure value stored wins, also against a concurrent
+		// first call of another one.
+		v, _ = m.closures.LoadOrStore(s.id, &closureOwner{addr: addr, fn: s.fn})
+	}
+	if v.(*closureOwner).addr == addr {
 		return true
 	}
 	m.logOnce("closure:"+s.id, fmt.Sprintf("depcache: %s: another closure of this function literal already caches in this manager, and captured variables are not part of keys; give each closure its own KeyName. This one runs uncached", s.id),
