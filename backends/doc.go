@@ -24,5 +24,13 @@
 // epoch to the entry's, so a value valid only before a write can never be
 // re-stored through a parent.
 //
+// A dependency is a pair (namespace, tag): an entry may depend on a tag of
+// another namespace of the same store (one manager's page built from
+// another manager's post), written ForeignDep(ns, tag) in Entry.Deps; the
+// store checks that tag's stamp and registers the entry under it in that
+// namespace, so that invalidating it there removes the entry. An entry may
+// also carry tags it does not depend on (CarriedDep), which the store keeps
+// and otherwise ignores. See ParseDep.
+//
 // Every store must pass the conformance suite in backends/backendtest.
 package backends

@@ -24,9 +24,31 @@
 // the callee's tags, whether the callee hit or missed (entries store their
 // tags). Outside a computation these functions do nothing.
 //
+// A dependency is a pair (manager, tag): "post:1" of manager A and "post:1"
+// of manager B are different, and invalidating one never touches entries
+// that depend only on the other. A parent inherits its children's pairs
+// whatever its own manager: a page cached in A built from a post cached in
+// B is registered under B's "post:1", so B.InvalidateDependency removes it
+// too. Where A and B share a backend this is one fill; where they do not,
+// no store can register it atomically, and the parent is not filled (logged
+// once). Manager.AddDependency adds pairs of a given manager to the
+// innermost computation (what the GORM plugin does); AddDependencyTo
+// addresses the innermost computation of a named manager, and computations
+// of other managers in between carry the pairs up in their entries without
+// depending on them.
+//
+// A computation that does not cache — its manager disabled or closed, its
+// ManagerName unknown, its argument unkeyable, or under Bypass — is
+// transparent: its children's pairs and the epochs of the cached results
+// they used pass to its parent as if it were not there. A closed manager
+// fills nothing and reads nothing; its methods return ErrClosed.
+//
 // Keys are the function's identity (KeyName, else its symbol and signature)
 // and the canonical form of its arguments (package keys): the same logical
-// arguments give the same key in every process.
+// arguments give the same key in every process. Closures that a factory
+// makes from one literal share a symbol but not their captured variables:
+// without KeyName the first one a manager sees caches, and the others are
+// logged once and run uncached.
 //
 // # No stale reads
 //

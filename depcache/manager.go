@@ -42,6 +42,8 @@ type Manager struct {
 	closed   atomic.Bool
 	flights  flightGroup
 	noDepLog sync.Map // function identities already logged for a fill with no dependency
+	logged   sync.Map // ids of messages logOnce has logged
+	closures sync.Map // function identity -> *closureOwner (closures.go)
 }
 
 // New returns a manager storing in b. It does not register the manager (see
@@ -153,32 +155,32 @@ func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err
 	if !m.cfg.enabled {
 		return false, nil
 	}
-	l, err := m.lookup(ctx, key)
+	result, err := m.lookup(ctx, key)
 	if err != nil {
 		return false, err
 	}
-	if !l.Found {
+	if !result.Found {
 		// A read that will not fill gives back the lease its miss took
 		// (Redis Cluster), or memoized calls of the key could not fill
 		// until it expired.
-		m.releaseLease(ctx, key, l.Lease)
+		m.releaseLease(ctx, key, result.Lease)
 		return false, nil
 	}
-	cached, derr := decodePayload(m.cfg.codec, nil, l.Entry.Value, dst)
+	cached, derr := decodePayload(m.cfg.codec, nil, result.Entry.Value, dst)
 	if derr != nil {
 		m.dropCorrupt(ctx, key, derr)
 		m.miss(key)
 		return false, nil
 	}
-	m.hit(key, l.Entry.Deps)
+	m.hit(key, result.Entry.Deps)
 	return true, cached
 }
 
 // lookup reads key, turning unusable hits (corrupt bytes, tags pending
 // invalidation) into misses. Errors are returned only when strict.
 func (m *Manager) lookup(ctx context.Context, key string) (backends.Lookup, error) {
-	lctx, cancel := m.opContext(ctx)
-	l, err := m.backend.Lookup(lctx, m.ns, key)
+	opCtx, cancel := m.opContext(ctx)
+	result, err := m.backend.Lookup(opCtx, m.ns, key)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -187,21 +189,21 @@ func (m *Manager) lookup(ctx context.Context, key string) (backends.Lookup, erro
 		}
 		m.backendError("lookup", key, err)
 		if m.cfg.strict {
-			return l, fmt.Errorf("depcache: lookup %q: %w", key, err)
+			return result, fmt.Errorf("depcache: lookup %q: %w", key, err)
 		}
 		return backends.Lookup{}, nil
 	}
-	if l.Corrupt {
+	if result.Corrupt {
 		m.errorEvent(key, fmt.Errorf("depcache: %q: %w (deleted)", key, backends.ErrCorrupt))
 	}
-	if l.Found && m.pending.affects(l.Entry.Deps) {
-		l.Found = false
-		l.Epoch = backends.Epoch{}
+	if result.Found && m.pendingAffects(result.Entry.Deps) {
+		result.Found = false
+		result.Epoch = backends.Epoch{}
 	}
-	if !l.Found {
+	if !result.Found {
 		m.miss(key)
 	}
-	return l, nil
+	return result, nil
 }
 
 // Exists reports whether a value entry is stored under key.
@@ -209,16 +211,16 @@ func (m *Manager) Exists(ctx context.Context, key string) (bool, error) {
 	if err := m.usable(); err != nil {
 		return false, err
 	}
-	lctx, cancel := m.opContext(ctx)
+	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
-	l, err := m.backend.Lookup(lctx, m.ns, key)
+	result, err := m.backend.Lookup(opCtx, m.ns, key)
 	if err != nil {
 		return false, m.failOpen("exists", key, err)
 	}
-	if !l.Found {
-		m.releaseLease(ctx, key, l.Lease)
+	if !result.Found {
+		m.releaseLease(ctx, key, result.Lease)
 	}
-	return l.Found, nil
+	return result.Found, nil
 }
 
 // TTL reports the remaining lifetime of the entry under key: NoExpiry for
@@ -227,9 +229,9 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 	if err := m.usable(); err != nil {
 		return 0, err
 	}
-	lctx, cancel := m.opContext(ctx)
+	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
-	d, err := m.backend.TTL(lctx, m.ns, key)
+	d, err := m.backend.TTL(opCtx, m.ns, key)
 	if err != nil && !errors.Is(err, backends.ErrNotFound) {
 		m.backendError("ttl", key, err)
 		return 0, fmt.Errorf("depcache: ttl %q: %w", key, err)
@@ -261,17 +263,17 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 		m.errorEvent(key, err)
 		return err
 	}
-	if m.pending.affects(deps) {
+	if m.pendingAffects(deps) {
 		m.skipped(key, errPendingSkip)
 		return nil
 	}
-	lctx, cancel := m.opContext(ctx)
+	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
-	since, err := m.backend.Epoch(lctx)
+	since, err := m.backend.Epoch(opCtx)
 	if err != nil {
 		return m.failOpen("set", key, err)
 	}
-	_, err = m.fill(lctx, key, payload, deps, since, 0, ttl, "")
+	_, err = m.fill(opCtx, key, payload, deps, since, 0, ttl, "")
 	return err
 }
 
@@ -305,9 +307,9 @@ func (m *Manager) releaseLease(ctx context.Context, key, lease string) {
 	if !ok || lease == "" {
 		return
 	}
-	rctx, cancel := m.opContext(context.WithoutCancel(ctx))
+	opCtx, cancel := m.opContext(context.WithoutCancel(ctx))
 	defer cancel()
-	if err := r.Release(rctx, m.ns, key, lease); err != nil {
+	if err := r.Release(opCtx, m.ns, key, lease); err != nil {
 		m.backendError("release", key, err)
 	}
 }
@@ -352,15 +354,16 @@ func (m *Manager) InvalidateDependency(ctx context.Context, deps ...string) (int
 	n, err := m.invalidate(ctx, deps)
 	if err != nil {
 		m.pending.add(deps)
+		notePending(m)
 		return n, errors.Join(err, tagErr)
 	}
 	return n, tagErr
 }
 
 func (m *Manager) invalidate(ctx context.Context, deps []string) (int, error) {
-	ictx, cancel := context.WithTimeout(ctx, m.cfg.invTimeout)
+	opCtx, cancel := context.WithTimeout(ctx, m.cfg.invTimeout)
 	defer cancel()
-	n, err := m.backend.Invalidate(ictx, m.ns, deps...)
+	n, err := m.backend.Invalidate(opCtx, m.ns, deps...)
 	if err != nil {
 		m.stats.errors.Add(1)
 		err = fmt.Errorf("depcache: invalidate %q: %w", deps, err)
@@ -411,11 +414,15 @@ func (m *Manager) Stats() Stats {
 
 // Close stops the manager's background retries, removes it from its
 // registry and closes what it opened itself (a backend it was given stays
-// open). Invalidations still pending are logged as lost.
+// open). Invalidations still pending are logged as lost. A closed manager
+// fills nothing and reads nothing: memoized calls on it run their function
+// (logged once), a computation running when it closes stores nothing, and
+// its methods return ErrClosed.
 func (m *Manager) Close() error {
 	if !m.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	forgetPending(m)
 	if lost := m.pending.stop(); lost > 0 {
 		m.log.Error("depcache: manager closed with invalidations still failing", "tags", lost)
 	}
@@ -432,6 +439,10 @@ func checkTags(deps []string) error {
 	for i, d := range deps {
 		if d == "" {
 			return fmt.Errorf("depcache: dependency %d of %d is an empty tag", i+1, len(deps))
+		}
+		if !backends.IsPlainTag(d) {
+			// Entries store pairs of other managers in marked forms.
+			return fmt.Errorf("depcache: dependency %d of %d, %q, starts with a reserved byte", i+1, len(deps), d)
 		}
 	}
 	return nil
@@ -494,9 +505,9 @@ func (m *Manager) usageError(key string, err error) { m.errorEvent(key, err) }
 
 func (m *Manager) dropCorrupt(ctx context.Context, key string, err error) {
 	m.errorEvent(key, fmt.Errorf("depcache: %q: %w (deleted)", key, err))
-	dctx, cancel := m.opContext(context.WithoutCancel(ctx))
+	opCtx, cancel := m.opContext(context.WithoutCancel(ctx))
 	defer cancel()
-	if _, derr := m.backend.Delete(dctx, m.ns, key); derr != nil {
+	if _, derr := m.backend.Delete(opCtx, m.ns, key); derr != nil {
 		m.backendError("delete", key, derr)
 	}
 }
@@ -537,5 +548,12 @@ func slogError(err error) { slog.Default().Error(err.Error()) }
 func slogErrorIf(cond bool, err error) {
 	if cond {
 		slogError(err)
+	}
+}
+
+// logOnce logs msg at error level the first time it is called with id.
+func (m *Manager) logOnce(id, msg string, args ...any) {
+	if _, seen := m.logged.LoadOrStore(id, true); !seen {
+		m.log.Error(msg, args...)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/internal/pluginapi"
 	"github.com/depcache/go-depcache/keys"
 )
 
@@ -43,6 +44,7 @@ type memoSpec struct {
 
 	id      string // function identity
 	idErr   error  // why the function cannot be keyed
+	fn      any    // the function, when id is its symbol (see closures.go)
 	logOnce sync.Once
 }
 
@@ -101,6 +103,11 @@ func OnResult(fn func(Result)) MemoOption { return func(s *memoSpec) { s.onResul
 // KeyName sets the function's identity in keys. Without it the identity is
 // the function's symbol name and signature, which shifts when code moves;
 // method values and generic functions have no usable symbol and need it.
+// So do closures that a factory makes from one literal with different
+// captured values (Memoize(multiplier(2)), Memoize(multiplier(3))): captured
+// variables are not part of keys, so without KeyName the first closure
+// value a manager sees owns the identity, and the others are logged once
+// and run uncached.
 func KeyName(name string) MemoOption { return func(s *memoSpec) { s.keyName = name } }
 
 func newSpec(fn any, opts []MemoOption) *memoSpec {
@@ -116,6 +123,9 @@ func newSpec(fn any, opts []MemoOption) *memoSpec {
 		return s
 	}
 	s.id, s.idErr = funcIdentity(fn)
+	if s.idErr == nil {
+		s.fn = fn
+	}
 	return s
 }
 
@@ -237,8 +247,12 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		}
 		key = s.id + ":" + argKey
 	}
-	read, fill := allowed(ctx)
-	if m == nil || !read || !m.Enabled() {
+	read, fill := pluginapi.Allowed(ctx)
+	if m != nil && m.closed.Load() {
+		m.logOnce("closed", "depcache: a memoized call on a closed manager runs uncached", "func", s.id)
+		return runUncached(ctx, s, m, parent, key, args, fn)
+	}
+	if m == nil || !read || !m.Enabled() || !m.ownsIdentity(s) {
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
 
@@ -264,7 +278,7 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 					t.hits.Add(1)
 				}
 				if parent != nil {
-					parent.addDeps(l.Entry.Deps)
+					parent.inherit(m, l.Entry.Deps)
 					parent.useEntry(l.Entry.Since)
 				}
 				s.report(m, key, args, true, v, cached)
@@ -325,7 +339,7 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 				t.hits.Add(1)
 			}
 			if parent != nil {
-				parent.addDeps(f.deps)
+				parent.inherit(m, f.deps)
 				parent.useEntry(f.since)
 			}
 			s.report(m, key, args, true, v, f.err)
@@ -371,19 +385,19 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 // compute runs fn as computation c. However fn ends, c is closed and what
 // it discovered reaches the enclosing computation.
 func compute[R any](ctx context.Context, c *computation, s *memoSpec, fn func(context.Context) (R, error)) (R, error) {
-	c.addDeps(s.deps)
+	c.addTags(s.deps)
 	if t := traceOf(ctx); t != nil {
 		t.misses.Add(1)
 	}
 	defer c.finish()
-	return fn(context.WithValue(ctx, computationKey{}, c))
+	return fn(pluginapi.WithComputation(ctx, c))
 }
 
-// runUncached runs fn as a computation that stores nothing: its
-// dependencies still reach the enclosing computation, whose entry depends
-// on what fn read.
+// runUncached runs fn as a transparent computation: it stores nothing, and
+// its dependencies and the epochs of the cached results it used pass to the
+// enclosing computation, whose entry depends on what fn read.
 func runUncached[R any](ctx context.Context, s *memoSpec, m *Manager, parent *computation, key string, args []any, fn func(context.Context) (R, error)) (R, error) {
-	c := &computation{m: m, key: key, parent: parent, start: time.Now(), ordered: true, skip: "uncached"}
+	c := &computation{m: m, key: key, parent: parent, transparent: true, start: time.Now(), skip: "uncached"}
 	v, err := compute(ctx, c, s, fn)
 	s.report(m, key, args, false, v, err)
 	return v, err
@@ -407,10 +421,14 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 		return false, nil
 	}
 	switch {
+	case m.closed.Load():
+		// Closed while the function ran: a closed manager fills nothing.
+		m.skipped(c.key, ErrClosed)
+		return false, nil
 	case f.skip != "":
 		m.skipped(c.key, fmt.Errorf("depcache: not stored: %s", f.skip))
 		return false, nil
-	case m.pending.affects(f.deps):
+	case m.pendingAffects(f.deps):
 		m.skipped(c.key, errPendingSkip)
 		return false, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/internal/pluginapi"
 )
 
 func TestOutsideAComputationTheHelpersDoNothing(t *testing.T) {
@@ -208,7 +209,7 @@ func TestRestrict(t *testing.T) {
 		return x, nil
 	}, depcache.Using(m), depcache.KeyName("restrict"))
 	read, fill := true, false
-	rctx := depcache.Restrict(ctx, func() (bool, bool) { return read, fill })
+	rctx := pluginapi.Restrict(ctx, func() (bool, bool) { return read, fill })
 	f(rctx, 1)
 	f(rctx, 1)
 	if calls.calls() != 2 {

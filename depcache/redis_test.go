@@ -218,3 +218,44 @@ func TestFillLockAcrossProcesses(t *testing.T) {
 		})
 	}
 }
+
+// On Redis too, a parent of manager A is registered under the tags of its
+// child's manager B, in B's tag hash: B's invalidation removes it, A's tag
+// of the same name does not.
+func TestRedisPairsAcrossManagers(t *testing.T) {
+	for _, tg := range redisTargets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			ctx := context.Background()
+			store := redisbackend.New(tg.client)
+			a := depcache.New(store, depcache.WithPrefix(randomPrefix()), depcache.WithName("a"), depcache.WithLogger(quiet))
+			b := depcache.New(store, depcache.WithPrefix(randomPrefix()), depcache.WithName("b"), depcache.WithLogger(quiet))
+			t.Cleanup(func() {
+				for _, m := range []*depcache.Manager{a, b} {
+					m.Clear(context.Background())
+					m.Close()
+				}
+			})
+			var calls atomic.Int64
+			child := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
+				depcache.AddDependency(ctx, "post:1")
+				return id, nil
+			}, depcache.Using(b), depcache.KeyName("child"))
+			page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
+				calls.Add(1)
+				return child(ctx, id)
+			}, depcache.Using(a), depcache.KeyName("page"))
+			page(ctx, 1)
+			page(ctx, 1)
+			if n, err := a.InvalidateDependency(ctx, "post:1"); n != 0 || err != nil {
+				t.Fatalf("A's post:1 removed %d, %v; want 0", n, err)
+			}
+			if n, err := b.InvalidateDependency(ctx, "post:1"); n != 2 || err != nil {
+				t.Fatalf("B's post:1 removed %d, %v; want child and page", n, err)
+			}
+			page(ctx, 1)
+			if calls.Load() != 2 {
+				t.Fatalf("page ran %d times; want 2", calls.Load())
+			}
+		})
+	}
+}

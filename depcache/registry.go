@@ -57,9 +57,11 @@ func (r *Registry) GetOrCreate(name string, opts ...Option) (*Manager, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m, ok := r.managers[name]; ok {
+	if m, ok := r.managers[name]; ok && !m.closed.Load() {
 		return m, nil
 	}
+	// A manager closing right now is replaced: a closed one is never
+	// handed out (its Close removes it under r.mu, and finds it replaced).
 	cfg := buildConfig(opts)
 	if cfg.configErr != nil {
 		return nil, cfg.configErr
@@ -88,31 +90,31 @@ func (r *Registry) openShared() (backends.Backend, func() error, error) {
 		return nil, nil, err
 	}
 	key := backendConfigKey(name)
-	s, ok := r.shared[key]
+	shared, ok := r.shared[key]
 	if !ok {
 		open, _ := backends.Opener(name)
 		b, err := open()
 		if err != nil {
 			return nil, nil, fmt.Errorf("depcache: open backend %q: %w", name, err)
 		}
-		s = &sharedBackend{b: b}
-		r.shared[key] = s
+		shared = &sharedBackend{b: b}
+		r.shared[key] = shared
 	}
-	s.refs++
+	shared.refs++
 	var once sync.Once
 	release := func() (err error) {
 		once.Do(func() {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			s.refs--
-			if s.refs == 0 {
+			shared.refs--
+			if shared.refs == 0 {
 				delete(r.shared, key)
-				err = s.b.Close()
+				err = shared.b.Close()
 			}
 		})
 		return err
 	}
-	return s.b, release, nil
+	return shared.b, release, nil
 }
 
 // Lookup returns the manager registered under name.
@@ -120,6 +122,9 @@ func (r *Registry) Lookup(name string) (*Manager, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.managers[name]
+	if ok && m.closed.Load() {
+		return nil, false
+	}
 	return m, ok
 }
 

@@ -16,6 +16,7 @@ import (
 	"gorm.io/gorm/callbacks"
 
 	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/internal/pluginapi"
 	"github.com/depcache/go-depcache/keys"
 )
 
@@ -68,7 +69,7 @@ func (p *Plugin) cachedQuery(db *gorm.DB, ttl time.Duration, raw bool) {
 		p.tagRead(db, raw, false)
 		return
 	case state == ownTx:
-		ctx = depcache.Restrict(ctx, func() (bool, bool) { return !t.written.Load(), false })
+		ctx = pluginapi.Restrict(ctx, func() (bool, bool) { return !t.written.Load(), false })
 	}
 	callbacks.BuildQuerySQL(db)
 	if db.Error != nil {

@@ -15,8 +15,9 @@
 // # Tags on reads
 //
 // A GORM read made with db.WithContext(ctx), where ctx is the context a
-// cached computation of the plugin's manager received, adds to that
-// computation:
+// cached computation received, adds to that computation, as dependencies of
+// the plugin's manager (Manager.AddDependency) whatever the computation's
+// manager:
 //
 //   - a lookup by primary key (First(&u, 7), First(&User{ID: 7}), Where with
 //     a set of keys): RowTag(table, key) for every key asked for — also when
@@ -29,9 +30,9 @@
 //     function, an unknown join) is not cached at all.
 //   - Scan, Row and Rows: list and table tags only.
 //
-// A read inside a computation of another manager makes that computation, and
-// those enclosing it, store nothing: the plugin's invalidations would never
-// reach it.
+// A computation of another manager on the same backend is registered under
+// the plugin's tags, so the plugin's invalidations reach it; on another
+// backend no store can register it, and it is not filled (logged once).
 //
 // # Invalidation on writes
 //

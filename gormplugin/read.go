@@ -11,7 +11,7 @@ import (
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
 
-	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/internal/pluginapi"
 )
 
 // query replaces gorm:query: it serves Cached() queries, and tags every
@@ -42,23 +42,19 @@ func (p *Plugin) row(db *gorm.DB) {
 
 var errCachedRows = errors.New("gormplugin: Cached() cannot serve Scan, Row or Rows (they scan after GORM's callbacks); use Find")
 
-// tagRead gives the read's tags to the innermost computation of the
-// plugin's manager under the statement's context.
+// tagRead gives the read's tags, as pairs of the plugin's manager, to the
+// innermost computation under the statement's context, whatever its
+// manager.
 func (p *Plugin) tagRead(db *gorm.DB, raw, rowsOnly bool) {
 	ctx := db.Statement.Context
-	cur := depcache.CurrentManager(ctx)
-	if cur == nil {
+	if !pluginapi.InComputation(ctx) {
 		return
 	}
 	if state, _ := txOf(db); state != noTx {
 		// Its snapshot may predate a committed invalidation, and it may
 		// have read its own uncommitted writes.
-		depcache.SkipFillAll(ctx, "a GORM read inside a database transaction")
+		pluginapi.SkipFillAll(ctx, "a GORM read inside a database transaction")
 		return
-	}
-	if cur != p.m {
-		p.logOnce("foreign:"+cur.Name(), "gormplugin: a GORM read inside a computation of another manager is not cached (the plugin's invalidations would never reach it)", "manager", cur.Name())
-		depcache.SkipFillAll(ctx, "a GORM read inside a computation of manager "+cur.Name())
 	}
 	if db.Error != nil && !errors.Is(db.Error, gorm.ErrRecordNotFound) {
 		return
@@ -66,10 +62,11 @@ func (p *Plugin) tagRead(db *gorm.DB, raw, rowsOnly bool) {
 	tags, err := p.readTags(db, raw, rowsOnly)
 	if err != nil {
 		p.logOnce("read:"+err.Error(), "gormplugin: read not cached", "err", err)
-		depcache.SkipFillAll(ctx, err.Error())
+		pluginapi.SkipFillAll(ctx, err.Error())
 		return
 	}
-	depcache.AddDependencyTo(ctx, p.m.Name(), tags...)
+	// Pairs of the plugin's manager, whatever the computation's manager.
+	p.m.AddDependency(ctx, tags...)
 }
 
 // readTags returns the tags a read depends on.

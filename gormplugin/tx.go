@@ -10,6 +10,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/internal/pluginapi"
 )
 
 // GORM runs no callback after an explicit transaction's real COMMIT
@@ -180,7 +181,7 @@ func TxContext(tx *gorm.DB) context.Context {
 	state, t := txOf(tx)
 	switch state {
 	case ownTx:
-		return depcache.Restrict(ctx, func() (bool, bool) { return !t.written.Load(), false })
+		return pluginapi.Restrict(ctx, func() (bool, bool) { return !t.written.Load(), false })
 	case foreignTx:
 		return depcache.Bypass(ctx)
 	}

@@ -37,7 +37,10 @@
 // Warning: a struct that carries query parameters must not have an ID field
 // (or a promoted one, or a primary-key tag), or it is keyed by that ID alone
 // and two different queries share one cache entry. Rename the field or give
-// the struct a CacheKey method.
+// the struct a CacheKey method. The first time a type with an ID (or Id)
+// field and other exported fields, and no CacheKey, depcache:"key" or
+// primary-key tag, is keyed by its ID alone, a warning naming the type and
+// the fields left out goes to slog's default logger.
 //
 // An identity is used verbatim unless it could be mistaken for another atom
 // or is unfit for a key (empty, longer than 128 bytes, not printable UTF-8,

@@ -30,12 +30,21 @@ type typeInfo struct {
 	rules  []identRule // rules 2-4 in priority order
 	fields []fieldInfo // fields of the canonical encoding
 	opaque bool        // has fields, none of them encoded
+
+	// ignored names the exported fields an identity by name (ID, Id)
+	// leaves out of the key; warned about once per type (warnIgnored).
+	ignored    []string
+	warnedOnce sync.Once
 }
 
 // identRule is one way to read a struct's identity: the fields whose
 // formatted values, joined with ':', follow "Type::".
 type identRule struct {
 	paths [][]int
+	// byName: the conventional ID or Id field, chosen by its name alone
+	// (no tag, no CacheKey), which a query-arguments struct can carry by
+	// accident.
+	byName bool
 }
 
 type fieldInfo struct {
@@ -79,7 +88,7 @@ func newTypeInfo(t reflect.Type) *typeInfo {
 		}
 	})
 	if len(tagged) > 0 {
-		ti.rules = append(ti.rules, identRule{tagged})
+		ti.rules = append(ti.rules, identRule{paths: tagged})
 	}
 	// Rule 3: GORM primary key fields, else the ID field.
 	var pks [][]int
@@ -89,12 +98,15 @@ func newTypeInfo(t reflect.Type) *typeInfo {
 		}
 	})
 	if len(pks) > 0 {
-		ti.rules = append(ti.rules, identRule{pks})
+		ti.rules = append(ti.rules, identRule{paths: pks})
 	}
 	// Rule 3 (conventional ID) and rule 4 (Id).
 	for _, name := range []string{"ID", "Id"} {
 		if f, ok := t.FieldByName(name); ok {
-			ti.rules = append(ti.rules, identRule{[][]int{f.Index}})
+			ti.rules = append(ti.rules, identRule{paths: [][]int{f.Index}, byName: true})
+			if ti.ignored == nil {
+				ti.ignored = fieldsBeside(t, f.Index)
+			}
 		}
 	}
 
@@ -251,6 +263,9 @@ func identity(v reflect.Value, ti *typeInfo) (string, bool) {
 			vals = append(vals, formatValue(f, 0))
 		}
 		if len(vals) == len(r.paths) {
+			if r.byName && len(ti.ignored) > 0 {
+				ti.warnIgnored()
+			}
 			return ti.name + "::" + strings.Join(vals, ":"), true
 		}
 	}

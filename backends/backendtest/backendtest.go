@@ -83,6 +83,7 @@ var cases = []struct {
 	{"NamespaceIsolation", testNamespaceIsolation},
 	{"NamespaceGlob", testNamespaceGlob},
 	{"NamespaceNesting", testNamespaceNesting},
+	{"ForeignDeps", testForeignDeps},
 	{"Clear", testClear},
 	{"AwkwardNames", testAwkwardNames},
 	{"BigTag", testBigTag},

@@ -58,6 +58,10 @@
 //     other's entries, invalidations, stamps or Clear.
 //   - NamespaceGlob: namespaces holding glob characters ("x*", "x?", "x[2]")
 //     do not reach "x2" and the like.
+//   - ForeignDeps: an entry depending on a tag of another namespace
+//     (backends.ForeignDep) is refused by that tag's stamp and removed by
+//     its invalidation there, never by its own namespace's tag of the same
+//     name; a carried tag (backends.CarriedDep) is stored, not registered.
 //   - Clear: removes and counts every entry and registration of the
 //     namespace, keeps recent stamps, and the namespace works afterwards.
 //   - AwkwardNames: keys and tags with ":", "*", "{", "}", "\\", spaces,

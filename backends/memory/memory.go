@@ -221,9 +221,13 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	case f.Age > b.maxFillAge:
 		return fmt.Errorf("memory: fill %q: %w (it ran %v, longer than %v)", f.Key, backends.ErrStale, f.Age, b.maxFillAge)
 	}
-	if sp := b.spaces[ns]; sp != nil {
-		for _, d := range f.Entry.Deps {
-			if ts := sp.tags[d]; ts != nil && ts.stamp > f.Since.N {
+	for _, d := range f.Entry.Deps {
+		dep := backends.ParseDep(ns, d)
+		if dep.Carried {
+			continue
+		}
+		if sp := b.spaces[dep.NS]; sp != nil {
+			if ts := sp.tags[dep.Tag]; ts != nil && ts.stamp > f.Since.N {
 				return fmt.Errorf("memory: fill %q: %w (tag %q invalidated at %d, after %d)",
 					f.Key, backends.ErrStale, d, ts.stamp, f.Since.N)
 			}
@@ -252,7 +256,7 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	sp.entries[f.Key] = en
 	b.count++
 	for _, d := range en.deps {
-		b.register(sp, d, en)
+		b.register(en, d)
 	}
 	b.setExpiry(en, f.TTL, now)
 	if b.maxEntries > 0 {
@@ -264,18 +268,14 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 // refill stores f over the existing entry en in place: its registrations
 // change only where the deps do.
 func (b *Backend) refill(en *entry, f backends.Fill, now time.Time) {
-	sp := en.sp
 	if !slices.Equal(en.deps, f.Entry.Deps) {
 		for _, d := range en.deps {
 			if !slices.Contains(f.Entry.Deps, d) {
-				if ts := sp.tags[d]; ts != nil {
-					delete(ts.regs, en)
-					b.dropTagIfEmpty(sp, d, ts)
-				}
+				b.unregister(en, d)
 			}
 		}
 		for _, d := range f.Entry.Deps {
-			b.register(sp, d, en)
+			b.register(en, d)
 		}
 		en.deps = nil
 		if len(f.Entry.Deps) > 0 {
@@ -289,17 +289,44 @@ func (b *Backend) refill(en *entry, f backends.Fill, now time.Time) {
 	b.touch(en)
 }
 
-// register records en under tag d.
-func (b *Backend) register(sp *space, d string, en *entry) {
-	ts := sp.tags[d]
+// register records en under its dependency d, in the namespace d names
+// (backends.ParseDep): a tag of another namespace registers it there, so
+// that invalidating that tag removes it. A carried tag registers nothing.
+func (b *Backend) register(en *entry, d string) {
+	dep := backends.ParseDep(en.sp.name, d)
+	if dep.Carried {
+		return
+	}
+	sp := b.space(dep.NS)
+	ts := sp.tags[dep.Tag]
 	if ts == nil {
 		ts = &tagState{}
-		sp.tags[d] = ts
+		sp.tags[dep.Tag] = ts
 	}
 	if ts.regs == nil {
 		ts.regs = map[*entry]struct{}{}
 	}
 	ts.regs[en] = struct{}{}
+}
+
+// unregister undoes register, dropping what becomes empty in another
+// namespace (en's own is dropped by the caller, once).
+func (b *Backend) unregister(en *entry, d string) {
+	dep := backends.ParseDep(en.sp.name, d)
+	if dep.Carried {
+		return
+	}
+	sp := b.spaces[dep.NS]
+	if sp == nil {
+		return
+	}
+	if ts := sp.tags[dep.Tag]; ts != nil {
+		delete(ts.regs, en)
+		b.dropTagIfEmpty(sp, dep.Tag, ts)
+	}
+	if sp != en.sp {
+		b.dropSpaceIfEmpty(sp)
+	}
 }
 
 // setExpiry gives en the lifetime ttl from now (none for 0 or NoExpiry).
@@ -477,10 +504,7 @@ func (b *Backend) remove(en *entry) {
 	delete(sp.entries, en.key)
 	b.count--
 	for _, d := range en.deps {
-		if ts := sp.tags[d]; ts != nil {
-			delete(ts.regs, en)
-			b.dropTagIfEmpty(sp, d, ts)
-		}
+		b.unregister(en, d)
 	}
 	if en.heapIdx >= 0 {
 		heap.Remove(&b.expiries, en.heapIdx)

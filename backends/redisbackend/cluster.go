@@ -306,8 +306,8 @@ type slotGroup struct {
 func groupBySlot(ns string, tags []string) []slotGroup {
 	var groups []slotGroup
 	index := map[uint16]int{}
-	for _, t := range tags {
-		k := tagKey(ns, t)
+	for _, d := range registeredDeps(ns, tags) {
+		k, t := tagKey(d.NS, d.Tag), d.Tag
 		s := keySlot(k)
 		i, ok := index[s]
 		if !ok {

@@ -402,9 +402,9 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	ek := entryKey(ns, f.Key)
 	keys := make([]string, 2, 2+len(e.Deps))
 	keys[0], keys[1] = ek, b.cfg.epochKey
-	tags := dedupe(e.Deps)
-	for _, t := range tags {
-		keys = append(keys, tagKey(ns, t))
+	tags := registeredDeps(ns, dedupe(e.Deps))
+	for _, d := range tags {
+		keys = append(keys, tagKey(d.NS, d.Tag))
 	}
 	res, err := b.run(ctx, st, sFill, keys,
 		f.Since.Era, f.Since.N, newFillID(), backends.EncodeEntry(e), ttlMS, pruneSample).Slice()
@@ -423,11 +423,26 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 		i, _ := res[1].(int64)
 		tag := ""
 		if i >= 1 && int(i) <= len(tags) {
-			tag = tags[i-1]
+			tag = tags[i-1].Tag
 		}
 		return fmt.Errorf("redisbackend: fill %q: %w (tag %q invalidated at %v, after %v)", f.Key, backends.ErrStale, tag, res[2], f.Since)
 	}
 	return fmt.Errorf("redisbackend: fill %q: unexpected script reply %v", f.Key, res)
+}
+
+// registeredDeps reads the dependencies of an entry of namespace ns
+// (backends.ParseDep), leaving out the carried ones, which are neither
+// checked nor registered. A tag of another namespace is checked and
+// registered in that namespace's tag hash, so its invalidation finds the
+// entry (registrations hold full entry keys).
+func registeredDeps(ns string, deps []string) []backends.Dep {
+	out := make([]backends.Dep, 0, len(deps))
+	for _, d := range deps {
+		if dep := backends.ParseDep(ns, d); !dep.Carried {
+			out = append(out, dep)
+		}
+	}
+	return out
 }
 
 // dedupe returns s without repeated strings, in first-seen order. It

@@ -1,0 +1,85 @@
+package depcache
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/depcache/go-depcache/backends"
+)
+
+// An entry may depend on tags of other managers (pairs, operation.go). While
+// one of those managers has an invalidation pending retry, this process
+// must not serve or store an entry carrying such a tag either, whatever
+// the entry's own manager. Managers with a failed invalidation are indexed
+// by key prefix here, so that a lookup can find them; the index is read only
+// when an entry names a tag of another prefix and some manager has ever
+// had an invalidation pending.
+
+var pendingIndex struct {
+	any  atomic.Bool
+	mu   sync.Mutex
+	byNS map[string]map[*Manager]struct{}
+}
+
+// notePending records that m has an invalidation pending retry.
+func notePending(m *Manager) {
+	pendingIndex.mu.Lock()
+	defer pendingIndex.mu.Unlock()
+	if pendingIndex.byNS == nil {
+		pendingIndex.byNS = map[string]map[*Manager]struct{}{}
+	}
+	set := pendingIndex.byNS[m.ns]
+	if set == nil {
+		set = map[*Manager]struct{}{}
+		pendingIndex.byNS[m.ns] = set
+	}
+	set[m] = struct{}{}
+	pendingIndex.any.Store(true)
+}
+
+// forgetPending removes a closed manager from the index.
+func forgetPending(m *Manager) {
+	pendingIndex.mu.Lock()
+	defer pendingIndex.mu.Unlock()
+	if set := pendingIndex.byNS[m.ns]; set != nil {
+		delete(set, m)
+		if len(set) == 0 {
+			delete(pendingIndex.byNS, m.ns)
+		}
+	}
+}
+
+// pendingAffects reports whether an entry of m with deps (as entries store
+// them) must not be served or stored: one of its tags, of m or of another
+// manager on m's backend, has an invalidation pending retry.
+func (m *Manager) pendingAffects(deps []string) bool {
+	if m.pending.affects(deps) {
+		return true
+	}
+	if !pendingIndex.any.Load() {
+		return false
+	}
+	for _, d := range deps {
+		dep := backends.ParseDep(m.ns, d)
+		if dep.Carried || dep.NS == m.ns {
+			continue
+		}
+		for _, other := range pendingManagers(dep.NS) {
+			if sameStore(other.backend, m.backend) && other.pending.affects([]string{dep.Tag}) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func pendingManagers(ns string) []*Manager {
+	pendingIndex.mu.Lock()
+	defer pendingIndex.mu.Unlock()
+	set := pendingIndex.byNS[ns]
+	out := make([]*Manager, 0, len(set))
+	for m := range set {
+		out = append(out, m)
+	}
+	return out
+}
