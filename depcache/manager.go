@@ -37,11 +37,12 @@ type Manager struct {
 	release  func() error // closes what this manager opened itself
 	registry *Registry
 
-	stats    counters
-	pending  *pendingSet
-	closed   atomic.Bool
-	flights  flightGroup
-	noDepLog sync.Map // function identities already logged for a fill with no dependency
+	stats     counters
+	pending   *pendingSet
+	closed    atomic.Bool
+	flights   flightGroup
+	noDepLog  sync.Map  // function identities already logged for a fill with no dependency
+	closedLog sync.Once // a memoized call on the closed manager was logged
 }
 
 // New returns a manager storing in b. It does not register the manager (see

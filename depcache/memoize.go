@@ -238,7 +238,7 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		key = s.id + ":" + argKey
 	}
 	read, fill := allowed(ctx)
-	if m == nil || !read || !m.Enabled() {
+	if m == nil || !read || !m.Enabled() || m.callsClosed() {
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
 
@@ -295,6 +295,8 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 	}
+	lease := m.holdLease(key, l.Lease)
+	defer lease.giveBack(ctx)
 	since := l.Epoch
 	if since.IsZero() {
 		// The entry was unusable, or the lookup failed open: read the
@@ -354,8 +356,8 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		m.flights.leave(fk, f)
 	}
 	stored, fillErr := m.store(ctx, s, c, v, fnErr)
-	if !stored && c.lease != "" {
-		m.releaseLease(ctx, key, c.lease)
+	if stored {
+		lease.used()
 	}
 	if f != nil && stored {
 		f.stored, f.val, f.err, f.deps, f.since = true, v, fnErr, c.final.deps, c.final.since
@@ -407,6 +409,9 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 		return false, nil
 	}
 	switch {
+	case m.closed.Load():
+		m.skipped(c.key, ErrClosed)
+		return false, nil
 	case f.skip != "":
 		m.skipped(c.key, fmt.Errorf("depcache: not stored: %s", f.skip))
 		return false, nil
