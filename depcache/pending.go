@@ -2,6 +2,8 @@ package depcache
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,10 @@ type pendingSet struct {
 	tags  map[string]uint64 // tag → generation of its latest failure
 	gen   uint64
 	clear bool // the set overflowed: clear the whole namespace instead
+	// clearGen is the generation of the latest failure that only a Clear
+	// covers (its tag was not kept): a Clear that began before it does not
+	// end the need for one.
+	clearGen uint64
 	size  atomic.Int64
 
 	wake    chan struct{}
@@ -66,7 +72,9 @@ func (p *pendingSet) add(deps []string) {
 			p.clear = true
 			p.m.log.Error("depcache: too many failed invalidations; the namespace will be cleared", "limit", p.m.cfg.pendingLimit)
 		}
-		if !p.clear {
+		if p.clear {
+			p.clearGen = p.gen
+		} else {
 			p.tags[d] = p.gen
 		}
 	}
@@ -124,10 +132,13 @@ func (p *pendingSet) loop() {
 	}
 }
 
-// retry makes one attempt at everything pending.
+// retry makes one attempt at everything pending. What it removes from the
+// set afterwards is only what it delivered: a tag (or a Clear) that failed
+// again while the attempt was under way keeps its newer generation and
+// stays pending.
 func (p *pendingSet) retry(ctx context.Context) error {
 	p.mu.Lock()
-	clear := p.clear
+	clear, clearGen := p.clear, p.clearGen
 	snapshot := make(map[string]uint64, len(p.tags))
 	for t, g := range p.tags {
 		snapshot[t] = g
@@ -135,28 +146,33 @@ func (p *pendingSet) retry(ctx context.Context) error {
 	p.mu.Unlock()
 	ctx = context.WithoutCancel(ctx)
 
-	if clear {
-		cctx, cancel := context.WithTimeout(ctx, p.m.cfg.invTimeout)
-		_, err := p.m.backend.Clear(cctx, p.m.ns)
-		cancel()
-		if err != nil {
-			p.m.backendError("clear", "", err)
-			return err
-		}
-		p.mu.Lock()
+	// The tags still known are invalidated one by one even when a Clear
+	// follows: a Clear deletes entries but stamps no tag, so a fill that
+	// began before it (in another process) could store after it. They stay
+	// pending until that succeeds, whatever the Clear does.
+	err := p.invalidateKnown(ctx, snapshot)
+	if !clear {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, p.m.cfg.invTimeout)
+	_, cerr := p.m.backend.Clear(cctx, p.m.ns)
+	cancel()
+	if cerr != nil {
+		p.m.backendError("clear", "", cerr)
+		return errors.Join(err, fmt.Errorf("depcache: clear %q: %w", p.m.ns, cerr))
+	}
+	p.mu.Lock()
+	if p.clearGen == clearGen {
 		p.clear = false
-		for t, g := range snapshot {
-			if p.tags[t] == g {
-				delete(p.tags, t)
-			}
-		}
-		p.updateSize()
-		p.mu.Unlock()
-		return nil
 	}
-	if len(snapshot) == 0 {
-		return nil
-	}
+	p.updateSize()
+	p.mu.Unlock()
+	return err
+}
+
+// invalidateKnown invalidates the tags of snapshot in batches and removes
+// from the set those that did not fail again meanwhile.
+func (p *pendingSet) invalidateKnown(ctx context.Context, snapshot map[string]uint64) error {
 	tags := make([]string, 0, len(snapshot))
 	for t := range snapshot {
 		tags = append(tags, t)
