@@ -24,7 +24,7 @@ type pendingSet struct {
 	// covers (its tag was not kept): a Clear that began before it does not
 	// end the need for one.
 	clearGen uint64
-	size  atomic.Int64
+	size     atomic.Int64
 
 	wake    chan struct{}
 	quit    chan struct{}
