@@ -47,24 +47,62 @@ type memoSpec struct {
 }
 
 // Using makes the function cache in m.
-func Using(m *Manager) MemoOption { return func(s *memoSpec) { s.manager = m } }
+func Using(m *Manager) MemoOption {
+	return func(s *memoSpec) {
+		if m == nil {
+			s.invalid("Using(nil)")
+			return
+		}
+		s.manager = m
+	}
+}
 
 // ManagerName makes the function cache in the manager registered under
 // name, looked up on every call; an unknown name is a logged error and the
 // call runs uncached.
-func ManagerName(name string) MemoOption { return func(s *memoSpec) { s.managerName = name } }
+func ManagerName(name string) MemoOption {
+	return func(s *memoSpec) {
+		if name == "" {
+			s.invalid("ManagerName: empty name")
+			return
+		}
+		s.managerName = name
+	}
+}
 
 // InRegistry makes ManagerName and the default manager resolve in r instead
 // of DefaultRegistry.
-func InRegistry(r *Registry) MemoOption { return func(s *memoSpec) { s.registry = r } }
+func InRegistry(r *Registry) MemoOption {
+	return func(s *memoSpec) {
+		if r == nil {
+			s.invalid("InRegistry(nil)")
+			return
+		}
+		s.registry = r
+	}
+}
 
 // TTL sets the lifetime of the entries the function stores (0: the
 // manager's default). SetTTL inside the function overrides it.
-func TTL(d time.Duration) MemoOption { return func(s *memoSpec) { s.ttl, s.ttlSet = d, true } }
+func TTL(d time.Duration) MemoOption {
+	return func(s *memoSpec) {
+		if d < 0 && d != NoExpiry {
+			s.invalid(fmt.Sprintf("TTL(%v): negative; use NoExpiry or 0 for the default", d))
+			return
+		}
+		s.ttl, s.ttlSet = d, true
+	}
+}
 
 // Deps adds dependencies every entry of the function carries.
 func Deps(static ...string) MemoOption {
-	return func(s *memoSpec) { s.deps = append(s.deps, static...) }
+	return func(s *memoSpec) {
+		if err := checkTags(static); err != nil {
+			s.invalid("Deps: " + err.Error())
+			return
+		}
+		s.deps = append(s.deps, static...)
+	}
 }
 
 // CacheErrors caches errors that match one of targets by errors.Is. A cached
@@ -72,10 +110,12 @@ func Deps(static ...string) MemoOption {
 // that match nothing are never cached.
 func CacheErrors(targets ...error) MemoOption {
 	return func(s *memoSpec) {
-		for _, t := range targets {
-			if t != nil {
-				s.errRules = append(s.errRules, isMatcher(t))
+		for i, t := range targets {
+			if t == nil {
+				s.invalid(fmt.Sprintf("CacheErrors: target %d of %d is nil", i+1, len(targets)))
+				continue
 			}
+			s.errRules = append(s.errRules, isMatcher(t))
 		}
 	}
 }
@@ -101,7 +141,15 @@ func OnResult(fn func(Result)) MemoOption { return func(s *memoSpec) { s.onResul
 // KeyName sets the function's identity in keys. Without it the identity is
 // the function's symbol name and signature, which shifts when code moves;
 // method values and generic functions have no usable symbol and need it.
-func KeyName(name string) MemoOption { return func(s *memoSpec) { s.keyName = name } }
+func KeyName(name string) MemoOption {
+	return func(s *memoSpec) {
+		if name == "" {
+			s.invalid("KeyName: empty name")
+			return
+		}
+		s.keyName = name
+	}
+}
 
 func newSpec(fn any, opts []MemoOption) *memoSpec {
 	s := &memoSpec{}

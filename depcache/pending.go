@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,11 +100,12 @@ func (p *pendingSet) updateSize() {
 	p.size.Store(n)
 }
 
-// loop retries with exponential backoff until the set is empty or stop.
+// loop retries with capped exponential backoff and jitter until the set is
+// empty or stop.
 func (p *pendingSet) loop() {
 	defer close(p.done)
 	wait := p.m.cfg.retryMin
-	timer := time.NewTimer(wait)
+	timer := time.NewTimer(jitter(wait))
 	defer timer.Stop()
 	for {
 		select {
@@ -128,8 +130,19 @@ func (p *pendingSet) loop() {
 			case <-p.wake:
 			}
 		}
-		timer.Reset(wait)
+		timer.Reset(jitter(wait))
 	}
+}
+
+// jitter returns a wait drawn uniformly between half of d and d: processes
+// whose invalidations failed at the same moment (a Redis restart) must not
+// all retry at the same moment too.
+func jitter(d time.Duration) time.Duration {
+	half := d / 2
+	if half <= 0 {
+		return d
+	}
+	return d - half + rand.N(half+1)
 }
 
 // retry makes one attempt at everything pending. What it removes from the
