@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/depcache/go-depcache/backends"
@@ -41,8 +42,9 @@ type memoSpec struct {
 	onResult    func(Result)
 	keyName     string
 
-	id      string // function identity
-	idErr   error  // why the function cannot be keyed
+	result  atomic.Pointer[resultCheck] // can the codec round-trip the result type
+	id      string                      // function identity
+	idErr   error                       // why the function cannot be keyed
 	logOnce sync.Once
 }
 
@@ -289,6 +291,10 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	if m == nil || !read || !m.Enabled() || m.callsClosed() {
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
+	rc := s.checkResult(m, key, m.cfg.codec, reflect.TypeFor[R]())
+	if rc.err != nil {
+		return runUncached(ctx, s, m, parent, key, args, fn)
+	}
 
 	var (
 		l        backends.Lookup
@@ -403,7 +409,7 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	if f != nil {
 		m.flights.leave(fk, f)
 	}
-	stored, fillErr := m.store(ctx, s, c, v, fnErr)
+	stored, fillErr := m.store(ctx, s, c, encodable(rc, &v), fnErr)
 	if stored {
 		lease.used()
 	}
