@@ -63,10 +63,17 @@ func (p *pendingSet) add(deps []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
+		p.m.log.Error("depcache: invalidation failed on a closed manager; it will not be retried", "deps", deps)
 		return
 	}
 	p.gen++
 	for _, d := range deps {
+		if _, known := p.tags[d]; known {
+			// Renew it even in overflow: a retry of it under way may have
+			// stamped the tag before the write behind this failure.
+			p.tags[d] = p.gen
+			continue
+		}
 		if !p.clear && len(p.tags) >= p.m.cfg.pendingLimit {
 			// Too many distinct tags to remember: one Clear of the namespace
 			// covers them all.

@@ -120,3 +120,54 @@ func TestOverflowClearStampsTheTagsItKnows(t *testing.T) {
 		t.Fatal("a fill begun before the overflow Clear stored after it")
 	}
 }
+
+// recordingInvalidate records the tags of every invalidation that succeeded,
+// and runs during once, right after the first one.
+type recordingInvalidate struct {
+	*faulty
+	once      atomic.Bool
+	during    func()
+	delivered []string
+}
+
+func (r *recordingInvalidate) Invalidate(ctx context.Context, ns string, tags ...string) (int, error) {
+	n, err := r.faulty.Invalidate(ctx, ns, tags...)
+	if err == nil {
+		r.delivered = append(r.delivered, tags...)
+	}
+	if r.during != nil && r.once.CompareAndSwap(false, true) {
+		r.during()
+	}
+	return n, err
+}
+
+// A known tag that fails again while the overflow retry is invalidating it
+// is invalidated again later, even though the set is in overflow: its
+// retry may have stamped the tag before the write behind the new failure.
+func TestKnownTagFailingAgainDuringOverflowIsRetried(t *testing.T) {
+	ctx := context.Background()
+	fb := &recordingInvalidate{faulty: &faulty{Backend: memory.New()}}
+	defer fb.Close()
+	m := depcache.New(fb, depcache.WithLogger(quiet), depcache.WithPendingLimit(1), depcache.WithRetryBackoff(time.Hour, time.Hour))
+	defer m.Close()
+	fb.invalidations.Store(true)
+	m.InvalidateDependency(ctx, "a", "b") // a is kept, b overflows
+	fb.invalidations.Store(false)
+	fb.during = func() {
+		fb.invalidations.Store(true)
+		if _, err := m.InvalidateDependency(ctx, "a"); !errors.Is(err, errDown) {
+			t.Errorf("second invalidation of a: %v", err)
+		}
+		fb.invalidations.Store(false)
+	}
+	m.RetryPending(ctx) // delivers a, during which a fails again
+	fb.delivered = nil
+	m.RetryPending(ctx)
+	m.RetryPending(ctx)
+	if len(fb.delivered) == 0 || fb.delivered[0] != "a" {
+		t.Fatalf("a was not invalidated again after its second failure: %q", fb.delivered)
+	}
+	if n := m.Stats().PendingInvalidations; n != 0 {
+		t.Fatalf("%d still pending", n)
+	}
+}
