@@ -129,7 +129,7 @@ func CacheErrors(targets ...error) MemoOption {
 func CacheErrorsAs[E error]() MemoOption {
 	return func(s *memoSpec) {
 		if reflect.TypeFor[E]().Kind() == reflect.Interface {
-			s.idErr = fmt.Errorf("depcache: CacheErrorsAs[%v]: an interface type cannot be decoded; name a concrete error type", reflect.TypeFor[E]())
+			s.invalid(fmt.Sprintf("CacheErrorsAs[%v]: an interface type cannot be decoded; name a concrete error type", reflect.TypeFor[E]()))
 			return
 		}
 		s.errRules = append(s.errRules, asMatcher[E]())
