@@ -98,7 +98,7 @@ func checkNoInterface(t reflect.Type, tag string, decodesItself func(reflect.Typ
 		case reflect.Struct:
 			for i := range t.NumField() {
 				f := t.Field(i)
-				if !f.IsExported() && !f.Anonymous {
+				if !f.IsExported() && !(f.Anonymous && derefKind(f.Type) == reflect.Struct) {
 					continue // not encoded: dropped, documented
 				}
 				name, _, _ := strings.Cut(f.Tag.Get(tag), ",")
@@ -113,6 +113,13 @@ func checkNoInterface(t reflect.Type, tag string, decodesItself func(reflect.Typ
 		return nil
 	}
 	return walk(t, "the result")
+}
+
+func derefKind(t reflect.Type) reflect.Kind {
+	if t.Kind() == reflect.Pointer {
+		return t.Elem().Kind()
+	}
+	return t.Kind()
 }
 
 // resultCheck is the verdict on a result type under one codec.

@@ -33,6 +33,7 @@ type rtHidden struct {
 	Name    string
 	Skipped any `json:"-" msgpack:"-"`
 	private any
+	rtShape // embedded but unexported: not encoded
 }
 
 // rtSelfDecoding holds an interface but decodes itself.
@@ -160,4 +161,40 @@ func TestResultTypesRoundTripOrAreRefused(t *testing.T) {
 			t.Fatal("an unreadable value was stored")
 		}
 	})
+}
+
+type rtNode struct {
+	Name     string
+	Children []*rtNode
+}
+
+type rtDeep struct {
+	Pages []map[string][]*struct{ Meta error }
+}
+
+func TestBuiltinCodecsCheckTypes(t *testing.T) {
+	cases := []struct {
+		t         reflect.Type
+		json, gob bool // accepted
+		msgpack   bool
+	}{
+		{reflect.TypeFor[rtUser](), true, true, true},
+		{reflect.TypeFor[*rtNode](), true, true, true}, // recursive
+		{reflect.TypeFor[rtDeep](), false, true, false},
+		{reflect.TypeFor[[]any](), false, true, false},
+		{reflect.TypeFor[error](), false, true, false},
+		{reflect.TypeFor[json.RawMessage](), true, true, true},
+		{reflect.TypeFor[rtSelfDecoding](), true, true, false},
+	}
+	for _, c := range cases {
+		for codec, want := range map[depcache.Codec]bool{depcache.JSON: c.json, depcache.Gob: c.gob, depcache.Msgpack: c.msgpack} {
+			err := codec.(depcache.TypeChecker).CheckType(c.t)
+			if (err == nil) != want {
+				t.Errorf("%s.CheckType(%v) = %v, want accepted=%v", codec.Name(), c.t, err, want)
+			}
+			if err != nil && !errors.Is(err, depcache.ErrCodecType) {
+				t.Errorf("%s.CheckType(%v) = %v, not ErrCodecType", codec.Name(), c.t, err)
+			}
+		}
+	}
 }
