@@ -77,6 +77,23 @@
 // deleted. Errors are cached only when CacheErrors or CacheErrorsAs name
 // them.
 //
+// A hit returns exactly what the miss returned, or the function is not
+// cached. JSON and msgpack decode into an interface whatever the bytes look
+// like (a struct as map[string]any, a number as float64), so with them a
+// result type that is or holds an interface (any, error, map[string]any, an
+// encoded struct field of interface type) runs uncached, logged once per type
+// and codec; types with their own decoder (json.Unmarshaler,
+// encoding.TextUnmarshaler, msgpack's) are trusted. Gob carries the concrete
+// type of an interface result, given gob.Register. A Codec may implement
+// TypeChecker to refuse types itself.
+//
+// Options that cannot work (WithTimeout(0), WithRetryBackoff(0, d), an empty
+// KeyName, a negative TTL other than NoExpiry, ...) are errors wrapping
+// ErrInvalidOption: GetOrCreate returns it; a Manager from New logs it,
+// caches nothing and returns it from Err and from every method, while its
+// invalidations still run with the defaults; a memoized function given such
+// a MemoOption runs uncached, reported once.
+//
 // # Configuration
 //
 // Default and GetOrCreate read DEP_CACHE_ENABLED, DEP_CACHE_PREFIX,

@@ -1,6 +1,7 @@
 package depcache
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 
@@ -58,4 +59,34 @@ func (g *flightGroup) leave(k flightKey, f *flight) {
 		delete(g.m, k)
 	}
 	g.mu.Unlock()
+}
+
+// heldLease is the store's fill lease (Redis Cluster, or a Redis with its
+// fill lock) that a miss took. Until a fill stores under it, no other
+// process can fill the key, so every way out of a memoized call that does
+// not store — a cancelled wait on a flight, a panic, SkipFill, an encode
+// error, a closed manager, a strict error — must give it back; a leaked
+// lease keeps the key uncached for the lease's whole TTL.
+type heldLease struct {
+	m     *Manager
+	key   string
+	token string
+}
+
+func (m *Manager) holdLease(key, token string) *heldLease {
+	return &heldLease{m: m, key: key, token: token}
+}
+
+// used records that a fill stored under the lease: the entry replaced it.
+func (h *heldLease) used() { h.token = "" }
+
+// giveBack releases the lease unless a fill used it. It is safe to call
+// more than once, and with a ctx that has ended.
+func (h *heldLease) giveBack(ctx context.Context) {
+	if h.token == "" {
+		return
+	}
+	token := h.token
+	h.token = ""
+	h.m.releaseLease(ctx, h.key, token)
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/depcache/go-depcache/backends"
@@ -42,31 +43,70 @@ type memoSpec struct {
 	onResult    func(Result)
 	keyName     string
 
-	id      string // function identity
-	idErr   error  // why the function cannot be keyed
-	fn      any    // the function, when id is its symbol (see closures.go)
+	result  atomic.Pointer[resultCheck] // can the codec round-trip the result type
+	id      string                      // function identity
+	idErr   error                       // why the function cannot be keyed
+	fn      any                         // the function, when id is its symbol (see closures.go)
 	logOnce sync.Once
 }
 
 // Using makes the function cache in m.
-func Using(m *Manager) MemoOption { return func(s *memoSpec) { s.manager = m } }
+func Using(m *Manager) MemoOption {
+	return func(s *memoSpec) {
+		if m == nil {
+			s.invalid("Using(nil)")
+			return
+		}
+		s.manager = m
+	}
+}
 
 // ManagerName makes the function cache in the manager registered under
 // name, looked up on every call; an unknown name is a logged error and the
 // call runs uncached.
-func ManagerName(name string) MemoOption { return func(s *memoSpec) { s.managerName = name } }
+func ManagerName(name string) MemoOption {
+	return func(s *memoSpec) {
+		if name == "" {
+			s.invalid("ManagerName: empty name")
+			return
+		}
+		s.managerName = name
+	}
+}
 
 // InRegistry makes ManagerName and the default manager resolve in r instead
 // of DefaultRegistry.
-func InRegistry(r *Registry) MemoOption { return func(s *memoSpec) { s.registry = r } }
+func InRegistry(r *Registry) MemoOption {
+	return func(s *memoSpec) {
+		if r == nil {
+			s.invalid("InRegistry(nil)")
+			return
+		}
+		s.registry = r
+	}
+}
 
 // TTL sets the lifetime of the entries the function stores (0: the
 // manager's default). SetTTL inside the function overrides it.
-func TTL(d time.Duration) MemoOption { return func(s *memoSpec) { s.ttl, s.ttlSet = d, true } }
+func TTL(d time.Duration) MemoOption {
+	return func(s *memoSpec) {
+		if d < 0 && d != NoExpiry {
+			s.invalid(fmt.Sprintf("TTL(%v): negative; use NoExpiry or 0 for the default", d))
+			return
+		}
+		s.ttl, s.ttlSet = d, true
+	}
+}
 
 // Deps adds dependencies every entry of the function carries.
 func Deps(static ...string) MemoOption {
-	return func(s *memoSpec) { s.deps = append(s.deps, static...) }
+	return func(s *memoSpec) {
+		if err := checkTags(static); err != nil {
+			s.invalid("Deps: " + err.Error())
+			return
+		}
+		s.deps = append(s.deps, static...)
+	}
 }
 
 // CacheErrors caches errors that match one of targets by errors.Is. A cached
@@ -74,10 +114,12 @@ func Deps(static ...string) MemoOption {
 // that match nothing are never cached.
 func CacheErrors(targets ...error) MemoOption {
 	return func(s *memoSpec) {
-		for _, t := range targets {
-			if t != nil {
-				s.errRules = append(s.errRules, isMatcher(t))
+		for i, t := range targets {
+			if t == nil {
+				s.invalid(fmt.Sprintf("CacheErrors: target %d of %d is nil", i+1, len(targets)))
+				continue
 			}
+			s.errRules = append(s.errRules, isMatcher(t))
 		}
 	}
 }
@@ -89,7 +131,7 @@ func CacheErrors(targets ...error) MemoOption {
 func CacheErrorsAs[E error]() MemoOption {
 	return func(s *memoSpec) {
 		if reflect.TypeFor[E]().Kind() == reflect.Interface {
-			s.idErr = fmt.Errorf("depcache: CacheErrorsAs[%v]: an interface type cannot be decoded; name a concrete error type", reflect.TypeFor[E]())
+			s.invalid(fmt.Sprintf("CacheErrorsAs[%v]: an interface type cannot be decoded; name a concrete error type", reflect.TypeFor[E]()))
 			return
 		}
 		s.errRules = append(s.errRules, asMatcher[E]())
@@ -108,7 +150,15 @@ func OnResult(fn func(Result)) MemoOption { return func(s *memoSpec) { s.onResul
 // variables are not part of keys, so without KeyName the first closure
 // value a manager sees owns the identity, and the others are logged once
 // and run uncached.
-func KeyName(name string) MemoOption { return func(s *memoSpec) { s.keyName = name } }
+func KeyName(name string) MemoOption {
+	return func(s *memoSpec) {
+		if name == "" {
+			s.invalid("KeyName: empty name")
+			return
+		}
+		s.keyName = name
+	}
+}
 
 func newSpec(fn any, opts []MemoOption) *memoSpec {
 	s := &memoSpec{}
@@ -255,6 +305,10 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	if m == nil || !read || !m.Enabled() || !m.ownsIdentity(s) {
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
+	rc := s.checkResult(m, key, m.cfg.codec, reflect.TypeFor[R]())
+	if rc.err != nil {
+		return runUncached(ctx, s, m, parent, key, args, fn)
+	}
 
 	var (
 		l        backends.Lookup
@@ -309,6 +363,8 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 	}
+	lease := m.holdLease(key, l.Lease)
+	defer lease.giveBack(ctx)
 	since := l.Epoch
 	if since.IsZero() {
 		// The entry was unusable, or the lookup failed open: read the
@@ -367,9 +423,9 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	if f != nil {
 		m.flights.leave(fk, f)
 	}
-	stored, fillErr := m.store(ctx, s, c, v, fnErr)
-	if !stored && c.lease != "" {
-		m.releaseLease(ctx, key, c.lease)
+	stored, fillErr := m.store(ctx, s, c, encodable(rc, &v), fnErr)
+	if stored {
+		lease.used()
 	}
 	if f != nil && stored {
 		f.stored, f.val, f.err, f.deps, f.since = true, v, fnErr, c.final.deps, c.final.since

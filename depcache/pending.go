@@ -2,6 +2,9 @@ package depcache
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +21,11 @@ type pendingSet struct {
 	tags  map[string]uint64 // tag → generation of its latest failure
 	gen   uint64
 	clear bool // the set overflowed: clear the whole namespace instead
-	size  atomic.Int64
+	// clearGen is the generation of the latest failure that only a Clear
+	// covers (its tag was not kept): a Clear that began before it does not
+	// end the need for one.
+	clearGen uint64
+	size     atomic.Int64
 
 	wake    chan struct{}
 	quit    chan struct{}
@@ -56,17 +63,26 @@ func (p *pendingSet) add(deps []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
+		p.m.log.Error("depcache: invalidation failed on a closed manager; it will not be retried", "deps", deps)
 		return
 	}
 	p.gen++
 	for _, d := range deps {
+		if _, known := p.tags[d]; known {
+			// Renew it even in overflow: a retry of it under way may have
+			// stamped the tag before the write behind this failure.
+			p.tags[d] = p.gen
+			continue
+		}
 		if !p.clear && len(p.tags) >= p.m.cfg.pendingLimit {
 			// Too many distinct tags to remember: one Clear of the namespace
 			// covers them all.
 			p.clear = true
 			p.m.log.Error("depcache: too many failed invalidations; the namespace will be cleared", "limit", p.m.cfg.pendingLimit)
 		}
-		if !p.clear {
+		if p.clear {
+			p.clearGen = p.gen
+		} else {
 			p.tags[d] = p.gen
 		}
 	}
@@ -91,11 +107,12 @@ func (p *pendingSet) updateSize() {
 	p.size.Store(n)
 }
 
-// loop retries with exponential backoff until the set is empty or stop.
+// loop retries with capped exponential backoff and jitter until the set is
+// empty or stop.
 func (p *pendingSet) loop() {
 	defer close(p.done)
 	wait := p.m.cfg.retryMin
-	timer := time.NewTimer(wait)
+	timer := time.NewTimer(jitter(wait))
 	defer timer.Stop()
 	for {
 		select {
@@ -120,14 +137,28 @@ func (p *pendingSet) loop() {
 			case <-p.wake:
 			}
 		}
-		timer.Reset(wait)
+		timer.Reset(jitter(wait))
 	}
 }
 
-// retry makes one attempt at everything pending.
+// jitter returns a wait drawn uniformly between half of d and d: processes
+// whose invalidations failed at the same moment (a Redis restart) must not
+// all retry at the same moment too.
+func jitter(d time.Duration) time.Duration {
+	half := d / 2
+	if half <= 0 {
+		return d
+	}
+	return d - half + rand.N(half+1)
+}
+
+// retry makes one attempt at everything pending. What it removes from the
+// set afterwards is only what it delivered: a tag (or a Clear) that failed
+// again while the attempt was under way keeps its newer generation and
+// stays pending.
 func (p *pendingSet) retry(ctx context.Context) error {
 	p.mu.Lock()
-	clear := p.clear
+	clear, clearGen := p.clear, p.clearGen
 	snapshot := make(map[string]uint64, len(p.tags))
 	for t, g := range p.tags {
 		snapshot[t] = g
@@ -135,28 +166,33 @@ func (p *pendingSet) retry(ctx context.Context) error {
 	p.mu.Unlock()
 	ctx = context.WithoutCancel(ctx)
 
-	if clear {
-		cctx, cancel := context.WithTimeout(ctx, p.m.cfg.invTimeout)
-		_, err := p.m.backend.Clear(cctx, p.m.ns)
-		cancel()
-		if err != nil {
-			p.m.backendError("clear", "", err)
-			return err
-		}
-		p.mu.Lock()
+	// The tags still known are invalidated one by one even when a Clear
+	// follows: a Clear deletes entries but stamps no tag, so a fill that
+	// began before it (in another process) could store after it. They stay
+	// pending until that succeeds, whatever the Clear does.
+	err := p.invalidateKnown(ctx, snapshot)
+	if !clear {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, p.m.cfg.invTimeout)
+	_, cerr := p.m.backend.Clear(cctx, p.m.ns)
+	cancel()
+	if cerr != nil {
+		p.m.backendError("clear", "", cerr)
+		return errors.Join(err, fmt.Errorf("depcache: clear %q: %w", p.m.ns, cerr))
+	}
+	p.mu.Lock()
+	if p.clearGen == clearGen {
 		p.clear = false
-		for t, g := range snapshot {
-			if p.tags[t] == g {
-				delete(p.tags, t)
-			}
-		}
-		p.updateSize()
-		p.mu.Unlock()
-		return nil
 	}
-	if len(snapshot) == 0 {
-		return nil
-	}
+	p.updateSize()
+	p.mu.Unlock()
+	return err
+}
+
+// invalidateKnown invalidates the tags of snapshot in batches and removes
+// from the set those that did not fail again meanwhile.
+func (p *pendingSet) invalidateKnown(ctx context.Context, snapshot map[string]uint64) error {
 	tags := make([]string, 0, len(snapshot))
 	for t := range snapshot {
 		tags = append(tags, t)
