@@ -494,7 +494,8 @@ func TestDrive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		o := options{duration: 300 * time.Millisecond, readers: 2, writers: 1, interval: 10 * time.Millisecond}
+		o := options{duration: 300 * time.Millisecond, readers: 2, writers: 1, interval: 10 * time.Millisecond,
+			minReads: 60, minWrites: 2}
 		res := drive(context.Background(), b.url, b.app.m, tg, o)
 		if res.errors != 0 || res.reads == 0 || res.writes == 0 || res.p50 <= 0 || res.p99 < res.p50 {
 			t.Errorf("drive = %+v", res)

@@ -142,27 +142,33 @@ type loadResult struct {
 func (r loadResult) readsPerSec() float64 { return float64(r.reads) / r.elapsed.Seconds() }
 
 // drive runs o.readers readers and o.writers writers against base for
-// o.duration. Requests in flight at the end complete (and are not counted):
-// cancelling them would make the server log errors.
+// o.duration. Requests in flight at the end complete and count, as the
+// elapsed time includes them: cancelling them would make the server log
+// errors.
 func drive(ctx context.Context, base string, m *depcache.Manager, tg targets, o options) loadResult {
 	end := time.Now().Add(o.duration)
+	var reads, writes, errs atomic.Int64
+	// A run lasts o.duration and, past it, until the floors are met, so that
+	// a slow machine still makes the reads and writes a test relies on.
+	going := func() bool {
+		return time.Now().Before(end) || reads.Load() < int64(o.minReads) || writes.Load() < int64(o.minWrites)
+	}
 	transport := &http.Transport{MaxIdleConnsPerHost: o.readers + o.writers}
 	defer transport.CloseIdleConnections()
 	client := &http.Client{Transport: transport}
 
 	before := m.Stats()
 	latencies := make([][]time.Duration, o.readers)
-	var errs, writes atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range o.readers {
 		wg.Go(func() {
-			latencies[i] = reader(ctx, end, client, base, tg, uint64(i), &errs)
+			latencies[i] = reader(ctx, going, client, base, tg, uint64(i), &reads, &errs)
 		})
 	}
 	for i := range o.writers {
 		wg.Go(func() {
-			writer(ctx, end, client, base, tg, o.interval, uint64(i), &writes, &errs)
+			writer(ctx, going, client, base, tg, o.interval, uint64(i), &writes, &errs)
 		})
 	}
 	wg.Wait()
@@ -188,16 +194,16 @@ func drive(ctx context.Context, base string, m *depcache.Manager, tg targets, o 
 	return res
 }
 
-// reader sends reads back to back: post pages, front-page pages, tag
-// lists and user pages, popular ones more often. It returns the latency of
-// each read that completed.
-func reader(ctx context.Context, end time.Time, c *http.Client, base string, tg targets, seed uint64, errs *atomic.Int64) []time.Duration {
+// reader sends reads back to back while going reports true: post pages,
+// front-page pages, tag lists and user pages, popular ones more often. It
+// returns the latency of each read that completed.
+func reader(ctx context.Context, going func() bool, c *http.Client, base string, tg targets, seed uint64, reads, errs *atomic.Int64) []time.Duration {
 	r := rand.New(rand.NewPCG(seed, 11))
 	posts := rand.NewZipf(r, 1.2, 1, uint64(len(tg.posts)-1))
 	users := rand.NewZipf(r, 1.1, 1, uint64(len(tg.users)-1))
 	pages := rand.NewZipf(r, 1.5, 1, 49)
 	var lat []time.Duration
-	for ctx.Err() == nil && time.Now().Before(end) {
+	for ctx.Err() == nil && going() {
 		var path string
 		switch x := r.IntN(100); {
 		case x < 60:
@@ -213,11 +219,12 @@ func reader(ctx context.Context, end time.Time, c *http.Client, base string, tg 
 		status, err := send(ctx, c, "GET", base+path, nil)
 		d := time.Since(t0)
 		switch {
-		case ctx.Err() != nil || t0.Add(d).After(end):
+		case ctx.Err() != nil:
 			return lat
 		case err != nil || status != http.StatusOK:
 			errs.Add(1)
 		default:
+			reads.Add(1)
 			lat = append(lat, d)
 		}
 	}
@@ -225,12 +232,12 @@ func reader(ctx context.Context, end time.Time, c *http.Client, base string, tg 
 }
 
 // writer writes every interval: comments on popular posts, title edits,
-// new posts, and deletes of its own comments.
-func writer(ctx context.Context, end time.Time, c *http.Client, base string, tg targets, interval time.Duration, seed uint64, writes, errs *atomic.Int64) {
+// new posts, and deletes of its own comments, while going reports true.
+func writer(ctx context.Context, going func() bool, c *http.Client, base string, tg targets, interval time.Duration, seed uint64, writes, errs *atomic.Int64) {
 	r := rand.New(rand.NewPCG(seed, 13))
 	posts := rand.NewZipf(r, 1.1, 1, uint64(len(tg.posts)-1))
 	var mine []uint // comments this writer created
-	for n := 0; ctx.Err() == nil && time.Now().Before(end); n++ {
+	for n := 0; ctx.Err() == nil && going(); n++ {
 		post := strconv.Itoa(int(tg.posts[posts.Uint64()]))
 		author := tg.users[r.IntN(len(tg.users))]
 		var (
@@ -269,7 +276,7 @@ func writer(ctx context.Context, end time.Time, c *http.Client, base string, tg 
 		default:
 			writes.Add(1)
 		}
-		if pause := min(interval, time.Until(end)); pause > 0 {
+		if pause := interval; pause > 0 && going() {
 			t := time.NewTimer(pause)
 			select {
 			case <-ctx.Done():

@@ -74,6 +74,10 @@ type options struct {
 	readers  int
 	writers  int
 	interval time.Duration
+
+	// Floors for tests: a load run goes on past duration until it has made
+	// this many reads and writes.
+	minReads, minWrites int
 }
 
 const usageHeader = `Usage: go run ./examples/blog [flags]
