@@ -21,6 +21,8 @@ import (
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/depcache/go-depcache/internal/redistest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -54,6 +56,9 @@ func startBlog(t *testing.T, dsn string) *blog {
 	a, err := newApp(in, fmt.Sprintf("blogtest-%s-%d", t.Name(), time.Now().UnixNano()), true, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		redistest.RemoveNamespaceAtEnd(t, url, a.m.Prefix()) // runs after the manager has closed
 	}
 	t.Cleanup(func() {
 		if err := a.Close(); err != nil {

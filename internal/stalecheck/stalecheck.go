@@ -75,6 +75,9 @@ type Config struct {
 	Readers int // default 8
 	Writers int // default 4
 	Reads   int // total reads before the writers stop (default 100,000)
+	// Prefix is the key prefix of the run's manager (default
+	// "cache:stalecheck-<random>").
+	Prefix string
 	// Jitter is the longest pause injected between a fill's query and its
 	// store, and between a commit and its invalidation (default 200µs).
 	// Pauses widen the race windows; the checks never rely on them.
@@ -170,7 +173,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	rep := Report{Mode: cfg.Mode}
 	jb := &jitterBackend{Backend: cfg.Backend, max: cfg.Jitter, naive: cfg.Mode == Naive}
-	m := depcache.New(jb, depcache.WithName(fmt.Sprintf("stalecheck-%d", rand.Int64())))
+	name := fmt.Sprintf("stalecheck-%d", rand.Int64())
+	opts := []depcache.Option{depcache.WithName(name)}
+	if cfg.Prefix != "" {
+		opts = append(opts, depcache.WithPrefix(cfg.Prefix))
+	}
+	m := depcache.New(jb, opts...)
 	defer m.Close()
 	defer m.Clear(context.WithoutCancel(ctx))
 

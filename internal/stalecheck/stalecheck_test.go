@@ -2,8 +2,10 @@ package stalecheck_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +21,7 @@ import (
 	"github.com/depcache/go-depcache/backends"
 	"github.com/depcache/go-depcache/backends/memory"
 	"github.com/depcache/go-depcache/backends/redisbackend"
+	"github.com/depcache/go-depcache/internal/redistest"
 	"github.com/depcache/go-depcache/internal/stalecheck"
 	"github.com/depcache/go-depcache/internal/testenv"
 )
@@ -109,6 +112,7 @@ func TestGuardedHasNoStaleReads(t *testing.T) {
 			}
 			rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
 				DB: tg.db(t), Backend: tg.backend(t), Mode: stalecheck.Guarded, Reads: reads(t, quick, long),
+				Prefix: testPrefix(t),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -132,7 +136,7 @@ func TestHarnessBites(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "hot.db")
 			rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
-				DB: openSQLite(t, path), PlainDB: openSQLite(t, path), Backend: tg.backend(t), Mode: mode, Reads: reads(t, 5_000, 20_000),
+				DB: openSQLite(t, path), PlainDB: openSQLite(t, path), Backend: tg.backend(t), Mode: mode, Reads: reads(t, 5_000, 20_000), Prefix: testPrefix(t),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -143,6 +147,16 @@ func TestHarnessBites(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testPrefix returns a key prefix of the test's own, removed when it ends
+// if the test runs on the shared Redis of REDIS_URL.
+func testPrefix(t *testing.T) string {
+	p := fmt.Sprintf("dctest-stalecheck:%x", rand.Uint64())
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		redistest.RemoveNamespaceAtEnd(t, url, p)
+	}
+	return p
 }
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
