@@ -51,7 +51,7 @@ func benchStores(b *testing.B) []struct {
 func BenchmarkMemoize(b *testing.B) {
 	ctx := context.Background()
 	for _, st := range benchStores(b) {
-		m := depcache.New(st.backend, depcache.WithPrefix(randomPrefix()), depcache.WithLogger(quiet))
+		m := depcache.New(st.backend, depcache.WithPrefix(randomPrefix(b)), depcache.WithLogger(quiet))
 		user := benchUser{ID: 42, Name: "Ada Lovelace", Email: "ada@example.com", Bio: "Wrote the first program."}
 		get := depcache.Memoize(func(ctx context.Context, id int) (benchUser, error) {
 			depcache.AddDependency(ctx, "users::42")
@@ -73,7 +73,7 @@ func BenchmarkMemoize(b *testing.B) {
 		if st.raw != nil {
 			b.Run("rawGET/"+st.name, func(b *testing.B) {
 				payload, _ := depcache.JSON.Marshal(user)
-				key := randomPrefix() + ":raw"
+				key := randomPrefix(b) + ":raw"
 				st.set(ctx, key, payload)
 				b.ReportAllocs()
 				for b.Loop() {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/depcache/go-depcache/backends/redisbackend"
 	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/internal/redistest"
 )
 
 // redisTarget is a Redis the tests and benchmarks run on: miniredis in
@@ -42,10 +43,16 @@ func redisTargets(tb testing.TB) []redisTarget {
 	return targets
 }
 
-func randomPrefix() string {
+// randomPrefix returns a key prefix of tb's own, removed when tb ends if it
+// runs on the shared Redis of REDIS_URL.
+func randomPrefix(tb testing.TB) string {
 	b := make([]byte, 6)
 	rand.Read(b)
-	return "dctest:" + hex.EncodeToString(b)
+	p := "dctest:" + hex.EncodeToString(b)
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		redistest.RemoveNamespaceAtEnd(tb, url, p)
+	}
+	return p
 }
 
 // roundTrips counts the commands and pipelines a client sends.
@@ -76,7 +83,7 @@ func TestMemoizeRoundTrips(t *testing.T) {
 		t.Run(tg.name, func(t *testing.T) {
 			rt := &roundTrips{}
 			tg.client.AddHook(rt)
-			m := depcache.New(redisbackend.New(tg.client), depcache.WithPrefix(randomPrefix()), depcache.WithLogger(quiet))
+			m := depcache.New(redisbackend.New(tg.client), depcache.WithPrefix(randomPrefix(t)), depcache.WithLogger(quiet))
 			defer m.Close()
 			for _, deps := range []int{1, 10} {
 				f := depcache.Memoize(func(ctx context.Context, x int) (int, error) {
@@ -116,7 +123,7 @@ func TestMemoizeOnRedis(t *testing.T) {
 	ctx := context.Background()
 	for _, tg := range redisTargets(t) {
 		t.Run(tg.name, func(t *testing.T) {
-			m := depcache.New(redisbackend.New(tg.client), depcache.WithPrefix(randomPrefix()), depcache.WithLogger(quiet))
+			m := depcache.New(redisbackend.New(tg.client), depcache.WithPrefix(randomPrefix(t)), depcache.WithLogger(quiet))
 			defer m.Close()
 			db := "old"
 			racing := true
@@ -169,7 +176,7 @@ func TestFillLockAcrossProcesses(t *testing.T) {
 	ctx := context.Background()
 	for _, tg := range redisTargets(t) {
 		t.Run(tg.name, func(t *testing.T) {
-			prefix := randomPrefix()
+			prefix := randomPrefix(t)
 			rt := &roundTrips{}
 			o := tg.client.Options()
 			c2 := redis.NewClient(&redis.Options{Addr: o.Addr, DB: o.DB})
@@ -227,8 +234,8 @@ func TestRedisPairsAcrossManagers(t *testing.T) {
 		t.Run(tg.name, func(t *testing.T) {
 			ctx := context.Background()
 			store := redisbackend.New(tg.client)
-			a := depcache.New(store, depcache.WithPrefix(randomPrefix()), depcache.WithName("a"), depcache.WithLogger(quiet))
-			b := depcache.New(store, depcache.WithPrefix(randomPrefix()), depcache.WithName("b"), depcache.WithLogger(quiet))
+			a := depcache.New(store, depcache.WithPrefix(randomPrefix(t)), depcache.WithName("a"), depcache.WithLogger(quiet))
+			b := depcache.New(store, depcache.WithPrefix(randomPrefix(t)), depcache.WithName("b"), depcache.WithLogger(quiet))
 			t.Cleanup(func() {
 				for _, m := range []*depcache.Manager{a, b} {
 					m.Clear(context.Background())
