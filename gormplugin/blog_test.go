@@ -666,11 +666,12 @@ func TestCachedScopePreload(t *testing.T) {
 		first, r := read()
 		noErr(t, "fill", r.Error)
 		sameJSON(t, "fill", first, want())
-		hits := e.m.Stats().Hits
+		before := e.m.Stats()
 		second, r := read()
 		noErr(t, "hit", r.Error)
-		if e.m.Stats().Hits-hits != 1 {
-			t.Errorf("the second read was not a hit")
+		// The posts and each preload's query are entries of their own.
+		if after := e.m.Stats(); after.Hits == before.Hits || after.Misses != before.Misses {
+			t.Errorf("the second read was not served from the cache alone: %d hits, %d misses", after.Hits-before.Hits, after.Misses-before.Misses)
 		}
 		if r.RowsAffected != 6 {
 			t.Errorf("hit: RowsAffected = %d, want 6", r.RowsAffected)
