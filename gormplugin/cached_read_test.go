@@ -1,6 +1,7 @@
 package gormplugin_test
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"testing"
@@ -201,6 +202,130 @@ func TestCachedJSONDashField(t *testing.T) {
 			if a.PasswordHash != "$2a$10$hash" {
 				t.Errorf("%s: PasswordHash = %q", pass, a.PasswordHash)
 			}
+		}
+	})
+}
+
+// The family: whatever the destination and the query's shape, fill and hit
+// give what the query gives without the plugin — destination, RowsAffected
+// and error.
+func TestCachedHitEqualsUncached(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		posts := e.table(&Post{})
+		queries := map[string]func(db *gorm.DB, caller string) (any, *gorm.DB){
+			"Omit into pre-filled": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				u := User{Email: caller}
+				r := db.Omit("email").Where("id = ?", carol).Find(&u)
+				return u, r
+			},
+			"Select into pre-filled slice": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				us := []User{{Name: caller}, {Name: caller}, {Name: caller}}
+				r := db.Select("id").Order("id").Find(&us)
+				return us, r
+			},
+			"Joins": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				var ps []Post
+				r := db.Joins("Author").Where(posts+".author_id = ?", bob).Order(posts + ".id").Find(&ps)
+				return ps, r
+			},
+			"Count": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				var n int64
+				r := db.Model(&Post{}).Where("author_id = ?", alice).Count(&n)
+				return n, r
+			},
+			"Pluck": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				var titles []string
+				r := db.Model(&Post{}).Where("author_id = ?", bob).Order("id").Pluck("title", &titles)
+				return titles, r
+			},
+			"Last not found": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				var p Post
+				r := db.Where("title = ?", "none").Last(&p)
+				return p, r
+			},
+			"Find into array": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				var us [2]User
+				r := db.Order("id").Find(&us)
+				return us, r
+			},
+			"Find into []*User": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				var us []*User
+				r := db.Order("id").Find(&us)
+				return us, r
+			},
+			"Take into DTO": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				var dto struct {
+					Name  string
+					Count int
+				}
+				r := db.Model(&User{}).Select("name, 7 AS count").Where("id = ?", bob).Take(&dto)
+				return dto, r
+			},
+			"Raw": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				var us []User
+				r := db.Raw("SELECT * FROM "+e.table(&User{})+" WHERE id > ? ORDER BY id", alice).Find(&us)
+				return us, r
+			},
+		}
+		for name, q := range queries {
+			for _, pass := range []string{"fill", "hit"} {
+				// Each call's pre-filled fields are its own.
+				want, wr := q(e.raw, pass+"'s value")
+				got, r := q(cachedDB(e), pass+"'s value")
+				if fmt.Sprint(r.Error) != fmt.Sprint(wr.Error) {
+					t.Errorf("%s %s: error %v, want %v", name, pass, r.Error, wr.Error)
+				}
+				sameValue(t, name+" "+pass, got, want)
+				if r.RowsAffected != wr.RowsAffected {
+					t.Errorf("%s %s: RowsAffected %d, want %d", name, pass, r.RowsAffected, wr.RowsAffected)
+				}
+			}
+		}
+	})
+}
+
+// Loaded counts AfterFind calls.
+type Loaded struct {
+	ID    uint   `gorm:"primaryKey"`
+	Name  string `gorm:"size:64"`
+	Calls int    `gorm:"-"`
+}
+
+func (l *Loaded) AfterFind(*gorm.DB) error {
+	l.Calls++
+	return nil
+}
+
+// AfterFind runs on a hit as on a miss, once per row.
+func TestCachedHitRunsAfterFind(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		noErr(t, "migrate", e.raw.AutoMigrate(&Loaded{}))
+		t.Cleanup(func() { e.raw.Migrator().DropTable(&Loaded{}) })
+		noErr(t, "create", e.raw.Create(&[]Loaded{{Name: "a"}, {Name: "b"}}).Error)
+		for _, pass := range []string{"fill", "hit"} {
+			var ls []Loaded
+			noErr(t, pass, cachedDB(e).Order("id").Find(&ls).Error)
+			if len(ls) != 2 || ls[0].Calls != 1 || ls[1].Calls != 1 {
+				t.Errorf("%s: %+v, want two rows with one AfterFind call each", pass, ls)
+			}
+		}
+	})
+}
+
+// A statement that already carries an error runs nothing: it neither
+// stores nor reads an entry.
+func TestCachedStatementWithErrorNotCached(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		boom := errors.New("boom")
+		stats := e.m.Stats()
+		var us []User
+		db := cachedDB(e)
+		db.AddError(boom)
+		if err := db.Find(&us).Error; !errors.Is(err, boom) || len(us) != 0 {
+			t.Fatalf("Find on an errored statement: %d rows, %v", len(us), err)
+		}
+		if s := e.m.Stats(); s.Sets != stats.Sets || s.Hits != stats.Hits || s.Misses != stats.Misses {
+			t.Errorf("the errored statement used the cache: %+v, before %+v", s, stats)
 		}
 	})
 }

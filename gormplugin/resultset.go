@@ -245,7 +245,10 @@ func decodeResultSet(b []byte) (*resultSet, error) {
 		}
 	}
 	nrows := d.count()
-	if d.err == nil && ncols > 0 {
+	if ncols > 0 && nrows > (len(b)-d.off)/ncols {
+		d.fail() // every value takes a byte at least
+	}
+	if d.err == nil {
 		rs.rows = make([][]driver.Value, nrows)
 		values := make([]driver.Value, nrows*ncols)
 		for r := range rs.rows {
