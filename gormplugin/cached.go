@@ -31,8 +31,9 @@ const settingCached = "depcache:cached"
 // hit scans them through GORM's own code: the destination, RowsAffected,
 // ErrRecordNotFound and AfterFind come out as the query would make them —
 // for any destination (struct, slice, map, interface), Select and Omit,
-// pre-filled structs, and fields a codec would drop (json:"-"). Preloads
-// run as GORM runs them, each a Cached query of its own. A ttl of 0 means
+// pre-filled structs, and fields a codec would drop (json:"-"). The rows
+// of its preloads' queries are in the same entry, and replayed as GORM's
+// preload code asks for them. A ttl of 0 means
 // the manager's default. It works with First, Take, Last, Find, Pluck and
 // Count; Scan, Row and Rows cannot be served from a cache (an error says
 // so). DryRun sessions and statements that already carry an error are
@@ -94,20 +95,30 @@ func (p *Plugin) cachedQuery(db *gorm.DB, ttl time.Duration, raw bool) {
 		if db.Error != nil && !errors.Is(db.Error, gorm.ErrRecordNotFound) {
 			return nil, db.Error
 		}
-		b, reason := p.storable(db, rs)
+		s := &session{recording: true}
+		if rs != nil {
+			s.queries = []recordedQuery{{rs: rs, schemaless: stmt.Schema == nil}}
+		}
+		// The preloads run now, inside the computation, so that the entry
+		// holds their rows and depends on their tables.
+		runPreloads(db, fctx, s)
+		if db.Error != nil && !errors.Is(db.Error, gorm.ErrRecordNotFound) {
+			return nil, db.Error
+		}
+		b, reason := p.storable(s)
 		if reason != "" {
 			depcache.SkipFill(fctx, reason)
 		}
 		return b, nil
 	}, depcache.TTL(ttl))
 	if ran {
-		return // the query ran: dest, RowsAffected and errors are GORM's own
+		return // the queries ran: dest, RowsAffected and errors are GORM's own
 	}
 	if err != nil {
 		db.AddError(err)
 		return
 	}
-	rs, err := decodeResultSet(blob)
+	qs, err := decodeEntry(blob)
 	if err != nil {
 		// Not ours, or from another version: run the query instead.
 		p.m.Delete(context.WithoutCancel(ctx), key)
@@ -115,7 +126,8 @@ func (p *Plugin) cachedQuery(db *gorm.DB, ttl time.Duration, raw bool) {
 		p.tagRead(db, raw, false)
 		return
 	}
-	p.replay(db, rs)
+	p.replay(db, qs[0].rs)
+	runPreloads(db, ctx, &session{queries: qs[1:]})
 }
 
 // runQuery does what gorm:query does with the built statement, except
@@ -154,27 +166,31 @@ func (p *Plugin) replay(db *gorm.DB, rs *resultSet) {
 	}
 }
 
-// storable encodes rs for the cache, or says why it cannot be stored.
-func (p *Plugin) storable(db *gorm.DB, rs *resultSet) ([]byte, string) {
-	if rs == nil || rs.err != nil {
-		return nil, "the rows ended with an error"
+// storable encodes a fill's queries for the cache, or says why they
+// cannot be stored.
+func (p *Plugin) storable(s *session) ([]byte, string) {
+	if s.refuse != "" {
+		return nil, s.refuse
 	}
-	if db.Statement.Schema == nil && rs.hasUncodedTypes() {
-		// GORM fills a map without a model by the driver's scan types.
-		return nil, "a column's scan type has no code in the cache's encoding"
+	if len(s.queries) == 0 {
+		return nil, "the query failed"
 	}
-	b, err := rs.encode()
+	for _, q := range s.queries {
+		if q.rs.err != nil {
+			return nil, "the rows ended with an error"
+		}
+		if q.schemaless && q.rs.hasUncodedTypes() {
+			// GORM fills a map without a model by the driver's scan types.
+			return nil, "a column's scan type has no code in the cache's encoding"
+		}
+	}
+	b, err := encodeEntry(s.queries)
 	if err != nil {
 		p.logOnce("encode:"+err.Error(), "gormplugin: Cached query not stored", "err", err)
 		return nil, err.Error()
 	}
 	return b, ""
 }
-
-// restorePreloads is a query callback Initialize registers (it marks an
-// initialised db). Preloads of a Cached query now run as GORM runs them,
-// each its own Cached query, so there is nothing left to restore.
-func restorePreloads(*gorm.DB) {}
 
 // resultKeyVersion changes whenever what an entry holds does, so that a
 // shared Redis never serves another version's entries.

@@ -230,6 +230,17 @@ func TestCachedHitEqualsUncached(t *testing.T) {
 				r := db.Select("id").Order("id").Find(&us)
 				return us, r
 			},
+			"Preload tree": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				var ps []Post
+				r := db.Preload("Author").Preload("Comments", "body <> ?", caller).Preload("Tags").
+					Where("author_id = ?", alice).Order("id").Find(&ps)
+				return ps, r
+			},
+			"Preload not found": func(db *gorm.DB, caller string) (any, *gorm.DB) {
+				var p Post
+				r := db.Preload("Comments").First(&p, 99)
+				return p, r
+			},
 			"Joins": func(db *gorm.DB, caller string) (any, *gorm.DB) {
 				var ps []Post
 				r := db.Joins("Author").Where(posts+".author_id = ?", bob).Order(posts + ".id").Find(&ps)
