@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -344,6 +345,56 @@ func TestCachedStatementWithErrorNotCached(t *testing.T) {
 		}
 		if s := e.m.Stats(); s.Sets != stats.Sets || s.Hits != stats.Hits || s.Misses != stats.Misses {
 			t.Errorf("the errored statement used the cache: %+v, before %+v", s, stats)
+		}
+	})
+}
+
+// Shelf and Book: a Book's AfterFind runs a query of its own, whose
+// variables change on every call.
+type Shelf struct {
+	ID    uint   `gorm:"primaryKey"`
+	Books []Book `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+type Book struct {
+	ID      uint `gorm:"primaryKey"`
+	ShelfID uint
+	Later   int64 `gorm:"-"` // books after this one, counted by AfterFind
+}
+
+var bookCalls atomic.Int64
+
+func (b *Book) AfterFind(tx *gorm.DB) error {
+	k := bookCalls.Add(1)
+	return tx.Model(&Book{}).Where("id > ? AND ? = ?", b.ID, k, k).Count(&b.Later).Error
+}
+
+// A preload's hook that queries differently on a hit than on the fill
+// cannot be replayed: that query, and the rest, run for real.
+func TestCachedPreloadHookDiverges(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		noErr(t, "migrate", e.raw.AutoMigrate(&Shelf{}, &Book{}))
+		t.Cleanup(func() { e.raw.Migrator().DropTable(&Book{}, &Shelf{}) })
+		noErr(t, "create", e.raw.Create(&Shelf{ID: 1, Books: []Book{{ID: 1}, {ID: 2}}}).Error)
+		read := func() Shelf {
+			t.Helper()
+			var s Shelf
+			noErr(t, "First with Preload", cachedDB(e).Preload("Books").First(&s, 1).Error)
+			return s
+		}
+		if s := read(); len(s.Books) != 2 || s.Books[0].Later != 1 || s.Books[1].Later != 0 {
+			t.Fatalf("fill: %+v", s)
+		}
+		// Behind the plugin's back: the hit keeps the cached books, but the
+		// hooks' counts are fresh.
+		noErr(t, "insert", e.raw.Create(&Shelf{ID: 2, Books: []Book{{ID: 3}}}).Error)
+		hits := e.m.Stats().Hits
+		s := read()
+		if e.m.Stats().Hits == hits {
+			t.Fatal("the second read was not a hit")
+		}
+		if len(s.Books) != 2 || s.Books[0].Later != 2 || s.Books[1].Later != 1 {
+			t.Errorf("hit: %+v, want the cached books with fresh counts 2 and 1", s)
 		}
 	})
 }
