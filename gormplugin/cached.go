@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
-	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -207,60 +207,71 @@ func queryKey(db *gorm.DB) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("query variables: %w", err)
 	}
-	names := make([]string, 0, len(stmt.Preloads))
-	for n := range stmt.Preloads {
-		names = append(names, n)
+	bp := keyBuffers.Get().(*[]byte)
+	defer keyBuffers.Put(bp)
+	b := (*bp)[:0]
+	for _, part := range []string{resultKeyVersion, db.Dialector.Name(), stmt.SQL.String(), vars} {
+		b = append(append(b, part...), 0)
 	}
-	sort.Strings(names)
-	var pre strings.Builder
-	for _, n := range names {
-		conds, err := keys.OfErr(stmt.Preloads[n]...)
-		if err != nil {
-			return "", fmt.Errorf("preload %s: %w", n, err)
+	b = appendDestTypes(b, stmt)
+	if len(stmt.Preloads) > 0 {
+		names := make([]string, 0, len(stmt.Preloads))
+		for n := range stmt.Preloads {
+			names = append(names, n)
 		}
-		fmt.Fprintf(&pre, "%q=%s;", n, conds)
+		sort.Strings(names)
+		for _, n := range names {
+			conds, err := keys.OfErr(stmt.Preloads[n]...)
+			if err != nil {
+				return "", fmt.Errorf("preload %s: %w", n, err)
+			}
+			b = fmt.Appendf(b, "\x00%q=%s;", n, conds)
+		}
 	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%s", resultKeyVersion, db.Dialector.Name(), stmt.SQL.String(), vars,
-		destTypes(stmt), pre.String())
+	if cap(b) <= 64<<10 { // a huge statement's buffer is not kept
+		*bp = b
+	}
+	sum := sha256.Sum256(b)
+	var digest [32]byte
+	hex.Encode(digest[:], sum[:16])
 	table := stmt.Table
 	if table == "" {
 		table = "raw"
 	}
-	return "gorm:" + tableName(table) + ":" + hex.EncodeToString(h.Sum(nil)[:16]), nil
+	return "gorm:" + tableName(table) + ":" + string(digest[:]), nil
 }
 
-// destTypes names the destination's type, the type an interface{} in it
-// holds (decided at run time), and the model's type.
-func destTypes(stmt *gorm.Statement) string {
-	var b strings.Builder
+// keyBuffers hold what queryKey hashes, so that a key costs no buffer.
+var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// appendDestTypes names the destination's type, the type an interface{}
+// in it holds (decided at run time), and the model's type.
+func appendDestTypes(b []byte, stmt *gorm.Statement) []byte {
 	if t := reflect.TypeOf(stmt.Dest); t != nil {
-		writeType(&b, t)
+		b = appendType(b, t)
 	}
 	v := reflect.ValueOf(stmt.Dest)
 	for v.Kind() == reflect.Pointer && !v.IsNil() {
 		v = v.Elem()
 	}
 	if v.Kind() == reflect.Interface && !v.IsNil() {
-		b.WriteString("|")
-		writeType(&b, v.Elem().Type())
+		b = appendType(append(b, '|'), v.Elem().Type())
 	}
 	if stmt.Schema != nil {
-		b.WriteString("|")
-		writeType(&b, stmt.Schema.ModelType)
+		b = appendType(append(b, '|'), stmt.Schema.ModelType)
 	}
-	return b.String()
+	return b
 }
 
-// writeType writes t with the import path of the type it is made of:
+// appendType writes t with the import path of the type it is made of:
 // String alone names packages, and two packages may share a name.
-func writeType(b *strings.Builder, t reflect.Type) {
-	b.WriteString(t.String())
+func appendType(b []byte, t reflect.Type) []byte {
+	b = append(b, t.String()...)
 	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array || t.Kind() == reflect.Map {
 		t = t.Elem()
 	}
 	if p := t.PkgPath(); p != "" {
-		b.WriteString("@")
-		b.WriteString(p)
+		b = append(append(b, '@'), p...)
 	}
+	return b
 }

@@ -231,6 +231,11 @@ func appendTime(b []byte, t time.Time) []byte {
 // made from b.
 func decodeResultSet(b []byte) (*resultSet, error) {
 	d := decoder{b: b, s: string(b)}
+	return d.resultSet()
+}
+
+// resultSet reads a resultSet that takes the rest of d's input.
+func (d *decoder) resultSet() (*resultSet, error) {
 	if v := d.byte(); v != resultSetVersion {
 		return nil, fmt.Errorf("%w: version %d", errCorruptResult, v)
 	}
@@ -245,7 +250,7 @@ func decodeResultSet(b []byte) (*resultSet, error) {
 		}
 	}
 	nrows := d.count()
-	if ncols > 0 && nrows > (len(b)-d.off)/ncols {
+	if ncols > 0 && nrows > (len(d.b)-d.off)/ncols {
 		d.fail() // every value takes a byte at least
 	}
 	if d.err == nil {
@@ -258,7 +263,7 @@ func decodeResultSet(b []byte) (*resultSet, error) {
 			}
 		}
 	}
-	if d.err != nil || d.off != len(b) {
+	if d.err != nil || d.off != len(d.b) {
 		return nil, errCorruptResult
 	}
 	return rs, nil

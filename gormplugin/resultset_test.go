@@ -137,3 +137,48 @@ func FuzzDecodeResultSet(f *testing.F) {
 		decodeResultSet(b)
 	})
 }
+
+// An entry holds the Cached query's rows and its preloads' rows, in order;
+// truncated or extended entries are errors.
+func TestEntryRoundTrip(t *testing.T) {
+	qs := []recordedQuery{
+		{rs: &resultSet{columns: []string{"id"}, scanTypes: []reflect.Type{reflect.TypeFor[int64]()}, rows: [][]driver.Value{{int64(7)}}}},
+		{fingerprint: "SELECT * FROM c WHERE post_id = ?\x00[7]", rs: &resultSet{columns: []string{"id", "body"}, scanTypes: make([]reflect.Type, 2), rows: [][]driver.Value{{int64(1), "x"}, {int64(2), []byte("y")}}}},
+		{fingerprint: "SELECT * FROM t\x00[]", rs: &resultSet{columns: []string{"id"}, scanTypes: make([]reflect.Type, 1)}},
+	}
+	b, err := encodeEntry(qs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeEntry(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(qs) {
+		t.Fatalf("%d queries, want %d", len(got), len(qs))
+	}
+	for i := range qs {
+		if got[i].fingerprint != qs[i].fingerprint || !reflect.DeepEqual(got[i].rs.columns, qs[i].rs.columns) || len(got[i].rs.rows) != len(qs[i].rs.rows) {
+			t.Errorf("query %d: %+v, want %+v", i, got[i], qs[i])
+		}
+	}
+	if v := got[1].rs.rows[1][1]; string(v.([]byte)) != "y" {
+		t.Errorf("bytes: %#v", v)
+	}
+	for i := range len(b) {
+		if _, err := decodeEntry(b[:i]); err == nil {
+			t.Errorf("decode of %d of %d bytes: no error", i, len(b))
+		}
+	}
+	if _, err := decodeEntry(append(b[:len(b):len(b)], 0)); err == nil {
+		t.Error("trailing byte: no error")
+	}
+}
+
+func FuzzDecodeEntry(f *testing.F) {
+	b, _ := encodeEntry([]recordedQuery{{rs: &resultSet{columns: []string{"a"}, scanTypes: []reflect.Type{nil}, rows: [][]driver.Value{{"x"}}}}, {fingerprint: "q", rs: &resultSet{}}})
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		decodeEntry(b)
+	})
+}

@@ -164,10 +164,14 @@ func decodeEntry(b []byte) ([]recordedQuery, error) {
 		if d.err != nil {
 			break
 		}
-		rs, err := decodeResultSet(d.fixed(size))
+		// The rows' strings share d's one copy of the entry.
+		end := d.off + size
+		sub := decoder{b: d.b[:end], s: d.s[:end], off: d.off}
+		rs, err := sub.resultSet()
 		if err != nil {
 			return nil, err
 		}
+		d.off = end
 		qs = append(qs, recordedQuery{fingerprint: fp, rs: rs})
 	}
 	if d.err != nil || d.off != len(b) || len(qs) == 0 {
