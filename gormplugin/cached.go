@@ -27,18 +27,17 @@ const settingCached = "depcache:cached"
 //
 // The entry is keyed by the dialect, the built SQL and its variables, the
 // destination type and the preload tree, and tagged as any read is. It
-// holds the rows the database returned (columns and driver values), and a
-// hit scans them through GORM's own code: the destination, RowsAffected,
-// ErrRecordNotFound and AfterFind come out as the query would make them —
-// for any destination (struct, slice, map, interface), Select and Omit,
-// pre-filled structs, and fields a codec would drop (json:"-"). The rows
-// of its preloads' queries are in the same entry, and replayed as GORM's
-// preload code asks for them. A ttl of 0 means
-// the manager's default. It works with First, Take, Last, Find, Pluck and
-// Count; Scan, Row and Rows cannot be served from a cache (an error says
-// so). DryRun sessions and statements that already carry an error are
-// never cached. Inside a transaction a Cached query never fills, and once
-// the transaction has written it does not read the cache either.
+// holds the rows the database returned (columns and driver values), its
+// preloads' rows included, and a hit scans them through GORM's own code,
+// preloads and all: the destination, RowsAffected, ErrRecordNotFound and
+// AfterFind come out as the query would make them — for any destination
+// (struct, slice, map, interface), Select and Omit, pre-filled structs, and
+// fields a codec would drop (json:"-"). A ttl of 0 means the manager's
+// default. It works with First, Take, Last, Find, Pluck and Count; Scan,
+// Row and Rows cannot be served from a cache (an error says so). DryRun
+// sessions and statements that already carry an error are never cached.
+// Inside a transaction a Cached query never fills, and once the
+// transaction has written it does not read the cache either.
 func Cached(ttl time.Duration) func(*gorm.DB) *gorm.DB {
 	return func(db *gorm.DB) *gorm.DB {
 		return db.Set(settingCached, ttl)
