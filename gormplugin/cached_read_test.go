@@ -366,7 +366,7 @@ var bookCalls atomic.Int64
 
 func (b *Book) AfterFind(tx *gorm.DB) error {
 	k := bookCalls.Add(1)
-	return tx.Model(&Book{}).Where("id > ? AND ? = ?", b.ID, k, k).Count(&b.Later).Error
+	return tx.Model(&Book{}).Where("id > ? AND ? > 0", b.ID, k).Count(&b.Later).Error
 }
 
 // A preload's hook that queries differently on a hit than on the fill
