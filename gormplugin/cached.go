@@ -3,13 +3,13 @@ package gormplugin
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql/driver"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
 	"sort"
-	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -20,21 +20,23 @@ import (
 	"github.com/depcache/go-depcache/keys"
 )
 
-const (
-	settingCached   = "depcache:cached"
-	settingPreloads = "depcache:preloads"
-)
+const settingCached = "depcache:cached"
 
 // Cached is a scope that caches the result of the query it is applied to:
 //
 //	db.WithContext(ctx).Scopes(gormplugin.Cached(time.Minute)).Where("author_id = ?", 7).Find(&posts)
 //
 // The entry is keyed by the dialect, the built SQL and its variables, the
-// destination type and the preload tree, and tagged as any read is. A hit
-// fills the destination as the database would, with RowsAffected, AfterFind
-// hooks and ErrRecordNotFound for First. A ttl of 0 means the manager's
+// destination type and the preload tree, and tagged as any read is. It
+// holds the rows the database returned (columns and driver values), its
+// preloads' rows included, and a hit scans them through GORM's own code,
+// preloads and all: the destination, RowsAffected, ErrRecordNotFound and
+// AfterFind come out as the query would make them — for any destination
+// (struct, slice, map, interface), Select and Omit, pre-filled structs, and
+// fields a codec would drop (json:"-"). A ttl of 0 means the manager's
 // default. It works with First, Take, Last, Find, Pluck and Count; Scan,
-// Row and Rows cannot be served from a cache (an error says so).
+// Row and Rows cannot be served from a cache (an error says so). DryRun
+// sessions and statements that already carry an error are never cached.
 // Inside a transaction a Cached query never fills, and once the
 // transaction has written it does not read the cache either.
 func Cached(ttl time.Duration) func(*gorm.DB) *gorm.DB {
@@ -52,16 +54,16 @@ func cachedTTL(db *gorm.DB) (time.Duration, bool) {
 	return ttl, ok
 }
 
-// cachedRows is what a Cached query stores.
-type cachedRows struct {
-	Dest         json.RawMessage `json:"d" msgpack:"d"`
-	RowsAffected int64           `json:"n" msgpack:"n"`
-	NotFound     bool            `json:"nf,omitempty" msgpack:"nf"`
-}
-
 func (p *Plugin) cachedQuery(db *gorm.DB, ttl time.Duration, raw bool) {
 	stmt := db.Statement
 	ctx := stmt.Context
+	if db.Error != nil || db.DryRun {
+		// GORM runs nothing (DryRun only builds the SQL): there is no
+		// result to store, and a stored one must not be served.
+		callbacks.Query(db)
+		p.tagRead(db, raw, false)
+		return
+	}
 	switch state, t := txOf(db); {
 	case state == foreignTx, state == ownTx && t.written.Load():
 		// Never read or fill: the transaction must see its own writes.
@@ -78,117 +80,198 @@ func (p *Plugin) cachedQuery(db *gorm.DB, ttl time.Duration, raw bool) {
 	key, err := queryKey(db)
 	if err != nil {
 		p.logOnce("key:"+err.Error(), "gormplugin: Cached query runs uncached", "err", err)
-		callbacks.Query(db)
+		p.runQuery(db)
 		p.tagRead(db, raw, false)
 		return
 	}
 
 	ran := false
-	res, err := depcache.Fetch(ctx, p.m, key, func(fctx context.Context) (cachedRows, error) {
+	blob, err := depcache.Fetch(ctx, p.m, key, func(fctx context.Context) ([]byte, error) {
 		ran = true
 		stmt.Context = fctx
 		defer func() { stmt.Context = ctx }()
-		callbacks.Query(db)
+		rs := p.runQuery(db)
 		p.tagRead(db, raw, false)
 		if db.Error != nil && !errors.Is(db.Error, gorm.ErrRecordNotFound) {
-			return cachedRows{}, db.Error
+			return nil, db.Error
 		}
-		// Preload now, inside the computation, so that the entry holds the
-		// associations and depends on their tables.
-		if db.Error == nil && len(stmt.Preloads) > 0 {
-			stmt.Context = context.WithValue(fctx, preloadKey{}, true)
-			callbacks.Preload(db)
-			stmt.Context = fctx
-			suspendPreloads(db)
-			if db.Error != nil {
-				return cachedRows{}, db.Error
-			}
+		s := &session{recording: true}
+		if rs != nil {
+			s.queries = []recordedQuery{{rs: rs, schemaless: stmt.Schema == nil}}
 		}
-		b, err := json.Marshal(stmt.Dest)
-		if err != nil {
-			depcache.SkipFill(fctx, "destination cannot be encoded: "+err.Error())
+		// The preloads run now, inside the computation, so that the entry
+		// holds their rows and depends on their tables.
+		runPreloads(db, fctx, s)
+		if db.Error != nil && !errors.Is(db.Error, gorm.ErrRecordNotFound) {
+			return nil, db.Error
 		}
-		return cachedRows{Dest: b, RowsAffected: db.RowsAffected, NotFound: errors.Is(db.Error, gorm.ErrRecordNotFound)}, nil
+		b, reason := p.storable(s)
+		if reason != "" {
+			depcache.SkipFill(fctx, reason)
+		}
+		return b, nil
 	}, depcache.TTL(ttl))
 	if ran {
-		return // the query ran: dest, RowsAffected and errors are GORM's own
+		return // the queries ran: dest, RowsAffected and errors are GORM's own
 	}
 	if err != nil {
 		db.AddError(err)
 		return
 	}
-	// A hit: fill dest as the query would have.
-	dest := reflect.ValueOf(stmt.Dest)
-	if dest.Kind() != reflect.Pointer || dest.IsNil() {
-		db.AddError(fmt.Errorf("gormplugin: Cached query needs a pointer destination, got %T", stmt.Dest))
-		return
-	}
-	fresh := reflect.New(dest.Elem().Type())
-	if err := json.Unmarshal(res.Dest, fresh.Interface()); err != nil {
-		// Entry from an older model layout: run the query instead.
+	qs, err := decodeEntry(blob)
+	if err != nil {
+		// Not ours, or from another version: run the query instead.
 		p.m.Delete(context.WithoutCancel(ctx), key)
-		callbacks.Query(db)
+		p.runQuery(db)
 		p.tagRead(db, raw, false)
 		return
 	}
-	dest.Elem().Set(fresh.Elem())
-	db.RowsAffected = res.RowsAffected
-	if stmt.Result != nil {
-		stmt.Result.RowsAffected = res.RowsAffected
-	}
-	suspendPreloads(db) // the entry holds the associations
-	if res.NotFound && stmt.RaiseErrorOnNotFound {
-		db.AddError(gorm.ErrRecordNotFound)
-	}
+	p.replay(db, qs[0].rs)
+	runPreloads(db, ctx, &session{queries: qs[1:]})
 }
 
-// suspendPreloads stops gorm:preload from running again for this query;
-// restorePreloads puts them back at the end of the chain, for a statement
-// that is reused.
-func suspendPreloads(db *gorm.DB) {
-	if len(db.Statement.Preloads) == 0 {
+// runQuery does what gorm:query does with the built statement, except
+// that it reads the rows into a resultSet first and scans them from there:
+// a miss then fills the destination through the very path a hit takes.
+func (p *Plugin) runQuery(db *gorm.DB) *resultSet {
+	stmt := db.Statement
+	rows, err := stmt.ConnPool.QueryContext(stmt.Context, stmt.SQL.String(), stmt.Vars...)
+	if err != nil {
+		db.AddError(err)
+		return nil
+	}
+	rs, closeErr := recordRows(rows)
+	if rs != nil {
+		p.replay(db, rs)
+	}
+	db.AddError(closeErr)
+	return rs
+}
+
+// replay scans rs into the statement's destination as gorm:query scans
+// the database's rows.
+func (p *Plugin) replay(db *gorm.DB, rs *resultSet) {
+	rows, err := replayRows(rs)
+	if err != nil {
+		db.AddError(fmt.Errorf("gormplugin: replay a cached result: %w", err))
 		return
 	}
-	db.InstanceSet(settingPreloads, db.Statement.Preloads)
-	db.Statement.Preloads = nil
-}
-
-func restorePreloads(db *gorm.DB) {
-	if v, ok := db.InstanceGet(settingPreloads); ok {
-		if pre, ok := v.(map[string][]interface{}); ok && pre != nil {
-			db.Statement.Preloads = pre
-			db.InstanceSet(settingPreloads, map[string][]interface{}(nil))
-		}
+	gorm.Scan(rows, db, 0)
+	if rs.err != nil && errors.Is(rs.err, driver.ErrBadConn) {
+		db.AddError(rs.err) // kept from the replay connection (replayDriverRows.Next)
+	}
+	db.AddError(rows.Close())
+	if db.Statement.Result != nil {
+		db.Statement.Result.RowsAffected = db.RowsAffected
 	}
 }
+
+// storable encodes a fill's queries for the cache, or says why they
+// cannot be stored.
+func (p *Plugin) storable(s *session) ([]byte, string) {
+	if s.refuse != "" {
+		return nil, s.refuse
+	}
+	if len(s.queries) == 0 {
+		return nil, "the query failed"
+	}
+	for _, q := range s.queries {
+		if q.rs.err != nil {
+			return nil, "the rows ended with an error"
+		}
+		if q.schemaless && q.rs.hasUncodedTypes() {
+			// GORM fills a map without a model by the driver's scan types.
+			return nil, "a column's scan type has no code in the cache's encoding"
+		}
+	}
+	b, err := encodeEntry(s.queries)
+	if err != nil {
+		p.logOnce("encode:"+err.Error(), "gormplugin: Cached query not stored", "err", err)
+		return nil, err.Error()
+	}
+	return b, ""
+}
+
+// resultKeyVersion changes whenever what an entry holds does, so that a
+// shared Redis never serves another version's entries.
+const resultKeyVersion = "rows1"
 
 // queryKey identifies a query's result: the dialect, the SQL, its
 // variables, the destination type and the preload tree (gorm-notes.md).
+// The rows themselves depend on the SQL alone; the destination and the
+// model decide how GORM reads the column types (a map without a model
+// uses the driver's), and keep the key as DESIGN.md fixes it.
 func queryKey(db *gorm.DB) (string, error) {
 	stmt := db.Statement
 	vars, err := keys.OfErr(stmt.Vars...)
 	if err != nil {
 		return "", fmt.Errorf("query variables: %w", err)
 	}
-	names := make([]string, 0, len(stmt.Preloads))
-	for n := range stmt.Preloads {
-		names = append(names, n)
+	bp := keyBuffers.Get().(*[]byte)
+	defer keyBuffers.Put(bp)
+	b := (*bp)[:0]
+	for _, part := range []string{resultKeyVersion, db.Dialector.Name(), stmt.SQL.String(), vars} {
+		b = append(append(b, part...), 0)
 	}
-	sort.Strings(names)
-	var pre strings.Builder
-	for _, n := range names {
-		conds, err := keys.OfErr(stmt.Preloads[n]...)
-		if err != nil {
-			return "", fmt.Errorf("preload %s: %w", n, err)
+	b = appendDestTypes(b, stmt)
+	if len(stmt.Preloads) > 0 {
+		names := make([]string, 0, len(stmt.Preloads))
+		for n := range stmt.Preloads {
+			names = append(names, n)
 		}
-		fmt.Fprintf(&pre, "%q=%s;", n, conds)
+		sort.Strings(names)
+		for _, n := range names {
+			conds, err := keys.OfErr(stmt.Preloads[n]...)
+			if err != nil {
+				return "", fmt.Errorf("preload %s: %w", n, err)
+			}
+			b = fmt.Appendf(b, "\x00%q=%s;", n, conds)
+		}
 	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%v", db.Dialector.Name(), stmt.SQL.String(), vars,
-		reflect.TypeOf(stmt.Dest), pre.String(), stmt.RaiseErrorOnNotFound)
+	if cap(b) <= 64<<10 { // a huge statement's buffer is not kept
+		*bp = b
+	}
+	sum := sha256.Sum256(b)
+	var digest [32]byte
+	hex.Encode(digest[:], sum[:16])
 	table := stmt.Table
 	if table == "" {
 		table = "raw"
 	}
-	return "gorm:" + tableName(table) + ":" + hex.EncodeToString(h.Sum(nil)[:16]), nil
+	return "gorm:" + tableName(table) + ":" + string(digest[:]), nil
+}
+
+// keyBuffers hold what queryKey hashes, so that a key costs no buffer.
+var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// appendDestTypes names the destination's type, the type an interface{}
+// in it holds (decided at run time), and the model's type.
+func appendDestTypes(b []byte, stmt *gorm.Statement) []byte {
+	if t := reflect.TypeOf(stmt.Dest); t != nil {
+		b = appendType(b, t)
+	}
+	v := reflect.ValueOf(stmt.Dest)
+	for v.Kind() == reflect.Pointer && !v.IsNil() {
+		v = v.Elem()
+	}
+	if v.Kind() == reflect.Interface && !v.IsNil() {
+		b = appendType(append(b, '|'), v.Elem().Type())
+	}
+	if stmt.Schema != nil {
+		b = appendType(append(b, '|'), stmt.Schema.ModelType)
+	}
+	return b
+}
+
+// appendType writes t with the import path of the type it is made of:
+// String alone names packages, and two packages may share a name.
+func appendType(b []byte, t reflect.Type) []byte {
+	b = append(b, t.String()...)
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array || t.Kind() == reflect.Map {
+		t = t.Elem()
+	}
+	if p := t.PkgPath(); p != "" {
+		b = append(append(b, '@'), p...)
+	}
+	return b
 }

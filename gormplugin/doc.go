@@ -34,6 +34,20 @@
 // the plugin's tags, so the plugin's invalidations reach it; on another
 // backend no store can register it, and it is not filled (logged once).
 //
+// # Cached queries
+//
+// Cached(ttl) caches one query's result without a memoized function. Its
+// entry holds what the database returned — column names and the driver's
+// values, for the query and for each query its preloads ran — not the
+// filled destination, and a hit replays those rows through GORM's own scan
+// and preload code (on a database/sql connection of the plugin's own that
+// serves them). So a hit leaves the destination, RowsAffected, Error and
+// the hooks as the query would: for structs, slices, maps and values held
+// in an interface{}, with Select and Omit, into pre-filled structs (the
+// fields not selected keep the caller's values), and for fields a codec
+// would drop. A value of a type the entry cannot hold exactly (a driver's
+// own type) is served and not stored.
+//
 // # Invalidation on writes
 //
 // Every Create, Save, Update(s), UpdateColumn(s), Delete (soft or Unscoped),

@@ -19,6 +19,10 @@ import (
 // Preload runs its own (nested) queries.
 func (p *Plugin) query(db *gorm.DB) {
 	raw := db.Statement.SQL.Len() > 0
+	if s := sessionOf(db.Statement.Context); s != nil {
+		p.sessionQuery(db, s, raw)
+		return
+	}
 	if ttl, ok := cachedTTL(db); ok {
 		p.cachedQuery(db, ttl, raw)
 		return
@@ -440,6 +444,9 @@ func beforePreload(db *gorm.DB) {
 }
 
 func afterPreload(db *gorm.DB) {
+	if len(db.Statement.Preloads) == 0 {
+		return // beforePreload set nothing (and InstanceGet costs an allocation)
+	}
 	if v, ok := db.InstanceGet(settingPreloadCtx); ok {
 		if ctx, ok := v.(context.Context); ok && ctx != nil {
 			db.Statement.Context = ctx

@@ -1,0 +1,85 @@
+package gormplugin_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/gormplugin"
+)
+
+// BenchmarkPluginCached measures Cached() queries on SQLite: a hit replays
+// the stored rows through GORM's scan, against the same query uncached.
+func BenchmarkPluginCached(b *testing.B) {
+	ctx := context.Background()
+	db, err := gorm.Open(sqlite.Open(filepath.Join(b.TempDir(), "bench.db")+"?_txlock=immediate"), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	b.Cleanup(func() { sqlDB.Close() })
+	store, backend := benchRedis(b)
+	m := depcache.New(backend, depcache.WithPrefix(fmt.Sprintf("bench:%d", time.Now().UnixNano())))
+	b.Cleanup(func() { m.Clear(ctx); m.Close() })
+	if err := db.Use(gormplugin.New(m)); err != nil {
+		b.Fatal(err)
+	}
+	db.AutoMigrate(&benchAuthor{}, &benchArticle{}, &benchRemark{})
+	for a := 1; a <= 10; a++ {
+		db.Create(&benchAuthor{ID: a, Name: fmt.Sprint("author ", a)})
+	}
+	for i := 1; i <= 200; i++ {
+		db.Create(&benchArticle{ID: i, AuthorID: i%10 + 1, Title: fmt.Sprint("title ", i), Body: "body of the article"})
+		db.Create(&[]benchRemark{{ArticleID: i, Body: "first"}, {ArticleID: i, Body: "second"}})
+	}
+	cached := db.WithContext(ctx).Scopes(gormplugin.Cached(time.Minute)).Session(&gorm.Session{})
+
+	first := func(db *gorm.DB) {
+		var a benchArticle
+		if err := db.First(&a, 7).Error; err != nil || a.ID != 7 {
+			b.Fatalf("First: %+v %v", a, err)
+		}
+	}
+	page := func(db *gorm.DB) {
+		var as []benchArticle
+		if err := db.Where("author_id = ?", 3).Order("id").Limit(10).Find(&as).Error; err != nil || len(as) != 10 {
+			b.Fatalf("Find: %d rows, %v", len(as), err)
+		}
+	}
+	preload := func(db *gorm.DB) {
+		var as []benchArticle
+		if err := db.Preload("Author").Preload("Remarks").Where("author_id = ?", 3).Order("id").Limit(10).Find(&as).Error; err != nil || len(as) != 10 {
+			b.Fatalf("Find with Preload: %d rows, %v", len(as), err)
+		}
+	}
+	for _, q := range []struct {
+		name string
+		run  func(*gorm.DB)
+	}{{"First", first}, {"Find10", page}, {"FindPreload", preload}} {
+		b.Run(q.name+"/uncached/sqlite", func(b *testing.B) {
+			for b.Loop() {
+				q.run(db)
+			}
+		})
+		b.Run(q.name+"/hit/"+store, func(b *testing.B) {
+			q.run(cached)
+			misses := m.Stats().Misses
+			for b.Loop() {
+				q.run(cached)
+			}
+			if m.Stats().Misses != misses {
+				b.Fatal("a hit benchmark missed")
+			}
+		})
+	}
+	if s := m.Stats(); s.Errors > 0 {
+		b.Fatalf("cache errors during the benchmark: %+v", s)
+	}
+}
