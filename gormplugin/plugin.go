@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/callbacks"
 	"gorm.io/gorm/schema"
 
 	"github.com/depcache/go-depcache/depcache"
@@ -76,31 +75,31 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if p.m == nil {
 		return fmt.Errorf("gormplugin: New needs a manager")
 	}
-	if _, wrapped := db.ConnPool.(*pool); !wrapped {
-		db.ConnPool = &pool{ConnPool: db.ConnPool, p: p}
+	if _, wrapped := db.ConnPool.(*pluginPool); !wrapped {
+		db.ConnPool = &pluginPool{ConnPool: db.ConnPool, p: p}
 	}
 	if db.Statement != nil {
 		db.Statement.ConnPool = db.ConnPool
 	}
 
-	cb := db.Callback()
-	if cb.Query().Get("depcache:restore_preloads") != nil {
+	processors := db.Callback()
+	if processors.Query().Get("depcache:restore_preloads") != nil {
 		return nil // already initialised: registering again would run every callback twice
 	}
 	errs := []error{
-		cb.Query().Replace("gorm:query", p.query),
-		cb.Query().Before("gorm:preload").After("gorm:query").Register("depcache:before_preload", beforePreload),
-		cb.Query().After("gorm:preload").Before("gorm:after_query").Register("depcache:after_preload", afterPreload),
-		cb.Query().After("gorm:after_query").Register("depcache:restore_preloads", restorePreloads),
-		cb.Row().Replace("gorm:row", p.row),
-		cb.Raw().After("gorm:raw").Register("depcache:after_raw", p.afterRaw),
+		processors.Query().Replace("gorm:query", p.query),
+		processors.Query().Before("gorm:preload").After("gorm:query").Register("depcache:before_preload", beforePreload),
+		processors.Query().After("gorm:preload").Before("gorm:after_query").Register("depcache:after_preload", afterPreload),
+		processors.Query().After("gorm:after_query").Register("depcache:restore_preloads", restorePreloads),
+		processors.Row().Replace("gorm:row", p.row),
+		processors.Raw().After("gorm:raw").Register("depcache:after_raw", p.afterRaw),
 
-		cb.Create().Before("gorm:create").Register("depcache:before_create", p.beforeWrite(opCreate)),
-		cb.Create().After("gorm:create").Before("gorm:save_after_associations").Register("depcache:after_create", p.afterWrite(opCreate)),
-		cb.Update().Before("gorm:update").Register("depcache:before_update", p.beforeWrite(opUpdate)),
-		cb.Update().After("gorm:update").Before("gorm:save_after_associations").Register("depcache:after_update", p.afterWrite(opUpdate)),
-		cb.Delete().Before("gorm:delete").Register("depcache:before_delete", p.beforeWrite(opDelete)),
-		cb.Delete().After("gorm:delete").Before("gorm:after_delete").Register("depcache:after_delete", p.afterWrite(opDelete)),
+		processors.Create().Before("gorm:create").Register("depcache:before_create", p.beforeWrite(opCreate)),
+		processors.Create().After("gorm:create").Before("gorm:save_after_associations").Register("depcache:after_create", p.afterWrite(opCreate)),
+		processors.Update().Before("gorm:update").Register("depcache:before_update", p.beforeWrite(opUpdate)),
+		processors.Update().After("gorm:update").Before("gorm:save_after_associations").Register("depcache:after_update", p.afterWrite(opUpdate)),
+		processors.Delete().Before("gorm:delete").Register("depcache:before_delete", p.beforeWrite(opDelete)),
+		processors.Delete().After("gorm:delete").Before("gorm:after_delete").Register("depcache:after_delete", p.afterWrite(opDelete)),
 	}
 	for _, err := range errs {
 		if err != nil {
@@ -181,5 +180,3 @@ func dedupe(tags []string) []string {
 	}
 	return out
 }
-
-var _ = callbacks.Query

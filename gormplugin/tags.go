@@ -89,16 +89,16 @@ func sqlTables(sql string) ([]string, error) {
 		default:
 			continue
 		}
-		kw := strings.ToLower(toks[i])
+		keyword := strings.ToLower(toks[i])
 		for j := i + 1; j < len(toks); j++ {
 			t := toks[j]
 			if t == "(" { // a subquery: its own FROM is scanned in turn
 				break
 			}
 			if !isIdent(t) {
-				return nil, fmt.Errorf("%w: %q after %s", errUnparseable, t, kw)
+				return nil, fmt.Errorf("%w: %q after %s", errUnparseable, t, keyword)
 			}
-			if j+1 < len(toks) && toks[j+1] == "(" && kw != "into" {
+			if j+1 < len(toks) && toks[j+1] == "(" && keyword != "into" {
 				return nil, fmt.Errorf("%w: table function %s", errUnparseable, t)
 			}
 			add(t)
@@ -110,7 +110,7 @@ func sqlTables(sql string) ([]string, error) {
 			if k < len(toks) && isIdent(toks[k]) && !isKeyword(toks[k]) {
 				k++
 			}
-			if kw == "from" && k < len(toks) && toks[k] == "," {
+			if keyword == "from" && k < len(toks) && toks[k] == "," {
 				j = k
 				continue
 			}

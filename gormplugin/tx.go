@@ -17,24 +17,24 @@ import (
 // connection pool, and the transactions it begins queue their invalidations
 // and run them once Commit has returned.
 
-// pool wraps the *gorm.DB's connection pool so that transactions begun
+// pluginPool wraps the *gorm.DB's connection pool so that transactions begun
 // through it are *txPool.
-type pool struct {
+type pluginPool struct {
 	gorm.ConnPool
 	p *Plugin
 }
 
 var (
-	_ gorm.ConnPoolBeginner = (*pool)(nil)
-	_ gorm.GetDBConnector   = (*pool)(nil)
+	_ gorm.ConnPoolBeginner = (*pluginPool)(nil)
+	_ gorm.GetDBConnector   = (*pluginPool)(nil)
 )
 
-func (c *pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
+func (outer *pluginPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
 	var (
 		inner gorm.ConnPool
 		err   error
 	)
-	switch b := c.ConnPool.(type) {
+	switch b := outer.ConnPool.(type) {
 	case gorm.TxBeginner:
 		inner, err = b.BeginTx(ctx, opts)
 	case gorm.ConnPoolBeginner:
@@ -45,12 +45,12 @@ func (c *pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool,
 	if err != nil {
 		return nil, err
 	}
-	return &txPool{ConnPool: inner, p: c.p}, nil
+	return &txPool{ConnPool: inner, p: outer.p}, nil
 }
 
 // GetDBConn keeps db.DB() working.
-func (c *pool) GetDBConn() (*sql.DB, error) {
-	switch inner := c.ConnPool.(type) {
+func (outer *pluginPool) GetDBConn() (*sql.DB, error) {
+	switch inner := outer.ConnPool.(type) {
 	case *sql.DB:
 		return inner, nil
 	case gorm.GetDBConnector:
@@ -92,14 +92,14 @@ func (t *txPool) enqueue(tags []string) {
 // Commit commits, then runs the queued invalidations — also when COMMIT
 // returned an error, since the commit may have happened.
 func (t *txPool) Commit() error {
-	c, ok := t.ConnPool.(gorm.TxCommitter)
+	committer, ok := t.ConnPool.(gorm.TxCommitter)
 	if !ok {
 		return gorm.ErrInvalidTransaction
 	}
 	t.mu.Lock()
 	t.committed = true
 	t.mu.Unlock()
-	err := c.Commit()
+	err := committer.Commit()
 	t.flush()
 	return err
 }
@@ -107,11 +107,11 @@ func (t *txPool) Commit() error {
 // Rollback drops the queued invalidations, unless Commit was called before
 // (GORM's Transaction rolls back after a failed Commit).
 func (t *txPool) Rollback() error {
-	c, ok := t.ConnPool.(gorm.TxCommitter)
+	committer, ok := t.ConnPool.(gorm.TxCommitter)
 	if !ok {
 		return gorm.ErrInvalidTransaction
 	}
-	err := c.Rollback()
+	err := committer.Rollback()
 	t.mu.Lock()
 	if !t.committed {
 		t.queue, t.done = nil, true
@@ -151,15 +151,15 @@ const (
 )
 
 func txOf(db *gorm.DB) (txState, *txPool) {
-	switch cp := db.Statement.ConnPool.(type) {
+	switch connPool := db.Statement.ConnPool.(type) {
 	case *txPool:
-		return ownTx, cp
+		return ownTx, connPool
 	case *gorm.PreparedStmtTX:
-		if t, ok := cp.Tx.(*txPool); ok {
+		if t, ok := connPool.Tx.(*txPool); ok {
 			return ownTx, t
 		}
 		return foreignTx, nil
-	case *pool, *sql.DB, *sql.Conn, *gorm.PreparedStmtDB:
+	case *pluginPool, *sql.DB, *sql.Conn, *gorm.PreparedStmtDB:
 		return noTx, nil
 	case gorm.TxCommitter:
 		return foreignTx, nil

@@ -1,0 +1,124 @@
+package gormplugin
+
+import (
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+)
+
+// writeTags returns the tags a write invalidates.
+func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) []string {
+	stmt := db.Statement
+	table := stmt.Table
+	if table == "" || stmt.Schema == nil || !plainTable(table) {
+		if tables, err := sqlTables(stmt.SQL.String()); err == nil && len(tables) > 0 {
+			var tags []string
+			for _, t := range tables[:1] {
+				tags = append(tags, ListTag(t), TableTag(t))
+			}
+			return tags
+		}
+		return p.everyTable(table)
+	}
+	tags := []string{ListTag(table)}
+	whole := func() []string { return append(tags, TableTag(table)) }
+	if db.Error != nil && !(capture != nil && capture.ran) {
+		// The statement may or may not have changed rows.
+		return whole()
+	}
+	s := stmt.Schema
+	switch op {
+	case opCreate:
+		if _, upsert := stmt.Clauses["ON CONFLICT"]; upsert && !returningDialect(db) {
+			return whole() // the model may hold the wrong ids
+		}
+		n := len(tags)
+		tags = appendRowTags(tags, stmt, stmt.ReflectValue)
+		if len(tags) == n && db.RowsAffected > 0 {
+			return whole()
+		}
+		return tags
+	case opUpdate:
+		if assignsKey(stmt) {
+			tags = append(tags, TableTag(table))
+			tags = append(tags, p.cascades(s, true)...)
+			return tags
+		}
+	case opDelete:
+		tags = append(tags, p.cascades(s, false)...)
+	}
+	var selected [][]any
+	if v, ok := db.InstanceGet(settingSelected); ok {
+		selected, _ = v.([][]any)
+	}
+	switch {
+	case capture != nil && capture.ran:
+		for _, k := range capture.keys {
+			tags = append(tags, RowTag(table, typedKey(stmt, s, k)...))
+		}
+	case selected != nil:
+		for _, k := range selected {
+			tags = append(tags, RowTag(table, typedKey(stmt, s, k)...))
+		}
+	default:
+		pks, ok := pkSet(stmt)
+		if !ok {
+			return whole()
+		}
+		for _, pk := range pks {
+			tags = append(tags, RowTag(table, pk...))
+		}
+	}
+	return tags
+}
+
+// typedKey converts key values scanned from RETURNING (int64, []byte…)
+// to the key fields' Go types, so that they format as reads format them.
+func typedKey(stmt *gorm.Statement, s *schema.Schema, raw []any) []any {
+	out := make([]any, len(raw))
+	for i, v := range raw {
+		if b, ok := v.([]byte); ok {
+			v = string(b)
+		}
+		out[i] = v
+		if i < len(s.PrimaryFields) {
+			if cv, ok := convertKey(stmt, s.PrimaryFields[i], v); ok {
+				out[i] = cv
+			}
+		}
+	}
+	return out
+}
+
+// assignsKey reports an UPDATE that sets a primary-key column: RETURNING
+// and the WHERE see only one side of the move.
+func assignsKey(stmt *gorm.Statement) bool {
+	setClause, ok := stmt.Clauses["SET"]
+	if !ok {
+		return false
+	}
+	set, ok := setClause.Expression.(clause.Set)
+	if !ok {
+		return false
+	}
+	for _, a := range set {
+		for _, f := range stmt.Schema.PrimaryFields {
+			if a.Column.Name == f.DBName || a.Column.Name == clause.PrimaryKey {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// everyTable is the answer for a write whose table the plugin cannot name:
+// every table it has seen.
+func (p *Plugin) everyTable(hint string) []string {
+	p.logOnce("unknown-table:"+hint, "gormplugin: cannot tell which table a write changed; invalidating every table seen", "table", hint)
+	var tags []string
+	p.schemas.Range(func(k, _ any) bool {
+		tags = append(tags, ListTag(k.(string)), TableTag(k.(string)))
+		return true
+	})
+	return tags
+}
