@@ -58,6 +58,12 @@
 // cache. A memoized function called inside a transaction takes
 // TxContext(tx) as its ctx and queries through tx.
 //
+// The wrapping keeps the types GORM and other plugins look for: with
+// gorm.Config{PrepareStmt: true} db.ConnPool stays a *gorm.PreparedStmtDB
+// (the plugin's pool goes inside it), db.DB() returns the *sql.DB, and GORM
+// opened on a *sql.Tx keeps it. Without PrepareStmt, db.ConnPool is the
+// plugin's pool rather than the *sql.DB: use db.DB() to reach the latter.
+//
 // A transaction the plugin did not begin (db.Connection, GORM opened on a
 // *sql.Tx, another plugin's pool) is detected: reads inside it never use the
 // cache, and writes invalidate at statement time and once more after

@@ -75,12 +75,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if p.m == nil {
 		return fmt.Errorf("gormplugin: New needs a manager")
 	}
-	if _, wrapped := db.ConnPool.(*pluginPool); !wrapped {
-		db.ConnPool = &pluginPool{ConnPool: db.ConnPool, p: p}
-	}
-	if db.Statement != nil {
-		db.Statement.ConnPool = db.ConnPool
-	}
+	p.wrapPool(db)
 
 	processors := db.Callback()
 	if processors.Query().Get("depcache:restore_preloads") != nil {

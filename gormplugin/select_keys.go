@@ -30,16 +30,12 @@ func (p *Plugin) selectForUpdate(db *gorm.DB) {
 	case noTx:
 		// SkipDefaultTransaction: the SELECT and the write need one
 		// transaction, so the plugin opens it; afterWrite ends it.
-		outer, ok := stmt.ConnPool.(*pluginPool)
+		connPool, tx, ok := beginOwnTx(stmt.Context, stmt.ConnPool)
 		if !ok {
 			return
 		}
-		tx, err := outer.BeginTx(stmt.Context, nil)
-		if err != nil {
-			return
-		}
-		stmt.ConnPool = tx
-		db.InstanceSet(settingOwnTx, tx.(*txPool))
+		stmt.ConnPool = connPool
+		db.InstanceSet(settingOwnTx, tx)
 	}
 	if rv := stmt.ReflectValue; rv.IsValid() && rv.Kind() == reflect.Struct {
 		if _, zero := s.PrimaryFields[0].ValueOf(stmt.Context, rv); !zero {

@@ -12,53 +12,6 @@ import (
 	"github.com/depcache/go-depcache/depcache"
 )
 
-// GORM runs no callback after an explicit transaction's real COMMIT
-// (go-gorm/gorm#7367), so the plugin owns the commit: it wraps the
-// connection pool, and the transactions it begins queue their invalidations
-// and run them once Commit has returned.
-
-// pluginPool wraps the *gorm.DB's connection pool so that transactions begun
-// through it are *txPool.
-type pluginPool struct {
-	gorm.ConnPool
-	p *Plugin
-}
-
-var (
-	_ gorm.ConnPoolBeginner = (*pluginPool)(nil)
-	_ gorm.GetDBConnector   = (*pluginPool)(nil)
-)
-
-func (outer *pluginPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
-	var (
-		inner gorm.ConnPool
-		err   error
-	)
-	switch b := outer.ConnPool.(type) {
-	case gorm.TxBeginner:
-		inner, err = b.BeginTx(ctx, opts)
-	case gorm.ConnPoolBeginner:
-		inner, err = b.BeginTx(ctx, opts)
-	default:
-		return nil, gorm.ErrInvalidTransaction
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &txPool{ConnPool: inner, p: outer.p}, nil
-}
-
-// GetDBConn keeps db.DB() working.
-func (outer *pluginPool) GetDBConn() (*sql.DB, error) {
-	switch inner := outer.ConnPool.(type) {
-	case *sql.DB:
-		return inner, nil
-	case gorm.GetDBConnector:
-		return inner.GetDBConn()
-	}
-	return nil, gorm.ErrInvalidDB
-}
-
 // txPool is a transaction begun through the plugin's pool.
 type txPool struct {
 	gorm.ConnPool
