@@ -64,11 +64,15 @@
 // opened on a *sql.Tx keeps it. Without PrepareStmt, db.ConnPool is the
 // plugin's pool rather than the *sql.DB: use db.DB() to reach the latter.
 //
-// A transaction the plugin did not begin (db.Connection, GORM opened on a
-// *sql.Tx, another plugin's pool) is detected: reads inside it never use the
-// cache, and writes invalidate at statement time and once more after
-// WithForeignTxDelay — which narrows, but cannot close, the window before its
-// COMMIT. WithForeignTxError makes such writes fail instead. Transactions
+// GORM's own per-statement transaction around a Create, Update or Delete is
+// the plugin's wherever it is begun (also on db.Connection's connection or
+// a pool another plugin swaps in): the write invalidates after its COMMIT.
+// An explicit transaction the plugin did not begin (db.Connection(…).Begin
+// or Transaction, GORM opened on a *sql.Tx, another plugin's pool) is
+// detected: reads inside it never use the cache, and writes invalidate at
+// statement time and once more after WithForeignTxDelay — which narrows,
+// but cannot close, the window before its COMMIT. WithForeignTxError makes
+// such writes fail instead. Transactions
 // opened with Exec("BEGIN") are not seen: do not use them.
 //
 // # What is not tracked

@@ -89,6 +89,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		processors.Row().Replace("gorm:row", p.row),
 		processors.Raw().After("gorm:raw").Register("depcache:after_raw", p.afterRaw),
 
+		processors.Create().Before("gorm:begin_transaction").Register("depcache:before_begin_create", recordPoolBeforeBegin),
+		processors.Update().Before("gorm:begin_transaction").Register("depcache:before_begin_update", recordPoolBeforeBegin),
+		processors.Delete().Before("gorm:begin_transaction").Register("depcache:before_begin_delete", recordPoolBeforeBegin),
 		processors.Create().Before("gorm:create").Register("depcache:before_create", p.beforeWrite(opCreate)),
 		processors.Create().After("gorm:create").Before("gorm:save_after_associations").Register("depcache:after_create", p.afterWrite(opCreate)),
 		processors.Update().Before("gorm:update").Register("depcache:before_update", p.beforeWrite(opUpdate)),

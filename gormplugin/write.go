@@ -38,6 +38,7 @@ func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
 	if db.Error != nil {
 		return
 	}
+	p.adoptStatementTx(db)
 	switch state, t := txOf(db); state {
 	case ownTx:
 		t.written.Store(true)
