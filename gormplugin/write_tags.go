@@ -9,8 +9,8 @@ import (
 // writeTags returns the tags a write invalidates.
 func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) []string {
 	stmt := db.Statement
-	table := stmt.Table
-	if table == "" || stmt.Schema == nil || !plainTable(table) {
+	table, named := writtenTable(stmt)
+	if !named || stmt.Schema == nil {
 		if tables, err := sqlTables(stmt.SQL.String()); err == nil && len(tables) > 0 {
 			var tags []string
 			for _, t := range tables[:1] {
@@ -25,6 +25,17 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 	if db.Error != nil && !(capture != nil && capture.ran) {
 		// The statement may or may not have changed rows.
 		return whole()
+	}
+	if capture != nil && capture.fellBack {
+		p.logOnce("returning-fallback:"+table, "gormplugin: a write could not capture its rows with RETURNING and ran as written; it invalidates the table tag", "table", table)
+		tags = whole()
+		switch {
+		case op == opDelete:
+			tags = append(tags, p.cascades(stmt.Schema, false)...)
+		case op == opUpdate && assignsKey(stmt):
+			tags = append(tags, p.cascades(stmt.Schema, true)...)
+		}
+		return tags
 	}
 	s := stmt.Schema
 	switch op {
@@ -70,6 +81,23 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 		}
 	}
 	return tags
+}
+
+// writtenTable names the table a write changes: the statement's table,
+// or the one its table expression names (Table("posts AS p") leaves the
+// alias "p" in Statement.Table). False where that is not one plain table.
+func writtenTable(stmt *gorm.Statement) (string, bool) {
+	if stmt.TableExpr != nil {
+		tables, err := sqlTables("UPDATE " + stmt.TableExpr.SQL)
+		if err != nil || len(tables) != 1 {
+			return "", false
+		}
+		return tables[0], true
+	}
+	if stmt.Table == "" || !plainTable(stmt.Table) {
+		return "", false
+	}
+	return tableName(stmt.Table), true
 }
 
 // typedKey converts key values scanned from RETURNING (int64, []byte…)
