@@ -29,11 +29,11 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 	if capture != nil && capture.fellBack {
 		p.logOnce("returning-fallback:"+table, "gormplugin: a write could not capture its rows with RETURNING and ran as written; it invalidates the table tag", "table", table)
 		tags = whole()
-		switch {
-		case op == opDelete:
-			tags = append(tags, p.cascades(stmt.Schema, false)...)
-		case op == opUpdate && assignsKey(stmt):
-			tags = append(tags, p.cascades(stmt.Schema, true)...)
+		switch op {
+		case opDelete:
+			tags = append(tags, p.deleteCascades(stmt.Schema)...)
+		case opUpdate:
+			tags = append(tags, p.updateCascades(stmt.Schema, assignedColumns(stmt))...)
 		}
 		return tags
 	}
@@ -50,13 +50,12 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 		}
 		return tags
 	case opUpdate:
+		tags = append(tags, p.updateCascades(s, assignedColumns(stmt))...)
 		if assignsKey(stmt) {
-			tags = append(tags, TableTag(table))
-			tags = append(tags, p.cascades(s, true)...)
-			return tags
+			return append(tags, TableTag(table))
 		}
 	case opDelete:
-		tags = append(tags, p.cascades(s, false)...)
+		tags = append(tags, p.deleteCascades(s)...)
 	}
 	var selected [][]any
 	if v, ok := db.InstanceGet(settingSelected); ok {
@@ -116,6 +115,31 @@ func typedKey(stmt *gorm.Statement, s *schema.Schema, raw []any) []any {
 		}
 	}
 	return out
+}
+
+// assignedColumns returns the columns an UPDATE sets, or nil (every
+// column) where the plugin cannot read its assignments.
+func assignedColumns(stmt *gorm.Statement) columnSet {
+	setClause, ok := stmt.Clauses["SET"]
+	if !ok {
+		return nil
+	}
+	set, ok := setClause.Expression.(clause.Set)
+	if !ok {
+		return nil
+	}
+	columns := columnSet{}
+	for _, a := range set {
+		name := a.Column.Name
+		if name == clause.PrimaryKey {
+			if stmt.Schema == nil || stmt.Schema.PrioritizedPrimaryField == nil {
+				return nil
+			}
+			name = stmt.Schema.PrioritizedPrimaryField.DBName
+		}
+		columns[name] = true
+	}
+	return columns
 }
 
 // assignsKey reports an UPDATE that sets a primary-key column: RETURNING

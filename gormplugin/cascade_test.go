@@ -1,0 +1,119 @@
+package gormplugin_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/depcache/go-depcache/depcache"
+)
+
+// A member is referenced by its Refer column, not its key: its profile's
+// MemberRefer follows it ON UPDATE CASCADE, and the profile's notes follow
+// the profile's MemberRefer in turn.
+type Member struct {
+	ID      uint    `gorm:"primaryKey"`
+	Refer   uint    `gorm:"uniqueIndex"`
+	Name    string  `gorm:"size:64"`
+	Profile Profile `gorm:"foreignKey:MemberRefer;references:Refer;constraint:OnUpdate:CASCADE,OnDelete:CASCADE"`
+}
+
+type Profile struct {
+	ID          uint   `gorm:"primaryKey"`
+	MemberRefer uint   `gorm:"uniqueIndex"`
+	Bio         string `gorm:"size:64"`
+	Notes       []Note `gorm:"foreignKey:ProfileRefer;references:MemberRefer;constraint:OnUpdate:CASCADE,OnDelete:CASCADE"`
+}
+
+type Note struct {
+	ID           uint `gorm:"primaryKey"`
+	ProfileRefer uint
+	Text         string `gorm:"size:64"`
+}
+
+// Updating a column that a relationship references with ON UPDATE CASCADE
+// changes the referencing rows in the database; cached reads of them, and
+// of the rows referencing those, are fresh after it.
+func TestCascadeUpdateThroughReferencedColumn(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		noErr(t, "migrate", e.raw.AutoMigrate(&Member{}, &Profile{}, &Note{}))
+		t.Cleanup(func() {
+			if err := e.raw.Migrator().DropTable(&Note{}, &Profile{}, &Member{}); err != nil {
+				t.Errorf("drop: %v", err)
+			}
+		})
+		member := Member{Refer: 100, Name: "m", Profile: Profile{Bio: "bio", Notes: []Note{{Text: "a"}, {Text: "b"}}}}
+		noErr(t, "create", e.db.Create(&member).Error)
+
+		profileOf := depcache.Memoize(func(ctx context.Context, refer uint) (int64, error) {
+			var n int64
+			err := e.db.WithContext(ctx).Model(&Profile{}).Where("member_refer = ?", refer).Count(&n).Error
+			return n, err
+		}, depcache.Using(e.m), depcache.KeyName("profileOf"))
+		notesOf := depcache.Memoize(func(ctx context.Context, refer uint) (int64, error) {
+			var n int64
+			err := e.db.WithContext(ctx).Model(&Note{}).Where("profile_refer = ?", refer).Count(&n).Error
+			return n, err
+		}, depcache.Using(e.m), depcache.KeyName("notesOf"))
+		check := func(step string, refer uint, wantProfiles, wantNotes int64) {
+			t.Helper()
+			if n, err := profileOf(e.ctx, refer); err != nil || n != wantProfiles {
+				t.Errorf("%s: cached profiles of %d = %d (%v), want %d", step, refer, n, err, wantProfiles)
+			}
+			if n, err := notesOf(e.ctx, refer); err != nil || n != wantNotes {
+				t.Errorf("%s: cached notes of %d = %d (%v), want %d", step, refer, n, err, wantNotes)
+			}
+		}
+		check("before", 100, 1, 2)
+
+		noErr(t, "update refer", e.db.Model(&Member{ID: member.ID}).Update("refer", 200).Error)
+		var moved int64
+		noErr(t, "truth", e.raw.Model(&Note{}).Where("profile_refer = ?", 200).Count(&moved).Error)
+		if moved != 2 {
+			t.Fatalf("test bug: the database did not cascade (%d notes moved)", moved)
+		}
+		check("after the update", 100, 0, 0)
+		check("after the update", 200, 1, 2)
+	})
+}
+
+// Category references itself: deleting a parent deletes its children.
+type Category struct {
+	ID       uint       `gorm:"primaryKey"`
+	ParentID *uint      `gorm:"index"`
+	Name     string     `gorm:"size:64"`
+	Children []Category `gorm:"foreignKey:ParentID;constraint:OnDelete:CASCADE"`
+}
+
+// A delete that cascades to other rows of its own table (a tree) leaves no
+// cached lookup of those rows behind.
+func TestCascadeDeleteSelfReference(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		noErr(t, "migrate", e.raw.AutoMigrate(&Category{}))
+		t.Cleanup(func() {
+			if err := e.raw.Migrator().DropTable(&Category{}); err != nil {
+				t.Errorf("drop: %v", err)
+			}
+		})
+		root := Category{Name: "root", Children: []Category{{Name: "child"}}}
+		noErr(t, "create", e.db.Create(&root).Error)
+		childID := root.Children[0].ID
+
+		category := depcache.Memoize(func(ctx context.Context, id uint) (string, error) {
+			var c Category
+			err := e.db.WithContext(ctx).Limit(1).Find(&c, id).Error
+			return c.Name, err
+		}, depcache.Using(e.m), depcache.KeyName("category"))
+		if name, err := category(e.ctx, childID); err != nil || name != "child" {
+			t.Fatalf("child before: %q, %v", name, err)
+		}
+		noErr(t, "delete root", e.db.Delete(&Category{ID: root.ID}).Error)
+		var left int64
+		noErr(t, "truth", e.raw.Model(&Category{}).Count(&left).Error)
+		if left != 0 {
+			t.Fatalf("test bug: the database did not cascade (%d categories left)", left)
+		}
+		if name, err := category(e.ctx, childID); err != nil || name != "" {
+			t.Errorf("cached child after its parent's delete cascaded: %q, %v", name, err)
+		}
+	})
+}
