@@ -45,7 +45,18 @@
 // assign a key column, raw Exec) the table tag goes. Deletes and key updates
 // also invalidate the tables that reference the written one with ON DELETE
 // (ON UPDATE) CASCADE, SET NULL or SET DEFAULT among the models the plugin
-// has seen.
+// has seen, and so do updates of a column such a relationship references
+// (references:Refer) with ON UPDATE CASCADE, SET NULL or SET DEFAULT,
+// followed transitively.
+//
+// Raw Exec invalidates the list and table tags of every table it names
+// after UPDATE, INSERT/REPLACE/MERGE INTO, DELETE FROM and JOIN (also with
+// ONLY, LOW_PRIORITY, IGNORE, OR REPLACE, a WITH clause, comments, schema
+// qualifiers and quotes), with the cascades of the models seen; an
+// unquoted name also invalidates its lower-case spelling, since PostgreSQL
+// folds it and MySQL may. SQL the plugin cannot read invalidates every
+// table it has seen. Inside a transaction a raw write marks it as written,
+// as a GORM write does.
 //
 // # After commit
 //

@@ -87,6 +87,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		processors.Query().After("gorm:preload").Before("gorm:after_query").Register("depcache:after_preload", afterPreload),
 		processors.Query().After("gorm:after_query").Register("depcache:restore_preloads", restorePreloads),
 		processors.Row().Replace("gorm:row", p.row),
+		processors.Raw().Before("gorm:raw").Register("depcache:before_raw", p.beforeRaw),
 		processors.Raw().After("gorm:raw").Register("depcache:after_raw", p.afterRaw),
 
 		processors.Create().Before("gorm:begin_transaction").Register("depcache:before_begin_create", recordPoolBeforeBegin),

@@ -4,56 +4,132 @@ import (
 	"strings"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
 )
+
+// Raw SQL: db.Exec runs text the plugin did not build. It names the tables
+// it writes with the scanner in tags.go and invalidates their list and
+// table tags, with the cascades of the tables whose models it has seen;
+// SQL it cannot read invalidates every table seen. Inside a transaction the
+// plugin owns, a raw write marks the transaction as written, so that reads
+// after it bypass the cache as they do after a GORM write.
+
+// beforeRaw refuses a raw write inside a foreign transaction under
+// WithForeignTxError, as it refuses GORM's writes.
+func (p *Plugin) beforeRaw(db *gorm.DB) {
+	if db.Error != nil || !p.cfg.foreignError {
+		return
+	}
+	if _, write := p.rawWriteTags(db.Statement.SQL.String()); !write {
+		return
+	}
+	if state, _ := txOf(db); state == foreignTx {
+		db.AddError(ErrForeignTransaction)
+	}
+}
 
 // afterRaw invalidates what a raw Exec wrote.
 func (p *Plugin) afterRaw(db *gorm.DB) {
-	sqlText := strings.TrimSpace(db.Statement.SQL.String())
-	verb := strings.ToUpper(firstWord(sqlText))
-	switch verb {
-	case "SELECT", "SAVEPOINT", "RELEASE", "SET", "SHOW", "EXPLAIN", "PRAGMA", "":
-		return
-	case "ROLLBACK":
-		if strings.Contains(strings.ToUpper(sqlText), " TO ") {
-			return
-		}
-		fallthrough
-	case "BEGIN", "COMMIT", "START", "END":
-		p.logOnce("raw-tx", "gormplugin: transactions opened or ended with Exec are invisible to the plugin; use db.Transaction or db.Begin", "sql", sqlText)
-		return
-	case "CREATE", "COMMENT", "ANALYZE", "VACUUM", "GRANT", "REVOKE":
-		return // no cached read can depend on a table or index not there yet
-	case "DROP", "ALTER", "TRUNCATE", "RENAME":
-		if t, ok := ddlTable(sqlText); ok {
-			p.dispatch(db, []string{ListTag(t), TableTag(t)})
-			return
-		}
-		p.dispatch(db, p.everyTable(sqlText))
+	if db.Error == ErrForeignTransaction {
 		return
 	}
-	tables, err := sqlTables(sqlText)
-	if err != nil || len(tables) == 0 {
-		p.dispatch(db, p.everyTable(sqlText))
+	tags, write := p.rawWriteTags(db.Statement.SQL.String())
+	if !write {
 		return
 	}
-	var tags []string
-	for _, t := range tables {
-		tags = append(tags, ListTag(t), TableTag(t))
+	if state, t := txOf(db); state == ownTx {
+		t.written.Store(true)
 	}
 	p.dispatch(db, tags)
 }
 
-func firstWord(s string) string {
-	if i := strings.IndexAny(s, " \t\n("); i >= 0 {
-		return s[:i]
+// rawWriteTags returns the tags raw SQL invalidates, and whether it writes
+// at all.
+func (p *Plugin) rawWriteTags(sqlText string) ([]string, bool) {
+	toks := tokenize(sqlText)
+	if len(toks) == 0 {
+		return nil, false
 	}
-	return s
+	switch verb := strings.ToUpper(toks[0]); verb {
+	case "SELECT", "SAVEPOINT", "RELEASE", "SET", "SHOW", "EXPLAIN", "PRAGMA", "DESCRIBE", "VALUES":
+		return nil, false
+	case "ROLLBACK", "BEGIN", "COMMIT", "START", "END", "ABORT":
+		if verb == "ROLLBACK" && containsWord(toks, "to") {
+			return nil, false
+		}
+		p.logOnce("raw-tx", "gormplugin: transactions opened or ended with Exec are invisible to the plugin; use db.Transaction or db.Begin", "sql", sqlText)
+		return nil, false
+	case "CREATE", "COMMENT", "ANALYZE", "VACUUM", "GRANT", "REVOKE":
+		return nil, false // no cached read can depend on a table or index not there yet
+	case "DROP", "ALTER", "TRUNCATE", "RENAME":
+		if verb == "TRUNCATE" && containsWord(toks, "cascade") {
+			// Empties every table that references it, whatever their ON
+			// DELETE: more than the cascades the plugin follows.
+			return p.everyTable(sqlText), true
+		}
+		if t, ok := ddlTable(toks); ok {
+			return p.tableTags(t), true
+		}
+		return p.everyTable(sqlText), true
+	}
+	tables, err := sqlTables(sqlText)
+	if err != nil || len(tables) == 0 {
+		return p.everyTable(sqlText), true
+	}
+	cascades := !strings.EqualFold(toks[0], "insert") ||
+		containsWord(toks, "conflict") || containsWord(toks, "duplicate") || containsWord(toks, "replace")
+	var tags []string
+	for _, t := range tables {
+		tags = append(tags, p.tableTags(t)...)
+		if cascades {
+			tags = append(tags, p.rawCascades(t)...)
+		}
+	}
+	return tags, true
+}
+
+// tableTags returns the list and table tags of a table named in raw SQL,
+// and of every table of a seen model spelled the same but for case (SQLite
+// and MySQL on case-insensitive file systems do not tell them apart).
+func (p *Plugin) tableTags(table string) []string {
+	tags := []string{ListTag(table), TableTag(table)}
+	p.schemas.Range(func(k, _ any) bool {
+		if seen := k.(string); seen != table && strings.EqualFold(seen, table) {
+			tags = append(tags, ListTag(seen), TableTag(seen))
+		}
+		return true
+	})
+	return tags
+}
+
+// rawCascades returns what a raw write to table may change through foreign
+// keys: the rows it deletes (DELETE, REPLACE), and the columns it updates,
+// which raw SQL does not tell the plugin (so every column).
+func (p *Plugin) rawCascades(table string) []string {
+	var tags []string
+	p.schemas.Range(func(k, v any) bool {
+		if strings.EqualFold(k.(string), table) {
+			s := v.(*schema.Schema)
+			tags = append(tags, p.deleteCascades(s)...)
+			tags = append(tags, p.updateCascades(s, nil)...)
+		}
+		return true
+	})
+	return tags
+}
+
+func containsWord(toks []string, word string) bool {
+	for _, t := range toks {
+		if strings.EqualFold(t, word) {
+			return true
+		}
+	}
+	return false
 }
 
 // ddlTable finds the table of DROP/ALTER/TRUNCATE [TABLE] [IF EXISTS] name;
 // DDL on anything else (an index, a view) is not a table.
-func ddlTable(sqlText string) (string, bool) {
-	toks := tokenize(sqlText)
+func ddlTable(toks []string) (string, bool) {
 	i := 1
 	if i < len(toks) && strings.EqualFold(toks[i], "table") {
 		i++

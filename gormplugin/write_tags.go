@@ -11,14 +11,12 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 	stmt := db.Statement
 	table, named := writtenTable(stmt)
 	if !named || stmt.Schema == nil {
-		if tables, err := sqlTables(stmt.SQL.String()); err == nil && len(tables) > 0 {
-			var tags []string
-			for _, t := range tables[:1] {
-				tags = append(tags, ListTag(t), TableTag(t))
-			}
+		// No model (Table("…") alone) or a table expression: the tables
+		// the built SQL names, as for raw SQL.
+		if tags, _ := p.rawWriteTags(stmt.SQL.String()); len(tags) > 0 {
 			return tags
 		}
-		return p.everyTable(table)
+		return p.everyTable(stmt.Table)
 	}
 	tags := []string{ListTag(table)}
 	whole := func() []string { return append(tags, TableTag(table)) }
