@@ -6,7 +6,7 @@
 //
 //	postsByAuthor := depcache.Memoize(func(ctx context.Context, author int) ([]Post, error) {
 //		var posts []Post
-//		err := db.WithContext(ctx).Where("author_id = ?", author).Find(&posts).Error
+//		err := gormplugin.DB(ctx, db).Where("author_id = ?", author).Find(&posts).Error
 //		return posts, err // tagged posts::*, posts::<id> of each row, posts
 //	}, depcache.Using(m), depcache.KeyName("postsByAuthor"))
 //
@@ -14,7 +14,7 @@
 //
 // # Tags on reads
 //
-// A GORM read made with db.WithContext(ctx), where ctx is the context a
+// A GORM read made with DB(ctx, db) or db.WithContext(ctx), where ctx is the context a
 // cached computation of the plugin's manager received, adds to that
 // computation:
 //
@@ -66,8 +66,32 @@
 // returns (also when it returned an error, since the commit may have
 // happened); a plain Rollback drops them. Nothing is ever filled from inside
 // a transaction, and once a transaction has written, its reads bypass the
-// cache. A memoized function called inside a transaction takes
-// TxContext(tx) as its ctx and queries through tx.
+// cache.
+//
+// # Memoized functions and transactions
+//
+// A memoized function cannot see a transaction its caller is in unless it
+// is told: inside a transaction call it with TxContext(tx), and inside it
+// query through DB(ctx, db) rather than db.WithContext(ctx). DB returns the
+// transaction TxContext carries (so the function sees the transaction's own
+// writes) and db outside one:
+//
+//	article := depcache.Memoize(func(ctx context.Context, id int) (Article, error) {
+//		var a Article
+//		err := gormplugin.DB(ctx, db).First(&a, id).Error
+//		return a, err
+//	}, depcache.Using(m), depcache.KeyName("article"))
+//
+//	db.Transaction(func(tx *gorm.DB) error {
+//		tx.Model(&Article{ID: 1}).Update("title", "Draft")
+//		a, err := article(gormplugin.TxContext(tx), 1) // "Draft", read through tx
+//		…
+//	})
+//
+// Under TxContext nothing is stored, and once tx has written nothing is
+// read from the cache either. A function that queries through db.WithContext
+// instead runs outside the transaction: it misses the transaction's
+// uncommitted writes (and under SQLite may wait on its lock).
 //
 // The wrapping keeps the types GORM and other plugins look for: with
 // gorm.Config{PrepareStmt: true} db.ConnPool stays a *gorm.PreparedStmtDB

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"reflect"
 	"sync"
 	"sync/atomic"
 
@@ -120,16 +121,62 @@ func txOf(db *gorm.DB) (txState, *txPool) {
 	return noTx, nil
 }
 
+// txKey carries the transaction TxContext was given.
+type txKey struct{}
+
+// DB returns what a function given ctx should query through: the
+// transaction carried by ctx when ctx comes from TxContext(tx) (or was
+// derived from one, as the ctx of a memoized function called with it is)
+// and tx is a transaction on db's database, else db. Either way with ctx,
+// so that the plugin sees the cached computation ctx belongs to:
+//
+//	article := depcache.Memoize(func(ctx context.Context, id int) (Article, error) {
+//		var a Article
+//		err := gormplugin.DB(ctx, db).First(&a, id).Error
+//		return a, err
+//	}, …)
+//
+//	db.Transaction(func(tx *gorm.DB) error {
+//		…write through tx…
+//		a, err := article(gormplugin.TxContext(tx), 1) // sees the write
+//	})
+//
+// Without it, a function called inside a transaction queries outside it
+// and misses the transaction's own writes.
+func DB(ctx context.Context, db *gorm.DB) *gorm.DB {
+	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok && tx != nil && sameDatabase(tx, db) {
+		return tx.WithContext(ctx)
+	}
+	return db.WithContext(ctx)
+}
+
+// sameDatabase reports whether two *gorm.DB come from one gorm.Open: their
+// sessions and transactions share its dialector.
+func sameDatabase(a, b *gorm.DB) bool {
+	if a.Config == b.Config {
+		return true
+	}
+	da, db := a.Dialector, b.Dialector
+	if da == nil || db == nil || reflect.TypeOf(da) != reflect.TypeOf(db) || !reflect.TypeOf(da).Comparable() {
+		return false
+	}
+	return da == db
+}
+
 // TxContext returns the context to give Memoize and Fetch inside the
 // transaction tx. Under it a memoized call never fills the cache (the
 // transaction's snapshot may predate a committed invalidation, and its own
 // writes are uncommitted); once tx has written, calls do not read it either,
 // so that the transaction sees its own writes. Query through tx inside.
+//
+// The returned context carries tx: a memoized function reaches it with
+// DB(ctx, db), which it should use for every query.
 func TxContext(tx *gorm.DB) context.Context {
 	ctx := tx.Statement.Context
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	ctx = context.WithValue(ctx, txKey{}, tx)
 	state, t := txOf(tx)
 	switch state {
 	case ownTx:
