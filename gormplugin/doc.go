@@ -14,9 +14,9 @@
 //
 // # Tags on reads
 //
-// A GORM read made with DB(ctx, db) or db.WithContext(ctx), where ctx is the context a
-// cached computation of the plugin's manager received, adds to that
-// computation:
+// A GORM read made with DB(ctx, db) or db.WithContext(ctx), where ctx is
+// the context a cached computation of the plugin's manager received, adds
+// to that computation:
 //
 //   - a lookup by primary key (First(&u, 7), First(&User{ID: 7}), Where with
 //     a set of keys): RowTag(table, key) for every key asked for — also when
