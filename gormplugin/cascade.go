@@ -62,8 +62,8 @@ func (p *Plugin) followCascades(first cascadeStep) []string {
 		step := queue[0]
 		queue = queue[1:]
 		target := tableName(step.schema.Table)
-		p.schemas.Range(func(_, v any) bool {
-			for _, rel := range v.(*schema.Schema).Relationships.Relations {
+		p.schemas.Range(func(k, _ any) bool {
+			for _, rel := range k.(*schema.Schema).Relationships.Relations {
 				constraint := rel.ParseConstraint()
 				if constraint == nil || constraint.ReferenceSchema == nil || constraint.Schema == nil ||
 					tableName(constraint.ReferenceSchema.Table) != target {

@@ -41,6 +41,23 @@ func TestCascadeUpdateThroughReferencedColumn(t *testing.T) {
 				t.Errorf("drop: %v", err)
 			}
 		})
+		func() {
+			// Other model types on the same tables, seen first and with no
+			// relationships (GORM's own tests declare such local types):
+			// its schema must not hide the relationships of the next one.
+			type Member struct {
+				ID    uint
+				Refer uint
+				Name  string
+			}
+			type Profile struct {
+				ID          uint
+				MemberRefer uint
+				Bio         string
+			}
+			noErr(t, "write through another Member type", e.db.Model(&Member{}).Where("refer = ?", 0).Update("name", "none").Error)
+			noErr(t, "write through another Profile type", e.db.Model(&Profile{}).Where("member_refer = ?", 0).Update("bio", "none").Error)
+		}()
 		member := Member{Refer: 100, Name: "m", Profile: Profile{Bio: "bio", Notes: []Note{{Text: "a"}, {Text: "b"}}}}
 		noErr(t, "create", e.db.Create(&member).Error)
 

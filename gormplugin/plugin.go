@@ -19,7 +19,11 @@ type Plugin struct {
 	cfg config
 	log *slog.Logger
 
-	schemas sync.Map // table → *schema.Schema: every model seen, for cascades
+	// schemas holds every model seen (*schema.Schema → its table name),
+	// for cascades. Keyed by schema, not table: several model types may
+	// share a table (GORM's own tests declare local types per test), and
+	// the relationships of each count.
+	schemas sync.Map
 	logged  sync.Map // messages logged once
 
 	delayed sync.WaitGroup
@@ -164,7 +168,7 @@ func (p *Plugin) logOnce(key, msg string, args ...any) {
 // remember records a model's schema, for cascades.
 func (p *Plugin) remember(s *schema.Schema) {
 	if s != nil {
-		p.schemas.LoadOrStore(tableName(s.Table), s)
+		p.schemas.LoadOrStore(s, tableName(s.Table))
 	}
 }
 

@@ -93,13 +93,13 @@ func (p *Plugin) rawWriteTags(sqlText string) ([]string, bool) {
 // and MySQL on case-insensitive file systems do not tell them apart).
 func (p *Plugin) tableTags(table string) []string {
 	tags := []string{ListTag(table), TableTag(table)}
-	p.schemas.Range(func(k, _ any) bool {
-		if seen := k.(string); seen != table && strings.EqualFold(seen, table) {
+	p.schemas.Range(func(_, v any) bool {
+		if seen := v.(string); seen != table && strings.EqualFold(seen, table) {
 			tags = append(tags, ListTag(seen), TableTag(seen))
 		}
 		return true
 	})
-	return tags
+	return dedupe(tags)
 }
 
 // rawCascades returns what a raw write to table may change through foreign
@@ -108,8 +108,8 @@ func (p *Plugin) tableTags(table string) []string {
 func (p *Plugin) rawCascades(table string) []string {
 	var tags []string
 	p.schemas.Range(func(k, v any) bool {
-		if strings.EqualFold(k.(string), table) {
-			s := v.(*schema.Schema)
+		if strings.EqualFold(v.(string), table) {
+			s := k.(*schema.Schema)
 			tags = append(tags, p.deleteCascades(s)...)
 			tags = append(tags, p.updateCascades(s, nil)...)
 		}

@@ -166,9 +166,9 @@ func assignsKey(stmt *gorm.Statement) bool {
 func (p *Plugin) everyTable(hint string) []string {
 	p.logOnce("unknown-table:"+hint, "gormplugin: cannot tell which table a write changed; invalidating every table seen", "table", hint)
 	var tags []string
-	p.schemas.Range(func(k, _ any) bool {
-		tags = append(tags, ListTag(k.(string)), TableTag(k.(string)))
+	p.schemas.Range(func(_, v any) bool {
+		tags = append(tags, ListTag(v.(string)), TableTag(v.(string)))
 		return true
 	})
-	return tags
+	return dedupe(tags)
 }
