@@ -43,6 +43,44 @@ func (p *Plugin) afterRaw(db *gorm.DB) {
 	p.dispatch(db, tags)
 }
 
+// runRawWrite runs raw SQL that came through GORM's query or row chain
+// (Raw("UPDATE … RETURNING").Find, Scan, Rows) when it writes: never from
+// the cache, and invalidating as Exec does. It reports false, running
+// nothing, for a read.
+func (p *Plugin) runRawWrite(db *gorm.DB, run func(*gorm.DB)) bool {
+	if !isRawWrite(tokenize(db.Statement.SQL.String())) {
+		return false
+	}
+	p.beforeRaw(db)
+	run(db) // GORM's own query or row callback; it runs nothing after an error
+	p.afterRaw(db)
+	return true
+}
+
+// isRawWrite reports SQL that changes data, for statements that came as
+// queries: a DML verb first, a data-modifying WITH, or a procedure call.
+func isRawWrite(toks []string) bool {
+	if len(toks) == 0 {
+		return false
+	}
+	switch strings.ToUpper(toks[0]) {
+	case "INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE", "UPSERT", "CALL", "TRUNCATE":
+		return true
+	case "WITH":
+		for i, t := range toks {
+			switch strings.ToUpper(t) {
+			case "INSERT", "DELETE", "MERGE":
+				return true
+			case "UPDATE":
+				if i == 0 || !strings.EqualFold(toks[i-1], "for") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // rawWriteTags returns the tags raw SQL invalidates, and whether it writes
 // at all.
 func (p *Plugin) rawWriteTags(sqlText string) ([]string, bool) {

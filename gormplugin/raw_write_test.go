@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -87,5 +88,35 @@ func TestRawExecForeignTransactionError(t *testing.T) {
 		if p, _ := lookupPost(e.raw, 7); p.Title != "Seven" {
 			t.Errorf("the refused write ran: post 7 = %q", p.Title)
 		}
+	})
+}
+
+// A write run through Raw(…).Scan or Raw(…).Find (UPDATE … RETURNING) is a
+// write: it invalidates as Exec does, and a Cached scope never serves it
+// from the cache (the second call must write again).
+func TestRawWriteThroughScanAndFind(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		if e.dialect == "mysql" {
+			t.Skip("MariaDB has no UPDATE … RETURNING")
+		}
+		update := "UPDATE " + e.table(&Post{}) + " SET title = ? WHERE id = ? RETURNING id"
+		b := newBlog(e)
+		b.warm(t)
+		var ids []uint
+		noErr(t, "Raw.Scan", e.db.Raw(update, "Scanned", 7).Scan(&ids).Error)
+		if len(ids) != 1 || ids[0] != 7 {
+			t.Fatalf("RETURNING id = %v", ids)
+		}
+		b.checkFresh(t)
+
+		bang := "UPDATE " + e.table(&Post{}) + " SET body = body || '!' WHERE id = ? RETURNING id"
+		for _, want := range []string{"body of Seven!", "body of Seven!!"} {
+			ids = nil
+			noErr(t, "Cached Raw.Find", e.db.Scopes(gormplugin.Cached(time.Minute)).Raw(bang, 7).Find(&ids).Error)
+			if p, _ := lookupPost(e.raw, 7); p.Body != want {
+				t.Errorf("after a Cached Raw(UPDATE … RETURNING).Find: post 7 body = %q, want %q", p.Body, want)
+			}
+		}
+		b.checkFresh(t)
 	})
 }
