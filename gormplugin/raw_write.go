@@ -37,8 +37,8 @@ func (p *Plugin) afterRaw(db *gorm.DB) {
 	if !write {
 		return
 	}
-	if state, t := txOf(db); state == ownTx {
-		t.written.Store(true)
+	if state, tx := txOf(db); state == ownTx {
+		tx.written.Store(true)
 	}
 	p.dispatch(db, tags)
 }

@@ -177,10 +177,10 @@ func TxContext(tx *gorm.DB) context.Context {
 		ctx = context.Background()
 	}
 	ctx = context.WithValue(ctx, txKey{}, tx)
-	state, t := txOf(tx)
+	state, own := txOf(tx)
 	switch state {
 	case ownTx:
-		return depcache.Restrict(ctx, func() (bool, bool) { return !t.written.Load(), false })
+		return depcache.Restrict(ctx, func() (bool, bool) { return !own.written.Load(), false })
 	case foreignTx:
 		return depcache.Bypass(ctx)
 	}

@@ -39,9 +39,9 @@ func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
 		return
 	}
 	p.adoptStatementTx(db)
-	switch state, t := txOf(db); state {
+	switch state, tx := txOf(db); state {
 	case ownTx:
-		t.written.Store(true)
+		tx.written.Store(true)
 	case foreignTx:
 		if p.cfg.foreignError {
 			db.AddError(ErrForeignTransaction)
@@ -106,9 +106,9 @@ func (p *Plugin) dispatch(db *gorm.DB, tags []string) {
 	if len(tags) == 0 {
 		return
 	}
-	switch state, t := txOf(db); state {
+	switch state, tx := txOf(db); state {
 	case ownTx:
-		t.enqueue(tags)
+		tx.enqueue(tags)
 	case foreignTx:
 		// The commit is out of sight: invalidate now and once more later.
 		p.invalidate(db.Statement.Context, tags)
