@@ -40,7 +40,11 @@
 // the row tag of every row it touched. Rows are identified from the model's
 // key, a WHERE that is a set of keys, or — for a mass UPDATE or DELETE on
 // PostgreSQL and SQLite — by running the statement GORM built with
-// RETURNING <key> into the plugin's own destination. Where rows cannot be
+// RETURNING <key> into the plugin's own destination (the key qualified with
+// the written table or its alias, for UPDATE … FROM and DELETE … USING).
+// That variant is the plugin's and never the reason a write fails: where it
+// cannot be built or the database rejects it, the statement runs once as
+// the user wrote it and invalidates the table tag. Where rows cannot be
 // identified (MySQL mass writes, upserts without RETURNING, statements that
 // assign a key column, raw Exec) the table tag goes. Deletes and key updates
 // also invalidate the tables that reference the written one with ON DELETE
