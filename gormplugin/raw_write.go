@@ -1,6 +1,7 @@
 package gormplugin
 
 import (
+	"errors"
 	"strings"
 
 	"gorm.io/gorm"
@@ -17,7 +18,7 @@ import (
 // beforeRaw refuses a raw write inside a foreign transaction under
 // WithForeignTxError, as it refuses GORM's writes.
 func (p *Plugin) beforeRaw(db *gorm.DB) {
-	if db.Error != nil || !p.cfg.foreignError {
+	if db.Error != nil || db.DryRun || !p.cfg.foreignError {
 		return
 	}
 	if _, write := p.rawWriteTags(db.Statement.SQL.String()); !write {
@@ -30,8 +31,8 @@ func (p *Plugin) beforeRaw(db *gorm.DB) {
 
 // afterRaw invalidates what a raw Exec wrote.
 func (p *Plugin) afterRaw(db *gorm.DB) {
-	if db.Error == ErrForeignTransaction {
-		return
+	if db.DryRun || errors.Is(db.Error, ErrForeignTransaction) {
+		return // nothing ran (ToSQL and DryRun sessions build SQL only)
 	}
 	tags, write := p.rawWriteTags(db.Statement.SQL.String())
 	if !write {

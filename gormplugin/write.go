@@ -1,6 +1,8 @@
 package gormplugin
 
 import (
+	"errors"
+
 	"gorm.io/gorm"
 )
 
@@ -35,7 +37,7 @@ func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
 	db.InstanceSet(settingCapture, (*returningCapture)(nil))
 	db.InstanceSet(settingSelected, [][]any(nil))
 	db.InstanceSet(settingOwnTx, (*txPool)(nil))
-	if db.Error != nil {
+	if db.Error != nil || db.DryRun { // DryRun builds SQL and runs nothing
 		return
 	}
 	p.adoptStatementTx(db)
@@ -80,8 +82,8 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 			db.Statement.ConnPool = capture.ConnPool
 			db.InstanceSet(settingCapture, (*returningCapture)(nil))
 		}
-		if db.Error == ErrForeignTransaction {
-			return
+		if db.DryRun || errors.Is(db.Error, ErrForeignTransaction) {
+			return // nothing ran
 		}
 		p.remember(db.Statement.Schema)
 		p.dispatch(db, p.writeTags(db, op, capture))
