@@ -79,16 +79,34 @@ func (capture *returningCapture) ExecContext(ctx context.Context, query string, 
 		capture.keys, capture.ran = keys, true
 		return rowsResult(n), nil
 	}
-	switch {
-	case guarded:
+	if guarded {
 		if _, rbErr := capture.ConnPool.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+returningSavepoint); rbErr != nil {
 			return nil, err
 		}
 		capture.ConnPool.ExecContext(ctx, "RELEASE SAVEPOINT "+returningSavepoint)
-	case !capture.canRunAgain(ctx, err):
-		return nil, err
+	}
+	if !capture.mayBeTheVariant(err) || !guarded && !capture.canRunAgain(ctx, err) {
+		return nil, err // the user's statement fails as it would without the plugin
 	}
 	return capture.runAsWritten(ctx, query, args)
+}
+
+// mayBeTheVariant reports an error that the RETURNING the plugin added can
+// cause — a column or name it cannot resolve, a syntax it does not accept
+// — rather than one of the user's statement (a constraint, a lock), which
+// running it again would only repeat.
+func (capture *returningCapture) mayBeTheVariant(err error) bool {
+	var coded interface{ SQLState() string }
+	if errors.As(err, &coded) {
+		return strings.HasPrefix(coded.SQLState(), "42") // syntax error or access rule violation
+	}
+	msg := strings.ToLower(err.Error())
+	for _, s := range []string{"no such column", "ambiguous", "syntax error", "returning"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // runAsWritten runs the user's statement unchanged: its rows are unknown,
@@ -144,9 +162,11 @@ func (capture *returningCapture) needsSavepoint(query, target string) bool {
 }
 
 // canRunAgain reports whether the statement certainly did not happen, so
-// running it as written cannot apply it twice: the server rejected it
-// (PostgreSQL reports an SQLSTATE; SQLite statements are atomic and in
-// process), and a failed statement leaves the transaction usable.
+// running it as written cannot apply it twice, and whether the connection
+// can still run it: the server rejected it (PostgreSQL reports an
+// SQLSTATE; SQLite statements are atomic and in process), and — outside a
+// savepoint — a failed statement leaves the transaction usable (not so on
+// PostgreSQL).
 func (capture *returningCapture) canRunAgain(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false

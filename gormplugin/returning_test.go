@@ -111,3 +111,20 @@ func TestReturningFallsBackToTheStatementAsWritten(t *testing.T) {
 		}
 	})
 }
+
+// A mass update of an aliased table (Table("posts AS p")) runs on every
+// database, touches the rows the user meant and leaves the cache fresh:
+// RETURNING is qualified with the alias, and where the plugin's key
+// selection cannot use the alias (MySQL) it falls back to the table tag.
+func TestMassUpdateAliasedTable(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		b := newBlog(e)
+		b.warm(t)
+		res := e.db.Model(&Post{}).Table(e.table(&Post{})+" AS p").Where("p.author_id = ?", alice).Update("title", "Aliased")
+		noErr(t, "aliased update", res.Error)
+		if res.RowsAffected != 6 {
+			t.Errorf("RowsAffected = %d, want alice's 6 posts", res.RowsAffected)
+		}
+		b.checkFresh(t)
+	})
+}
