@@ -102,3 +102,27 @@ func dialectorOn(dialect string, conn gorm.ConnPool) gorm.Dialector {
 	}
 	return sqlite.New(sqlite.Config{Conn: conn})
 }
+
+// tx.DB() inside a transaction returns the *sql.DB, as it does without the
+// plugin (GORM itself calls it, e.g. in Connection).
+func TestTransactionDBReturnsSQLDB(t *testing.T) {
+	prepared := envSetup{gorm: func(c *gorm.Config) { c.PrepareStmt = true }}
+	for name, setup := range map[string]envSetup{"plain": {}, "PrepareStmt": prepared} {
+		t.Run(name, func(t *testing.T) {
+			forEachDBWith(t, setup, func(t *testing.T, e *env) {
+				want, err := e.db.DB()
+				noErr(t, "db.DB()", err)
+				noErr(t, "transaction", e.db.Transaction(func(tx *gorm.DB) error {
+					got, err := tx.DB()
+					if err != nil || got != want {
+						t.Errorf("tx.DB() = %p, %v; want %p", got, err, want)
+					}
+					return nil
+				}))
+				noErr(t, "connection", e.db.Connection(func(c *gorm.DB) error {
+					return c.Create(&Tag{Name: "conn"}).Error // GORM's statement transaction on the connection
+				}))
+			})
+		})
+	}
+}

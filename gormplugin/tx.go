@@ -18,7 +18,8 @@ type txPool struct {
 	gorm.ConnPool
 	p *Plugin
 
-	written atomic.Bool // a write ran: reads bypass the cache
+	parent  gorm.GetDBConnector // the pool it was begun on, for GetDBConn; nil for GORM's statement transactions the plugin adopted
+	written atomic.Bool         // a write ran: reads bypass the cache
 
 	mu        sync.Mutex
 	queue     []string // tags to invalidate after COMMIT
@@ -26,7 +27,26 @@ type txPool struct {
 	done      bool     // the queue ran or was dropped
 }
 
-var _ gorm.Tx = (*txPool)(nil)
+var (
+	_ gorm.Tx             = (*txPool)(nil)
+	_ gorm.GetDBConnector = (*txPool)(nil)
+)
+
+// GetDBConn keeps tx.DB() working inside a transaction, as it does on a
+// bare *sql.Tx.
+func (t *txPool) GetDBConn() (*sql.DB, error) {
+	if t.parent != nil {
+		return t.parent.GetDBConn()
+	}
+	switch inner := t.ConnPool.(type) {
+	case gorm.GetDBConnector:
+		return inner.GetDBConn()
+	case *sql.Tx:
+		// As gorm.DB.DB does for a *sql.Tx: database/sql does not export it.
+		return (*sql.DB)(reflect.ValueOf(inner).Elem().FieldByName("db").UnsafePointer()), nil
+	}
+	return nil, gorm.ErrInvalidDB
+}
 
 // enqueue holds tags until the transaction ends.
 func (t *txPool) enqueue(tags []string) {
