@@ -95,8 +95,11 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		processors.Raw().After("gorm:raw").Register("depcache:after_raw", p.afterRaw),
 
 		processors.Create().Before("gorm:begin_transaction").Register("depcache:before_begin_create", recordPoolBeforeBegin),
+		processors.Create().After("gorm:begin_transaction").Before("gorm:before_create").Register("depcache:after_begin_create", p.adoptStatementTx),
 		processors.Update().Before("gorm:begin_transaction").Register("depcache:before_begin_update", recordPoolBeforeBegin),
+		processors.Update().After("gorm:begin_transaction").Before("gorm:setup_reflect_value").Register("depcache:after_begin_update", p.adoptStatementTx),
 		processors.Delete().Before("gorm:begin_transaction").Register("depcache:before_begin_delete", recordPoolBeforeBegin),
+		processors.Delete().After("gorm:begin_transaction").Before("gorm:before_delete").Register("depcache:after_begin_delete", p.adoptStatementTx),
 		processors.Create().Before("gorm:create").Register("depcache:before_create", p.beforeWrite(opCreate)),
 		processors.Create().After("gorm:create").Before("gorm:save_after_associations").Register("depcache:after_create", p.afterWrite(opCreate)),
 		processors.Update().Before("gorm:update").Register("depcache:before_update", p.beforeWrite(opUpdate)),

@@ -27,7 +27,8 @@ func recordPoolBeforeBegin(db *gorm.DB) {
 // poolHolder keeps a nil pool distinguishable from "not recorded".
 type poolHolder struct{ pool gorm.ConnPool }
 
-// adoptStatementTx makes the transaction gorm:begin_transaction began for
+// adoptStatementTx runs right after gorm:begin_transaction, before hooks
+// and associations write anything: it makes the transaction GORM began for
 // this statement the plugin's own, where it is not already.
 func (p *Plugin) adoptStatementTx(db *gorm.DB) {
 	v, ok := db.InstanceGet(settingPoolBeforeBegin)

@@ -40,7 +40,6 @@ func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
 	if db.Error != nil || db.DryRun { // DryRun builds SQL and runs nothing
 		return
 	}
-	p.adoptStatementTx(db)
 	switch state, tx := txOf(db); state {
 	case ownTx:
 		tx.written.Store(true)
