@@ -60,10 +60,32 @@ func ModelRowTag(db *gorm.DB, model any) (string, error) {
 // and the model's users tag the same thing.
 func tableName(t string) string {
 	t = strings.TrimSpace(t)
-	if i := strings.LastIndexByte(t, '.'); i >= 0 {
+	if i := lastDotOutsideQuotes(t); i >= 0 {
 		t = t[i+1:]
 	}
 	return strings.Trim(t, "`\"[]")
+}
+
+// lastDotOutsideQuotes finds the dot before the table in schema.table,
+// skipping dots inside a quoted name ("my.table").
+func lastDotOutsideQuotes(t string) int {
+	last := -1
+	var quote byte
+	for i := 0; i < len(t); i++ {
+		switch c := t[i]; {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '`':
+			quote = c
+		case c == '[':
+			quote = ']'
+		case c == '.':
+			last = i
+		}
+	}
+	return last
 }
 
 // errUnparseable reports SQL whose tables the plugin cannot name for sure.

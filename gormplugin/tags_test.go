@@ -42,6 +42,7 @@ func TestSQLTables(t *testing.T) {
 		{sql: "WITH old AS (SELECT id FROM posts) UPDATE users SET name = 'x' WHERE id IN (SELECT id FROM old)", want: []string{"posts", "users", "old"}},
 		{sql: "MERGE INTO users u USING staged s ON u.id = s.id WHEN MATCHED THEN UPDATE SET name = s.name", want: []string{"users"}},
 		{sql: `UPDATE public."users" SET name = 'x'`, want: []string{"users"}},
+		{sql: `UPDATE "app"."my.users" SET name = 'x'`, want: []string{"my.users"}},
 		{sql: "SELECT * FROM json_each(?)", bad: true},
 		{sql: "SELECT * FROM ?", bad: true},
 	} {
