@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"gorm.io/gorm/clause"
+
 	"github.com/depcache/go-depcache/depcache"
 )
 
@@ -90,6 +92,12 @@ func TestCascadeUpdateThroughReferencedColumn(t *testing.T) {
 		}
 		check("after the update", 100, 0, 0)
 		check("after the update", 200, 1, 2)
+
+		// An upsert that sets the referenced column on a conflict cascades too.
+		moveOnConflict := clause.OnConflict{Columns: []clause.Column{{Name: "id"}}, DoUpdates: clause.AssignmentColumns([]string{"refer"})}
+		noErr(t, "upsert refer", e.db.Clauses(moveOnConflict).Create(&Member{ID: member.ID, Refer: 300, Name: "m"}).Error)
+		check("after the upsert", 200, 0, 0)
+		check("after the upsert", 300, 1, 2)
 	})
 }
 

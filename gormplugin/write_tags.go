@@ -18,7 +18,8 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 		}
 		return p.everyTable(stmt.Table)
 	}
-	tags := []string{ListTag(table)}
+	s := stmt.Schema
+	tags := append([]string{ListTag(table)}, p.cascadeTags(op, stmt)...)
 	whole := func() []string { return append(tags, TableTag(table)) }
 	if db.Error != nil && !(capture != nil && capture.ran) {
 		// The statement may or may not have changed rows.
@@ -26,16 +27,8 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 	}
 	if capture != nil && capture.fellBack {
 		p.logOnce("returning-fallback:"+table, "gormplugin: a write could not capture its rows with RETURNING and ran as written; it invalidates the table tag", "table", table)
-		tags = whole()
-		switch op {
-		case opDelete:
-			tags = append(tags, p.deleteCascades(stmt.Schema)...)
-		case opUpdate:
-			tags = append(tags, p.updateCascades(stmt.Schema, assignedColumns(stmt))...)
-		}
-		return tags
+		return whole()
 	}
-	s := stmt.Schema
 	switch op {
 	case opCreate:
 		if _, upsert := stmt.Clauses["ON CONFLICT"]; upsert && !returningDialect(db) {
@@ -48,12 +41,9 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 		}
 		return tags
 	case opUpdate:
-		tags = append(tags, p.updateCascades(s, assignedColumns(stmt))...)
 		if assignsKey(stmt) {
-			return append(tags, TableTag(table))
+			return whole()
 		}
-	case opDelete:
-		tags = append(tags, p.deleteCascades(s)...)
 	}
 	var selected [][]any
 	if v, ok := db.InstanceGet(settingSelected); ok {
@@ -78,6 +68,37 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 		}
 	}
 	return tags
+}
+
+// cascadeTags returns the tags of the tables the database changes through
+// foreign keys when this write runs: a delete's, an update's of the columns
+// it sets, and an upsert's of the columns it sets on a conflict.
+func (p *Plugin) cascadeTags(op writeOp, stmt *gorm.Statement) []string {
+	switch op {
+	case opDelete:
+		return p.deleteCascades(stmt.Schema)
+	case opUpdate:
+		return p.updateCascades(stmt.Schema, assignedColumns(stmt))
+	}
+	c, ok := stmt.Clauses["ON CONFLICT"]
+	if !ok {
+		return nil
+	}
+	onConflict, ok := c.Expression.(clause.OnConflict)
+	if !ok {
+		return p.updateCascades(stmt.Schema, nil)
+	}
+	if onConflict.DoNothing && len(onConflict.DoUpdates) == 0 {
+		return nil
+	}
+	if onConflict.UpdateAll {
+		return p.updateCascades(stmt.Schema, nil)
+	}
+	columns := columnSet{}
+	for _, a := range onConflict.DoUpdates {
+		columns[a.Column.Name] = true
+	}
+	return p.updateCascades(stmt.Schema, columns)
 }
 
 // writtenTable names the table a write changes: the statement's table,
