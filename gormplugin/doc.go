@@ -60,7 +60,9 @@
 // unquoted name also invalidates its lower-case spelling, since PostgreSQL
 // folds it and MySQL may. SQL the plugin cannot read invalidates every
 // table it has seen. Inside a transaction a raw write marks it as written,
-// as a GORM write does.
+// as a GORM write does. A write sent as a query (Raw("UPDATE … RETURNING
+// …").Scan or Find) is treated as Exec is, and never served by Cached().
+// DryRun and ToSQL run nothing and invalidate nothing.
 //
 // # After commit
 //
@@ -71,6 +73,23 @@
 // happened); a plain Rollback drops them. Nothing is ever filled from inside
 // a transaction, and once a transaction has written, its reads bypass the
 // cache.
+//
+// The wrapping keeps the types GORM and other plugins look for: with
+// gorm.Config{PrepareStmt: true} db.ConnPool stays a *gorm.PreparedStmtDB
+// (the plugin's pool goes inside it), db.DB() returns the *sql.DB, and GORM
+// opened on a *sql.Tx keeps it. Without PrepareStmt, db.ConnPool is the
+// plugin's pool rather than the *sql.DB: use db.DB() to reach the latter.
+//
+// GORM's own per-statement transaction around a Create, Update or Delete is
+// the plugin's wherever it is begun (also on db.Connection's connection or
+// a pool another plugin swaps in): the write invalidates after its COMMIT.
+// An explicit transaction the plugin did not begin (db.Connection(…).Begin
+// or Transaction, GORM opened on a *sql.Tx, another plugin's pool) is
+// detected: reads inside it never use the cache, and writes invalidate at
+// statement time and once more after WithForeignTxDelay — which narrows,
+// but cannot close, the window before its COMMIT. WithForeignTxError makes
+// such writes fail instead. Transactions opened with Exec("BEGIN") are not
+// seen: do not use them.
 //
 // # Memoized functions and transactions
 //
@@ -96,23 +115,6 @@
 // read from the cache either. A function that queries through db.WithContext
 // instead runs outside the transaction: it misses the transaction's
 // uncommitted writes (and under SQLite may wait on its lock).
-//
-// The wrapping keeps the types GORM and other plugins look for: with
-// gorm.Config{PrepareStmt: true} db.ConnPool stays a *gorm.PreparedStmtDB
-// (the plugin's pool goes inside it), db.DB() returns the *sql.DB, and GORM
-// opened on a *sql.Tx keeps it. Without PrepareStmt, db.ConnPool is the
-// plugin's pool rather than the *sql.DB: use db.DB() to reach the latter.
-//
-// GORM's own per-statement transaction around a Create, Update or Delete is
-// the plugin's wherever it is begun (also on db.Connection's connection or
-// a pool another plugin swaps in): the write invalidates after its COMMIT.
-// An explicit transaction the plugin did not begin (db.Connection(…).Begin
-// or Transaction, GORM opened on a *sql.Tx, another plugin's pool) is
-// detected: reads inside it never use the cache, and writes invalidate at
-// statement time and once more after WithForeignTxDelay — which narrows,
-// but cannot close, the window before its COMMIT. WithForeignTxError makes
-// such writes fail instead. Transactions
-// opened with Exec("BEGIN") are not seen: do not use them.
 //
 // # What is not tracked
 //
