@@ -142,3 +142,32 @@ func TestCascadeDeleteSelfReference(t *testing.T) {
 		}
 	})
 }
+
+// INSERT OR REPLACE (SQLite, clause.Insert{Modifier: "OR REPLACE"}) deletes
+// the row it conflicts with on any unique column — another key than the
+// one inserted — and that delete cascades: lookups of the replaced row and
+// of its referencing rows are fresh after it.
+func TestInsertOrReplaceDeletesTheConflictingRow(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		if e.dialect != "sqlite" {
+			t.Skip("INSERT OR REPLACE is SQLite's")
+		}
+		noErr(t, "migrate", e.raw.AutoMigrate(&Member{}, &Profile{}, &Note{}))
+		first := Member{Refer: 100, Name: "first", Profile: Profile{Bio: "bio"}}
+		noErr(t, "create", e.db.Create(&first).Error)
+
+		member := depcache.Memoize(func(ctx context.Context, id uint) (string, error) {
+			var m Member
+			err := e.db.WithContext(ctx).Limit(1).Find(&m, id).Error
+			return m.Name, err
+		}, depcache.Using(e.m), depcache.KeyName("member"))
+		if name, err := member(e.ctx, first.ID); err != nil || name != "first" {
+			t.Fatalf("member before: %q, %v", name, err)
+		}
+		replace := clause.Insert{Modifier: "OR REPLACE"}
+		noErr(t, "insert or replace", e.db.Clauses(replace).Create(&Member{ID: first.ID + 1, Refer: 100, Name: "second"}).Error)
+		if name, err := member(e.ctx, first.ID); err != nil || name != "" {
+			t.Errorf("cached member %d after INSERT OR REPLACE deleted it: %q, %v", first.ID, name, err)
+		}
+	})
+}

@@ -1,6 +1,8 @@
 package gormplugin
 
 import (
+	"strings"
+
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
@@ -31,6 +33,9 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 	}
 	switch op {
 	case opCreate:
+		if insertReplaces(stmt) {
+			return whole() // it deleted rows of other keys, unnamed
+		}
 		if _, upsert := stmt.Clauses["ON CONFLICT"]; upsert && !returningDialect(db) {
 			return whole() // the model may hold the wrong ids
 		}
@@ -80,6 +85,9 @@ func (p *Plugin) cascadeTags(op writeOp, stmt *gorm.Statement) []string {
 	case opUpdate:
 		return p.updateCascades(stmt.Schema, assignedColumns(stmt))
 	}
+	if insertReplaces(stmt) {
+		return append(p.deleteCascades(stmt.Schema), p.updateCascades(stmt.Schema, nil)...)
+	}
 	c, ok := stmt.Clauses["ON CONFLICT"]
 	if !ok {
 		return nil
@@ -99,6 +107,18 @@ func (p *Plugin) cascadeTags(op writeOp, stmt *gorm.Statement) []string {
 		columns[a.Column.Name] = true
 	}
 	return p.updateCascades(stmt.Schema, columns)
+}
+
+// insertReplaces reports an INSERT whose modifier replaces conflicting rows
+// (SQLite's INSERT OR REPLACE): it deletes rows of keys other than the one
+// inserted, on any unique column, and their deletes cascade.
+func insertReplaces(stmt *gorm.Statement) bool {
+	c, ok := stmt.Clauses["INSERT"]
+	if !ok {
+		return false
+	}
+	insert, ok := c.Expression.(clause.Insert)
+	return ok && strings.Contains(strings.ToUpper(insert.Modifier), "REPLACE")
 }
 
 // writtenTable names the table a write changes: the statement's table,
