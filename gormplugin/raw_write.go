@@ -98,9 +98,17 @@ func (p *Plugin) rawWriteTags(sqlText string) ([]string, bool) {
 		}
 		p.logOnce("raw-tx", "gormplugin: transactions opened or ended with Exec are invisible to the plugin; use db.Transaction or db.Begin", "sql", sqlText)
 		return nil, false
-	case "CREATE", "COMMENT", "ANALYZE", "VACUUM", "GRANT", "REVOKE":
+	case "CREATE":
+		if containsWord(toks, "replace") { // CREATE OR REPLACE VIEW v: reads of v change
+			if name, ok := ddlTable(toks); ok {
+				return p.tableTags(name), true
+			}
+			return p.everyTable(sqlText), true
+		}
 		return nil, false // no cached read can depend on a table or index not there yet
-	case "DROP", "ALTER", "TRUNCATE", "RENAME":
+	case "COMMENT", "ANALYZE", "VACUUM", "GRANT", "REVOKE":
+		return nil, false
+	case "DROP", "ALTER", "TRUNCATE", "RENAME", "REFRESH":
 		if verb == "TRUNCATE" && containsWord(toks, "cascade") {
 			// Empties every table that references it, whatever their ON
 			// DELETE: more than the cascades the plugin follows.
@@ -166,17 +174,32 @@ func containsWord(toks []string, word string) bool {
 	return false
 }
 
-// ddlTable finds the table of DROP/ALTER/TRUNCATE [TABLE] [IF EXISTS] name;
-// DDL on anything else (an index, a view) is not a table.
+// ddlTable finds the table or view of DDL — DROP/ALTER/TRUNCATE/CREATE OR
+// REPLACE/REFRESH [MATERIALIZED] TABLE|VIEW [IF EXISTS] [CONCURRENTLY]
+// name, or TRUNCATE name — which cached reads may have read. False for
+// anything else (an index, a sequence: the caller invalidates every table).
 func ddlTable(toks []string) (string, bool) {
 	i := 1
-	if i < len(toks) && strings.EqualFold(toks[i], "table") {
+	for i < len(toks) {
+		switch strings.ToLower(toks[i]) {
+		case "or", "replace", "materialized", "temporary", "temp", "global", "local", "unlogged":
+			i++
+			continue
+		}
+		break
+	}
+	if i < len(toks) && (strings.EqualFold(toks[i], "table") || strings.EqualFold(toks[i], "view")) {
 		i++
 	} else if !strings.EqualFold(toks[0], "truncate") {
 		return "", false
 	}
-	for i < len(toks) && (strings.EqualFold(toks[i], "if") || strings.EqualFold(toks[i], "exists") || strings.EqualFold(toks[i], "only")) {
-		i++
+	for i < len(toks) {
+		switch strings.ToLower(toks[i]) {
+		case "if", "not", "exists", "only", "concurrently":
+			i++
+			continue
+		}
+		break
 	}
 	if i < len(toks) && isIdent(toks[i]) {
 		return tableName(toks[i]), true
