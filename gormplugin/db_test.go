@@ -145,9 +145,21 @@ func dbCases() []dbCase {
 // forEachDB runs fn once per configured database, each in a fresh env.
 func forEachDB(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Helper()
+	forEachDBWith(t, envSetup{}, fn)
+}
+
+// envSetup changes how an env's db is opened and its plugin made.
+type envSetup struct {
+	gorm   func(*gorm.Config) // applied before the db opens (PrepareStmt…)
+	plugin []gormplugin.Option
+}
+
+// forEachDBWith is forEachDB with the env's db and plugin set up by setup.
+func forEachDBWith(t *testing.T, setup envSetup, fn func(t *testing.T, e *env)) {
+	t.Helper()
 	for _, c := range dbCases() {
 		t.Run(c.dialect, func(t *testing.T) {
-			fn(t, newEnv(t, c))
+			fn(t, newEnv(t, c, setup))
 		})
 	}
 }
@@ -159,7 +171,7 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func newEnv(t *testing.T, c dbCase) *env {
+func newEnv(t *testing.T, c dbCase, setup envSetup) *env {
 	t.Helper()
 	dsn := c.dsn(t)
 	prefix := "t" + randomHex(4) + "_"
@@ -171,9 +183,13 @@ func newEnv(t *testing.T, c dbCase) *env {
 	}
 	backend := memory.New()
 	m := depcache.New(backend, depcache.WithName("gormplugin-test"), depcache.WithLogger(testLogger()))
-	plugin := gormplugin.New(m, gormplugin.WithLogger(testLogger()))
+	plugin := gormplugin.New(m, append([]gormplugin.Option{gormplugin.WithLogger(testLogger())}, setup.plugin...)...)
 
-	db, err := gorm.Open(c.open(dsn), cfg())
+	dbCfg := cfg()
+	if setup.gorm != nil {
+		setup.gorm(dbCfg)
+	}
+	db, err := gorm.Open(c.open(dsn), dbCfg)
 	if err != nil {
 		t.Fatalf("open %s: %v", c.dialect, err)
 	}

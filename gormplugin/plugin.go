@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/callbacks"
 	"gorm.io/gorm/schema"
 
 	"github.com/depcache/go-depcache/depcache"
@@ -20,7 +19,11 @@ type Plugin struct {
 	cfg config
 	log *slog.Logger
 
-	schemas sync.Map // table → *schema.Schema: every model seen, for cascades
+	// schemas holds every model seen (*schema.Schema → its table name),
+	// for cascades. Keyed by schema, not table: several model types may
+	// share a table (GORM's own tests declare local types per test), and
+	// the relationships of each count.
+	schemas sync.Map
 	logged  sync.Map // messages logged once
 
 	delayed sync.WaitGroup
@@ -76,31 +79,33 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if p.m == nil {
 		return fmt.Errorf("gormplugin: New needs a manager")
 	}
-	if _, wrapped := db.ConnPool.(*pool); !wrapped {
-		db.ConnPool = &pool{ConnPool: db.ConnPool, p: p}
-	}
-	if db.Statement != nil {
-		db.Statement.ConnPool = db.ConnPool
-	}
+	p.wrapPool(db)
 
-	cb := db.Callback()
-	if cb.Query().Get("depcache:restore_preloads") != nil {
+	processors := db.Callback()
+	if processors.Query().Get("depcache:restore_preloads") != nil {
 		return nil // already initialised: registering again would run every callback twice
 	}
 	errs := []error{
-		cb.Query().Replace("gorm:query", p.query),
-		cb.Query().Before("gorm:preload").After("gorm:query").Register("depcache:before_preload", beforePreload),
-		cb.Query().After("gorm:preload").Before("gorm:after_query").Register("depcache:after_preload", afterPreload),
-		cb.Query().After("gorm:after_query").Register("depcache:restore_preloads", restorePreloads),
-		cb.Row().Replace("gorm:row", p.row),
-		cb.Raw().After("gorm:raw").Register("depcache:after_raw", p.afterRaw),
+		processors.Query().Replace("gorm:query", p.query),
+		processors.Query().Before("gorm:preload").After("gorm:query").Register("depcache:before_preload", beforePreload),
+		processors.Query().After("gorm:preload").Before("gorm:after_query").Register("depcache:after_preload", afterPreload),
+		processors.Query().After("gorm:after_query").Register("depcache:restore_preloads", restorePreloads),
+		processors.Row().Replace("gorm:row", p.row),
+		processors.Raw().Before("gorm:raw").Register("depcache:before_raw", p.beforeRaw),
+		processors.Raw().After("gorm:raw").Register("depcache:after_raw", p.afterRaw),
 
-		cb.Create().Before("gorm:create").Register("depcache:before_create", p.beforeWrite(opCreate)),
-		cb.Create().After("gorm:create").Before("gorm:save_after_associations").Register("depcache:after_create", p.afterWrite(opCreate)),
-		cb.Update().Before("gorm:update").Register("depcache:before_update", p.beforeWrite(opUpdate)),
-		cb.Update().After("gorm:update").Before("gorm:save_after_associations").Register("depcache:after_update", p.afterWrite(opUpdate)),
-		cb.Delete().Before("gorm:delete").Register("depcache:before_delete", p.beforeWrite(opDelete)),
-		cb.Delete().After("gorm:delete").Before("gorm:after_delete").Register("depcache:after_delete", p.afterWrite(opDelete)),
+		processors.Create().Before("gorm:begin_transaction").Register("depcache:before_begin_create", recordPoolBeforeBegin),
+		processors.Create().After("gorm:begin_transaction").Before("gorm:before_create").Register("depcache:after_begin_create", p.adoptStatementTx),
+		processors.Update().Before("gorm:begin_transaction").Register("depcache:before_begin_update", recordPoolBeforeBegin),
+		processors.Update().After("gorm:begin_transaction").Before("gorm:setup_reflect_value").Register("depcache:after_begin_update", p.adoptStatementTx),
+		processors.Delete().Before("gorm:begin_transaction").Register("depcache:before_begin_delete", recordPoolBeforeBegin),
+		processors.Delete().After("gorm:begin_transaction").Before("gorm:before_delete").Register("depcache:after_begin_delete", p.adoptStatementTx),
+		processors.Create().Before("gorm:create").Register("depcache:before_create", p.beforeWrite(opCreate)),
+		processors.Create().After("gorm:create").Before("gorm:save_after_associations").Register("depcache:after_create", p.afterWrite(opCreate)),
+		processors.Update().Before("gorm:update").Register("depcache:before_update", p.beforeWrite(opUpdate)),
+		processors.Update().After("gorm:update").Before("gorm:save_after_associations").Register("depcache:after_update", p.afterWrite(opUpdate)),
+		processors.Delete().Before("gorm:delete").Register("depcache:before_delete", p.beforeWrite(opDelete)),
+		processors.Delete().After("gorm:delete").Before("gorm:after_delete").Register("depcache:after_delete", p.afterWrite(opDelete)),
 	}
 	for _, err := range errs {
 		if err != nil {
@@ -166,7 +171,7 @@ func (p *Plugin) logOnce(key, msg string, args ...any) {
 // remember records a model's schema, for cascades.
 func (p *Plugin) remember(s *schema.Schema) {
 	if s != nil {
-		p.schemas.LoadOrStore(tableName(s.Table), s)
+		p.schemas.LoadOrStore(s, tableName(s.Table))
 	}
 }
 
@@ -181,5 +186,3 @@ func dedupe(tags []string) []string {
 	}
 	return out
 }
-
-var _ = callbacks.Query

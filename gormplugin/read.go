@@ -19,6 +19,9 @@ import (
 // Preload runs its own (nested) queries.
 func (p *Plugin) query(db *gorm.DB) {
 	raw := db.Statement.SQL.Len() > 0
+	if raw && p.runRawWrite(db, callbacks.Query) {
+		return
+	}
 	if s := sessionOf(db.Statement.Context); s != nil {
 		p.sessionQuery(db, s, raw)
 		return
@@ -35,6 +38,9 @@ func (p *Plugin) query(db *gorm.DB) {
 // callbacks return, so such reads get list and table tags only, and cannot
 // be served from the cache.
 func (p *Plugin) row(db *gorm.DB) {
+	if db.Statement.SQL.Len() > 0 && p.runRawWrite(db, callbacks.RowQuery) {
+		return
+	}
 	if _, ok := cachedTTL(db); ok {
 		db.AddError(errCachedRows)
 		return

@@ -60,49 +60,94 @@ func ModelRowTag(db *gorm.DB, model any) (string, error) {
 // and the model's users tag the same thing.
 func tableName(t string) string {
 	t = strings.TrimSpace(t)
-	if i := strings.LastIndexByte(t, '.'); i >= 0 {
+	if i := lastDotOutsideQuotes(t); i >= 0 {
 		t = t[i+1:]
 	}
 	return strings.Trim(t, "`\"[]")
+}
+
+// lastDotOutsideQuotes finds the dot before the table in schema.table,
+// skipping dots inside a quoted name ("my.table").
+func lastDotOutsideQuotes(t string) int {
+	last := -1
+	var quote byte
+	for i := 0; i < len(t); i++ {
+		switch c := t[i]; {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '`':
+			quote = c
+		case c == '[':
+			quote = ']'
+		case c == '.':
+			last = i
+		}
+	}
+	return last
 }
 
 // errUnparseable reports SQL whose tables the plugin cannot name for sure.
 var errUnparseable = errors.New("gormplugin: cannot tell which tables this SQL reads or writes")
 
 // sqlTables returns the tables a statement names after FROM, JOIN, UPDATE,
-// INTO and in FROM lists. It is conservative: a table function, or anything
-// it cannot read with certainty, is an error.
+// INTO and in FROM and multi-table UPDATE lists. It is conservative: a
+// table function, or anything it cannot read with certainty, is an error,
+// and an unquoted name that is not all lower case is returned in both
+// spellings (PostgreSQL folds it to lower case; MySQL's table names follow
+// lower_case_table_names), so that a raw write never misses the model's
+// tags and a raw read depends on both.
 func sqlTables(sql string) ([]string, error) {
 	toks := tokenize(sql)
 	var out []string
 	seen := map[string]bool{}
 	add := func(t string) {
-		t = tableName(t)
-		if t != "" && !seen[t] {
-			seen[t] = true
-			out = append(out, t)
+		name := tableName(t)
+		for _, n := range []string{name, foldedName(t, name)} {
+			if n != "" && !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+			}
 		}
 	}
 	for i := 0; i < len(toks); i++ {
-		switch strings.ToLower(toks[i]) {
-		case "from", "join", "update", "into":
+		keyword := strings.ToLower(toks[i])
+		switch keyword {
+		case "from", "join", "into":
+		case "update":
+			// FOR UPDATE, DO UPDATE SET, ON DUPLICATE KEY UPDATE and
+			// MERGE's THEN UPDATE SET name no table.
+			if i > 0 {
+				switch strings.ToLower(toks[i-1]) {
+				case "for", "do", "key", "then":
+					continue
+				}
+			}
 		default:
 			continue
 		}
-		kw := strings.ToLower(toks[i])
-		for j := i + 1; j < len(toks); j++ {
+		j := skipTableModifiers(toks, i+1)
+		for ; j < len(toks); j++ {
 			t := toks[j]
 			if t == "(" { // a subquery: its own FROM is scanned in turn
 				break
 			}
 			if !isIdent(t) {
-				return nil, fmt.Errorf("%w: %q after %s", errUnparseable, t, kw)
+				return nil, fmt.Errorf("%w: %q after %s", errUnparseable, t, keyword)
 			}
-			if j+1 < len(toks) && toks[j+1] == "(" && kw != "into" {
+			if isKeyword(t) {
+				if strings.EqualFold(t, "lateral") && (j+1 >= len(toks) || toks[j+1] != "(") {
+					return nil, fmt.Errorf("%w: LATERAL %s", errUnparseable, toks[min(j+1, len(toks)-1)])
+				}
+				break // no table here: FROM LATERAL (…), a keyword after a modifier
+			}
+			if j+1 < len(toks) && toks[j+1] == "(" && keyword != "into" {
 				return nil, fmt.Errorf("%w: table function %s", errUnparseable, t)
 			}
 			add(t)
-			// An alias may follow; then a comma continues a FROM list.
+			// An alias may follow; then a comma continues a FROM list or a
+			// multi-table UPDATE.
 			k := j + 1
 			if k < len(toks) && strings.EqualFold(toks[k], "as") {
 				k++
@@ -110,14 +155,43 @@ func sqlTables(sql string) ([]string, error) {
 			if k < len(toks) && isIdent(toks[k]) && !isKeyword(toks[k]) {
 				k++
 			}
-			if kw == "from" && k < len(toks) && toks[k] == "," {
-				j = k
+			if (keyword == "from" || keyword == "update") && k < len(toks) && toks[k] == "," {
+				j = skipTableModifiers(toks, k+1) - 1
 				continue
 			}
 			break
 		}
 	}
 	return out, nil
+}
+
+// skipTableModifiers skips the words that may stand between a keyword and
+// its table: ONLY (PostgreSQL), LOW_PRIORITY, IGNORE, QUICK, DELAYED,
+// HIGH_PRIORITY (MySQL), OR REPLACE/IGNORE/… (SQLite).
+func skipTableModifiers(toks []string, i int) int {
+	for i < len(toks) {
+		switch strings.ToLower(toks[i]) {
+		case "only", "low_priority", "high_priority", "ignore", "quick", "delayed":
+			i++
+		case "or":
+			i += 2
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// foldedName is the lower-case spelling of an unquoted table name that is
+// not all lower case, else "".
+func foldedName(token, name string) string {
+	if strings.ContainsAny(token, "`\"[") {
+		return ""
+	}
+	if lower := strings.ToLower(name); lower != name {
+		return lower
+	}
+	return ""
 }
 
 // tokenize splits SQL into identifiers (with their quotes and dots),
@@ -142,6 +216,12 @@ func tokenize(sql string) []string {
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
 			for i < len(sql) && sql[i] != '\n' {
 				i++
+			}
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			if k := strings.Index(sql[i+2:], "*/"); k >= 0 {
+				i += k + 4
+			} else {
+				i = len(sql)
 			}
 		case isIdentByte(c) || c == '"' || c == '`' || c == '[':
 			j := i
@@ -192,6 +272,7 @@ var sqlKeywords = map[string]bool{
 	"cross": true, "outer": true, "on": true, "using": true, "group": true, "order": true,
 	"limit": true, "offset": true, "having": true, "union": true, "set": true, "values": true,
 	"natural": true, "returning": true, "for": true, "window": true, "select": true,
+	"when": true, "then": true, "matched": true,
 	"except": true, "intersect": true, "lateral": true, "default": true,
 }
 

@@ -20,6 +20,29 @@ func TestSQLTables(t *testing.T) {
 		{sql: "UPDATE users SET name = 'x' WHERE id IN (SELECT user_id FROM bans)", want: []string{"users", "bans"}},
 		{sql: "INSERT INTO post_tags (post_id, tag_id) VALUES (1, 2)", want: []string{"post_tags"}},
 		{sql: "DELETE FROM comments WHERE post_id = ?", want: []string{"comments"}},
+		// Modifiers before the table name are not tables.
+		{sql: "UPDATE ONLY users SET name = 'x'", want: []string{"users"}},
+		{sql: "UPDATE LOW_PRIORITY IGNORE users SET name = 'x'", want: []string{"users"}},
+		{sql: "UPDATE OR REPLACE users SET name = 'x'", want: []string{"users"}},
+		{sql: "DELETE FROM ONLY users WHERE id = 1", want: []string{"users"}},
+		{sql: "DELETE LOW_PRIORITY QUICK IGNORE FROM users WHERE id = 1", want: []string{"users"}},
+		{sql: "INSERT OR REPLACE INTO users (id) VALUES (1)", want: []string{"users"}},
+		{sql: "REPLACE INTO users (id) VALUES (1)", want: []string{"users"}},
+		{sql: "INSERT INTO users (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET name = 'x'", want: []string{"users"}},
+		{sql: "INSERT INTO users (id) VALUES (1) ON DUPLICATE KEY UPDATE name = 'x'", want: []string{"users"}},
+		{sql: "SELECT id FROM users FOR UPDATE NOWAIT", want: []string{"users"}},
+		{sql: "SELECT id FROM users FOR UPDATE OF users SKIP LOCKED", want: []string{"users"}},
+		// Unquoted names fold (PostgreSQL to lower case; MySQL per
+		// lower_case_table_names): both spellings.
+		{sql: "UPDATE Users SET name = 'x'", want: []string{"Users", "users"}},
+		{sql: `UPDATE "Users" SET name = 'x'`, want: []string{"Users"}},
+		// Several tables written, comments, CTEs, MERGE, schemas.
+		{sql: "UPDATE a, b SET a.x = b.x WHERE a.id = b.id", want: []string{"a", "b"}},
+		{sql: "/* hint */ UPDATE /* more */ users SET name = 'x' -- why\n", want: []string{"users"}},
+		{sql: "WITH old AS (SELECT id FROM posts) UPDATE users SET name = 'x' WHERE id IN (SELECT id FROM old)", want: []string{"posts", "users", "old"}},
+		{sql: "MERGE INTO users u USING staged s ON u.id = s.id WHEN MATCHED THEN UPDATE SET name = s.name", want: []string{"users"}},
+		{sql: `UPDATE public."users" SET name = 'x'`, want: []string{"users"}},
+		{sql: `UPDATE "app"."my.users" SET name = 'x'`, want: []string{"my.users"}},
 		{sql: "SELECT * FROM json_each(?)", bad: true},
 		{sql: "SELECT * FROM ?", bad: true},
 	} {

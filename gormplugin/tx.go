@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"reflect"
 	"sync"
 	"sync/atomic"
 
@@ -13,59 +14,13 @@ import (
 	"github.com/depcache/go-depcache/internal/pluginapi"
 )
 
-// GORM runs no callback after an explicit transaction's real COMMIT
-// (go-gorm/gorm#7367), so the plugin owns the commit: it wraps the
-// connection pool, and the transactions it begins queue their invalidations
-// and run them once Commit has returned.
-
-// pool wraps the *gorm.DB's connection pool so that transactions begun
-// through it are *txPool.
-type pool struct {
-	gorm.ConnPool
-	p *Plugin
-}
-
-var (
-	_ gorm.ConnPoolBeginner = (*pool)(nil)
-	_ gorm.GetDBConnector   = (*pool)(nil)
-)
-
-func (c *pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
-	var (
-		inner gorm.ConnPool
-		err   error
-	)
-	switch b := c.ConnPool.(type) {
-	case gorm.TxBeginner:
-		inner, err = b.BeginTx(ctx, opts)
-	case gorm.ConnPoolBeginner:
-		inner, err = b.BeginTx(ctx, opts)
-	default:
-		return nil, gorm.ErrInvalidTransaction
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &txPool{ConnPool: inner, p: c.p}, nil
-}
-
-// GetDBConn keeps db.DB() working.
-func (c *pool) GetDBConn() (*sql.DB, error) {
-	switch inner := c.ConnPool.(type) {
-	case *sql.DB:
-		return inner, nil
-	case gorm.GetDBConnector:
-		return inner.GetDBConn()
-	}
-	return nil, gorm.ErrInvalidDB
-}
-
 // txPool is a transaction begun through the plugin's pool.
 type txPool struct {
 	gorm.ConnPool
 	p *Plugin
 
-	written atomic.Bool // a write ran: reads bypass the cache
+	parent  gorm.GetDBConnector // the pool it was begun on, for GetDBConn; nil for GORM's statement transactions the plugin adopted
+	written atomic.Bool         // a write ran: reads bypass the cache
 
 	mu        sync.Mutex
 	queue     []string // tags to invalidate after COMMIT
@@ -73,7 +28,26 @@ type txPool struct {
 	done      bool     // the queue ran or was dropped
 }
 
-var _ gorm.Tx = (*txPool)(nil)
+var (
+	_ gorm.Tx             = (*txPool)(nil)
+	_ gorm.GetDBConnector = (*txPool)(nil)
+)
+
+// GetDBConn keeps tx.DB() working inside a transaction, as it does on a
+// bare *sql.Tx.
+func (t *txPool) GetDBConn() (*sql.DB, error) {
+	if t.parent != nil {
+		return t.parent.GetDBConn()
+	}
+	switch inner := t.ConnPool.(type) {
+	case gorm.GetDBConnector:
+		return inner.GetDBConn()
+	case *sql.Tx:
+		// As gorm.DB.DB does for a *sql.Tx: database/sql does not export it.
+		return (*sql.DB)(reflect.ValueOf(inner).Elem().FieldByName("db").UnsafePointer()), nil
+	}
+	return nil, gorm.ErrInvalidDB
+}
 
 // enqueue holds tags until the transaction ends.
 func (t *txPool) enqueue(tags []string) {
@@ -93,14 +67,14 @@ func (t *txPool) enqueue(tags []string) {
 // Commit commits, then runs the queued invalidations — also when COMMIT
 // returned an error, since the commit may have happened.
 func (t *txPool) Commit() error {
-	c, ok := t.ConnPool.(gorm.TxCommitter)
+	committer, ok := t.ConnPool.(gorm.TxCommitter)
 	if !ok {
 		return gorm.ErrInvalidTransaction
 	}
 	t.mu.Lock()
 	t.committed = true
 	t.mu.Unlock()
-	err := c.Commit()
+	err := committer.Commit()
 	t.flush()
 	return err
 }
@@ -108,11 +82,11 @@ func (t *txPool) Commit() error {
 // Rollback drops the queued invalidations, unless Commit was called before
 // (GORM's Transaction rolls back after a failed Commit).
 func (t *txPool) Rollback() error {
-	c, ok := t.ConnPool.(gorm.TxCommitter)
+	committer, ok := t.ConnPool.(gorm.TxCommitter)
 	if !ok {
 		return gorm.ErrInvalidTransaction
 	}
-	err := c.Rollback()
+	err := committer.Rollback()
 	t.mu.Lock()
 	if !t.committed {
 		t.queue, t.done = nil, true
@@ -152,15 +126,15 @@ const (
 )
 
 func txOf(db *gorm.DB) (txState, *txPool) {
-	switch cp := db.Statement.ConnPool.(type) {
+	switch connPool := db.Statement.ConnPool.(type) {
 	case *txPool:
-		return ownTx, cp
+		return ownTx, connPool
 	case *gorm.PreparedStmtTX:
-		if t, ok := cp.Tx.(*txPool); ok {
+		if t, ok := connPool.Tx.(*txPool); ok {
 			return ownTx, t
 		}
 		return foreignTx, nil
-	case *pool, *sql.DB, *sql.Conn, *gorm.PreparedStmtDB:
+	case *pluginPool, *sql.DB, *sql.Conn, *gorm.PreparedStmtDB:
 		return noTx, nil
 	case gorm.TxCommitter:
 		return foreignTx, nil
@@ -168,20 +142,66 @@ func txOf(db *gorm.DB) (txState, *txPool) {
 	return noTx, nil
 }
 
+// txKey carries the transaction TxContext was given.
+type txKey struct{}
+
+// DB returns what a function given ctx should query through: the
+// transaction carried by ctx when ctx comes from TxContext(tx) (or was
+// derived from one, as the ctx of a memoized function called with it is)
+// and tx is a transaction on db's database, else db. Either way with ctx,
+// so that the plugin sees the cached computation ctx belongs to:
+//
+//	article := depcache.Memoize(func(ctx context.Context, id int) (Article, error) {
+//		var a Article
+//		err := gormplugin.DB(ctx, db).First(&a, id).Error
+//		return a, err
+//	}, …)
+//
+//	db.Transaction(func(tx *gorm.DB) error {
+//		…write through tx…
+//		a, err := article(gormplugin.TxContext(tx), 1) // sees the write
+//	})
+//
+// Without it, a function called inside a transaction queries outside it
+// and misses the transaction's own writes.
+func DB(ctx context.Context, db *gorm.DB) *gorm.DB {
+	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok && tx != nil && sameDatabase(tx, db) {
+		return tx.WithContext(ctx)
+	}
+	return db.WithContext(ctx)
+}
+
+// sameDatabase reports whether two *gorm.DB come from one gorm.Open: their
+// sessions and transactions share its dialector.
+func sameDatabase(a, b *gorm.DB) bool {
+	if a.Config == b.Config {
+		return true
+	}
+	da, db := a.Dialector, b.Dialector
+	if da == nil || db == nil || reflect.TypeOf(da) != reflect.TypeOf(db) || !reflect.TypeOf(da).Comparable() {
+		return false
+	}
+	return da == db
+}
+
 // TxContext returns the context to give Memoize and Fetch inside the
 // transaction tx. Under it a memoized call never fills the cache (the
 // transaction's snapshot may predate a committed invalidation, and its own
 // writes are uncommitted); once tx has written, calls do not read it either,
 // so that the transaction sees its own writes. Query through tx inside.
+//
+// The returned context carries tx: a memoized function reaches it with
+// DB(ctx, db), which it should use for every query.
 func TxContext(tx *gorm.DB) context.Context {
 	ctx := tx.Statement.Context
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	state, t := txOf(tx)
+	ctx = context.WithValue(ctx, txKey{}, tx)
+	state, own := txOf(tx)
 	switch state {
 	case ownTx:
-		return pluginapi.Restrict(ctx, func() (bool, bool) { return !t.written.Load(), false })
+		return pluginapi.Restrict(ctx, func() (bool, bool) { return !own.written.Load(), false })
 	case foreignTx:
 		return depcache.Bypass(ctx)
 	}

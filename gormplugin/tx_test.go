@@ -1,12 +1,14 @@
 package gormplugin_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/depcache/go-depcache/depcache"
 	"github.com/depcache/go-depcache/gormplugin"
 )
 
@@ -391,6 +393,40 @@ func TestTxForeignTransaction(t *testing.T) {
 		b.checkFresh(t)
 		if p, _ := b.post(e.ctx, 7); p.Title != "Foreign" {
 			t.Errorf("post 7 = %q, want Foreign", p.Title)
+		}
+	})
+}
+
+// gormplugin.DB(ctx, db) is the transaction TxContext put in ctx — also in
+// the ctx a memoized function receives — and db otherwise, or when the
+// transaction belongs to another database handle.
+func TestDBReachesTheTransaction(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		post := depcache.Memoize(func(ctx context.Context, id uint) (Post, error) {
+			return lookupPost(gormplugin.DB(ctx, e.db), id)
+		}, depcache.Using(e.m), depcache.KeyName("post via DB"))
+		if p, err := post(e.ctx, 7); err != nil || p.Title != "Seven" {
+			t.Fatalf("post 7 = %q, %v", p.Title, err)
+		}
+		noErr(t, "transaction", e.db.Transaction(func(tx *gorm.DB) error {
+			if err := updateTitle(7, "In tx")(tx); err != nil {
+				return err
+			}
+			p, err := post(gormplugin.TxContext(tx), 7)
+			noErr(t, "post in tx", err)
+			if p.Title != "In tx" {
+				t.Errorf("memoized read under TxContext(tx) = %q, want the transaction's own write", p.Title)
+			}
+			if got := gormplugin.DB(gormplugin.TxContext(tx), e.raw); got.Statement.ConnPool == tx.Statement.ConnPool {
+				t.Errorf("DB(ctx, another handle) returned the transaction of e.db")
+			}
+			if got := gormplugin.DB(e.ctx, e.db); got.Statement.ConnPool == tx.Statement.ConnPool {
+				t.Errorf("DB(ctx without a transaction, db) returned the transaction")
+			}
+			return nil
+		}))
+		if p, err := post(e.ctx, 7); err != nil || p.Title != "In tx" {
+			t.Errorf("post 7 after COMMIT = %q, %v", p.Title, err)
 		}
 	})
 }

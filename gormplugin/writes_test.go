@@ -270,3 +270,21 @@ func TestStringKeyWrites(t *testing.T) {
 		check("after delete", "theme", 1)
 	})
 }
+
+// A DryRun write (also ToSQL) builds SQL and runs nothing: it invalidates
+// nothing and is not refused inside a foreign transaction.
+func TestDryRunWritesInvalidateNothing(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		b := newBlog(e)
+		b.warm(t)
+		dry := e.db.Session(&gorm.Session{DryRun: true})
+		noErr(t, "dry Update", dry.Model(&Post{ID: 7}).Update("title", "Dry").Error)
+		noErr(t, "dry mass Update", dry.Model(&Post{}).Where("author_id = ?", alice).Update("title", "Dry").Error)
+		noErr(t, "dry Exec", dry.Exec("UPDATE "+e.table(&Post{})+" SET title = ?", "Dry").Error)
+		e.db.ToSQL(func(tx *gorm.DB) *gorm.DB { return tx.Model(&Post{}).Where("id = ?", 7).Delete(&Post{}) })
+		if !exists(t, e, b.key("page/1")) || !exists(t, e, b.key("post/7")) {
+			t.Errorf("a DryRun write invalidated")
+		}
+		b.checkFresh(t)
+	})
+}
