@@ -71,7 +71,7 @@ func TestClusterRoundTrips(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 	ns := clusterNS(t, b, "crt")
 	ctx := t.Context()
-	if _, err := b.state(ctx); err != nil {
+	if _, err := b.connected(ctx); err != nil {
 		t.Fatal(err)
 	}
 	mustEpoch(t, b)
@@ -178,7 +178,7 @@ func TestClusterFillRacesInvalidation(t *testing.T) {
 	var b *Backend
 	hook := hookFunc{before: func(cmd redis.Cmder) {
 		args := cmd.Args()
-		if len(args) < 2 || cmd.Name() != "evalsha" || args[1] != clusterScripts[cCAS].Hash() {
+		if len(args) < 2 || cmd.Name() != "evalsha" || args[1] != clusterScripts[clusterCompareAndSet].Hash() {
 			return
 		}
 		once.Do(func() {
@@ -515,7 +515,7 @@ func TestClusterPolicy(t *testing.T) {
 
 func mustPolicy(t *testing.T, b *Backend) string {
 	t.Helper()
-	if _, err := b.state(t.Context()); err != nil {
+	if _, err := b.connected(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	return b.Policy()
@@ -535,7 +535,7 @@ func TestClusterFailover(t *testing.T) {
 	b := New(c, WithLogger(testLogger(t)), WithWaitTimeout(2*time.Second))
 	t.Cleanup(func() { _ = b.Close() })
 	ctx := t.Context()
-	st, err := b.state(ctx)
+	st, err := b.connected(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -707,7 +707,7 @@ func TestClusterFillRacesChunkedInvalidation(t *testing.T) {
 	steps, fired := 0, false
 	var removedByOther int
 	hook := hookFunc{before: func(cmd redis.Cmder) {
-		if cmd.Name() != "evalsha" || cmd.Args()[1] != clusterScripts[cStep].Hash() {
+		if cmd.Name() != "evalsha" || cmd.Args()[1] != clusterScripts[clusterRemoveAndRead].Hash() {
 			return
 		}
 		if steps++; steps != 1 {

@@ -108,7 +108,7 @@ func TestReplicaWait(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 	ctx := t.Context()
 	warm(t, b)
-	if st := b.st.Load(); st.replicas != 1 {
+	if st := b.srv.Load(); st.replicas != 1 {
 		t.Fatalf("replicas = %d, want 1", st.replicas)
 	}
 	fill(t, b, "ns", "k", "v", 0, "t")

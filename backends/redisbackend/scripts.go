@@ -238,12 +238,12 @@ return r[1]
 type scriptID int
 
 const (
-	sEnsureEpoch scriptID = iota
-	sFill
-	sInvalidate
-	sDrainStep
-	sClean
-	sCleanStep
+	scriptEnsureEpoch scriptID = iota
+	scriptFill
+	scriptInvalidate
+	scriptDrainStep
+	scriptClean
+	scriptCleanStep
 	numScripts
 )
 
@@ -251,12 +251,12 @@ var scriptSources = [numScripts]struct {
 	body     string
 	allowOOM bool
 }{
-	sEnsureEpoch: {ensureEpochLua, false},
-	sFill:        {fillLua, false},
-	sInvalidate:  {invalidateLua, true},
-	sDrainStep:   {drainStepLua, true},
-	sClean:       {cleanLua, true},
-	sCleanStep:   {cleanStepLua, true},
+	scriptEnsureEpoch: {ensureEpochLua, false},
+	scriptFill:        {fillLua, false},
+	scriptInvalidate:  {invalidateLua, true},
+	scriptDrainStep:   {drainStepLua, true},
+	scriptClean:       {cleanLua, true},
+	scriptCleanStep:   {cleanStepLua, true},
 }
 
 // script is a redis.Script that remembers its source, for SCRIPT LOAD in

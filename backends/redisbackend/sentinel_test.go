@@ -49,7 +49,7 @@ func TestSentinel(t *testing.T) {
 	if n, err := b.Invalidate(ctx, ns, "gone"); n != 1 || err != nil {
 		t.Fatalf("Invalidate through Sentinel = %d, %v", n, err)
 	}
-	if b.st.Load().replicas == 0 {
+	if b.srv.Load().replicas == 0 {
 		t.Fatal("the backend did not see the replica, so it did not WAIT")
 	}
 

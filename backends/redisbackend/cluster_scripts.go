@@ -6,7 +6,7 @@ import "github.com/redis/go-redis/v9"
 // keys of one slot only, all declared in KEYS: so the fill and the
 // invalidation are split into scripts on the entry's slot, on each tag's
 // slot and on the epoch's slot, and the client carries the data between
-// them (doc.go, "Redis Cluster"). They need Redis 7 (the shebang line, and
+// them (doc.go, "Redis Cluster"; cluster.go). They need Redis 7 (the shebang line, and
 // SET NX GET at the lookup); those that remove data or stamp declare
 // allow-oom, so that an invalidation never fails for lack of memory.
 
@@ -153,36 +153,36 @@ const readLua = `
 return read(KEYS[1], '0', tonumber(ARGV[1]))
 `
 
-type cscriptID int
+type clusterScriptID int
 
 const (
-	cBump cscriptID = iota
-	cCheck
-	cRegister
-	cCAS
-	cTake
-	cRelease
-	cUnlink
-	cStampRead
-	cStep
-	cRead
-	numCScripts
+	clusterBumpEpoch clusterScriptID = iota
+	clusterCheckStamps
+	clusterRegister
+	clusterCompareAndSet
+	clusterTakeLease
+	clusterReleaseLease
+	clusterUnlinkEntry
+	clusterStampAndRead
+	clusterRemoveAndRead
+	clusterReadRegistrations
+	numClusterScripts
 )
 
-var clusterScripts = func() *[numCScripts]*script {
-	sources := [numCScripts]struct{ flags, body string }{
-		cBump:      {"allow-oom", bumpLua},
-		cCheck:     {"no-writes", checkLua},
-		cRegister:  {"", registerLua},
-		cCAS:       {"", casLua},
-		cTake:      {"", takeLua},
-		cRelease:   {"allow-oom", releaseLua},
-		cUnlink:    {"allow-oom", unlinkLua},
-		cStampRead: {"allow-oom", stampReadLua},
-		cStep:      {"allow-oom", stepLua},
-		cRead:      {"no-writes", readLua},
+var clusterScripts = func() *[numClusterScripts]*script {
+	sources := [numClusterScripts]struct{ flags, body string }{
+		clusterBumpEpoch:         {"allow-oom", bumpLua},
+		clusterCheckStamps:       {"no-writes", checkLua},
+		clusterRegister:          {"", registerLua},
+		clusterCompareAndSet:     {"", casLua},
+		clusterTakeLease:         {"", takeLua},
+		clusterReleaseLease:      {"allow-oom", releaseLua},
+		clusterUnlinkEntry:       {"allow-oom", unlinkLua},
+		clusterStampAndRead:      {"allow-oom", stampReadLua},
+		clusterRemoveAndRead:     {"allow-oom", stepLua},
+		clusterReadRegistrations: {"no-writes", readLua},
 	}
-	var set [numCScripts]*script
+	var set [numClusterScripts]*script
 	for id, src := range sources {
 		head := "#!lua\n"
 		if src.flags != "" {
