@@ -301,8 +301,8 @@ func (b *Backend) Release(ctx context.Context, ns, key, lease string) error {
 
 // Clear removes every entry of the namespace and counts them, then cleans
 // its tag hashes: registrations whose entries are gone are removed, stamps
-// older than the maximum fill age are dropped from hashes that hold nothing
-// else, and emptied hashes disappear. Each hash is cleaned atomically, so a
+// older than twice the maximum fill age are dropped from hashes that hold
+// nothing else, and emptied hashes disappear. Each hash is cleaned atomically, so a
 // fill racing Clear keeps both its entry and its registration, or neither
 // matters. Clear never touches the epoch, and never uses KEYS or FLUSHDB.
 func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
@@ -319,10 +319,10 @@ func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 
 // Prune cleans the tag hashes of the namespace as Clear does, without
 // removing entries: registrations whose entries expired or were deleted go,
-// and stamps older than the maximum fill age go from hashes that hold
-// nothing else. Fills prune a few registrations of the tags they touch, but
-// the hash of a tag that was invalidated and is never filled again stays
-// until Prune or Clear; run Prune now and then (it SCANs the namespace).
+// and stamps older than twice the maximum fill age go from hashes that
+// hold nothing else. Fills and invalidations already keep metadata bounded
+// (doc.go, "Pruning"); Prune SCANs the namespace to clean everything at
+// once.
 func (b *Backend) Prune(ctx context.Context, ns string) error {
 	srv, err := b.connected(ctx)
 	if err != nil {
@@ -338,6 +338,11 @@ func (b *Backend) Prune(ctx context.Context, ns string) error {
 // key, a tag hash by its tag.
 func entryKey(ns, key string) string { return ns + ":e:{" + key + "}" }
 func tagKey(ns, tag string) string   { return ns + ":t:{" + tag + "}" }
+
+// stampIndexKey is the namespace's stamp index: a sorted set of the tag
+// hash keys that hold a stamp, by the time of their last stamp, which
+// fills and invalidations trim (doc.go, "Pruning").
+func stampIndexKey(ns string) string { return ns + ":s" }
 
 // ensureEpoch parses the epoch value v, read by the caller, or creates the
 // epoch if it was missing or unreadable (an extra round trip, rare).

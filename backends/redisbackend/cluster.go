@@ -204,8 +204,11 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 		return err
 	}
 
-	// 1. E1, and for a fill without a lease the stamps and the lease.
-	ops := []*clusterOp{commandOp(c.cfg.epochKey, "GET", c.cfg.epochKey)}
+	// 1. E1, and for a fill without a lease the stamps and the lease;
+	// and the stamps due for pruning, trimmed once the fill is done.
+	due := c.dueOp(ns, trimBudget)
+	defer c.trimAfter(ctx, ns, due)
+	ops := []*clusterOp{commandOp(c.cfg.epochKey, "GET", c.cfg.epochKey), due}
 	if ownLease && len(groups) > 0 {
 		for _, g := range groups {
 			ops = append(ops, scriptOp(clusterScripts[clusterCheckStamps], g.keys, f.Since.Era, f.Since.N))
@@ -232,7 +235,7 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 	}
 	if ownLease {
 		for i, g := range groups {
-			if err := staleTag(f.Key, g, f.Since, ops[1+i].cmd); err != nil {
+			if err := staleTag(f.Key, g, f.Since, ops[2+i].cmd); err != nil {
 				return refuse(err)
 			}
 		}
@@ -334,7 +337,10 @@ func (c *cluster) invalidate(ctx context.Context, srv *server, ns string, tags [
 		return removed, fmt.Errorf("redisbackend: invalidate %q: %w", tags, err)
 	}
 
-	bump := []*clusterOp{scriptOp(clusterScripts[clusterBumpEpoch], []string{c.cfg.epochKey}, newEra())}
+	// Each invalidation visits at least as many due stamps as it writes,
+	// so that the index never grows under any mix of traffic.
+	due := c.dueOp(ns, min(len(tags)+trimBudget, c.cfg.chunkSize))
+	bump := []*clusterOp{scriptOp(clusterScripts[clusterBumpEpoch], []string{c.cfg.epochKey}, newEra()), due}
 	note(c.runStep(ctx, bump, wait))
 	ep, err := bump[0].cmd.Text()
 	if err != nil {
@@ -342,12 +348,18 @@ func (c *cluster) invalidate(ctx context.Context, srv *server, ns string, tags [
 	}
 
 	walks := make([]*tagWalk, len(tags))
-	ops := make([]*clusterOp, len(tags))
+	ops := make([]*clusterOp, len(tags), len(tags)+1)
+	index := make([]any, len(tags))
 	for i, t := range tags {
 		walks[i] = &tagWalk{key: tagKey(ns, t), tag: t}
 		ops[i] = scriptOp(clusterScripts[clusterStampAndRead], []string{walks[i].key}, ep, c.cfg.chunkSize)
+		index[i] = walks[i].key
 	}
+	ops = append(ops, scriptOp(clusterScripts[clusterIndexStamps], []string{stampIndexKey(ns)}, index...))
 	note(c.runStep(ctx, ops, wait))
+	if err := ops[len(tags)].cmd.Err(); err != nil {
+		return fail(0, fmt.Errorf("stamp index: %w", err))
+	}
 	for i, w := range walks {
 		if err := w.absorb(ops[i].cmd); err != nil {
 			return fail(0, fmt.Errorf("tag %q: %w", w.tag, err))
@@ -405,6 +417,7 @@ func (c *cluster) invalidate(ctx context.Context, srv *server, ns string, tags [
 	if waitErr != nil {
 		return fail(removed, waitErr)
 	}
+	c.trimAfter(ctx, ns, due)
 	return removed, nil
 }
 
@@ -485,10 +498,11 @@ func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error
 // registrations in chunks, asks the entries' slots which entries still
 // exist (a lease counts: its fill is under way), removes the others'
 // registrations if their fill ids are unchanged, and settles the stamp of
-// a hash left with nothing else.
+// a hash left with nothing else; then it trims the stamp index until no
+// due stamp is left, so that the index goes with the last stamp.
 func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
-	maxAge := c.cfg.maxFillAge.Milliseconds()
-	return c.scan(ctx, globEscape(ns)+`:t:\{*`, func(keys []string) error {
+	maxAge := c.cfg.pruneAfterMS()
+	err := c.scan(ctx, globEscape(ns)+`:t:\{*`, func(keys []string) error {
 		walks := make([]*tagWalk, len(keys))
 		ops := make([]*clusterOp, len(keys))
 		for i, k := range keys {
@@ -542,4 +556,8 @@ func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
 			}
 		}
 	})
+	if err != nil {
+		return err
+	}
+	return c.trimAll(ctx, ns)
 }

@@ -153,6 +153,75 @@ const readLua = `
 return read(KEYS[1], '0', tonumber(ARGV[1]))
 `
 
+// indexLua records tags in the stamp index, at the index master's time.
+//
+// KEYS[1] stamp index. ARGV: tag hash keys. Returns 0.
+const indexLua = `
+local now = now_ms()
+for i = 1, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
+return 0
+`
+
+// dueLua reads the stamp index's due tags: those whose last stamp is
+// older than ARGV[1] ms.
+//
+// KEYS[1] stamp index. ARGV[1] stamp age to prune after (ms), ARGV[2] how
+// many. Returns {tag hash key, score, ...}.
+const dueLua = `
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1]), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+`
+
+// sampleLua reads a sample of a stamped tag's registrations.
+//
+// KEYS[1] tag hash. ARGV[1] sample size.
+// Returns {1, {field, id, ...}}, or {0, {}} when the hash holds no stamp.
+const sampleLua = `
+if redis.call('HEXISTS', KEYS[1], '~v') == 0 then return {0, {}} end
+return {1, redis.call('HRANDFIELD', KEYS[1], tonumber(ARGV[1]), 'WITHVALUES')}
+`
+
+// settleLua removes the registrations the client found dead if their fill
+// ids are unchanged, and settles the stamp.
+//
+// KEYS[1] tag hash. ARGV[1] stamp age to prune after (ms), ARGV[2..]
+// field, fill id pairs. Returns 0 when the hash lost its stamp (or is
+// gone), 1 when it keeps it and lost no registration, 2 when it lost
+// some.
+const settleLua = `
+local h = KEYS[1]
+local dropped = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', h, ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', h, ARGV[i])
+    dropped = dropped + 1
+  end
+end
+settle(h, now_ms(), tonumber(ARGV[1]))
+if redis.call('HEXISTS', h, '~v') == 0 then return 0 end
+if dropped == 0 then return 1 end
+return 2
+`
+
+// unindexLua updates the stamp index after a trim, for each tag whose
+// score is still the one read (a newer stamp moved it): code 0 removes it,
+// code 1 defers it by the prune age.
+//
+// KEYS[1] stamp index. ARGV: tag hash key, score read, code triples.
+const unindexLua = `
+local now = now_ms()
+for i = 1, #ARGV, 3 do
+  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if cur and tonumber(cur) == tonumber(ARGV[i + 1]) then
+    if ARGV[i + 2] == '0' then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+    else
+      redis.call('ZADD', KEYS[1], now, ARGV[i])
+    end
+  end
+end
+return 0
+`
+
 type clusterScriptID int
 
 const (
@@ -166,6 +235,11 @@ const (
 	clusterStampAndRead
 	clusterRemoveAndRead
 	clusterReadRegistrations
+	clusterIndexStamps
+	clusterDueStamps
+	clusterSampleTag
+	clusterSettleTag
+	clusterUnindexStamps
 	numClusterScripts
 )
 
@@ -181,6 +255,11 @@ var clusterScripts = func() *[numClusterScripts]*script {
 		clusterStampAndRead:      {"allow-oom", stampReadLua},
 		clusterRemoveAndRead:     {"allow-oom", stepLua},
 		clusterReadRegistrations: {"no-writes", readLua},
+		clusterIndexStamps:       {"allow-oom", indexLua},
+		clusterDueStamps:         {"no-writes", dueLua},
+		clusterSampleTag:         {"no-writes", sampleLua},
+		clusterSettleTag:         {"allow-oom", settleLua},
+		clusterUnindexStamps:     {"allow-oom", unindexLua},
 	}
 	var set [numClusterScripts]*script
 	for id, src := range sources {

@@ -21,6 +21,9 @@
 //	                 it (fresh per fill), plus the reserved field "~v", the
 //	                 stamp "era:n:ms": the epoch of the tag's last
 //	                 invalidation and the server time (ms) it happened
+//	ns:s             the stamp index: a sorted set of the tag hash keys
+//	                 that hold a stamp, scored by the time of their last
+//	                 stamp (below, "Pruning")
 //	depcache:epoch   the epoch "era:n", one per Redis, shared by every
 //	                 namespace (WithEpochKey), outside every prefix
 //
@@ -30,6 +33,43 @@
 // look like another's. Registrations and stamps carry no TTL: they are
 // never evicted under noeviction or volatile-* and are pruned by the
 // scripts instead (below).
+//
+// # Pruning
+//
+// Metadata stays proportional to live entries plus recent invalidations,
+// under any traffic and with no call from the user:
+//
+//   - Registrations: a fill samples two registrations of each of its tags
+//     and removes those whose entries are gone (single Redis).
+//   - Stamps: a stamp may go once its tag has no registration and it is
+//     older than twice WithMaxFillAge, by the server's clock. A fill that
+//     a stamp could refuse read its Since before the stamp was written; it
+//     is refused for its Age if it started more than the maximum fill age
+//     before, and otherwise has another whole maximum fill age for its own
+//     round trips: no stamp that could still refuse a fill in flight goes.
+//     Every invalidation records the tags it stamps in the namespace's
+//     stamp index (ns:s, score: the time of the stamp), and every fill and
+//     every invalidation trims that index a bounded amount: it visits up
+//     to 32 due tags (those whose last stamp is older than the bound), plus
+//     one per tag the invalidation stamps, so the index never grows faster
+//     than traffic prunes it. A visit samples 16 registrations of the tag,
+//     removes those whose entries are gone (their fill ids unchanged),
+//     drops the stamp if nothing else is left (the hash disappears) and
+//     unindexes the tag; a tag whose sample was all alive is looked at
+//     again one bound later, one that lost dead registrations stays due
+//     for the next trim. Lookups never trim (a hit stays one GET).
+//     On a single Redis the trim runs inside the fill and invalidation
+//     scripts (an invalidation of more than 224 tags trims on in further
+//     scripts of 256 visits); on Cluster the due tags are read in the
+//     first step of the fill or invalidation, and a trim costs 4 more
+//     round trips only when some were due (sample, EXISTS, settle, index),
+//     each write conditional on what was read. The index is one key per
+//     namespace: every invalidation of the namespace writes it.
+//     The alternative, a background pruner per Backend, needs an owner
+//     for its goroutine, knows only the namespaces its process has used,
+//     and SCANs: incremental trimming costs nothing when nothing is due.
+//   - Clear and Prune clean every tag hash of the namespace (SCAN) and
+//     trim the index until nothing is due.
 //
 // # Scripts and round trips
 //
@@ -63,12 +103,13 @@
 //   - Clear: SCAN MATCH ns:e:{* (glob characters of ns escaped) and UNLINK
 //     page by page; then SCAN ns:t:{* and, one script per page of hashes,
 //     remove the registrations whose entries are gone, drop stamps older
-//     than the maximum fill age from hashes that hold nothing else, and let
-//     emptied hashes disappear. Each hash is cleaned atomically, after the
-//     entries are gone, so a fill racing Clear keeps its entry only with its
-//     registration. Clear leaves the epoch alone and never uses KEYS,
-//     FLUSHDB or FLUSHALL. Prune runs the second half alone: the hash of a
-//     tag invalidated once and never filled again stays until Prune or Clear.
+//     than the prune age from hashes that hold nothing else, and let
+//     emptied hashes disappear; then trim the stamp index until nothing is
+//     due. Each hash is cleaned atomically, after the entries are gone, so
+//     a fill racing Clear keeps its entry only with its registration.
+//     Clear leaves the epoch alone and never uses KEYS, FLUSHDB or
+//     FLUSHALL. Prune runs the second half alone; neither is needed to
+//     keep metadata bounded (above, "Pruning").
 //
 // go-redis sends scripts by EVALSHA (loaded at first use) and falls back to
 // EVAL when the server lost them.
@@ -177,9 +218,10 @@
 //     chunks, the entries' masters are asked which still exist (EXISTS; a
 //     lease counts, its fill is under way), and a script removes the
 //     others' registrations if their fill ids are unchanged and drops a
-//     stamp older than the maximum fill age from a hash that holds
-//     nothing else. Fills do not prune on Cluster (a fill's script cannot
-//     see entries in other slots): run Prune now and then.
+//     stamp older than the prune age from a hash that holds nothing
+//     else. Fills do not sample registrations on Cluster (a fill's script
+//     cannot see entries in other slots); stamps are trimmed as on a
+//     single Redis (above, "Pruning").
 //   - Server checks at first use run on every master (ForEachMaster):
 //     CONFIG GET maxmemory-policy, INFO server and INFO replication; the
 //     most dangerous policy of any master wins (allkeys-* over volatile-*
@@ -199,6 +241,8 @@
 //	Fill without a lease     1               3, 4 over an existing entry
 //	Invalidate, small tags   1               4 (epoch; stamp+read; unlink;
 //	                                         remove registrations)
+//	Trim of due stamps       0 (in the       +4 after a fill or an
+//	                         scripts)        invalidation that found any
 //	Delete, TTL              1               1
 //
 // What Cluster does not cover: the stamp check reads the epoch (E1) before

@@ -144,14 +144,15 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 	e := f.Entry
 	e.Since = f.Since
 	ek := entryKey(ns, f.Key)
-	keys := make([]string, 2, 2+len(e.Deps))
-	keys[0], keys[1] = ek, s.cfg.epochKey
+	keys := make([]string, 3, 3+len(e.Deps))
+	keys[0], keys[1], keys[2] = ek, s.cfg.epochKey, stampIndexKey(ns)
 	tags := dedupe(e.Deps)
 	for _, t := range tags {
 		keys = append(keys, tagKey(ns, t))
 	}
 	res, err := s.run(ctx, srv, scriptFill, keys,
-		f.Since.Era, f.Since.N, newFillID(), backends.EncodeEntry(e), ttlMS, pruneSample).Slice()
+		f.Since.Era, f.Since.N, newFillID(), backends.EncodeEntry(e), ttlMS, pruneSample,
+		s.cfg.pruneAfterMS(), trimBudget, trimSample).Slice()
 	if err != nil {
 		return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
 	}
@@ -179,35 +180,40 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 // drained in HSCAN steps of one script each, over the whole cursor. Where
 // the server has replicas every script is followed by WAIT.
 func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []string) (int, error) {
-	keys := make([]string, 1, 1+len(tags))
-	keys[0] = s.cfg.epochKey
+	keys := make([]string, 2, 2+len(tags))
+	keys[0], keys[1] = s.cfg.epochKey, stampIndexKey(ns)
 	for _, t := range tags {
 		keys = append(keys, tagKey(ns, t))
 	}
+	// Each invalidation visits at least as many due stamps as it writes,
+	// so that the index never grows under any mix of traffic.
+	trimWant := len(tags) + trimBudget
 	// Once a replica failed to acknowledge a step, the invalidation fails
 	// anyway: the remaining steps run without waiting.
 	var werr error
 	wait := func() bool { return srv.replicas > 0 && werr == nil }
-	v, werr, err := s.runReplicated(ctx, srv, scriptInvalidate, wait(), keys, newEra(), s.cfg.chunkSize, s.leaseFlag())
+	v, werr, err := s.runReplicated(ctx, srv, scriptInvalidate, wait(), keys, newEra(), s.cfg.chunkSize, s.leaseFlag(),
+		s.cfg.pruneAfterMS(), min(trimWant, trimStep), trimSample)
 	res, _ := v.([]any)
-	if err == nil && len(res) < 2 {
+	if err == nil && len(res) < 3 {
 		err = fmt.Errorf("unexpected script reply %v", v)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: invalidate %q: %w", tags, err)
 	}
 	removed, _ := res[1].(int64)
+	visited, _ := res[2].(int64)
 	// Big tags: every registration present when the stamp was written is
 	// reached by a full HSCAN iteration, or was removed (after its entry)
 	// by another invalidation. A hash that looks empty is still iterated.
-	for _, x := range res[2:] {
+	for _, x := range res[3:] {
 		i, _ := x.(int64)
 		if i < 1 || int(i) > len(tags) {
 			return int(removed), fmt.Errorf("redisbackend: invalidate %q: unexpected script reply %v", tags, v)
 		}
 		cursor := "0"
 		for {
-			v, stepWerr, err := s.runReplicated(ctx, srv, scriptDrainStep, wait(), []string{keys[i]}, cursor, s.cfg.chunkSize, s.leaseFlag())
+			v, stepWerr, err := s.runReplicated(ctx, srv, scriptDrainStep, wait(), []string{keys[i+1]}, cursor, s.cfg.chunkSize, s.leaseFlag())
 			step, _ := v.([]any)
 			if err == nil && len(step) != 2 {
 				err = fmt.Errorf("unexpected script reply %v", v)
@@ -229,7 +235,43 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 	if werr != nil {
 		return int(removed), fmt.Errorf("redisbackend: invalidate %q: %w", tags, werr)
 	}
+	if visited == int64(min(trimWant, trimStep)) && trimWant > trimStep {
+		// An invalidation of many tags trims on in more scripts. Its
+		// entries are gone already: a failure here fails nothing.
+		if err := s.trim(ctx, srv, ns, trimWant-trimStep); err != nil {
+			s.log.Warn("redisbackend: trim the stamp index", "ns", ns, "err", err)
+		}
+	}
 	return int(removed), nil
+}
+
+// trim visits up to want due stamps of ns's stamp index, trimStep per
+// script, stopping early when none is left; want < 0 visits until none is.
+func (s *single) trim(ctx context.Context, srv *server, ns string, want int) error {
+	idx := stampIndexKey(ns)
+	limit := want
+	if want < 0 {
+		// Each visit removes a stamp, drops registrations or defers a
+		// tag by the prune age: the steps are bounded by the index size,
+		// twice over for a tag whose dead registrations take two steps.
+		n, err := s.client.ZCard(ctx, idx).Result()
+		if err != nil {
+			return err
+		}
+		limit = 2*int(n) + trimStep
+	}
+	for done := 0; done < limit; {
+		step := min(limit-done, trimStep)
+		n, err := s.run(ctx, srv, scriptTrim, []string{idx}, s.cfg.pruneAfterMS(), step, trimSample).Int()
+		if err != nil {
+			return err
+		}
+		if n < step {
+			return nil
+		}
+		done += n
+	}
+	return nil
 }
 
 // runReplicated runs a script that removes data and, if wait, waits for a
@@ -332,10 +374,12 @@ func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error)
 }
 
 // prune cleans the namespace's tag hashes, one script per SCAN page of
-// hashes, and a big hash in HSCAN steps of one script each.
+// hashes, and a big hash in HSCAN steps of one script each; then it trims
+// the stamp index until no due stamp is left, so that the index goes with
+// the last stamp.
 func (s *single) prune(ctx context.Context, srv *server, ns string) error {
-	maxAge := s.cfg.maxFillAge.Milliseconds()
-	return scanPages(ctx, s.client, globEscape(ns)+`:t:\{*`, s.cfg.chunkSize, func(keys []string) error {
+	maxAge := s.cfg.pruneAfterMS()
+	err := scanPages(ctx, s.client, globEscape(ns)+`:t:\{*`, s.cfg.chunkSize, func(keys []string) error {
 		big, err := s.run(ctx, srv, scriptClean, keys, s.cfg.chunkSize, maxAge).Slice()
 		if err != nil {
 			return err
@@ -357,4 +401,8 @@ func (s *single) prune(ctx context.Context, srv *server, ns string) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return s.trim(ctx, srv, ns, -1)
 }
