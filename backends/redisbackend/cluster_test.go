@@ -528,6 +528,7 @@ func mustPolicy(t *testing.T, b *Backend) string {
 // readable again, no stamp is lost, the epoch has not gone back, and fills
 // work.
 func TestClusterFailover(t *testing.T) {
+	longOnly(t)
 	tc := ownCluster(t, true)
 	c := clusterClient(t, tc)
 	var nodes counter // pipelines sent on the masters' own connections

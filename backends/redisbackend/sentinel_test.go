@@ -19,6 +19,7 @@ import (
 // returned is not undone and that the store keeps working on the new
 // master.
 func TestSentinel(t *testing.T) {
+	longOnly(t)
 	ctx := context.Background()
 	master := redistest.Start(t)
 	replica := redistest.Start(t, "--replicaof", strings.Replace(master, ":", " ", 1))
