@@ -574,9 +574,18 @@ func TestClusterFailover(t *testing.T) {
 		if got, err := b.Invalidate(ctx, ns, tag(i)); err != nil || got != 1 {
 			t.Fatalf("Invalidate(%s) = %d, %v; want 1", tag(i), got, err)
 		}
-		// Every step is one pipeline on the master it writes to, ending
-		// with WAIT: epoch, stamp and read, unlink, registrations.
+		// Every step is one pipeline on each master it writes to, ending
+		// with WAIT: epoch (and the due stamps, on the stamp index's
+		// master), stamp and read (and the index), unlink, registrations.
 		_, sent := nodes.reset()
+		masters := func(keys ...string) int {
+			set := map[string]bool{}
+			for _, k := range keys {
+				set[masterOf(t, b, k)] = true
+			}
+			return len(set)
+		}
+		want := masters(b.cfg.epochKey, stampIndexKey(ns)) + masters(tagKey(ns, tag(i)), stampIndexKey(ns)) + 2
 		var pipes []string
 		for _, s := range sent {
 			if strings.HasPrefix(s, "pipeline(") {
@@ -586,8 +595,8 @@ func TestClusterFailover(t *testing.T) {
 				}
 			}
 		}
-		if len(pipes) != 4 {
-			t.Errorf("Invalidate(%s) sent %q on the masters' connections, want 4 pipelines", tag(i), pipes)
+		if len(pipes) != want {
+			t.Errorf("Invalidate(%s) sent %q on the masters' connections, want %d pipelines", tag(i), pipes, want)
 		}
 	}
 	// A fill that started before an invalidation must still be refused

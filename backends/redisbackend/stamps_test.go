@@ -66,6 +66,8 @@ func countKeys(tb testing.TB, b *Backend, pattern string) int {
 func checkStampsPruned(t *testing.T, b *Backend, ns string, maxAge time.Duration, advance func(time.Duration)) {
 	ctx := t.Context()
 	const n = 5000
+	bound := 2 * maxAge // stamps go after twice the longest fill (doc.go)
+	began := time.Now()
 	for start := 0; start < n; start += 500 {
 		tags := make([]string, 0, 500)
 		for i := start; i < start+500; i++ {
@@ -80,12 +82,13 @@ func checkStampsPruned(t *testing.T, b *Backend, ns string, maxAge time.Duration
 		t.Fatal(err)
 	}
 	fill(t, b, ns, "held-entry", "v", 0, "held")
-	if got := countKeys(t, b, globEscape(ns)+`:t:\{old*`); got != n {
+	// On real time (a loaded machine) the first stamps may already be
+	// past the bound, and pruned by the later invalidations.
+	if got := countKeys(t, b, globEscape(ns)+`:t:\{old*`); got != n && (advance != nil || time.Since(began) < bound) {
 		t.Fatalf("%d stamped hashes, want %d", got, n)
 	}
 
-	// Past the bound (twice the longest fill, doc.go).
-	bound := 2 * maxAge
+	// Past the bound.
 	if advance != nil {
 		advance(bound + time.Second)
 	}
@@ -129,7 +132,7 @@ func checkStampsPruned(t *testing.T, b *Backend, ns string, maxAge time.Duration
 	if advance != nil {
 		advance(bound - time.Second)
 	}
-	for i := range 50 {
+	for i := range 20 {
 		traffic(100000 + i)
 	}
 	if advance != nil || time.Since(start) < bound/2 {
