@@ -339,10 +339,10 @@ func (b *Backend) Prune(ctx context.Context, ns string) error {
 func entryKey(ns, key string) string { return ns + ":e:{" + key + "}" }
 func tagKey(ns, tag string) string   { return ns + ":t:{" + tag + "}" }
 
-// stampIndexKey is the namespace's stamp index: a sorted set of the tag
-// hash keys that hold a stamp, by the time of their last stamp, which
+// tagIndexKey is the namespace's tag index: a sorted set of its tag hash
+// keys, by the time of their last stamp or first registration, which
 // fills and invalidations trim (doc.go, "Pruning").
-func stampIndexKey(ns string) string { return ns + ":s" }
+func tagIndexKey(ns string) string { return ns + ":s" }
 
 // ensureEpoch parses the epoch value v, read by the caller, or creates the
 // epoch if it was missing or unreadable (an extra round trip, rare).

@@ -261,14 +261,20 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 		}
 	}
 
-	// 2. Check and register, one script per tag slot.
+	// 2. Check and register, one script per tag slot; and index the tags
+	// not in the tag index yet, so that their registrations are looked at
+	// once their entries may have expired (doc.go, "Pruning").
 	if len(groups) > 0 {
 		id := newFillID()
 		ops = ops[:0]
+		index := []any{"NX"}
 		for _, g := range groups {
 			ops = append(ops, scriptOp(clusterScripts[clusterRegister], g.keys, f.Since.Era, f.Since.N, id, ek))
+			for _, k := range g.keys {
+				index = append(index, k)
+			}
 		}
-		_ = c.runStep(ctx, ops, false)
+		_ = c.runStep(ctx, append(ops, scriptOp(clusterScripts[clusterIndexTags], []string{tagIndexKey(ns)}, index...)), false)
 		for i, g := range groups {
 			if err := staleTag(f.Key, g, f.Since, ops[i].cmd); err != nil {
 				return refuse(err)
@@ -355,10 +361,10 @@ func (c *cluster) invalidate(ctx context.Context, srv *server, ns string, tags [
 		ops[i] = scriptOp(clusterScripts[clusterStampAndRead], []string{walks[i].key}, ep, c.cfg.chunkSize)
 		index[i] = walks[i].key
 	}
-	ops = append(ops, scriptOp(clusterScripts[clusterIndexStamps], []string{stampIndexKey(ns)}, index...))
+	ops = append(ops, scriptOp(clusterScripts[clusterIndexTags], []string{tagIndexKey(ns)}, append([]any{""}, index...)...))
 	note(c.runStep(ctx, ops, wait))
 	if err := ops[len(tags)].cmd.Err(); err != nil {
-		return fail(0, fmt.Errorf("stamp index: %w", err))
+		return fail(0, fmt.Errorf("tag index: %w", err))
 	}
 	for i, w := range walks {
 		if err := w.absorb(ops[i].cmd); err != nil {
@@ -498,7 +504,7 @@ func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error
 // registrations in chunks, asks the entries' slots which entries still
 // exist (a lease counts: its fill is under way), removes the others'
 // registrations if their fill ids are unchanged, and settles the stamp of
-// a hash left with nothing else; then it trims the stamp index until no
+// a hash left with nothing else; then it trims the tag index until no
 // due stamp is left, so that the index goes with the last stamp.
 func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
 	maxAge := c.cfg.pruneAfterMS()

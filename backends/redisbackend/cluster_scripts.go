@@ -153,30 +153,38 @@ const readLua = `
 return read(KEYS[1], '0', tonumber(ARGV[1]))
 `
 
-// indexLua records tags in the stamp index, at the index master's time.
+// indexLua records tags in the tag index, at the index master's time: an
+// invalidation moves them to now, a fill adds those not there (NX).
 //
-// KEYS[1] stamp index. ARGV: tag hash keys. Returns 0.
+// KEYS[1] tag index. ARGV[1] "NX" or "", ARGV[2..] tag hash keys.
+// Returns 0.
 const indexLua = `
 local now = now_ms()
-for i = 1, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
+for i = 2, #ARGV do
+  if ARGV[1] == 'NX' then
+    redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i])
+  else
+    redis.call('ZADD', KEYS[1], now, ARGV[i])
+  end
+end
 return 0
 `
 
-// dueLua reads the stamp index's due tags: those whose last stamp is
-// older than ARGV[1] ms.
+// dueLua reads the tag index's due tags: those indexed more than ARGV[1]
+// ms ago.
 //
-// KEYS[1] stamp index. ARGV[1] stamp age to prune after (ms), ARGV[2] how
+// KEYS[1] tag index. ARGV[1] stamp age to prune after (ms), ARGV[2] how
 // many. Returns {tag hash key, score, ...}.
 const dueLua = `
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1]), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 `
 
-// sampleLua reads a sample of a stamped tag's registrations.
+// sampleLua reads a sample of a tag's registrations.
 //
 // KEYS[1] tag hash. ARGV[1] sample size.
-// Returns {1, {field, id, ...}}, or {0, {}} when the hash holds no stamp.
+// Returns {1, {field, id, ...}}, or {0, {}} when the hash is gone.
 const sampleLua = `
-if redis.call('HEXISTS', KEYS[1], '~v') == 0 then return {0, {}} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, {}} end
 return {1, redis.call('HRANDFIELD', KEYS[1], tonumber(ARGV[1]), 'WITHVALUES')}
 `
 
@@ -184,9 +192,8 @@ return {1, redis.call('HRANDFIELD', KEYS[1], tonumber(ARGV[1]), 'WITHVALUES')}
 // ids are unchanged, and settles the stamp.
 //
 // KEYS[1] tag hash. ARGV[1] stamp age to prune after (ms), ARGV[2..]
-// field, fill id pairs. Returns 0 when the hash lost its stamp (or is
-// gone), 1 when it keeps it and lost no registration, 2 when it lost
-// some.
+// field, fill id pairs. Returns 0 when the hash is gone, 1 when it lost
+// no registration, 2 when it lost some.
 const settleLua = `
 local h = KEYS[1]
 local dropped = 0
@@ -197,16 +204,16 @@ for i = 2, #ARGV, 2 do
   end
 end
 settle(h, now_ms(), tonumber(ARGV[1]))
-if redis.call('HEXISTS', h, '~v') == 0 then return 0 end
+if redis.call('EXISTS', h) == 0 then return 0 end
 if dropped == 0 then return 1 end
 return 2
 `
 
-// unindexLua updates the stamp index after a trim, for each tag whose
+// unindexLua updates the tag index after a trim, for each tag whose
 // score is still the one read (a newer stamp moved it): code 0 removes it,
 // code 1 defers it by the prune age.
 //
-// KEYS[1] stamp index. ARGV: tag hash key, score read, code triples.
+// KEYS[1] tag index. ARGV: tag hash key, score read, code triples.
 const unindexLua = `
 local now = now_ms()
 for i = 1, #ARGV, 3 do
@@ -235,11 +242,11 @@ const (
 	clusterStampAndRead
 	clusterRemoveAndRead
 	clusterReadRegistrations
-	clusterIndexStamps
-	clusterDueStamps
+	clusterIndexTags
+	clusterDueTags
 	clusterSampleTag
 	clusterSettleTag
-	clusterUnindexStamps
+	clusterUnindexTags
 	numClusterScripts
 )
 
@@ -255,11 +262,11 @@ var clusterScripts = func() *[numClusterScripts]*script {
 		clusterStampAndRead:      {"allow-oom", stampReadLua},
 		clusterRemoveAndRead:     {"allow-oom", stepLua},
 		clusterReadRegistrations: {"no-writes", readLua},
-		clusterIndexStamps:       {"allow-oom", indexLua},
-		clusterDueStamps:         {"no-writes", dueLua},
+		clusterIndexTags:         {"allow-oom", indexLua},
+		clusterDueTags:           {"no-writes", dueLua},
 		clusterSampleTag:         {"no-writes", sampleLua},
 		clusterSettleTag:         {"allow-oom", settleLua},
-		clusterUnindexStamps:     {"allow-oom", unindexLua},
+		clusterUnindexTags:       {"allow-oom", unindexLua},
 	}
 	var set [numClusterScripts]*script
 	for id, src := range sources {

@@ -575,7 +575,7 @@ func TestClusterFailover(t *testing.T) {
 			t.Fatalf("Invalidate(%s) = %d, %v; want 1", tag(i), got, err)
 		}
 		// Every step is one pipeline on each master it writes to, ending
-		// with WAIT: epoch (and the due stamps, on the stamp index's
+		// with WAIT: epoch (and the due stamps, on the tag index's
 		// master), stamp and read (and the index), unlink, registrations.
 		_, sent := nodes.reset()
 		masters := func(keys ...string) int {
@@ -585,7 +585,7 @@ func TestClusterFailover(t *testing.T) {
 			}
 			return len(set)
 		}
-		want := masters(b.cfg.epochKey, stampIndexKey(ns)) + masters(tagKey(ns, tag(i)), stampIndexKey(ns)) + 2
+		want := masters(b.cfg.epochKey, tagIndexKey(ns)) + masters(tagKey(ns, tag(i)), tagIndexKey(ns)) + 2
 		var pipes []string
 		for _, s := range sent {
 			if strings.HasPrefix(s, "pipeline(") {

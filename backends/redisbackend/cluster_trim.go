@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Trimming the stamp index on Cluster (doc.go, "Pruning"). The index lives
+// Trimming the tag index on Cluster (doc.go, "Pruning"). The index lives
 // in a slot of its own, the tag hashes in theirs and the entries in
 // theirs, so a trim is a few steps that carry what one read to the next;
 // nothing in it needs to be atomic across slots, since every write is
@@ -15,10 +15,10 @@ import (
 // decides, by its own clock), and an index member only if its score is
 // still the one read (a newer stamp moved it).
 
-// dueOp reads up to n due tags of ns's stamp index; it rides in the first
+// dueOp reads up to n due tags of ns's tag index; it rides in the first
 // step of a fill or an invalidation.
 func (c *cluster) dueOp(ns string, n int) *clusterOp {
-	return scriptOp(clusterScripts[clusterDueStamps], []string{stampIndexKey(ns)}, c.cfg.pruneAfterMS(), n)
+	return scriptOp(clusterScripts[clusterDueTags], []string{tagIndexKey(ns)}, c.cfg.pruneAfterMS(), n)
 }
 
 // dueTag is one tag of the index being trimmed.
@@ -36,7 +36,7 @@ type dueTag struct {
 func (c *cluster) trim(ctx context.Context, ns string, due *clusterOp) (int, error) {
 	flat, err := due.cmd.StringSlice()
 	if err != nil {
-		return 0, fmt.Errorf("read the stamp index: %w", err)
+		return 0, fmt.Errorf("read the tag index: %w", err)
 	}
 	tags := make([]*dueTag, 0, len(flat)/2)
 	for i := 0; i+1 < len(flat); i += 2 {
@@ -62,7 +62,7 @@ func (c *cluster) trim(ctx context.Context, ns string, due *clusterOp) (int, err
 		if err != nil || len(res) != 2 {
 			return 0, fmt.Errorf("sample registrations: unexpected reply %v, %v", res, err)
 		}
-		if stamped, _ := res[0].(int64); stamped == 0 {
+		if exists, _ := res[0].(int64); exists == 0 {
 			unindex = append(unindex, d.key, d.score, 0)
 			continue
 		}
@@ -118,9 +118,9 @@ func (c *cluster) trim(ctx context.Context, ns string, due *clusterOp) (int, err
 
 	// 4. The index.
 	if len(unindex) > 0 {
-		err := clusterScripts[clusterUnindexStamps].Run(ctx, c.client, []string{stampIndexKey(ns)}, unindex...).Err()
+		err := clusterScripts[clusterUnindexTags].Run(ctx, c.client, []string{tagIndexKey(ns)}, unindex...).Err()
 		if err != nil {
-			return 0, fmt.Errorf("update the stamp index: %w", err)
+			return 0, fmt.Errorf("update the tag index: %w", err)
 		}
 	}
 	return len(flat) / 2, nil
@@ -131,9 +131,9 @@ func (c *cluster) trim(ctx context.Context, ns string, due *clusterOp) (int, err
 // visit removes a stamp, defers its tag by the prune age or drops dead
 // registrations.
 func (c *cluster) trimAll(ctx context.Context, ns string) error {
-	size, err := c.client.ZCard(ctx, stampIndexKey(ns)).Result()
+	size, err := c.client.ZCard(ctx, tagIndexKey(ns)).Result()
 	if err != nil {
-		return fmt.Errorf("read the stamp index: %w", err)
+		return fmt.Errorf("read the tag index: %w", err)
 	}
 	limit := 2*int(size) + c.cfg.chunkSize
 	for done := 0; done < limit; {
@@ -155,6 +155,6 @@ func (c *cluster) trimAll(ctx context.Context, ns string) error {
 // that already did its job: a failure is logged, not returned.
 func (c *cluster) trimAfter(ctx context.Context, ns string, due *clusterOp) {
 	if _, err := c.trim(ctx, ns, due); err != nil {
-		c.log.Warn("redisbackend: trim the stamp index", "ns", ns, "err", err)
+		c.log.Warn("redisbackend: trim the tag index", "ns", ns, "err", err)
 	}
 }

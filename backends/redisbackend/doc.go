@@ -21,9 +21,9 @@
 //	                 it (fresh per fill), plus the reserved field "~v", the
 //	                 stamp "era:n:ms": the epoch of the tag's last
 //	                 invalidation and the server time (ms) it happened
-//	ns:s             the stamp index: a sorted set of the tag hash keys
-//	                 that hold a stamp, scored by the time of their last
-//	                 stamp (below, "Pruning")
+//	ns:s             the tag index: a sorted set of the tag hash keys,
+//	                 scored by the time of their last stamp or first
+//	                 registration (below, "Pruning")
 //	depcache:epoch   the epoch "era:n", one per Redis, shared by every
 //	                 namespace (WithEpochKey), outside every prefix
 //
@@ -39,35 +39,42 @@
 // Metadata stays proportional to live entries plus recent invalidations,
 // under any traffic and with no call from the user:
 //
-//   - Registrations: a fill samples two registrations of each of its tags
-//     and removes those whose entries are gone (single Redis).
-//   - Stamps: a stamp may go once its tag has no registration and it is
-//     older than twice WithMaxFillAge, by the server's clock. A fill that
-//     a stamp could refuse read its Since before the stamp was written; it
-//     is refused for its Age if it started more than the maximum fill age
-//     before, and otherwise has another whole maximum fill age for its own
-//     round trips: no stamp that could still refuse a fill in flight goes.
-//     Every invalidation records the tags it stamps in the namespace's
-//     stamp index (ns:s, score: the time of the stamp), and every fill and
-//     every invalidation trims that index a bounded amount: it visits up
-//     to 32 due tags (those whose last stamp is older than the bound), plus
-//     one per tag the invalidation stamps, so the index never grows faster
-//     than traffic prunes it. A visit samples 16 registrations of the tag,
-//     removes those whose entries are gone (their fill ids unchanged),
-//     drops the stamp if nothing else is left (the hash disappears) and
-//     unindexes the tag; a tag whose sample was all alive is looked at
-//     again one bound later, one that lost dead registrations stays due
-//     for the next trim. Lookups never trim (a hit stays one GET).
-//     On a single Redis the trim runs inside the fill and invalidation
+//   - Every tag hash is in the namespace's tag index (ns:s): an
+//     invalidation moves the tags it stamps to now, a fill adds the tags
+//     it registers under that are not there yet (ZADD NX). A tag is due
+//     once its score is older than the prune age, twice WithMaxFillAge.
+//   - Every fill and every invalidation trims the index a bounded amount:
+//     it visits up to 32 due tags, plus one per tag the invalidation
+//     stamps, so the index never grows faster than traffic prunes it. A
+//     visit samples 16 registrations of the tag, removes those whose
+//     entries are gone (their fill ids unchanged), drops the stamp if
+//     nothing else is left and it is older than the prune age (the hash
+//     disappears, and the tag leaves the index); a tag whose sample was
+//     all alive is looked at again one prune age later, one that lost
+//     dead registrations stays due for the next trim. So a tag filled once
+//     whose entries expired, or invalidated once and never filled again,
+//     leaves nothing behind. A fill also samples two registrations of
+//     each of its tags (single Redis). Lookups never trim (a hit stays one
+//     GET).
+//   - Why a stamp may go then: a fill that a stamp could refuse read its
+//     Since before the stamp was written; it is refused for its Age if it
+//     started more than the maximum fill age before, and otherwise has
+//     another whole maximum fill age for its own round trips. No stamp
+//     that could still refuse a fill in flight goes. A registration goes
+//     only once its entry is gone (a lease counts as there: its fill is
+//     under way), with the fill id seen then.
+//   - On a single Redis the trim runs inside the fill and invalidation
 //     scripts (an invalidation of more than 224 tags trims on in further
-//     scripts of 256 visits); on Cluster the due tags are read in the
-//     first step of the fill or invalidation, and a trim costs 4 more
-//     round trips only when some were due (sample, EXISTS, settle, index),
-//     each write conditional on what was read. The index is one key per
-//     namespace: every invalidation of the namespace writes it.
-//     The alternative, a background pruner per Backend, needs an owner
-//     for its goroutine, knows only the namespaces its process has used,
-//     and SCANs: incremental trimming costs nothing when nothing is due.
+//     scripts of 256 visits). On Cluster the due tags are read in the
+//     first step of the fill or invalidation and the index is written in
+//     its second (no extra round trip); a trim costs 4 more round trips
+//     only when some tags were due (sample, EXISTS, settle, index), each
+//     write conditional on what was read. The index is one key per
+//     namespace, written by every invalidation and by fills of new tags.
+//   - Why not a background pruner per Backend: it needs an owner for its
+//     goroutine, knows only the namespaces its process has used, and
+//     SCANs; incremental trimming costs nothing when nothing is due and
+//     keeps pace with the traffic that creates the metadata.
 //   - Clear and Prune clean every tag hash of the namespace (SCAN) and
 //     trim the index until nothing is due.
 //
@@ -86,7 +93,8 @@
 //     sent. Otherwise it registers the entry in every tag hash (HSET) and
 //     stores it (SET PX). It also samples two registrations of each tag
 //     (HRANDFIELD) and removes those whose entries are gone, so that tag
-//     hashes do not grow without bound as entries expire.
+//     hashes do not grow without bound as entries expire; and it trims
+//     the tag index (above, "Pruning").
 //   - Invalidate: one script bumps the epoch (a missing epoch starts a new
 //     era), stamps every tag, and drains every tag whose registrations fit
 //     WithChunkSize (1000): UNLINK the entries, then HDEL those
@@ -104,7 +112,7 @@
 //     page by page; then SCAN ns:t:{* and, one script per page of hashes,
 //     remove the registrations whose entries are gone, drop stamps older
 //     than the prune age from hashes that hold nothing else, and let
-//     emptied hashes disappear; then trim the stamp index until nothing is
+//     emptied hashes disappear; then trim the tag index until nothing is
 //     due. Each hash is cleaned atomically, after the entries are gone, so
 //     a fill racing Clear keeps its entry only with its registration.
 //     Clear leaves the epoch alone and never uses KEYS, FLUSHDB or

@@ -19,7 +19,7 @@ const (
 // pruning.
 const pruneSample = 2
 
-// Trimming the stamp index (doc.go, "Pruning"): every fill visits up to
+// Trimming the tag index (doc.go, "Pruning"): every fill visits up to
 // trimBudget due stamps, every invalidation trimBudget plus one per tag it
 // stamps, at most trimStep per script; each visit samples up to trimSample
 // registrations of the tag.

@@ -93,7 +93,7 @@ func populate(tb testing.TB, b *Backend, ns string, n int, tags ...string) {
 		pipe := b.c.Pipeline()
 		var cmds []*redis.Cmd
 		for i := start; i < min(n, start+1000); i++ {
-			keys := append([]string{entryKey(ns, fmt.Sprint("k", i)), b.cfg.epochKey, stampIndexKey(ns)}, tagKeys...)
+			keys := append([]string{entryKey(ns, fmt.Sprint("k", i)), b.cfg.epochKey, tagIndexKey(ns)}, tagKeys...)
 			cmds = append(cmds, st.scripts[scriptFill].EvalSha(ctx, pipe, keys, since.Era, since.N, newFillID(), env, 0, 0, 0, 0, 0))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {

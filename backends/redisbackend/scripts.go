@@ -92,20 +92,20 @@ local function settle(h, now, max_age)
   local _, _, ms = parse_stamp(s)
   if not ms or now - ms > max_age then redis.call('HDEL', h, '~v') end
 end
--- trim visits up to budget tags of the stamp index idx (a sorted set of
--- tag hash keys by the time of their last stamp) whose stamp is older than
--- max_age ms. It removes the dead registrations among a sample of each
--- hash, and settles the stamp when nothing else is left. A hash gone or
--- without a stamp leaves the index; one whose sample held only live
--- registrations is looked at again max_age later; one that lost dead
--- registrations stays due, for the next trim to go on. It returns the
--- number of tags visited.
+-- trim visits up to budget tags of the tag index idx (a sorted set of
+-- tag hash keys by the time of their last stamp or first registration)
+-- that are due: indexed more than max_age ms ago. It removes the dead
+-- registrations among a sample of each hash, and settles the stamp when
+-- nothing else is left. A hash gone leaves the index; one whose sample
+-- held only live registrations is looked at again max_age later; one that
+-- lost dead registrations stays due, for the next trim to go on. It
+-- returns the number of tags visited.
 local function trim(idx, now, max_age, budget, sample)
   if budget <= 0 then return 0 end
   local due = redis.call('ZRANGEBYSCORE', idx, '-inf', now - max_age, 'LIMIT', 0, budget)
   for i = 1, #due do
     local h = due[i]
-    if redis.call('HEXISTS', h, '~v') == 0 then
+    if redis.call('EXISTS', h) == 0 then
       redis.call('ZREM', idx, h)
     else
       local dropped = 0
@@ -141,9 +141,9 @@ redis.call('SET', KEYS[1], v)
 return v
 `
 
-// fillLua is the conditional fill. Once stored, it trims the stamp index.
+// fillLua is the conditional fill. Once stored, it trims the tag index.
 //
-// KEYS[1] entry, KEYS[2] epoch key, KEYS[3] stamp index, KEYS[4..] tag
+// KEYS[1] entry, KEYS[2] epoch key, KEYS[3] tag index, KEYS[4..] tag
 // hashes. ARGV[1] since era, ARGV[2] since n, ARGV[3] fill id, ARGV[4]
 // envelope, ARGV[5] ttl ms (0: none), ARGV[6] registrations to sample for
 // pruning, ARGV[7] stamp age to prune after (ms), ARGV[8] due stamps to
@@ -178,8 +178,12 @@ if sample > 0 then
     end
   end
 end
+local now = now_ms()
 for i = 4, #KEYS do
   redis.call('HSET', KEYS[i], KEYS[1], ARGV[3])
+  -- Indexed once: a tag's registrations are looked at max_age after it
+  -- was first filled or last invalidated, and then again while it lives.
+  redis.call('ZADD', KEYS[3], 'NX', now, KEYS[i])
 end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
@@ -187,15 +191,15 @@ if ttl > 0 then
 else
   redis.call('SET', KEYS[1], ARGV[4])
 end
-trim(KEYS[3], now_ms(), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
+trim(KEYS[3], now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
 return {0}
 `
 
 // invalidateLua bumps the epoch, stamps every tag (and records it in the
-// stamp index), drains the tags that fit a budget of registrations (the
-// others are left to drainStepLua) and trims the stamp index.
+// tag index), drains the tags that fit a budget of registrations (the
+// others are left to drainStepLua) and trims the tag index.
 //
-// KEYS[1] epoch key, KEYS[2] stamp index, KEYS[3..] tag hashes.
+// KEYS[1] epoch key, KEYS[2] tag index, KEYS[3..] tag hashes.
 // ARGV[1] candidate era (used if the epoch is missing), ARGV[2] budget,
 // ARGV[3] "1" when keys may hold fill leases (WithFillLock), ARGV[4]
 // stamp age to prune after (ms), ARGV[5] due stamps to visit, ARGV[6]
@@ -231,9 +235,9 @@ out[3] = trim(KEYS[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[
 return out
 `
 
-// trimLua trims the stamp index.
+// trimLua trims the tag index.
 //
-// KEYS[1] stamp index. ARGV[1] stamp age to prune after (ms), ARGV[2] due
+// KEYS[1] tag index. ARGV[1] stamp age to prune after (ms), ARGV[2] due
 // stamps to visit, ARGV[3] registrations to sample per stamp.
 // Returns the number of due stamps visited.
 const trimLua = `

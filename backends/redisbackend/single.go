@@ -145,7 +145,7 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 	e.Since = f.Since
 	ek := entryKey(ns, f.Key)
 	keys := make([]string, 3, 3+len(e.Deps))
-	keys[0], keys[1], keys[2] = ek, s.cfg.epochKey, stampIndexKey(ns)
+	keys[0], keys[1], keys[2] = ek, s.cfg.epochKey, tagIndexKey(ns)
 	tags := dedupe(e.Deps)
 	for _, t := range tags {
 		keys = append(keys, tagKey(ns, t))
@@ -181,7 +181,7 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 // the server has replicas every script is followed by WAIT.
 func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []string) (int, error) {
 	keys := make([]string, 2, 2+len(tags))
-	keys[0], keys[1] = s.cfg.epochKey, stampIndexKey(ns)
+	keys[0], keys[1] = s.cfg.epochKey, tagIndexKey(ns)
 	for _, t := range tags {
 		keys = append(keys, tagKey(ns, t))
 	}
@@ -239,16 +239,16 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 		// An invalidation of many tags trims on in more scripts. Its
 		// entries are gone already: a failure here fails nothing.
 		if err := s.trim(ctx, srv, ns, trimWant-trimStep); err != nil {
-			s.log.Warn("redisbackend: trim the stamp index", "ns", ns, "err", err)
+			s.log.Warn("redisbackend: trim the tag index", "ns", ns, "err", err)
 		}
 	}
 	return int(removed), nil
 }
 
-// trim visits up to want due stamps of ns's stamp index, trimStep per
+// trim visits up to want due stamps of ns's tag index, trimStep per
 // script, stopping early when none is left; want < 0 visits until none is.
 func (s *single) trim(ctx context.Context, srv *server, ns string, want int) error {
-	idx := stampIndexKey(ns)
+	idx := tagIndexKey(ns)
 	limit := want
 	if want < 0 {
 		// Each visit removes a stamp, drops registrations or defers a
@@ -375,7 +375,7 @@ func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error)
 
 // prune cleans the namespace's tag hashes, one script per SCAN page of
 // hashes, and a big hash in HSCAN steps of one script each; then it trims
-// the stamp index until no due stamp is left, so that the index goes with
+// the tag index until no due stamp is left, so that the index goes with
 // the last stamp.
 func (s *single) prune(ctx context.Context, srv *server, ns string) error {
 	maxAge := s.cfg.pruneAfterMS()

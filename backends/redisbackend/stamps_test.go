@@ -144,6 +144,66 @@ func checkStampsPruned(t *testing.T, b *Backend, ns string, maxAge time.Duration
 		t.Errorf("Invalidate(held) = %d, %v; want the entry registered before the old stamps aged", got, err)
 	}
 	if size := b.c.ZCard(ctx, ns+":s").Val(); size > 10 {
-		t.Errorf("stamp index holds %d tags, want only recent ones", size)
+		t.Errorf("tag index holds %d tags, want only recent ones", size)
+	}
+}
+
+// TestDeadRegistrationsPruned: tags filled once, whose entries expired and
+// that are never filled nor invalidated again, leave no hash behind after
+// ordinary traffic (metadata proportional to live entries).
+func TestDeadRegistrationsPruned(t *testing.T) {
+	for _, tg := range targets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			maxAge := time.Minute
+			if tg.advance == nil {
+				maxAge = 300 * time.Millisecond
+			}
+			b := newBackend(t, tg, WithMaxFillAge(maxAge))
+			ns := randomName(t, "regs")
+			clearAtEnd(t, b, ns)
+			checkDeadRegistrationsPruned(t, b, ns, maxAge, tg.advance)
+		})
+	}
+}
+
+func TestClusterDeadRegistrationsPruned(t *testing.T) {
+	tc := sharedCluster(t)
+	const maxAge = 300 * time.Millisecond
+	b := clusterBackend(t, tc, WithMaxFillAge(maxAge))
+	checkDeadRegistrationsPruned(t, b, clusterNS(t, b, "cregs"), maxAge, nil)
+}
+
+func checkDeadRegistrationsPruned(t *testing.T, b *Backend, ns string, maxAge time.Duration, advance func(time.Duration)) {
+	ctx := t.Context()
+	const n = 300
+	for i := range n {
+		fill(t, b, ns, fmt.Sprint("cold", i), "v", 50*time.Millisecond, fmt.Sprint("cold", i))
+	}
+	fill(t, b, ns, "live", "v", 0, "live")
+	bound := 2*maxAge + time.Second
+	if advance != nil {
+		advance(bound)
+	}
+	deadline := time.Now().Add(bound + 20*time.Second)
+	for rounds := 0; countKeys(t, b, globEscape(ns)+`:t:\{cold*`) > 0; rounds++ {
+		if advance != nil && rounds >= 100 || time.Now().After(deadline) {
+			t.Fatalf("%d hashes of expired entries' tags left after %d rounds of traffic",
+				countKeys(t, b, globEscape(ns)+`:t:\{cold*`), rounds)
+		}
+		for i := range 10 {
+			key := fmt.Sprint("k", rounds*10+i)
+			l, err := b.Lookup(ctx, ns, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = b.Fill(ctx, ns, backends.Fill{Key: key, Entry: backends.Entry{Value: []byte("v"), Deps: []string{"hot"}},
+				TTL: time.Minute, Since: l.Epoch, Lease: l.Lease})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got, err := b.Invalidate(ctx, ns, "live"); err != nil || got != 1 {
+		t.Errorf("Invalidate(live) = %d, %v; want the live entry still registered", got, err)
 	}
 }
