@@ -33,7 +33,8 @@ type Harness struct {
 	MaxFillAge time.Duration
 
 	// BigTag is the number of entries the BigTag case registers under one
-	// tag; 0 means 2000.
+	// tag; 0 means 2000 with DEPCACHE_LONG (see Long), else 700, and
+	// without DEPCACHE_LONG it is at most 700.
 	BigTag int
 
 	// MaxTTL is the TTL a store gives an entry filled without expiry, where
@@ -42,8 +43,9 @@ type Harness struct {
 	MaxTTL time.Duration
 
 	// StaleReads is the number of reads each reader of the NoStaleReads
-	// case makes; 0 means 3000 (500 with -short). A slow store (miniredis,
-	// whose scripts cost a fresh Lua state each) may ask for fewer.
+	// case makes with DEPCACHE_LONG (see Long); 0 means 3000. A slow store
+	// (miniredis, whose scripts cost a fresh Lua state each) may ask for
+	// fewer. Without DEPCACHE_LONG each reader makes 400 (200 with -short).
 	StaleReads int
 }
 
@@ -53,8 +55,14 @@ func Run(t *testing.T, h Harness) {
 	if h.New == nil {
 		t.Fatal("backendtest: Harness.New is nil")
 	}
-	if h.BigTag <= 0 {
+	switch {
+	case h.BigTag > 0 && Long():
+	case h.BigTag > 0:
+		h.BigTag = min(h.BigTag, 700)
+	case Long():
 		h.BigTag = 2000
+	default:
+		h.BigTag = 700
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

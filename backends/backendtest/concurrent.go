@@ -20,8 +20,11 @@ func testConcurrent(t *testing.T, e *env) {
 		nkeys   = 16
 		ntags   = 4
 	)
-	ops := 400
-	if testing.Short() {
+	ops := 150
+	switch {
+	case Long():
+		ops = 400
+	case testing.Short():
 		ops = 100
 	}
 	key := func(i int) string { return fmt.Sprint("k", i) }
@@ -229,12 +232,14 @@ func runStaleReads(t *testing.T, e *env, c staleRun) *staleResult {
 }
 
 func testNoStaleReads(t *testing.T, e *env) {
-	c := staleRun{rows: 4, readers: 8, writers: 4, reads: 3000}
+	c := staleRun{rows: 4, readers: 8, writers: 4, reads: 400}
 	switch {
-	case e.h.StaleReads > 0:
+	case Long() && e.h.StaleReads > 0:
 		c.reads = e.h.StaleReads
+	case Long():
+		c.reads = 3000
 	case testing.Short():
-		c.reads = 500
+		c.reads = 200
 	}
 	res := runStaleReads(t, e, c)
 	t.Log(res)

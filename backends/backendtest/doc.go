@@ -27,6 +27,12 @@
 // because Harness.Advance may move a clock that every store shares
 // (miniredis's FastForward does).
 //
+// Long runs: by default the cases that scale (BigTag, Concurrent,
+// NoStaleReads) run on sizes that keep `go test ./...` quick; with
+// DEPCACHE_LONG=1 (Long, LongEnv) they run full size, and the stores' own
+// long tests (Redis Cluster failover, Sentinel, the 20,000-read Cluster
+// harness) run too. CI sets it.
+//
 // The cases:
 //
 //   - Miss: a Lookup of a missing key is a miss carrying a non-zero epoch of

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/depcache/go-depcache/backends/redisbackend"
 	"github.com/depcache/go-depcache/depcache"
@@ -23,7 +24,14 @@ func TestClusterThroughDepcache(t *testing.T) {
 	_, _ = rand.Read(p[:])
 	prefix := "dcc" + hex.EncodeToString(p[:])
 	newManager := func() *depcache.Manager {
-		m := depcache.New(redisbackend.New(c), depcache.WithPrefix(prefix), depcache.WithStrictErrors())
+		// Strict errors turn any cache error into a failure, and the
+		// default 250 ms per operation is a production budget, not what
+		// this test checks: under -race on a loaded machine a Backend's
+		// first use (INFO and SCRIPT LOAD on every master) or a 3-round-
+		// trip fill can take longer, which failed the test once. The
+		// timeout here only bounds a stuck server.
+		m := depcache.New(redisbackend.New(c), depcache.WithPrefix(prefix), depcache.WithStrictErrors(),
+			depcache.WithTimeout(30*time.Second))
 		t.Cleanup(func() { _ = m.Close() })
 		return m
 	}

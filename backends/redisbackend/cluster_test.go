@@ -71,7 +71,7 @@ func TestClusterRoundTrips(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 	ns := clusterNS(t, b, "crt")
 	ctx := t.Context()
-	if _, err := b.state(ctx); err != nil {
+	if _, err := b.connected(ctx); err != nil {
 		t.Fatal(err)
 	}
 	mustEpoch(t, b)
@@ -178,7 +178,7 @@ func TestClusterFillRacesInvalidation(t *testing.T) {
 	var b *Backend
 	hook := hookFunc{before: func(cmd redis.Cmder) {
 		args := cmd.Args()
-		if len(args) < 2 || cmd.Name() != "evalsha" || args[1] != clusterScripts[cCAS].Hash() {
+		if len(args) < 2 || cmd.Name() != "evalsha" || args[1] != clusterScripts[clusterCompareAndSet].Hash() {
 			return
 		}
 		once.Do(func() {
@@ -515,7 +515,7 @@ func TestClusterPolicy(t *testing.T) {
 
 func mustPolicy(t *testing.T, b *Backend) string {
 	t.Helper()
-	if _, err := b.state(t.Context()); err != nil {
+	if _, err := b.connected(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	return b.Policy()
@@ -528,6 +528,7 @@ func mustPolicy(t *testing.T, b *Backend) string {
 // readable again, no stamp is lost, the epoch has not gone back, and fills
 // work.
 func TestClusterFailover(t *testing.T) {
+	longOnly(t)
 	tc := ownCluster(t, true)
 	c := clusterClient(t, tc)
 	var nodes counter // pipelines sent on the masters' own connections
@@ -535,7 +536,7 @@ func TestClusterFailover(t *testing.T) {
 	b := New(c, WithLogger(testLogger(t)), WithWaitTimeout(2*time.Second))
 	t.Cleanup(func() { _ = b.Close() })
 	ctx := t.Context()
-	st, err := b.state(ctx)
+	st, err := b.connected(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -573,9 +574,18 @@ func TestClusterFailover(t *testing.T) {
 		if got, err := b.Invalidate(ctx, ns, tag(i)); err != nil || got != 1 {
 			t.Fatalf("Invalidate(%s) = %d, %v; want 1", tag(i), got, err)
 		}
-		// Every step is one pipeline on the master it writes to, ending
-		// with WAIT: epoch, stamp and read, unlink, registrations.
+		// Every step is one pipeline on each master it writes to, ending
+		// with WAIT: epoch (and the due stamps, on the tag index's
+		// master), stamp and read (and the index), unlink, registrations.
 		_, sent := nodes.reset()
+		masters := func(keys ...string) int {
+			set := map[string]bool{}
+			for _, k := range keys {
+				set[masterOf(t, b, k)] = true
+			}
+			return len(set)
+		}
+		want := masters(b.cfg.epochKey, tagIndexKey(ns)) + masters(tagKey(ns, tag(i)), tagIndexKey(ns)) + 2
 		var pipes []string
 		for _, s := range sent {
 			if strings.HasPrefix(s, "pipeline(") {
@@ -585,8 +595,8 @@ func TestClusterFailover(t *testing.T) {
 				}
 			}
 		}
-		if len(pipes) != 4 {
-			t.Errorf("Invalidate(%s) sent %q on the masters' connections, want 4 pipelines", tag(i), pipes)
+		if len(pipes) != want {
+			t.Errorf("Invalidate(%s) sent %q on the masters' connections, want %d pipelines", tag(i), pipes, want)
 		}
 	}
 	// A fill that started before an invalidation must still be refused
@@ -707,7 +717,7 @@ func TestClusterFillRacesChunkedInvalidation(t *testing.T) {
 	steps, fired := 0, false
 	var removedByOther int
 	hook := hookFunc{before: func(cmd redis.Cmder) {
-		if cmd.Name() != "evalsha" || cmd.Args()[1] != clusterScripts[cStep].Hash() {
+		if cmd.Name() != "evalsha" || cmd.Args()[1] != clusterScripts[clusterRemoveAndRead].Hash() {
 			return
 		}
 		if steps++; steps != 1 {

@@ -25,9 +25,89 @@ type testCluster struct {
 }
 
 type clusterNode struct {
-	addr string
-	cmd  *exec.Cmd
-	dead bool
+	addr   string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process has exited (and been waited for)
+	dead   bool
+}
+
+// startNode starts one cluster node on free ports and waits until it
+// answers as itself. A port is free when chosen but may be taken before
+// the server binds it (by other tests or processes): a node that exits, or
+// a port answered by another server, means trying again on other ports,
+// up to 5 times.
+func startNode(server, dir string) (*clusterNode, error) {
+	var last error
+	for range 5 {
+		nd, err := startNodeOnce(server, dir)
+		if err == nil {
+			return nd, nil
+		}
+		last = err
+	}
+	return nil, last
+}
+
+func startNodeOnce(server, dir string) (*clusterNode, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	bus, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p := strconv.Itoa(port)
+	logf, err := os.Create(filepath.Join(dir, "redis-"+p+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(server,
+		"--port", p, "--cluster-port", strconv.Itoa(bus), "--bind", "127.0.0.1",
+		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+p+".conf"),
+		"--cluster-node-timeout", "1000", "--dir", dir, "--save", "", "--appendonly", "no",
+		"--daemonize", "no", "--repl-diskless-sync-delay", "0", "--logfile", "")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	err = cmd.Start()
+	logf.Close()
+	if err != nil {
+		return nil, err
+	}
+	nd := &clusterNode{addr: net.JoinHostPort("127.0.0.1", p), cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(nd.exited)
+	}()
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: nd.addr, MaxRetries: -1})
+	defer c.Close()
+	pid := strconv.Itoa(cmd.Process.Pid)
+	gone := false
+	err = poll(10*time.Second, func() bool {
+		select {
+		case <-nd.exited:
+			gone = true
+			return true
+		default:
+		}
+		info, err := c.Info(ctx, "server").Result()
+		return err == nil && infoField(info, "process_id") == pid
+	})
+	switch {
+	case gone:
+		return nil, fmt.Errorf("redis-server on %s exited at start (port taken?)", nd.addr)
+	case err != nil:
+		nd.kill()
+		return nil, fmt.Errorf("%s does not answer: %w", nd.addr, err)
+	}
+	return nd, nil
+}
+
+// kill kills the node's process with SIGKILL and waits for it to exit.
+func (nd *clusterNode) kill() {
+	nd.dead = true
+	_ = nd.cmd.Process.Signal(syscall.SIGKILL)
+	<-nd.exited
 }
 
 // clusterTools returns the paths of redis-server and redis-cli, or why not.
@@ -77,41 +157,13 @@ func startCluster(replicas bool) (*testCluster, error) {
 		n = 6
 	}
 	for range n {
-		port, err := freePort()
+		nd, err := startNode(server, dir)
 		if err != nil {
 			return nil, err
 		}
-		bus, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		p := strconv.Itoa(port)
-		logf, err := os.Create(filepath.Join(dir, "redis-"+p+".log"))
-		if err != nil {
-			return nil, err
-		}
-		cmd := exec.Command(server,
-			"--port", p, "--cluster-port", strconv.Itoa(bus), "--bind", "127.0.0.1",
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+p+".conf"),
-			"--cluster-node-timeout", "1000", "--dir", dir, "--save", "", "--appendonly", "no",
-			"--daemonize", "no", "--repl-diskless-sync-delay", "0", "--logfile", "")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		err = cmd.Start()
-		logf.Close()
-		if err != nil {
-			return nil, err
-		}
-		tc.nodes = append(tc.nodes, &clusterNode{addr: net.JoinHostPort("127.0.0.1", p), cmd: cmd})
+		tc.nodes = append(tc.nodes, nd)
 	}
 	ctx := context.Background()
-	for _, nd := range tc.nodes {
-		c := redis.NewClient(&redis.Options{Addr: nd.addr, MaxRetries: -1})
-		err := poll(10*time.Second, func() bool { return c.Ping(ctx).Err() == nil })
-		c.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s does not answer: %w", nd.addr, err)
-		}
-	}
 	args := []string{"--cluster", "create"}
 	for _, nd := range tc.nodes {
 		args = append(args, nd.addr)
@@ -214,11 +266,7 @@ func (tc *testCluster) client(hooks ...redis.Hook) *redis.ClusterClient {
 func (tc *testCluster) kill(addr string) error {
 	for _, nd := range tc.nodes {
 		if nd.addr == addr && !nd.dead {
-			nd.dead = true
-			if err := nd.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				return err
-			}
-			_ = nd.cmd.Wait()
+			nd.kill()
 			return nil
 		}
 	}
@@ -229,9 +277,7 @@ func (tc *testCluster) kill(addr string) error {
 func (tc *testCluster) stop() {
 	for _, nd := range tc.nodes {
 		if !nd.dead {
-			nd.dead = true
-			_ = nd.cmd.Process.Kill()
-			_ = nd.cmd.Wait()
+			nd.kill()
 		}
 	}
 	_ = os.RemoveAll(tc.dir)

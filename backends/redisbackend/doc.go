@@ -21,6 +21,9 @@
 //	                 it (fresh per fill), plus the reserved field "~v", the
 //	                 stamp "era:n:ms": the epoch of the tag's last
 //	                 invalidation and the server time (ms) it happened
+//	ns:s             the tag index: a sorted set of the tag hash keys,
+//	                 scored by the time of their last stamp or first
+//	                 registration (below, "Pruning")
 //	depcache:epoch   the epoch "era:n", one per Redis, shared by every
 //	                 namespace (WithEpochKey), outside every prefix
 //
@@ -30,6 +33,50 @@
 // look like another's. Registrations and stamps carry no TTL: they are
 // never evicted under noeviction or volatile-* and are pruned by the
 // scripts instead (below).
+//
+// # Pruning
+//
+// Metadata stays proportional to live entries plus recent invalidations,
+// under any traffic and with no call from the user:
+//
+//   - Every tag hash is in the namespace's tag index (ns:s): an
+//     invalidation moves the tags it stamps to now, a fill adds the tags
+//     it registers under that are not there yet (ZADD NX). A tag is due
+//     once its score is older than the prune age, twice WithMaxFillAge.
+//   - Every fill and every invalidation trims the index a bounded amount:
+//     it visits up to 32 due tags, plus one per tag the invalidation
+//     stamps, so the index never grows faster than traffic prunes it. A
+//     visit samples 16 registrations of the tag, removes those whose
+//     entries are gone (their fill ids unchanged), drops the stamp if
+//     nothing else is left and it is older than the prune age (the hash
+//     disappears, and the tag leaves the index); a tag whose sample was
+//     all alive is looked at again one prune age later, one that lost
+//     dead registrations stays due for the next trim. So a tag filled once
+//     whose entries expired, or invalidated once and never filled again,
+//     leaves nothing behind. A fill also samples two registrations of
+//     each of its tags (single Redis). Lookups never trim (a hit stays one
+//     GET).
+//   - Why a stamp may go then: a fill that a stamp could refuse read its
+//     Since before the stamp was written; it is refused for its Age if it
+//     started more than the maximum fill age before, and otherwise has
+//     another whole maximum fill age for its own round trips. No stamp
+//     that could still refuse a fill in flight goes. A registration goes
+//     only once its entry is gone (a lease counts as there: its fill is
+//     under way), with the fill id seen then.
+//   - On a single Redis the trim runs inside the fill and invalidation
+//     scripts (an invalidation of more than 224 tags trims on in further
+//     scripts of 256 visits). On Cluster the due tags are read in the
+//     first step of the fill or invalidation and the index is written in
+//     its second (no extra round trip); a trim costs 4 more round trips
+//     only when some tags were due (sample, EXISTS, settle, index), each
+//     write conditional on what was read. The index is one key per
+//     namespace, written by every invalidation and by fills of new tags.
+//   - Why not a background pruner per Backend: it needs an owner for its
+//     goroutine, knows only the namespaces its process has used, and
+//     SCANs; incremental trimming costs nothing when nothing is due and
+//     keeps pace with the traffic that creates the metadata.
+//   - Clear and Prune clean every tag hash of the namespace (SCAN) and
+//     trim the index until nothing is due.
 //
 // # Scripts and round trips
 //
@@ -46,7 +93,8 @@
 //     sent. Otherwise it registers the entry in every tag hash (HSET) and
 //     stores it (SET PX). It also samples two registrations of each tag
 //     (HRANDFIELD) and removes those whose entries are gone, so that tag
-//     hashes do not grow without bound as entries expire.
+//     hashes do not grow without bound as entries expire; and it trims
+//     the tag index (above, "Pruning").
 //   - Invalidate: one script bumps the epoch (a missing epoch starts a new
 //     era), stamps every tag, and drains every tag whose registrations fit
 //     WithChunkSize (1000): UNLINK the entries, then HDEL those
@@ -63,12 +111,13 @@
 //   - Clear: SCAN MATCH ns:e:{* (glob characters of ns escaped) and UNLINK
 //     page by page; then SCAN ns:t:{* and, one script per page of hashes,
 //     remove the registrations whose entries are gone, drop stamps older
-//     than the maximum fill age from hashes that hold nothing else, and let
-//     emptied hashes disappear. Each hash is cleaned atomically, after the
-//     entries are gone, so a fill racing Clear keeps its entry only with its
-//     registration. Clear leaves the epoch alone and never uses KEYS,
-//     FLUSHDB or FLUSHALL. Prune runs the second half alone: the hash of a
-//     tag invalidated once and never filled again stays until Prune or Clear.
+//     than the prune age from hashes that hold nothing else, and let
+//     emptied hashes disappear; then trim the tag index until nothing is
+//     due. Each hash is cleaned atomically, after the entries are gone, so
+//     a fill racing Clear keeps its entry only with its registration.
+//     Clear leaves the epoch alone and never uses KEYS, FLUSHDB or
+//     FLUSHALL. Prune runs the second half alone; neither is needed to
+//     keep metadata bounded (above, "Pruning").
 //
 // go-redis sends scripts by EVALSHA (loaded at first use) and falls back to
 // EVAL when the server lost them.
@@ -177,9 +226,10 @@
 //     chunks, the entries' masters are asked which still exist (EXISTS; a
 //     lease counts, its fill is under way), and a script removes the
 //     others' registrations if their fill ids are unchanged and drops a
-//     stamp older than the maximum fill age from a hash that holds
-//     nothing else. Fills do not prune on Cluster (a fill's script cannot
-//     see entries in other slots): run Prune now and then.
+//     stamp older than the prune age from a hash that holds nothing
+//     else. Fills do not sample registrations on Cluster (a fill's script
+//     cannot see entries in other slots); stamps are trimmed as on a
+//     single Redis (above, "Pruning").
 //   - Server checks at first use run on every master (ForEachMaster):
 //     CONFIG GET maxmemory-policy, INFO server and INFO replication; the
 //     most dangerous policy of any master wins (allkeys-* over volatile-*
@@ -199,6 +249,8 @@
 //	Fill without a lease     1               3, 4 over an existing entry
 //	Invalidate, small tags   1               4 (epoch; stamp+read; unlink;
 //	                                         remove registrations)
+//	Trim of due stamps       0 (in the       +4 after a fill or an
+//	                         scripts)        invalidation that found any
 //	Delete, TTL              1               1
 //
 // What Cluster does not cover: the stamp check reads the epoch (E1) before

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/backends/backendtest"
 )
 
 func TestMain(m *testing.M) {
@@ -113,6 +114,15 @@ func newBackendHooked(tb testing.TB, tg target, hooks []redis.Hook, opts ...Opti
 	b := New(c, append([]Option{WithLogger(testLogger(tb))}, opts...)...)
 	tb.Cleanup(func() { _ = b.Close() })
 	return b
+}
+
+// longOnly skips a long test (failover, Sentinel) unless DEPCACHE_LONG
+// asks for the long runs (backendtest.Long).
+func longOnly(tb testing.TB) {
+	tb.Helper()
+	if !backendtest.Long() {
+		tb.Skipf("a long run: set %s=1", backendtest.LongEnv)
+	}
 }
 
 // randomName returns prefix followed by random hex, for namespaces and

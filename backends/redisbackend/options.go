@@ -19,6 +19,16 @@ const (
 // pruning.
 const pruneSample = 2
 
+// Trimming the tag index (doc.go, "Pruning"): every fill visits up to
+// trimBudget due stamps, every invalidation trimBudget plus one per tag it
+// stamps, at most trimStep per script; each visit samples up to trimSample
+// registrations of the tag.
+const (
+	trimBudget = 32
+	trimStep   = 256
+	trimSample = 16
+)
+
 // An Option configures a Backend.
 type Option func(*config)
 
@@ -33,6 +43,13 @@ type config struct {
 	leaseTTL      time.Duration
 	fillLock      bool
 }
+
+// pruneAfterMS is the age, in ms of the server's clock, after which a
+// stamp may go (from a hash that holds nothing else): twice the maximum
+// fill age, so that a fill that passed the Age check at its start still
+// has a whole maximum fill age for its own round trips before a stamp that
+// could refuse it goes.
+func (c *config) pruneAfterMS() int64 { return 2 * c.maxFillAge.Milliseconds() }
 
 func defaultConfig() config {
 	return config{
@@ -60,7 +77,8 @@ func WithEpochKey(key string) Option {
 
 // WithMaxFillAge sets the longest a computation may run between its Lookup
 // and its Fill (default 1 minute). Older fills are refused with ErrStale,
-// and stamps older than this are pruned. A value ≤ 0 keeps the default.
+// and stamps older than twice this are pruned. A value ≤ 0 keeps the
+// default.
 func WithMaxFillAge(d time.Duration) Option {
 	return func(c *config) {
 		if d > 0 {

@@ -45,7 +45,7 @@ func TestConformance(t *testing.T) {
 // command after them dials.)
 func warm(tb testing.TB, b *Backend) {
 	tb.Helper()
-	if _, err := b.state(context.Background()); err != nil {
+	if _, err := b.connected(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
 	if err := b.c.Ping(context.Background()).Err(); err != nil {
@@ -79,7 +79,7 @@ func fill(tb testing.TB, b *Backend, ns, key, value string, ttl time.Duration, d
 func populate(tb testing.TB, b *Backend, ns string, n int, tags ...string) {
 	tb.Helper()
 	ctx := context.Background()
-	st, err := b.state(ctx)
+	st, err := b.connected(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -93,8 +93,8 @@ func populate(tb testing.TB, b *Backend, ns string, n int, tags ...string) {
 		pipe := b.c.Pipeline()
 		var cmds []*redis.Cmd
 		for i := start; i < min(n, start+1000); i++ {
-			keys := append([]string{entryKey(ns, fmt.Sprint("k", i)), b.cfg.epochKey}, tagKeys...)
-			cmds = append(cmds, st.scripts[sFill].EvalSha(ctx, pipe, keys, since.Era, since.N, newFillID(), env, 0, 0))
+			keys := append([]string{entryKey(ns, fmt.Sprint("k", i)), b.cfg.epochKey, tagIndexKey(ns)}, tagKeys...)
+			cmds = append(cmds, st.scripts[scriptFill].EvalSha(ctx, pipe, keys, since.Era, since.N, newFillID(), env, 0, 0, 0, 0, 0))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			tb.Fatalf("populate: %v", err)
@@ -356,7 +356,7 @@ func TestClearGlob(t *testing.T) {
 func keysOf(tb testing.TB, b *Backend, ns, kind string) []string {
 	tb.Helper()
 	var out []string
-	err := b.scan(context.Background(), globEscape(ns)+":"+kind+`:\{*`, func(keys []string) error {
+	err := scanPages(context.Background(), b.c, globEscape(ns)+":"+kind+`:\{*`, b.cfg.chunkSize, func(keys []string) error {
 		out = append(out, keys...)
 		return nil
 	})
@@ -452,8 +452,8 @@ func TestFillRacesChunkedInvalidation(t *testing.T) {
 			fired := false
 			var removedByOther int
 			hook := hookFunc{before: func(cmd redis.Cmder) {
-				st := b.st.Load()
-				if st == nil || cmd.Name() != "evalsha" || cmd.Args()[1] != st.scripts[sDrainStep].Hash() {
+				st := b.srv.Load()
+				if st == nil || cmd.Name() != "evalsha" || cmd.Args()[1] != st.scripts[scriptDrainStep].Hash() {
 					return
 				}
 				if steps++; steps != fireAt {
@@ -562,7 +562,7 @@ func TestServerState(t *testing.T) {
 	for _, tg := range targets(t) {
 		t.Run(tg.name, func(t *testing.T) {
 			b := newBackend(t, tg)
-			st, err := b.state(t.Context())
+			st, err := b.connected(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,60 +5,21 @@ import (
 	"errors"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/depcache/go-depcache/internal/redistest"
 )
 
 // startRedis starts a redis-server of the test's own on a free loopback
-// port and returns its address; the test's end kills it. It skips the test
-// when redis-server is not installed.
+// port and returns its address and process; the test's end kills it. It
+// skips the test when redis-server is not installed.
 func startRedis(t *testing.T, args ...string) (string, *os.Process) {
 	t.Helper()
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
-	dir := t.TempDir()
-	logf, err := os.Create(filepath.Join(dir, "redis.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(path, append([]string{
-		"--port", port, "--bind", "127.0.0.1", "--dir", dir,
-		"--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0",
-	}, args...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(dir, "redis.log")); err == nil {
-				t.Logf("redis-server on %s:\n%s", port, b)
-			}
-		}
-	})
-	addr := net.JoinHostPort("127.0.0.1", port)
-	c := newClient(t, &redis.Options{Addr: addr, MaxRetries: -1}, nil)
-	eventually(t, "redis-server on "+addr+" answers", func() bool {
-		return c.Ping(context.Background()).Err() == nil
-	})
-	return addr, cmd.Process
+	return redistest.StartProcess(t, append([]string{"--repl-diskless-sync-delay", "0"}, args...)...)
 }
 
 // eventually polls cond until it holds, failing the test after 10 seconds.
@@ -108,7 +69,7 @@ func TestReplicaWait(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 	ctx := t.Context()
 	warm(t, b)
-	if st := b.st.Load(); st.replicas != 1 {
+	if st := b.srv.Load(); st.replicas != 1 {
 		t.Fatalf("replicas = %d, want 1", st.replicas)
 	}
 	fill(t, b, "ns", "k", "v", 0, "t")

@@ -92,6 +92,41 @@ local function settle(h, now, max_age)
   local _, _, ms = parse_stamp(s)
   if not ms or now - ms > max_age then redis.call('HDEL', h, '~v') end
 end
+-- trim visits up to budget tags of the tag index idx (a sorted set of
+-- tag hash keys by the time of their last stamp or first registration)
+-- that are due: indexed more than max_age ms ago. It removes the dead
+-- registrations among a sample of each hash, and settles the stamp when
+-- nothing else is left. A hash gone leaves the index; one whose sample
+-- held only live registrations is looked at again max_age later; one that
+-- lost dead registrations stays due, for the next trim to go on. It
+-- returns the number of tags visited.
+local function trim(idx, now, max_age, budget, sample)
+  if budget <= 0 then return 0 end
+  local due = redis.call('ZRANGEBYSCORE', idx, '-inf', now - max_age, 'LIMIT', 0, budget)
+  for i = 1, #due do
+    local h = due[i]
+    if redis.call('EXISTS', h) == 0 then
+      redis.call('ZREM', idx, h)
+    else
+      local dropped = 0
+      local fs = redis.call('HRANDFIELD', h, sample)
+      for j = 1, #fs do
+        local f = fs[j]
+        if f ~= '~v' and redis.call('EXISTS', f) == 0 then
+          redis.call('HDEL', h, f)
+          dropped = dropped + 1
+        end
+      end
+      settle(h, now, max_age)
+      if redis.call('EXISTS', h) == 0 then
+        redis.call('ZREM', idx, h)
+      elseif dropped == 0 then
+        redis.call('ZADD', idx, now, h)
+      end
+    end
+  end
+  return #due
+end
 `
 
 // ensureEpochLua returns the epoch, creating it with era ARGV[1] and n=0 if
@@ -106,11 +141,13 @@ redis.call('SET', KEYS[1], v)
 return v
 `
 
-// fillLua is the conditional fill.
+// fillLua is the conditional fill. Once stored, it trims the tag index.
 //
-// KEYS[1] entry, KEYS[2] epoch key, KEYS[3..] tag hashes.
-// ARGV[1] since era, ARGV[2] since n, ARGV[3] fill id, ARGV[4] envelope,
-// ARGV[5] ttl ms (0: none), ARGV[6] registrations to sample for pruning.
+// KEYS[1] entry, KEYS[2] epoch key, KEYS[3] tag index, KEYS[4..] tag
+// hashes. ARGV[1] since era, ARGV[2] since n, ARGV[3] fill id, ARGV[4]
+// envelope, ARGV[5] ttl ms (0: none), ARGV[6] registrations to sample for
+// pruning, ARGV[7] stamp age to prune after (ms), ARGV[8] due stamps to
+// visit, ARGV[9] registrations to sample per stamp.
 //
 // Returns {0} when stored; {1} when the epoch is missing; {2, epoch} when
 // it is of another era; {3, i, stamp} when tag i (1-based) was invalidated
@@ -121,17 +158,17 @@ local era = parse_epoch(cur)
 if not era then return {1} end
 if era ~= ARGV[1] then return {2, cur} end
 local since = tonumber(ARGV[2])
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local s = redis.call('HGET', KEYS[i], '~v')
   local se, sn = parse_stamp(s)
-  if se == ARGV[1] and sn > since then return {3, i - 2, s} end
+  if se == ARGV[1] and sn > since then return {3, i - 3, s} end
 end
 -- Opportunistic pruning: a few random registrations whose entries are
 -- gone (expired, evicted) are removed, so that tag hashes do not grow
 -- without bound under churn. The id read is the id removed: one script.
 local sample = tonumber(ARGV[6])
 if sample > 0 then
-  for i = 3, #KEYS do
+  for i = 4, #KEYS do
     local fs = redis.call('HRANDFIELD', KEYS[i], sample)
     for j = 1, #fs do
       local f = fs[j]
@@ -141,8 +178,12 @@ if sample > 0 then
     end
   end
 end
-for i = 3, #KEYS do
+local now = now_ms()
+for i = 4, #KEYS do
   redis.call('HSET', KEYS[i], KEYS[1], ARGV[3])
+  -- Indexed once: a tag's registrations are looked at max_age after it
+  -- was first filled or last invalidated, and then again while it lives.
+  redis.call('ZADD', KEYS[3], 'NX', now, KEYS[i])
 end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
@@ -150,40 +191,57 @@ if ttl > 0 then
 else
   redis.call('SET', KEYS[1], ARGV[4])
 end
+trim(KEYS[3], now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
 return {0}
 `
 
-// invalidateLua bumps the epoch, stamps every tag and drains the tags that
-// fit a budget of registrations; the others are left to drainStepLua.
+// invalidateLua bumps the epoch, stamps every tag (and records it in the
+// tag index), drains the tags that fit a budget of registrations (the
+// others are left to drainStepLua) and trims the tag index.
 //
-// KEYS[1] epoch key, KEYS[2..] tag hashes.
+// KEYS[1] epoch key, KEYS[2] tag index, KEYS[3..] tag hashes.
 // ARGV[1] candidate era (used if the epoch is missing), ARGV[2] budget,
-// ARGV[3] "1" when keys may hold fill leases (WithFillLock).
+// ARGV[3] "1" when keys may hold fill leases (WithFillLock), ARGV[4]
+// stamp age to prune after (ms), ARGV[5] due stamps to visit, ARGV[6]
+// registrations to sample per stamp.
 //
-// Returns {epoch, removed, i...}: the new epoch, the number of entries
-// removed, and the 1-based indexes of the tags still to drain.
+// Returns {epoch, removed, visited, i...}: the new epoch, the number of
+// entries removed, the number of due stamps visited, and the 1-based
+// indexes (among the tags) of the tags still to drain.
 const invalidateLua = `
 local era, n = parse_epoch(redis.call('GET', KEYS[1]))
 if not era then era = ARGV[1]; n = 0 end
 local ep = era .. ':' .. string.format('%d', n + 1)
 redis.call('SET', KEYS[1], ep)
-local stamp = ep .. ':' .. string.format('%d', now_ms())
+local now = now_ms()
+local stamp = ep .. ':' .. string.format('%d', now)
 local budget = tonumber(ARGV[2])
-local out = {ep, 0}
-for i = 2, #KEYS do
+local out = {ep, 0, 0}
+for i = 3, #KEYS do
   local h = KEYS[i]
   redis.call('HSET', h, '~v', stamp)
+  redis.call('ZADD', KEYS[2], now, h)
   local size = redis.call('HLEN', h) - 1
   if size > 0 then
     if size <= budget then
       budget = budget - size
       out[2] = out[2] + drain(h, redis.call('HGETALL', h), ARGV[3] == '1')
     else
-      out[#out + 1] = i - 1
+      out[#out + 1] = i - 2
     end
   end
 end
+out[3] = trim(KEYS[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
 return out
+`
+
+// trimLua trims the tag index.
+//
+// KEYS[1] tag index. ARGV[1] stamp age to prune after (ms), ARGV[2] due
+// stamps to visit, ARGV[3] registrations to sample per stamp.
+// Returns the number of due stamps visited.
+const trimLua = `
+return trim(KEYS[1], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
 `
 
 // drainStepLua drains one HSCAN step of a big tag.
@@ -238,12 +296,13 @@ return r[1]
 type scriptID int
 
 const (
-	sEnsureEpoch scriptID = iota
-	sFill
-	sInvalidate
-	sDrainStep
-	sClean
-	sCleanStep
+	scriptEnsureEpoch scriptID = iota
+	scriptFill
+	scriptInvalidate
+	scriptDrainStep
+	scriptClean
+	scriptCleanStep
+	scriptTrim
 	numScripts
 )
 
@@ -251,12 +310,13 @@ var scriptSources = [numScripts]struct {
 	body     string
 	allowOOM bool
 }{
-	sEnsureEpoch: {ensureEpochLua, false},
-	sFill:        {fillLua, false},
-	sInvalidate:  {invalidateLua, true},
-	sDrainStep:   {drainStepLua, true},
-	sClean:       {cleanLua, true},
-	sCleanStep:   {cleanStepLua, true},
+	scriptEnsureEpoch: {ensureEpochLua, false},
+	scriptFill:        {fillLua, false},
+	scriptInvalidate:  {invalidateLua, true},
+	scriptDrainStep:   {drainStepLua, true},
+	scriptClean:       {cleanLua, true},
+	scriptCleanStep:   {cleanStepLua, true},
+	scriptTrim:        {trimLua, true},
 }
 
 // script is a redis.Script that remembers its source, for SCRIPT LOAD in

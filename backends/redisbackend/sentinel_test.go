@@ -19,6 +19,7 @@ import (
 // returned is not undone and that the store keeps working on the new
 // master.
 func TestSentinel(t *testing.T) {
+	longOnly(t)
 	ctx := context.Background()
 	master := redistest.Start(t)
 	replica := redistest.Start(t, "--replicaof", strings.Replace(master, ":", " ", 1))
@@ -49,7 +50,7 @@ func TestSentinel(t *testing.T) {
 	if n, err := b.Invalidate(ctx, ns, "gone"); n != 1 || err != nil {
 		t.Fatalf("Invalidate through Sentinel = %d, %v", n, err)
 	}
-	if b.st.Load().replicas == 0 {
+	if b.srv.Load().replicas == 0 {
 		t.Fatal("the backend did not see the replica, so it did not WAIT")
 	}
 

@@ -35,10 +35,19 @@ func FreePort(t testing.TB) int {
 // redis-server is not installed.
 func Start(t testing.TB, args ...string) string {
 	t.Helper()
-	port := FreePort(t)
-	all := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--daemonize", "no"}, args...)
-	return start(t, port, "Ready to accept connections", all...)
+	addr, _ := StartProcess(t, args...)
+	return addr
+}
+
+// StartProcess is Start, also returning the server's process (to stop or
+// freeze it).
+func StartProcess(t testing.TB, args ...string) (string, *os.Process) {
+	t.Helper()
+	dir := t.TempDir()
+	return start(t, "Ready to accept connections", func(port int) []string {
+		return append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", dir, "--daemonize", "no"}, args...)
+	})
 }
 
 // StartSentinel runs a Sentinel that monitors the master at masterAddr
@@ -56,40 +65,71 @@ func StartSentinel(t testing.TB, master, masterAddr string) string {
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sp := FreePort(t)
-	return start(t, sp, "+monitor master", conf, "--sentinel", "--port", strconv.Itoa(sp), "--bind", "127.0.0.1",
-		"--dir", dir, "--daemonize", "no")
+	addr, _ := start(t, "+monitor master", func(port int) []string {
+		return []string{conf, "--sentinel", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--daemonize", "no"}
+	})
+	return addr
 }
 
-// start runs redis-server with args and waits for it to print ready.
-func start(t testing.TB, port int, ready string, args ...string) string {
+// start runs redis-server with the args for a free port and waits for it
+// to print ready. The port is free when chosen but may be taken before the
+// server binds it (other tests, other processes): a server that exits
+// before it is ready is started again on another port, up to 5 times.
+func start(t testing.TB, ready string, args func(port int) []string) (string, *os.Process) {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("redis-server is not installed")
 	}
+	for attempt := 1; ; attempt++ {
+		port := FreePort(t)
+		proc, err := startOnce(t, bin, ready, args(port))
+		if err != nil {
+			if attempt < 5 {
+				t.Logf("redistest: %v; again on another port", err)
+				continue
+			}
+			t.Fatal(err)
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		defer c.Close()
+		if err := c.Ping(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return addr, proc
+	}
+}
+
+// startOnce starts one server and waits until it says ready; the server
+// is killed when the test ends.
+func startOnce(t testing.TB, bin, ready string, args []string) (*os.Process, error) {
 	cmd := exec.Command(bin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	readyCh := make(chan error, 1)
+	var tail strings.Builder
 	go func() {
 		// The server says when it accepts connections; drain the rest so
 		// that it never blocks on a full pipe.
 		sc := bufio.NewScanner(out)
 		said := false
 		for sc.Scan() {
+			if !said {
+				tail.WriteString(sc.Text() + "\n")
+			}
 			if !said && strings.Contains(sc.Text(), ready) {
 				said = true
 				readyCh <- nil
 			}
 		}
 		if !said {
-			readyCh <- fmt.Errorf("redis-server %v exited before it was ready", args)
+			readyCh <- fmt.Errorf("redis-server %v exited before it was ready:\n%s", args, tail.String())
 		}
 	}()
 	t.Cleanup(func() {
@@ -99,16 +139,10 @@ func start(t testing.TB, port int, ready string, args ...string) string {
 	select {
 	case err := <-readyCh:
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("redis-server did not start within 20s")
+		return nil, fmt.Errorf("redis-server %v did not start within 20s", args)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	return cmd.Process, nil
 }

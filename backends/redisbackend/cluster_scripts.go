@@ -6,7 +6,7 @@ import "github.com/redis/go-redis/v9"
 // keys of one slot only, all declared in KEYS: so the fill and the
 // invalidation are split into scripts on the entry's slot, on each tag's
 // slot and on the epoch's slot, and the client carries the data between
-// them (doc.go, "Redis Cluster"). They need Redis 7 (the shebang line, and
+// them (doc.go, "Redis Cluster"; cluster.go). They need Redis 7 (the shebang line, and
 // SET NX GET at the lookup); those that remove data or stamp declare
 // allow-oom, so that an invalidation never fails for lack of memory.
 
@@ -153,36 +153,122 @@ const readLua = `
 return read(KEYS[1], '0', tonumber(ARGV[1]))
 `
 
-type cscriptID int
+// indexLua records tags in the tag index, at the index master's time: an
+// invalidation moves them to now, a fill adds those not there (NX).
+//
+// KEYS[1] tag index. ARGV[1] "NX" or "", ARGV[2..] tag hash keys.
+// Returns 0.
+const indexLua = `
+local now = now_ms()
+for i = 2, #ARGV do
+  if ARGV[1] == 'NX' then
+    redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i])
+  else
+    redis.call('ZADD', KEYS[1], now, ARGV[i])
+  end
+end
+return 0
+`
+
+// dueLua reads the tag index's due tags: those indexed more than ARGV[1]
+// ms ago.
+//
+// KEYS[1] tag index. ARGV[1] stamp age to prune after (ms), ARGV[2] how
+// many. Returns {tag hash key, score, ...}.
+const dueLua = `
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1]), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+`
+
+// sampleLua reads a sample of a tag's registrations.
+//
+// KEYS[1] tag hash. ARGV[1] sample size.
+// Returns {1, {field, id, ...}}, or {0, {}} when the hash is gone.
+const sampleLua = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, {}} end
+return {1, redis.call('HRANDFIELD', KEYS[1], tonumber(ARGV[1]), 'WITHVALUES')}
+`
+
+// settleLua removes the registrations the client found dead if their fill
+// ids are unchanged, and settles the stamp.
+//
+// KEYS[1] tag hash. ARGV[1] stamp age to prune after (ms), ARGV[2..]
+// field, fill id pairs. Returns 0 when the hash is gone, 1 when it lost
+// no registration, 2 when it lost some.
+const settleLua = `
+local h = KEYS[1]
+local dropped = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', h, ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', h, ARGV[i])
+    dropped = dropped + 1
+  end
+end
+settle(h, now_ms(), tonumber(ARGV[1]))
+if redis.call('EXISTS', h) == 0 then return 0 end
+if dropped == 0 then return 1 end
+return 2
+`
+
+// unindexLua updates the tag index after a trim, for each tag whose
+// score is still the one read (a newer stamp moved it): code 0 removes it,
+// code 1 defers it by the prune age.
+//
+// KEYS[1] tag index. ARGV: tag hash key, score read, code triples.
+const unindexLua = `
+local now = now_ms()
+for i = 1, #ARGV, 3 do
+  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if cur and tonumber(cur) == tonumber(ARGV[i + 1]) then
+    if ARGV[i + 2] == '0' then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+    else
+      redis.call('ZADD', KEYS[1], now, ARGV[i])
+    end
+  end
+end
+return 0
+`
+
+type clusterScriptID int
 
 const (
-	cBump cscriptID = iota
-	cCheck
-	cRegister
-	cCAS
-	cTake
-	cRelease
-	cUnlink
-	cStampRead
-	cStep
-	cRead
-	numCScripts
+	clusterBumpEpoch clusterScriptID = iota
+	clusterCheckStamps
+	clusterRegister
+	clusterCompareAndSet
+	clusterTakeLease
+	clusterReleaseLease
+	clusterUnlinkEntry
+	clusterStampAndRead
+	clusterRemoveAndRead
+	clusterReadRegistrations
+	clusterIndexTags
+	clusterDueTags
+	clusterSampleTag
+	clusterSettleTag
+	clusterUnindexTags
+	numClusterScripts
 )
 
-var clusterScripts = func() *[numCScripts]*script {
-	sources := [numCScripts]struct{ flags, body string }{
-		cBump:      {"allow-oom", bumpLua},
-		cCheck:     {"no-writes", checkLua},
-		cRegister:  {"", registerLua},
-		cCAS:       {"", casLua},
-		cTake:      {"", takeLua},
-		cRelease:   {"allow-oom", releaseLua},
-		cUnlink:    {"allow-oom", unlinkLua},
-		cStampRead: {"allow-oom", stampReadLua},
-		cStep:      {"allow-oom", stepLua},
-		cRead:      {"no-writes", readLua},
+var clusterScripts = func() *[numClusterScripts]*script {
+	sources := [numClusterScripts]struct{ flags, body string }{
+		clusterBumpEpoch:         {"allow-oom", bumpLua},
+		clusterCheckStamps:       {"no-writes", checkLua},
+		clusterRegister:          {"", registerLua},
+		clusterCompareAndSet:     {"", casLua},
+		clusterTakeLease:         {"", takeLua},
+		clusterReleaseLease:      {"allow-oom", releaseLua},
+		clusterUnlinkEntry:       {"allow-oom", unlinkLua},
+		clusterStampAndRead:      {"allow-oom", stampReadLua},
+		clusterRemoveAndRead:     {"allow-oom", stepLua},
+		clusterReadRegistrations: {"no-writes", readLua},
+		clusterIndexTags:         {"allow-oom", indexLua},
+		clusterDueTags:           {"no-writes", dueLua},
+		clusterSampleTag:         {"no-writes", sampleLua},
+		clusterSettleTag:         {"allow-oom", settleLua},
+		clusterUnindexTags:       {"allow-oom", unindexLua},
 	}
-	var set [numCScripts]*script
+	var set [numClusterScripts]*script
 	for id, src := range sources {
 		head := "#!lua\n"
 		if src.flags != "" {

@@ -17,6 +17,16 @@ import (
 // in every process that shares the Redis. On Cluster it changes nothing.
 func WithFillLock() Option { return func(c *config) { c.fillLock = true } }
 
+// lockedSingle is the topology of one Redis with WithFillLock: single,
+// except that a miss takes a fill lease on the entry key in the lookup's
+// script, and that entry keys may therefore hold leases, which TTL, Delete,
+// Clear and invalidations must not count as entries (single.leases). The
+// fill itself is single's: its script overwrites the lease, and an
+// invalidation that ran in between refuses it by its stamp.
+type lockedSingle struct {
+	single
+}
+
 // lockedLookupScript reads the entry and the epoch, and on a miss takes the
 // lease: reply {value or false, epoch or false, code}, code 0 for a value,
 // 1 for another caller's lease (busy), 2 for a lease taken.
@@ -56,10 +66,12 @@ end
 return n
 `)
 
-func (b *Backend) lockedLookup(ctx context.Context, st *state, ns, key string) (backends.Lookup, error) {
+// lookup reads the entry and the epoch and, on a miss, takes the lease, in
+// one script.
+func (s *lockedSingle) lookup(ctx context.Context, srv *server, ns, key string) (backends.Lookup, error) {
 	ek := entryKey(ns, key)
 	token := newLeaseToken()
-	res, err := lockedLookupScript.Run(ctx, b.c, []string{ek, b.cfg.epochKey}, token, b.leaseMS(), leasePrefix).Slice()
+	res, err := lockedLookupScript.Run(ctx, s.client, []string{ek, s.cfg.epochKey}, token, s.cfg.leaseMS(), leasePrefix).Slice()
 	if err == nil && len(res) != 3 {
 		err = fmt.Errorf("reply of %d values", len(res))
 	}
@@ -69,45 +81,23 @@ func (b *Backend) lockedLookup(ctx context.Context, st *state, ns, key string) (
 	var l backends.Lookup
 	switch code, _ := res[2].(int64); code {
 	case 0:
-		s, _ := res[0].(string)
-		e, derr := backends.DecodeEntry([]byte(s))
-		if derr == nil {
-			return backends.Lookup{Found: true, Entry: e}, nil
+		v, _ := res[0].(string)
+		if l, err = s.decode(ctx, key, ek, v); err != nil || l.Found {
+			return l, err
 		}
-		b.log.Warn("redisbackend: corrupt entry deleted", "key", ek, "err", derr)
-		if err := b.c.Unlink(ctx, ek).Err(); err != nil {
-			return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: delete corrupt entry: %w", key, err)
-		}
-		l.Corrupt = true
 	case 1:
 		l.Busy = true
 	case 2:
 		l.Lease = token
 	}
 	v, found := res[1].(string)
-	if l.Epoch, err = b.epoch(ctx, st, v, found); err != nil {
+	if l.Epoch, err = ensureEpoch(ctx, s.client, srv, s.cfg.epochKey, v, found); err != nil {
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: epoch: %w", key, err)
 	}
 	return l, nil
 }
 
-// unlinkEntries unlinks keys and returns how many were entries: with
-// WithFillLock some may hold leases.
-func (b *Backend) unlinkEntries(ctx context.Context, keys []string) (int, error) {
-	if !b.cfg.fillLock {
-		n, err := b.c.Unlink(ctx, keys...).Result()
-		return int(n), err
-	}
-	n, err := unlinkEntriesScript.Run(ctx, b.c, keys, leasePrefix).Int64()
-	return int(n), err
-}
-
-// leaseFlag tells the invalidation scripts whether entry keys may hold
-// leases, so that they count entries, not leases, only where it costs a
-// read per key to tell them apart.
-func (b *Backend) leaseFlag() string {
-	if b.cfg.fillLock {
-		return "1"
-	}
-	return "0"
+// entryTTL is PTTL of the entry, -2 for a lease.
+func (s *lockedSingle) entryTTL(ctx context.Context, _ *server, ek string) (int64, error) {
+	return entryTTLScript.Run(ctx, s.client, []string{ek}, leasePrefix).Int64()
 }

@@ -1,0 +1,408 @@
+package redisbackend
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/depcache/go-depcache/backends"
+)
+
+// single is the topology of one Redis (a *redis.Client, including a
+// Sentinel failover client): every operation is one script or one plain
+// command, atomic on the server (doc.go, "Scripts and round trips").
+type single struct {
+	client redis.UniversalClient
+	cfg    *config
+	log    *slog.Logger
+	// leases tells the scripts that entry keys may hold fill leases
+	// (WithFillLock, single_filllock.go), so that they count entries, not
+	// leases: it costs a read per key, paid only where leases exist.
+	leases bool
+}
+
+// connect reads the eviction policy, the server version and the replicas
+// in one round trip, and loads the scripts in a second.
+func (s *single) connect(ctx context.Context) (*server, error) {
+	pipe := s.client.Pipeline()
+	info := pipe.Info(ctx, "server")
+	repl := pipe.Info(ctx, "replication")
+	policy := pipe.ConfigGet(ctx, "maxmemory-policy")
+	_, _ = pipe.Exec(ctx)
+	for _, cmd := range []redis.Cmder{info, repl, policy} {
+		if err := cmd.Err(); err != nil && !isServerError(err) {
+			return nil, fmt.Errorf("redisbackend: connect: %w", err)
+		}
+	}
+
+	srv := &server{}
+	if p := policy.Val()["maxmemory-policy"]; policy.Err() == nil && p != "" {
+		applyPolicy(srv, p, s.log)
+	} else {
+		s.log.Info("redisbackend: CONFIG GET maxmemory-policy refused; assuming the configured policy (WithAssumedPolicy)",
+			"policy", s.cfg.assumedPolicy, "err", policy.Err())
+		applyPolicy(srv, s.cfg.assumedPolicy, s.log)
+	}
+	version := ""
+	if info.Err() == nil {
+		version = infoField(info.Val(), "redis_version")
+	}
+	if repl.Err() == nil {
+		srv.replicas, _ = strconv.Atoi(infoField(repl.Val(), "connected_slaves"))
+	}
+
+	// Redis 7 reads the flags of a shebang line; older servers and
+	// miniredis get the plain scripts. A server that refuses the shebang
+	// variant gets the plain one too.
+	major, _ := strconv.Atoi(strings.SplitN(version, ".", 2)[0])
+	sets := []*scriptSet{plainScripts}
+	if major >= 7 {
+		sets = []*scriptSet{shebangScripts, plainScripts}
+	}
+	var lerr error
+	for _, set := range sets {
+		if lerr = loadScripts(ctx, s.client, set); lerr == nil {
+			srv.scripts = set
+			break
+		}
+		if !isServerError(lerr) {
+			return nil, fmt.Errorf("redisbackend: load scripts: %w", lerr)
+		}
+	}
+	if srv.scripts == nil {
+		return nil, fmt.Errorf("redisbackend: load scripts: %w", lerr)
+	}
+	s.log.Debug("redisbackend: connected", "version", version, "policy", srv.policy,
+		"replicas", srv.replicas, "allow-oom", srv.scripts == shebangScripts)
+	return srv, nil
+}
+
+func loadScripts(ctx context.Context, c redis.UniversalClient, set *scriptSet) error {
+	pipe := c.Pipeline()
+	cmds := make([]*redis.StringCmd, len(set))
+	for i, s := range set {
+		// Not s.Load: it would read the reply before the pipeline ran.
+		cmds[i] = pipe.ScriptLoad(ctx, s.src)
+	}
+	_, _ = pipe.Exec(ctx)
+	for _, cmd := range cmds {
+		if err := cmd.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run runs a script of the server's variant.
+func (s *single) run(ctx context.Context, srv *server, id scriptID, keys []string, args ...any) *redis.Cmd {
+	return srv.scripts[id].Run(ctx, s.client, keys, args...)
+}
+
+// lookup reads the entry and the epoch in one MGET.
+func (s *single) lookup(ctx context.Context, srv *server, ns, key string) (backends.Lookup, error) {
+	ek := entryKey(ns, key)
+	vals, err := s.client.MGet(ctx, ek, s.cfg.epochKey).Result()
+	if err != nil {
+		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: %w", key, err)
+	}
+	var res backends.Lookup
+	if v, ok := vals[0].(string); ok && isLease(v) {
+		// Another process, with WithFillLock, is filling the key.
+		res.Busy = true
+	} else if ok {
+		if res, err = s.decode(ctx, key, ek, v); err != nil || res.Found {
+			return res, err
+		}
+	}
+	v, found := vals[1].(string)
+	if res.Epoch, err = ensureEpoch(ctx, s.client, srv, s.cfg.epochKey, v, found); err != nil {
+		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: epoch: %w", key, err)
+	}
+	return res, nil
+}
+
+// decode reads the envelope v stored under ek: a hit, or a miss with
+// Corrupt once the bytes that are no envelope are deleted.
+func (s *single) decode(ctx context.Context, key, ek, v string) (backends.Lookup, error) {
+	e, err := backends.DecodeEntry([]byte(v))
+	if err == nil {
+		return backends.Lookup{Found: true, Entry: e}, nil
+	}
+	s.log.Warn("redisbackend: corrupt entry deleted", "key", ek, "err", err)
+	if err := s.client.Unlink(ctx, ek).Err(); err != nil {
+		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: delete corrupt entry: %w", key, err)
+	}
+	return backends.Lookup{Corrupt: true}, nil
+}
+
+// fill checks the stamps, registers and stores in one script.
+func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fill, ttlMS int64) error {
+	e := f.Entry
+	e.Since = f.Since
+	ek := entryKey(ns, f.Key)
+	keys := make([]string, 3, 3+len(e.Deps))
+	keys[0], keys[1], keys[2] = ek, s.cfg.epochKey, tagIndexKey(ns)
+	tags := registeredDeps(ns, dedupe(e.Deps))
+	for _, d := range tags {
+		keys = append(keys, tagKey(d.NS, d.Tag))
+	}
+	res, err := s.run(ctx, srv, scriptFill, keys,
+		f.Since.Era, f.Since.N, newFillID(), backends.EncodeEntry(e), ttlMS, pruneSample,
+		s.cfg.pruneAfterMS(), trimBudget, trimSample).Slice()
+	if err != nil {
+		return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
+	}
+	code, _ := res[0].(int64)
+	switch code {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("redisbackend: fill %q: %w (the epoch was lost)", f.Key, backends.ErrStale)
+	case 2:
+		return fmt.Errorf("redisbackend: fill %q: %w (epoch %v is of another era than %v)", f.Key, backends.ErrStale, res[1], f.Since)
+	case 3:
+		i, _ := res[1].(int64)
+		tag := ""
+		if i >= 1 && int(i) <= len(tags) {
+			tag = tags[i-1].Tag
+		}
+		return fmt.Errorf("redisbackend: fill %q: %w (tag %q invalidated at %v, after %v)", f.Key, backends.ErrStale, tag, res[2], f.Since)
+	}
+	return fmt.Errorf("redisbackend: fill %q: unexpected script reply %v", f.Key, res)
+}
+
+// invalidate runs one script that bumps the epoch, stamps every tag and
+// drains the tags whose registrations fit the chunk size; bigger ones are
+// drained in HSCAN steps of one script each, over the whole cursor. Where
+// the server has replicas every script is followed by WAIT.
+func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []string) (int, error) {
+	keys := make([]string, 2, 2+len(tags))
+	keys[0], keys[1] = s.cfg.epochKey, tagIndexKey(ns)
+	for _, t := range tags {
+		keys = append(keys, tagKey(ns, t))
+	}
+	// Each invalidation visits at least as many due stamps as it writes,
+	// so that the index never grows under any mix of traffic.
+	trimWant := len(tags) + trimBudget
+	// Once a replica failed to acknowledge a step, the invalidation fails
+	// anyway: the remaining steps run without waiting.
+	var werr error
+	wait := func() bool { return srv.replicas > 0 && werr == nil }
+	v, werr, err := s.runReplicated(ctx, srv, scriptInvalidate, wait(), keys, newEra(), s.cfg.chunkSize, s.leaseFlag(),
+		s.cfg.pruneAfterMS(), min(trimWant, trimStep), trimSample)
+	res, _ := v.([]any)
+	if err == nil && len(res) < 3 {
+		err = fmt.Errorf("unexpected script reply %v", v)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("redisbackend: invalidate %q: %w", tags, err)
+	}
+	removed, _ := res[1].(int64)
+	visited, _ := res[2].(int64)
+	// Big tags: every registration present when the stamp was written is
+	// reached by a full HSCAN iteration, or was removed (after its entry)
+	// by another invalidation. A hash that looks empty is still iterated.
+	for _, x := range res[3:] {
+		i, _ := x.(int64)
+		if i < 1 || int(i) > len(tags) {
+			return int(removed), fmt.Errorf("redisbackend: invalidate %q: unexpected script reply %v", tags, v)
+		}
+		cursor := "0"
+		for {
+			v, stepWerr, err := s.runReplicated(ctx, srv, scriptDrainStep, wait(), []string{keys[i+1]}, cursor, s.cfg.chunkSize, s.leaseFlag())
+			step, _ := v.([]any)
+			if err == nil && len(step) != 2 {
+				err = fmt.Errorf("unexpected script reply %v", v)
+			}
+			if err != nil {
+				return int(removed), fmt.Errorf("redisbackend: invalidate %q: tag %q: %w", tags, tags[i-1], err)
+			}
+			if werr == nil {
+				werr = stepWerr
+			}
+			cursor, _ = step[0].(string)
+			n, _ := step[1].(int64)
+			removed += n
+			if cursor == "0" {
+				break
+			}
+		}
+	}
+	if werr != nil {
+		return int(removed), fmt.Errorf("redisbackend: invalidate %q: %w", tags, werr)
+	}
+	if visited == int64(min(trimWant, trimStep)) && trimWant > trimStep {
+		// An invalidation of many tags trims on in more scripts. Its
+		// entries are gone already: a failure here fails nothing.
+		if err := s.trim(ctx, srv, ns, trimWant-trimStep); err != nil {
+			s.log.Warn("redisbackend: trim the tag index", "ns", ns, "err", err)
+		}
+	}
+	return int(removed), nil
+}
+
+// trim visits up to want due stamps of ns's tag index, trimStep per
+// script, stopping early when none is left; want < 0 visits until none is.
+func (s *single) trim(ctx context.Context, srv *server, ns string, want int) error {
+	idx := tagIndexKey(ns)
+	limit := want
+	if want < 0 {
+		// Each visit removes a stamp, drops registrations or defers a
+		// tag by the prune age: the steps are bounded by the index size,
+		// twice over for a tag whose dead registrations take two steps.
+		n, err := s.client.ZCard(ctx, idx).Result()
+		if err != nil {
+			return err
+		}
+		limit = 2*int(n) + trimStep
+	}
+	for done := 0; done < limit; {
+		step := min(limit-done, trimStep)
+		n, err := s.run(ctx, srv, scriptTrim, []string{idx}, s.cfg.pruneAfterMS(), step, trimSample).Int()
+		if err != nil {
+			return err
+		}
+		if n < step {
+			return nil
+		}
+		done += n
+	}
+	return nil
+}
+
+// runReplicated runs a script that removes data and, if wait, waits for a
+// replica to acknowledge it: WAIT is pipelined after the script on the same
+// connection (a pipeline runs on one connection), so it covers the
+// script's writes. err reports the script's failure; waitErr, a reply of
+// the script that no replica acknowledged.
+func (s *single) runReplicated(ctx context.Context, srv *server, id scriptID, wait bool, keys []string, args ...any) (v any, waitErr, err error) {
+	if !wait {
+		v, err = s.run(ctx, srv, id, keys, args...).Result()
+		return v, nil, err
+	}
+	sc := srv.scripts[id]
+	exec := func(sha bool) (*redis.Cmd, *redis.Cmd) {
+		pipe := s.client.Pipeline()
+		var cmd *redis.Cmd
+		if sha {
+			cmd = sc.EvalSha(ctx, pipe, keys, args...)
+		} else {
+			cmd = sc.Eval(ctx, pipe, keys, args...)
+		}
+		// Pipeliner has no Wait; the client's read timeout must exceed
+		// the wait timeout (go-redis's default 3s does the default 1s).
+		w := pipe.Do(ctx, "WAIT", 1, s.cfg.waitTimeout.Milliseconds())
+		_, _ = pipe.Exec(ctx)
+		return cmd, w
+	}
+	cmd, w := exec(true)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd, w = exec(false)
+	}
+	if v, err = cmd.Result(); err != nil {
+		return nil, nil, err
+	}
+	n, err := w.Int64()
+	switch {
+	case err != nil:
+		return v, fmt.Errorf("%w: WAIT: %w", ErrNotReplicated, err), nil
+	case n < 1:
+		return v, fmt.Errorf("%w within %v", ErrNotReplicated, s.cfg.waitTimeout), nil
+	}
+	return v, nil, nil
+}
+
+// leaseFlag tells the invalidation scripts whether entry keys may hold
+// leases.
+func (s *single) leaseFlag() string {
+	if s.leases {
+		return "1"
+	}
+	return "0"
+}
+
+// delete unlinks the entry keys.
+func (s *single) delete(ctx context.Context, _ *server, ns string, keys []string) (int, error) {
+	eks := make([]string, len(keys))
+	for i, k := range keys {
+		eks[i] = entryKey(ns, k)
+	}
+	return s.unlinkEntries(ctx, eks)
+}
+
+// unlinkEntries unlinks keys and returns how many were entries (not
+// leases).
+func (s *single) unlinkEntries(ctx context.Context, keys []string) (int, error) {
+	if !s.leases {
+		n, err := s.client.Unlink(ctx, keys...).Result()
+		return int(n), err
+	}
+	n, err := unlinkEntriesScript.Run(ctx, s.client, keys, leasePrefix).Int64()
+	return int(n), err
+}
+
+// entryTTL is a plain PTTL: without WithFillLock an entry key holds no
+// lease. Not through go-redis's DurationCmd, which would turn the -1 and
+// -2 replies into durations.
+func (s *single) entryTTL(ctx context.Context, _ *server, ek string) (int64, error) {
+	return s.client.Do(ctx, "PTTL", ek).Int64()
+}
+
+// release deletes the entry key if it still holds lease (taken by a
+// WithFillLock lookup, maybe of another process).
+func (s *single) release(ctx context.Context, _ *server, ek, lease string) error {
+	return releaseScript.Run(ctx, s.client, []string{ek}, lease).Err()
+}
+
+// clear unlinks the namespace's entries page by page, then prunes its tag
+// hashes.
+func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error) {
+	removed := 0
+	err := scanPages(ctx, s.client, globEscape(ns)+`:e:\{*`, s.cfg.chunkSize, func(keys []string) error {
+		n, err := s.unlinkEntries(ctx, keys)
+		removed += n
+		return err
+	})
+	if err != nil {
+		return removed, err
+	}
+	return removed, s.prune(ctx, srv, ns)
+}
+
+// prune cleans the namespace's tag hashes, one script per SCAN page of
+// hashes, and a big hash in HSCAN steps of one script each; then it trims
+// the tag index until no due stamp is left, so that the index goes with
+// the last stamp.
+func (s *single) prune(ctx context.Context, srv *server, ns string) error {
+	maxAge := s.cfg.pruneAfterMS()
+	err := scanPages(ctx, s.client, globEscape(ns)+`:t:\{*`, s.cfg.chunkSize, func(keys []string) error {
+		big, err := s.run(ctx, srv, scriptClean, keys, s.cfg.chunkSize, maxAge).Slice()
+		if err != nil {
+			return err
+		}
+		for _, x := range big {
+			i, _ := x.(int64)
+			if i < 1 || int(i) > len(keys) {
+				return fmt.Errorf("unexpected script reply %v", big)
+			}
+			cursor := "0"
+			for {
+				if cursor, err = s.run(ctx, srv, scriptCleanStep, []string{keys[i-1]}, cursor, s.cfg.chunkSize, maxAge).Text(); err != nil {
+					return err
+				}
+				if cursor == "0" {
+					break
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.trim(ctx, srv, ns, -1)
+}
