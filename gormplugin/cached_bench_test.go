@@ -2,16 +2,11 @@ package gormplugin_test
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
-	"github.com/depcache/go-depcache/depcache"
 	"github.com/depcache/go-depcache/gormplugin"
 )
 
@@ -19,26 +14,7 @@ import (
 // the stored rows through GORM's scan, against the same query uncached.
 func BenchmarkPluginCached(b *testing.B) {
 	ctx := context.Background()
-	db, err := gorm.Open(sqlite.Open(filepath.Join(b.TempDir(), "bench.db")+"?_txlock=immediate"), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	sqlDB, _ := db.DB()
-	b.Cleanup(func() { sqlDB.Close() })
-	store, backend := benchRedis(b)
-	m := depcache.New(backend, depcache.WithPrefix(fmt.Sprintf("bench:%d", time.Now().UnixNano())))
-	b.Cleanup(func() { m.Clear(ctx); m.Close() })
-	if err := db.Use(gormplugin.New(m)); err != nil {
-		b.Fatal(err)
-	}
-	db.AutoMigrate(&benchAuthor{}, &benchArticle{}, &benchRemark{})
-	for a := 1; a <= 10; a++ {
-		db.Create(&benchAuthor{ID: a, Name: fmt.Sprint("author ", a)})
-	}
-	for i := 1; i <= 200; i++ {
-		db.Create(&benchArticle{ID: i, AuthorID: i%10 + 1, Title: fmt.Sprint("title ", i), Body: "body of the article"})
-		db.Create(&[]benchRemark{{ArticleID: i, Body: "first"}, {ArticleID: i, Body: "second"}})
-	}
+	db, m, store := benchSetup(b)
 	cached := db.WithContext(ctx).Scopes(gormplugin.Cached(time.Minute)).Session(&gorm.Session{})
 
 	first := func(db *gorm.DB) {
