@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
@@ -48,6 +49,12 @@ func NewClient(url, name string, poolSize int) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	name = strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '-'
+	}, name) // CLIENT SETNAME refuses spaces and most punctuation
 	opt.ClientName = name
 	if poolSize > 0 {
 		opt.PoolSize = poolSize
