@@ -107,27 +107,47 @@ func (e *env) withGormCaches(dir, file, name string) (*gorm.DB, *bench.GormCache
 
 // gormWorkload: First(&a, id) answered from the cache, against SQLite itself.
 func gormWorkload(ctx context.Context, e *env, w io.Writer) error {
+	cs, done, err := gormContenders(e)
+	defer done()
+	if err != nil {
+		return err
+	}
+	rows, err := interleave(ctx, cs, max(e.rounds/2, 10), 30)
+	if err != nil {
+		return err
+	}
+	printLatency(w, "4. GORM `First(&article, 7)` hit, SQLite file, cache in Redis", "SQLite", rows)
+	return nil
+}
+
+// gormContenders builds the First-by-id contenders, uncached SQLite first.
+func gormContenders(e *env) (cs []contender, done func(), err error) {
+	var closers []func()
+	done = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
 	dir, err := os.MkdirTemp("", "sidebyside")
 	if err != nil {
-		return err
+		return nil, done, err
 	}
-	defer os.RemoveAll(dir)
+	closers = append(closers, func() { os.RemoveAll(dir) })
 	plain, err := openBlog(dir, "blog.db")
 	if err != nil {
-		return err
+		return nil, done, err
 	}
-	defer closeDB(plain)
+	closers = append(closers, func() { closeDB(plain) })
 	dc, m, dcc, err := e.withDepcache(dir, "blog.db", "gormdc")
 	if err != nil {
-		return err
+		return nil, done, err
 	}
-	defer closeDB(dc)
-	defer func() { m.Clear(context.Background()); m.Close() }()
+	closers = append(closers, func() { closeDB(dc) }, func() { m.Clear(context.Background()); m.Close() })
 	gc, _, gcc, err := e.withGormCaches(dir, "blog.db", "gormgc")
 	if err != nil {
-		return err
+		return nil, done, err
 	}
-	defer closeDB(gc)
+	closers = append(closers, func() { closeDB(gc) })
 
 	first := func(db *gorm.DB) func(context.Context) error {
 		return func(ctx context.Context) error {
@@ -140,7 +160,7 @@ func gormWorkload(ctx context.Context, e *env, w io.Writer) error {
 		err := dc.WithContext(ctx).First(&a, id).Error
 		return a, err
 	}, depcache.Using(m), depcache.KeyName("first"), depcache.TTL(time.Hour))
-	cs := []contender{
+	cs = []contender{
 		{"SQLite, uncached", nil, first(plain)},
 		{"depcache gormplugin Cached", dcc.Trips, first(dc.Scopes(gormplugin.Cached(time.Hour)))},
 		{"depcache Memoize'd First", dcc.Trips, func(ctx context.Context) error {
@@ -149,12 +169,7 @@ func gormWorkload(ctx context.Context, e *env, w io.Writer) error {
 		}},
 		{"go-gorm/caches", gcc.Trips, first(gc)},
 	}
-	rows, err := interleave(ctx, cs, max(e.rounds/2, 10), 30)
-	if err != nil {
-		return err
-	}
-	printLatency(w, "4. GORM `First(&article, 7)` hit, SQLite file, cache in Redis", "SQLite", rows)
-	return nil
+	return cs, done, nil
 }
 
 // mixWorkload: a blog's reads (an article by id, an author's articles) and

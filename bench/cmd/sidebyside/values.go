@@ -207,6 +207,28 @@ func hitWorkload(ctx context.Context, e *env, w io.Writer) error {
 
 // fillWorkload: storing a new entry with 10 dependencies.
 func fillWorkload(ctx context.Context, e *env, w io.Writer) error {
+	cs, done, err := fillContenders(ctx, e)
+	defer done()
+	if err != nil {
+		return err
+	}
+	rounds := max(e.rounds/4, 10)
+	rows, err := interleave(ctx, cs, rounds, 20)
+	if err != nil {
+		return err
+	}
+	printLatency(w, "2. Fill: store a new entry with 10 dependencies", "raw SET", rows)
+	return nil
+}
+
+// fillContenders builds every contender for a fill, the raw SET first.
+func fillContenders(ctx context.Context, e *env) (cs []contender, done func(), err error) {
+	var closers []func()
+	done = func() {
+		for _, f := range closers {
+			f()
+		}
+	}
 	value := postJSON()
 	deps := make([]string, 10)
 	for i := range deps {
@@ -218,26 +240,26 @@ func fillWorkload(ctx context.Context, e *env, w io.Writer) error {
 
 	raw, err := e.client("bench-fill-raw", 0)
 	if err != nil {
-		return err
+		return nil, done, err
 	}
-	cs := []contender{{"raw go-redis SET", raw.Trips, func(ctx context.Context) error {
+	cs = []contender{{"raw go-redis SET", raw.Trips, func(ctx context.Context) error {
 		return raw.Set(ctx, e.key("rawfill", next()), value, ttl).Err()
 	}}}
 
 	mSet, cSet, err := e.newManager("fillset", 0)
 	if err != nil {
-		return err
+		return nil, done, err
 	}
-	defer func() { mSet.Clear(context.Background()); mSet.Close() }()
+	closers = append(closers, func() { mSet.Clear(context.Background()); mSet.Close() })
 	cs = append(cs, contender{"depcache Manager.Set", cSet.Trips, func(ctx context.Context) error {
 		return mSet.Set(ctx, next(), thePost, ttl, deps...)
 	}})
 
 	mMemo, cMemo, err := e.newManager("fillmemo", 0)
 	if err != nil {
-		return err
+		return nil, done, err
 	}
-	defer func() { mMemo.Clear(context.Background()); mMemo.Close() }()
+	closers = append(closers, func() { mMemo.Clear(context.Background()); mMemo.Close() })
 	miss := depcache.Memoize(func(ctx context.Context, k string) (Post, error) {
 		depcache.AddDependency(ctx, deps...)
 		return thePost, nil
@@ -249,7 +271,7 @@ func fillWorkload(ctx context.Context, e *env, w io.Writer) error {
 
 	nc, err := e.client("bench-fill-naive", 0)
 	if err != nil {
-		return err
+		return nil, done, err
 	}
 	naive := &bench.Naive{C: nc.Client, Prefix: e.key("naivefill")}
 	cs = append(cs, contender{"naive dep cache (SETEX, SADD+EXPIRE ×10)", nc.Trips, func(ctx context.Context) error {
@@ -258,7 +280,7 @@ func fillWorkload(ctx context.Context, e *env, w io.Writer) error {
 
 	gc, err := e.client("bench-fill-gocache", 0)
 	if err != nil {
-		return err
+		return nil, done, err
 	}
 	gcache := gocache.New[string](gocacheredis.NewRedis(gc.Client, gostore.WithExpiration(ttl)))
 	gtags := make([]string, len(deps))
@@ -271,18 +293,12 @@ func fillWorkload(ctx context.Context, e *env, w io.Writer) error {
 
 	rc, err := e.client("bench-fill-grc", 0)
 	if err != nil {
-		return err
+		return nil, done, err
 	}
 	grc := rediscache.New(&rediscache.Options{Redis: rc.Client})
 	cs = append(cs, contender{"go-redis/cache Set (no tags)", rc.Trips, func(ctx context.Context) error {
 		return grc.Set(&rediscache.Item{Ctx: ctx, Key: e.key("grcfill", next()), Value: thePost, TTL: ttl})
 	}})
 
-	rounds := max(e.rounds/4, 10)
-	rows, err := interleave(ctx, cs, rounds, 20)
-	if err != nil {
-		return err
-	}
-	printLatency(w, "2. Fill: store a new entry with 10 dependencies", "raw SET", rows)
-	return nil
+	return cs, done, nil
 }
