@@ -69,9 +69,24 @@ func hitContenders(ctx context.Context, e *env, pool int) ([]contender, func(), 
 	if err := raw.Set(ctx, rawKey, value, time.Hour).Err(); err != nil {
 		return nil, done, err
 	}
+	rawEpochKey := e.key("raw", "epoch")
+	if err := raw.Set(ctx, rawEpochKey, "1:era", time.Hour).Err(); err != nil {
+		return nil, done, err
+	}
 	out = append(out,
 		contender{"raw go-redis GET", raw.Trips, func(ctx context.Context) error {
 			return raw.Get(ctx, rawKey).Err()
+		}},
+		// What two parts of a depcache hit cost on their own: a deadline
+		// per operation (a runtime timer armed and stopped), and an MGET of
+		// the entry and a second key instead of a GET.
+		contender{"raw go-redis GET under a per-op context.WithTimeout", raw.Trips, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			return raw.Get(ctx, rawKey).Err()
+		}},
+		contender{"raw go-redis MGET of the value and a second key", raw.Trips, func(ctx context.Context) error {
+			return raw.MGet(ctx, rawKey, rawEpochKey).Err()
 		}},
 		contender{"raw go-redis GET + json.Unmarshal", raw.Trips, func(ctx context.Context) error {
 			b, err := raw.Get(ctx, rawKey).Bytes()
