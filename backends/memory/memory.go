@@ -80,6 +80,10 @@ type Backend struct {
 	expiries expiryHeap // entries with an expiry, soonest first
 	stamps   []stampRef // stamps in the order they were written, for pruning
 	stampsAt int        // index of the oldest stamp not yet pruned
+
+	// fillQueued, if set, runs in Fill before it takes the lock: tests
+	// hold a fill there, as if it waited for the lock behind other calls.
+	fillQueued func()
 }
 
 var _ backends.Backend = (*Backend)(nil)
@@ -205,21 +209,32 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	if f.TTL < 0 && f.TTL != backends.NoExpiry {
 		return fmt.Errorf("memory: fill %q: negative TTL %v", f.Key, f.TTL)
 	}
+	// The fill's age is counted up to the moment it holds the lock, by the
+	// store's own clock: a fill may wait for the lock behind other calls,
+	// and the first of them to run maintain after a stamp is due prunes it.
+	arrived := b.now()
+	if b.fillQueued != nil {
+		b.fillQueued()
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed.Load() {
 		return backends.ErrClosed
 	}
 	now := b.now()
-	b.maintain(now)
+	age := f.Age + max(now.Sub(arrived), 0)
 
+	// Every check runs before maintain, which prunes stamps: a fill must
+	// never prune the stamp it is to be checked against. Within the bound
+	// no such stamp can be pruned yet (it was written after Since, and is
+	// pruned only once older than the bound).
 	switch {
 	case f.Since.Era != b.era:
 		return fmt.Errorf("memory: fill %q: %w (epoch %v is not of era %s)", f.Key, backends.ErrStale, f.Since, b.era)
 	case f.Since.N > b.n.Load():
 		return fmt.Errorf("memory: fill %q: %w (epoch %v is not reached yet)", f.Key, backends.ErrStale, f.Since)
-	case f.Age > b.maxFillAge:
-		return fmt.Errorf("memory: fill %q: %w (it ran %v, longer than %v)", f.Key, backends.ErrStale, f.Age, b.maxFillAge)
+	case age > b.maxFillAge:
+		return fmt.Errorf("memory: fill %q: %w (it ran %v, longer than %v)", f.Key, backends.ErrStale, age, b.maxFillAge)
 	}
 	for _, d := range f.Entry.Deps {
 		dep := backends.ParseDep(ns, d)
@@ -233,6 +248,7 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 			}
 		}
 	}
+	b.maintain(now)
 
 	if old := b.get(ns, f.Key); old != nil {
 		b.refill(old, f, now)
