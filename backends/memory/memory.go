@@ -93,6 +93,12 @@ type space struct {
 	name    string
 	entries map[string]*entry
 	tags    map[string]*tagState
+	// cleared is the namespace's stamp: the epoch of its last Clear (0:
+	// none kept). Every fill that stores into the namespace or depends on
+	// one of its tags is checked against it, as against a tag's stamp, so
+	// that Clear is as strong as the invalidations it may stand for. It
+	// is pruned like a tag's stamp; it is never in tags.
+	cleared tagState
 }
 
 // tagState is what a space knows about a tag: the entries registered under
@@ -119,7 +125,8 @@ func (e *entry) expired(now time.Time) bool {
 	return !e.expires.IsZero() && !now.Before(e.expires)
 }
 
-// stampRef queues a stamped tag for pruning. Every tagState with a stamp
+// stampRef queues a stamped tag, or a space's cleared stamp (ts is
+// &sp.cleared), for pruning. Every tagState with a stamp
 // has exactly one, and a tagState with a stamp is never dropped, so ts is
 // the one its space holds under tag.
 type stampRef struct {
@@ -236,10 +243,16 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	case age > b.maxFillAge:
 		return fmt.Errorf("memory: fill %q: %w (it ran %v, longer than %v)", f.Key, backends.ErrStale, age, b.maxFillAge)
 	}
+	if err := b.checkCleared(ns, f); err != nil {
+		return err
+	}
 	for _, d := range f.Entry.Deps {
 		dep := backends.ParseDep(ns, d)
 		if dep.Carried {
 			continue
+		}
+		if err := b.checkCleared(dep.NS, f); err != nil {
+			return err
 		}
 		if sp := b.spaces[dep.NS]; sp != nil {
 			if ts := sp.tags[dep.Tag]; ts != nil && ts.stamp > f.Since.N {
@@ -277,6 +290,15 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	b.setExpiry(en, f.TTL, now)
 	if b.maxEntries > 0 {
 		b.pushFront(en)
+	}
+	return nil
+}
+
+// checkCleared refuses f if namespace ns was cleared after f.Since.
+func (b *Backend) checkCleared(ns string, f backends.Fill) error {
+	if sp := b.spaces[ns]; sp != nil && sp.cleared.stamp > f.Since.N {
+		return fmt.Errorf("memory: fill %q: %w (namespace %q cleared at %d, after %d)",
+			f.Key, backends.ErrStale, ns, sp.cleared.stamp, f.Since.N)
 	}
 	return nil
 }
@@ -457,7 +479,11 @@ func (b *Backend) TTL(ctx context.Context, ns, key string) (time.Duration, error
 	return left, nil
 }
 
-// Clear removes every entry of the namespace and its registrations, and
+// Clear advances the epoch and stamps the namespace with it, so that every
+// fill that started before it and stores into the namespace, or depends on
+// one of its tags, is refused; then it removes every entry of the
+// namespace, with its registrations. Entries of other namespaces that
+// depend on its tags (backends.ForeignDep) stay, still registered. It
 // returns the number of live entries removed. Stamps stay until they are
 // older than the longest allowed fill.
 func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
@@ -468,10 +494,12 @@ func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 	}
 	now := b.now()
 	b.maintain(now)
-	sp := b.spaces[ns]
-	if sp == nil {
-		return 0, nil
+	n := b.n.Add(1)
+	sp := b.space(ns)
+	if sp.cleared.stamp == 0 {
+		b.stamps = append(b.stamps, stampRef{sp: sp, ts: &sp.cleared, stamped: now})
 	}
+	sp.cleared.stamp, sp.cleared.stamped = n, now
 	removed := 0
 	for _, en := range sp.entries {
 		if !en.expired(now) {
@@ -533,13 +561,13 @@ func (b *Backend) remove(en *entry) {
 }
 
 func (b *Backend) dropTagIfEmpty(sp *space, tag string, ts *tagState) {
-	if len(ts.regs) == 0 && ts.stamp == 0 {
+	if len(ts.regs) == 0 && ts.stamp == 0 && sp.tags[tag] == ts { // not sp.cleared
 		delete(sp.tags, tag)
 	}
 }
 
 func (b *Backend) dropSpaceIfEmpty(sp *space) {
-	if len(sp.entries) == 0 && len(sp.tags) == 0 && b.spaces[sp.name] == sp {
+	if len(sp.entries) == 0 && len(sp.tags) == 0 && sp.cleared.stamp == 0 && b.spaces[sp.name] == sp {
 		delete(b.spaces, sp.name)
 	}
 }

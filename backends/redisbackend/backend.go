@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -343,6 +344,25 @@ func tagKey(ns, tag string) string   { return ns + ":t:{" + tag + "}" }
 // keys, by the time of their last stamp or first registration, which
 // fills and invalidations trim (doc.go, "Pruning").
 func tagIndexKey(ns string) string { return ns + ":s" }
+
+// clearKey is the namespace's stamp: a hash like a tag's, holding only
+// the stamp "~v" of the namespace's last Clear, which every fill storing
+// into the namespace or depending on one of its tags checks. It is in the
+// tag index, and pruned like a tag's stamp (doc.go, "Pruning").
+func clearKey(ns string) string { return ns + ":c" }
+
+// depSpaces returns ns and the namespaces of deps, each once: the
+// namespace stamps a fill of an entry of ns with those dependencies is
+// checked against.
+func depSpaces(ns string, deps []backends.Dep) []string {
+	out := []string{ns}
+	for _, d := range deps {
+		if !slices.Contains(out, d.NS) {
+			out = append(out, d.NS)
+		}
+	}
+	return out
+}
 
 // ensureEpoch parses the epoch value v, read by the caller, or creates the
 // epoch if it was missing or unreadable (an extra round trip, rare).
