@@ -167,8 +167,9 @@ func (p *pendingSet) retry(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 
 	// The tags still known are invalidated one by one even when a Clear
-	// follows: a Clear deletes entries but stamps no tag, so a fill that
-	// began before it (in another process) could store after it. They stay
+	// follows: a Clear stamps the namespace (a fill of it or of one of its
+	// tags that began before it, in any process, is refused) but leaves
+	// the entries of other namespaces that depend on its tags. They stay
 	// pending until that succeeds, whatever the Clear does.
 	err := p.invalidateKnown(ctx, snapshot)
 	if !clear {

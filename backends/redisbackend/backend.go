@@ -300,12 +300,17 @@ func (b *Backend) Release(ctx context.Context, ns, key, lease string) error {
 	return nil
 }
 
-// Clear removes every entry of the namespace and counts them, then cleans
-// its tag hashes: registrations whose entries are gone are removed, stamps
-// older than twice the maximum fill age are dropped from hashes that hold
-// nothing else, and emptied hashes disappear. Each hash is cleaned atomically, so a
-// fill racing Clear keeps both its entry and its registration, or neither
-// matters. Clear never touches the epoch, and never uses KEYS or FLUSHDB.
+// Clear first stamps the namespace as an invalidation stamps a tag (it
+// bumps the epoch and writes the namespace stamp ns:c, waiting for a
+// replica where there are any), so that every fill of the namespace, or of
+// one of its tags, that began before is refused. Then it removes every
+// entry of the namespace and counts them, and cleans its tag hashes:
+// registrations whose entries are gone are removed, stamps older than
+// twice the maximum fill age are dropped from hashes that hold nothing
+// else, and emptied hashes disappear. Each hash is cleaned atomically, so
+// a fill racing Clear keeps both its entry and its registration, or
+// neither matters. Clear never deletes or resets the epoch, and never
+// uses KEYS or FLUSHDB.
 func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 	srv, err := b.connected(ctx)
 	if err != nil {
