@@ -55,9 +55,9 @@ type Backend interface {
 	// refused with ErrStale if its Since is older than that stamp, as if
 	// every tag of the namespace had been invalidated: Clear may stand for
 	// invalidations that were never delivered (depcache's pending queue
-	// overflows into a Clear). Entries of other namespaces that depend on
-	// its tags are not removed. Stamps younger than the longest allowed
-	// fill survive, so that a fill still running cannot store what a
+	// overflows into a Clear); so it also removes the entries of other
+	// namespaces registered under its tags. Stamps younger than the longest
+	// allowed fill survive, so that a fill still running cannot store what a
 	// recent invalidation condemned.
 	Clear(ctx context.Context, ns string) (int, error)
 

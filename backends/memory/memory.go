@@ -482,9 +482,10 @@ func (b *Backend) TTL(ctx context.Context, ns, key string) (time.Duration, error
 // Clear advances the epoch and stamps the namespace with it, so that every
 // fill that started before it and stores into the namespace, or depends on
 // one of its tags, is refused; then it removes every entry of the
-// namespace, with its registrations. Entries of other namespaces that
-// depend on its tags (backends.ForeignDep) stay, still registered. It
-// returns the number of live entries removed. Stamps stay until they are
+// namespace, and every entry of another namespace registered under one of
+// its tags (backends.ForeignDep), with their registrations: so it is as
+// strong as invalidating every tag of the namespace. It returns the number
+// of live entries of the namespace removed. Stamps stay until they are
 // older than the longest allowed fill.
 func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 	b.mu.Lock()
@@ -506,6 +507,13 @@ func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 			removed++
 		}
 		b.remove(en)
+	}
+	// What is still registered under its tags belongs to other namespaces
+	// (backends.ForeignDep): an invalidation of those tags would remove it.
+	for _, ts := range sp.tags {
+		for en := range ts.regs {
+			b.remove(en)
+		}
 	}
 	return removed, nil
 }

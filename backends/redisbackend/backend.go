@@ -304,8 +304,9 @@ func (b *Backend) Release(ctx context.Context, ns, key, lease string) error {
 // bumps the epoch and writes the namespace stamp ns:c, waiting for a
 // replica where there are any), so that every fill of the namespace, or of
 // one of its tags, that began before is refused. Then it removes every
-// entry of the namespace and counts them, and cleans its tag hashes:
-// registrations whose entries are gone are removed, stamps older than
+// entry of the namespace and counts them, and cleans its tag hashes: the
+// entries of other namespaces still registered there are unlinked, their
+// registrations and those whose entries are gone are removed, stamps older than
 // twice the maximum fill age are dropped from hashes that hold nothing
 // else, and emptied hashes disappear. Each hash is cleaned atomically, so
 // a fill racing Clear keeps both its entry and its registration, or

@@ -545,7 +545,7 @@ func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error
 	if err != nil {
 		return int(removed.Load()), err
 	}
-	return int(removed.Load()), c.prune(ctx, srv, ns)
+	return int(removed.Load()), c.cleanTags(ctx, ns, true)
 }
 
 // stampCleared stamps the namespace as an invalidation stamps a tag:
@@ -584,6 +584,14 @@ func (c *cluster) stampCleared(ctx context.Context, srv *server, ns string) erro
 // a hash left with nothing else; then it trims the tag index until no
 // due stamp is left, so that the index goes with the last stamp.
 func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
+	return c.cleanTags(ctx, ns, false)
+}
+
+// cleanTags is prune; with drain, as Clear needs, it unlinks every entry
+// still registered (another namespace's: Clear unlinked its own) instead
+// of asking which exist, and then removes every registration read whose
+// fill id is unchanged: never a registration before its entry is gone.
+func (c *cluster) cleanTags(ctx context.Context, ns string, drain bool) error {
 	maxAge := c.cfg.pruneAfterMS()
 	err := c.scan(ctx, globEscape(ns)+`:t:\{*`, func(keys []string) error {
 		walks := make([]*tagWalk, len(keys))
@@ -609,7 +617,11 @@ func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
 				active = append(active, w)
 				base = append(base, len(ops))
 				for _, f := range w.fields {
-					ops = append(ops, commandOp(f, "EXISTS", f))
+					if drain {
+						ops = append(ops, scriptOp(clusterScripts[clusterUnlinkEntry], []string{f}, leasePrefix))
+					} else {
+						ops = append(ops, commandOp(f, "EXISTS", f))
+					}
 				}
 			}
 			if len(active) == 0 {
@@ -623,7 +635,7 @@ func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
 			for i, w := range active {
 				var dead []int
 				for j := range w.fields {
-					if n, _ := ops[base[i]+j].cmd.Int64(); n == 0 {
+					if n, _ := ops[base[i]+j].cmd.Int64(); n == 0 || drain {
 						dead = append(dead, j)
 					}
 				}

@@ -137,8 +137,10 @@
 //     due. Each hash is cleaned atomically, after the entries are gone, so
 //     a fill racing Clear keeps its entry only with its registration.
 //     Clear never deletes or resets the epoch and never uses KEYS,
-//     FLUSHDB or FLUSHALL. Entries of other namespaces that depend on the
-//     namespace's tags (backends.ForeignDep) stay, still registered. Prune runs the second half alone; neither is needed to
+//     FLUSHDB or FLUSHALL. Where a tag hash still holds registrations
+//     (entries of other namespaces, backends.ForeignDep), Clear unlinks
+//     those entries in the same script, before their registrations, as an
+//     invalidation would. Prune runs the second half alone; neither is needed to
 //     keep metadata bounded (above, "Pruning").
 //
 // go-redis sends scripts by EVALSHA (loaded at first use) and falls back to
@@ -252,7 +254,9 @@
 //   - Clear first bumps the epoch (1) and stamps ns:c and indexes it (2),
 //     waiting for a replica where there are any. Clear and Prune SCAN every
 //     master (ForEachMaster) for ns:e:{* and ns:t:{*, glob characters of
-//     ns escaped. Clear unlinks the entries it finds first; then, for each tag hash, the registrations are read in
+//     ns escaped. Clear unlinks the entries it finds first, and later
+//     every entry still registered under a tag hash (another namespace's,
+//     one script per key) before removing its registration; then, for each tag hash, the registrations are read in
 //     chunks, the entries' masters are asked which still exist (EXISTS; a
 //     lease counts, its fill is under way), and a script removes the
 //     others' registrations if their fill ids are unchanged and drops a

@@ -266,10 +266,13 @@ return {r[1], drain(KEYS[1], r[2], ARGV[3] == '1')}
 `
 
 // cleanLua cleans the tag hashes that fit a budget of fields: it removes
-// the registrations whose entries are gone and settles the stamp. The
-// others are left to cleanStepLua.
+// the registrations whose entries are gone (Prune), or unlinks every
+// registered entry and then removes its registration (Clear, whose own
+// entries are gone already: those left belong to other namespaces), and
+// settles the stamp. The others are left to cleanStepLua.
 //
-// KEYS: tag hashes. ARGV[1] budget, ARGV[2] max stamp age in ms.
+// KEYS: tag hashes. ARGV[1] budget, ARGV[2] max stamp age in ms, ARGV[3]
+// empty to clean, else the leases flag of invalidateLua to drain.
 // Returns the 1-based indexes of the hashes still to clean.
 const cleanLua = `
 local budget = tonumber(ARGV[1])
@@ -282,7 +285,11 @@ for i = 1, #KEYS do
   if size <= budget then
     budget = budget - size
     if size > 0 then
-      clean(h, redis.call('HGETALL', h))
+      if ARGV[3] ~= '' then
+        drain(h, redis.call('HGETALL', h), ARGV[3] == '1')
+      else
+        clean(h, redis.call('HGETALL', h))
+      end
       settle(h, now, max_age)
     end
   else
@@ -295,11 +302,16 @@ return out
 // cleanStepLua cleans one HSCAN step of a big tag hash, and settles its
 // stamp at the last step.
 //
-// KEYS[1] tag hash. ARGV[1] cursor, ARGV[2] count, ARGV[3] max stamp age ms.
+// KEYS[1] tag hash. ARGV[1] cursor, ARGV[2] count, ARGV[3] max stamp age
+// ms, ARGV[4] as cleanLua's ARGV[3].
 // Returns the next cursor.
 const cleanStepLua = `
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-clean(KEYS[1], r[2])
+if ARGV[4] ~= '' then
+  drain(KEYS[1], r[2], ARGV[4] == '1')
+else
+  clean(KEYS[1], r[2])
+end
 if r[1] == '0' then settle(KEYS[1], now_ms(), tonumber(ARGV[3])) end
 return r[1]
 `

@@ -392,7 +392,7 @@ func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error)
 	if err != nil {
 		return removed, err
 	}
-	return removed, s.prune(ctx, srv, ns)
+	return removed, s.cleanTags(ctx, srv, ns, s.leaseFlag())
 }
 
 // prune cleans the namespace's tag hashes, one script per SCAN page of
@@ -400,9 +400,16 @@ func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error)
 // the tag index until no due stamp is left, so that the index goes with
 // the last stamp.
 func (s *single) prune(ctx context.Context, srv *server, ns string) error {
+	return s.cleanTags(ctx, srv, ns, "")
+}
+
+// cleanTags is prune; with drain set (the leases flag), as Clear needs,
+// it unlinks every entry still registered (another namespace's) before
+// removing its registration, instead of removing only the dead ones.
+func (s *single) cleanTags(ctx context.Context, srv *server, ns, drain string) error {
 	maxAge := s.cfg.pruneAfterMS()
 	err := scanPages(ctx, s.client, globEscape(ns)+`:t:\{*`, s.cfg.chunkSize, func(keys []string) error {
-		big, err := s.run(ctx, srv, scriptClean, keys, s.cfg.chunkSize, maxAge).Slice()
+		big, err := s.run(ctx, srv, scriptClean, keys, s.cfg.chunkSize, maxAge, drain).Slice()
 		if err != nil {
 			return err
 		}
@@ -413,7 +420,7 @@ func (s *single) prune(ctx context.Context, srv *server, ns string) error {
 			}
 			cursor := "0"
 			for {
-				if cursor, err = s.run(ctx, srv, scriptCleanStep, []string{keys[i-1]}, cursor, s.cfg.chunkSize, maxAge).Text(); err != nil {
+				if cursor, err = s.run(ctx, srv, scriptCleanStep, []string{keys[i-1]}, cursor, s.cfg.chunkSize, maxAge, drain).Text(); err != nil {
 					return err
 				}
 				if cursor == "0" {
