@@ -48,10 +48,17 @@ type Backend interface {
 	// it has none, an error wrapping ErrNotFound if there is no entry.
 	TTL(ctx context.Context, ns, key string) (time.Duration, error)
 
-	// Clear removes every entry of the namespace, and its registrations,
-	// and returns the number of entries removed. Stamps younger than the
-	// longest allowed fill survive, so that a fill still running cannot
-	// store what a recent invalidation condemned.
+	// Clear advances the epoch and stamps the namespace with it, then
+	// removes every entry of the namespace, and its registrations, and
+	// returns the number of entries removed. Every later fill that stores
+	// into the namespace, or depends on one of its tags (ForeignDep), is
+	// refused with ErrStale if its Since is older than that stamp, as if
+	// every tag of the namespace had been invalidated: Clear may stand for
+	// invalidations that were never delivered (depcache's pending queue
+	// overflows into a Clear); so it also removes the entries of other
+	// namespaces registered under its tags. Stamps younger than the longest
+	// allowed fill survive, so that a fill still running cannot store what a
+	// recent invalidation condemned.
 	Clear(ctx context.Context, ns string) (int, error)
 
 	// Close releases what the Backend opened itself.

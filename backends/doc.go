@@ -19,6 +19,15 @@
 // computation are covered, since the check happens at fill time against the
 // epoch read before the computation began.
 //
+// A store refuses a fill older than its longest allowed fill by itself,
+// counting the time the fill waited to be applied, and checks every stamp
+// before anything it does could prune one: a stamp is pruned only once it
+// is older than that bound, so no stamp a fill in time must be checked
+// against is gone. Clear stamps its namespace the same way (every fill of
+// the namespace, or of one of its tags, that began before it is refused),
+// so that a Clear standing for undelivered invalidations is as strong as
+// they are.
+//
 // Entries remember their tags and their epoch (Entry.Deps, Entry.Since): a
 // computation that uses a cached result inherits its tags and lowers its own
 // epoch to the entry's, so a value valid only before a write can never be

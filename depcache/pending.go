@@ -167,9 +167,11 @@ func (p *pendingSet) retry(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 
 	// The tags still known are invalidated one by one even when a Clear
-	// follows: a Clear deletes entries but stamps no tag, so a fill that
-	// began before it (in another process) could store after it. They stay
-	// pending until that succeeds, whatever the Clear does.
+	// follows. The Clear covers them too (it stamps the namespace, so a
+	// fill of it or of one of its tags that began before it, in any
+	// process, is refused, and removes every entry registered under its
+	// tags), but they stay pending until their own invalidation succeeds,
+	// whatever the Clear does.
 	err := p.invalidateKnown(ctx, snapshot)
 	if !clear {
 		return err

@@ -93,6 +93,7 @@ var cases = []struct {
 	{"NamespaceNesting", testNamespaceNesting},
 	{"ForeignDeps", testForeignDeps},
 	{"Clear", testClear},
+	{"ClearRefusesOlderFill", testClearRefusesOlderFill},
 	{"AwkwardNames", testAwkwardNames},
 	{"BigTag", testBigTag},
 	{"Concurrent", testConcurrent},

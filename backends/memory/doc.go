@@ -7,10 +7,15 @@
 // every Invalidate advances. Per namespace it keeps the entries (a copy of
 // the value's bytes, the tags, the Since of the fill, the expiry), the
 // registrations of each tag (the entries filled under it) and each tag's
-// stamp (the epoch and time of its last invalidation). A Fill checks the era,
-// the fill's Age against the longest allowed fill, and the stamps of its
-// tags against its Since, and stores and registers the entry, all under the
-// same lock, so an invalidation either finds the entry or refuses it.
+// stamp (the epoch and time of its last invalidation), and the namespace's
+// stamp (the epoch and time of its last Clear, which also advances the
+// epoch). A Fill checks the era, the fill's age against the longest allowed
+// fill, and the stamps of its tags and of the namespaces it stores into or
+// depends on against its Since, and stores and registers the entry, all
+// under the same lock, so an invalidation or a Clear either finds the entry
+// or refuses it. The age is Fill.Age plus the time the fill waited for the
+// lock, by the Backend's clock, and every check runs before the sweep that
+// prunes stamps: a fill cannot prune a stamp it must be checked against.
 //
 // Values are copied on Fill and on Lookup: callers may change the slices
 // they pass and receive. Since the store keeps Entry values rather than
@@ -22,8 +27,8 @@
 // a sweep that every writing call (Fill, Invalidate, Delete, Clear) runs over
 // a bounded number of the soonest-expired entries. Stamps are pruned by the
 // same sweep once they are older than the longest allowed fill (see
-// WithMaxFillAge): a fill that started before such a stamp was written would
-// be refused for its Age anyway. The Backend starts no goroutine.
+// WithMaxFillAge): a fill that started before such a stamp was written is
+// refused for its age anyway. The Backend starts no goroutine.
 //
 // With WithMaxEntries the Backend holds at most that many entries across all
 // namespaces and evicts the least recently used one, with its

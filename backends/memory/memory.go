@@ -80,6 +80,10 @@ type Backend struct {
 	expiries expiryHeap // entries with an expiry, soonest first
 	stamps   []stampRef // stamps in the order they were written, for pruning
 	stampsAt int        // index of the oldest stamp not yet pruned
+
+	// fillQueued, if set, runs in Fill before it takes the lock: tests
+	// hold a fill there, as if it waited for the lock behind other calls.
+	fillQueued func()
 }
 
 var _ backends.Backend = (*Backend)(nil)
@@ -89,6 +93,12 @@ type space struct {
 	name    string
 	entries map[string]*entry
 	tags    map[string]*tagState
+	// cleared is the namespace's stamp: the epoch of its last Clear (0:
+	// none kept). Every fill that stores into the namespace or depends on
+	// one of its tags is checked against it, as against a tag's stamp, so
+	// that Clear is as strong as the invalidations it may stand for. It
+	// is pruned like a tag's stamp; it is never in tags.
+	cleared tagState
 }
 
 // tagState is what a space knows about a tag: the entries registered under
@@ -115,7 +125,8 @@ func (e *entry) expired(now time.Time) bool {
 	return !e.expires.IsZero() && !now.Before(e.expires)
 }
 
-// stampRef queues a stamped tag for pruning. Every tagState with a stamp
+// stampRef queues a stamped tag, or a space's cleared stamp (ts is
+// &sp.cleared), for pruning. Every tagState with a stamp
 // has exactly one, and a tagState with a stamp is never dropped, so ts is
 // the one its space holds under tag.
 type stampRef struct {
@@ -205,26 +216,43 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	if f.TTL < 0 && f.TTL != backends.NoExpiry {
 		return fmt.Errorf("memory: fill %q: negative TTL %v", f.Key, f.TTL)
 	}
+	// The fill's age is counted up to the moment it holds the lock, by the
+	// store's own clock: a fill may wait for the lock behind other calls,
+	// and the first of them to run maintain after a stamp is due prunes it.
+	arrived := b.now()
+	if b.fillQueued != nil {
+		b.fillQueued()
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed.Load() {
 		return backends.ErrClosed
 	}
 	now := b.now()
-	b.maintain(now)
+	age := f.Age + max(now.Sub(arrived), 0)
 
+	// Every check runs before maintain, which prunes stamps: a fill must
+	// never prune the stamp it is to be checked against. Within the bound
+	// no such stamp can be pruned yet (it was written after Since, and is
+	// pruned only once older than the bound).
 	switch {
 	case f.Since.Era != b.era:
 		return fmt.Errorf("memory: fill %q: %w (epoch %v is not of era %s)", f.Key, backends.ErrStale, f.Since, b.era)
 	case f.Since.N > b.n.Load():
 		return fmt.Errorf("memory: fill %q: %w (epoch %v is not reached yet)", f.Key, backends.ErrStale, f.Since)
-	case f.Age > b.maxFillAge:
-		return fmt.Errorf("memory: fill %q: %w (it ran %v, longer than %v)", f.Key, backends.ErrStale, f.Age, b.maxFillAge)
+	case age > b.maxFillAge:
+		return fmt.Errorf("memory: fill %q: %w (it ran %v, longer than %v)", f.Key, backends.ErrStale, age, b.maxFillAge)
+	}
+	if err := b.checkCleared(ns, f); err != nil {
+		return err
 	}
 	for _, d := range f.Entry.Deps {
 		dep := backends.ParseDep(ns, d)
 		if dep.Carried {
 			continue
+		}
+		if err := b.checkCleared(dep.NS, f); err != nil {
+			return err
 		}
 		if sp := b.spaces[dep.NS]; sp != nil {
 			if ts := sp.tags[dep.Tag]; ts != nil && ts.stamp > f.Since.N {
@@ -233,6 +261,7 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 			}
 		}
 	}
+	b.maintain(now)
 
 	if old := b.get(ns, f.Key); old != nil {
 		b.refill(old, f, now)
@@ -261,6 +290,15 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	b.setExpiry(en, f.TTL, now)
 	if b.maxEntries > 0 {
 		b.pushFront(en)
+	}
+	return nil
+}
+
+// checkCleared refuses f if namespace ns was cleared after f.Since.
+func (b *Backend) checkCleared(ns string, f backends.Fill) error {
+	if sp := b.spaces[ns]; sp != nil && sp.cleared.stamp > f.Since.N {
+		return fmt.Errorf("memory: fill %q: %w (namespace %q cleared at %d, after %d)",
+			f.Key, backends.ErrStale, ns, sp.cleared.stamp, f.Since.N)
 	}
 	return nil
 }
@@ -441,8 +479,13 @@ func (b *Backend) TTL(ctx context.Context, ns, key string) (time.Duration, error
 	return left, nil
 }
 
-// Clear removes every entry of the namespace and its registrations, and
-// returns the number of live entries removed. Stamps stay until they are
+// Clear advances the epoch and stamps the namespace with it, so that every
+// fill that started before it and stores into the namespace, or depends on
+// one of its tags, is refused; then it removes every entry of the
+// namespace, and every entry of another namespace registered under one of
+// its tags (backends.ForeignDep), with their registrations: so it is as
+// strong as invalidating every tag of the namespace. It returns the number
+// of live entries of the namespace removed. Stamps stay until they are
 // older than the longest allowed fill.
 func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 	b.mu.Lock()
@@ -452,16 +495,25 @@ func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 	}
 	now := b.now()
 	b.maintain(now)
-	sp := b.spaces[ns]
-	if sp == nil {
-		return 0, nil
+	n := b.n.Add(1)
+	sp := b.space(ns)
+	if sp.cleared.stamp == 0 {
+		b.stamps = append(b.stamps, stampRef{sp: sp, ts: &sp.cleared, stamped: now})
 	}
+	sp.cleared.stamp, sp.cleared.stamped = n, now
 	removed := 0
 	for _, en := range sp.entries {
 		if !en.expired(now) {
 			removed++
 		}
 		b.remove(en)
+	}
+	// What is still registered under its tags belongs to other namespaces
+	// (backends.ForeignDep): an invalidation of those tags would remove it.
+	for _, ts := range sp.tags {
+		for en := range ts.regs {
+			b.remove(en)
+		}
 	}
 	return removed, nil
 }
@@ -517,13 +569,13 @@ func (b *Backend) remove(en *entry) {
 }
 
 func (b *Backend) dropTagIfEmpty(sp *space, tag string, ts *tagState) {
-	if len(ts.regs) == 0 && ts.stamp == 0 {
+	if len(ts.regs) == 0 && ts.stamp == 0 && sp.tags[tag] == ts { // not sp.cleared
 		delete(sp.tags, tag)
 	}
 }
 
 func (b *Backend) dropSpaceIfEmpty(sp *space) {
-	if len(sp.entries) == 0 && len(sp.tags) == 0 && b.spaces[sp.name] == sp {
+	if len(sp.entries) == 0 && len(sp.tags) == 0 && sp.cleared.stamp == 0 && b.spaces[sp.name] == sp {
 		delete(b.spaces, sp.name)
 	}
 }

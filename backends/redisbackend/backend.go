@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -299,12 +300,18 @@ func (b *Backend) Release(ctx context.Context, ns, key, lease string) error {
 	return nil
 }
 
-// Clear removes every entry of the namespace and counts them, then cleans
-// its tag hashes: registrations whose entries are gone are removed, stamps
-// older than twice the maximum fill age are dropped from hashes that hold
-// nothing else, and emptied hashes disappear. Each hash is cleaned atomically, so a
-// fill racing Clear keeps both its entry and its registration, or neither
-// matters. Clear never touches the epoch, and never uses KEYS or FLUSHDB.
+// Clear first stamps the namespace as an invalidation stamps a tag (it
+// bumps the epoch and writes the namespace stamp ns:c, waiting for a
+// replica where there are any), so that every fill of the namespace, or of
+// one of its tags, that began before is refused. Then it removes every
+// entry of the namespace and counts them, and cleans its tag hashes: the
+// entries of other namespaces still registered there are unlinked, their
+// registrations and those whose entries are gone are removed, stamps older than
+// twice the maximum fill age are dropped from hashes that hold nothing
+// else, and emptied hashes disappear. Each hash is cleaned atomically, so
+// a fill racing Clear keeps both its entry and its registration, or
+// neither matters. Clear never deletes or resets the epoch, and never
+// uses KEYS or FLUSHDB.
 func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 	srv, err := b.connected(ctx)
 	if err != nil {
@@ -343,6 +350,25 @@ func tagKey(ns, tag string) string   { return ns + ":t:{" + tag + "}" }
 // keys, by the time of their last stamp or first registration, which
 // fills and invalidations trim (doc.go, "Pruning").
 func tagIndexKey(ns string) string { return ns + ":s" }
+
+// clearKey is the namespace's stamp: a hash like a tag's, holding only
+// the stamp "~v" of the namespace's last Clear, which every fill storing
+// into the namespace or depending on one of its tags checks. It is in the
+// tag index, and pruned like a tag's stamp (doc.go, "Pruning").
+func clearKey(ns string) string { return ns + ":c" }
+
+// depSpaces returns ns and the namespaces of deps, each once: the
+// namespace stamps a fill of an entry of ns with those dependencies is
+// checked against.
+func depSpaces(ns string, deps []backends.Dep) []string {
+	out := []string{ns}
+	for _, d := range deps {
+		if !slices.Contains(out, d.NS) {
+			out = append(out, d.NS)
+		}
+	}
+	return out
+}
 
 // ensureEpoch parses the epoch value v, read by the caller, or creates the
 // epoch if it was missing or unreadable (an extra round trip, rare).

@@ -196,6 +196,7 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 	e.Since = f.Since
 	ek := entryKey(ns, f.Key)
 	groups := groupBySlot(ns, dedupe(e.Deps))
+	spaces := depSpaces(ns, registeredDeps(ns, dedupe(e.Deps)))
 	lease, ownLease := f.Lease, f.Lease == ""
 	refuse := func(err error) error {
 		if lease != "" {
@@ -209,6 +210,14 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 	due := c.dueOp(ns, trimBudget)
 	defer c.trimAfter(ctx, ns, due)
 	ops := []*clusterOp{commandOp(c.cfg.epochKey, "GET", c.cfg.epochKey), due}
+	// A fill without tags ends with a plain SET after this step: its
+	// namespace stamps are read here. A fill with tags reads them in step
+	// 2, once its lease is certainly in place (below).
+	var cleared []*clusterOp
+	if len(groups) == 0 {
+		cleared = c.clearedOps(spaces, f.Since)
+		ops = append(ops, cleared...)
+	}
 	if ownLease && len(groups) > 0 {
 		for _, g := range groups {
 			ops = append(ops, scriptOp(clusterScripts[clusterCheckStamps], g.keys, f.Since.Era, f.Since.N))
@@ -232,6 +241,9 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 	}
 	if ep, perr := backends.ParseEpoch(cur); perr != nil || ep.Era != f.Since.Era {
 		return refuse(fmt.Errorf("redisbackend: fill %q: %w (epoch %v is of another era than %v)", f.Key, backends.ErrStale, cur, f.Since))
+	}
+	if err := staleSpace(f.Key, spaces, f.Since, cleared); err != nil {
+		return refuse(err)
 	}
 	if ownLease {
 		for i, g := range groups {
@@ -261,9 +273,12 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 		}
 	}
 
-	// 2. Check and register, one script per tag slot; and index the tags
-	// not in the tag index yet, so that their registrations are looked at
-	// once their entries may have expired (doc.go, "Pruning").
+	// 2. Check and register, one script per tag slot; check the
+	// namespace stamps (Clear); and index the tags not in the tag index
+	// yet, so that their registrations are looked at once their entries
+	// may have expired (doc.go, "Pruning"). The lease is in place before
+	// this step is sent: a Clear that stamps a namespace after this step
+	// read it SCANs afterwards and unlinks the lease, so step 3 fails.
 	if len(groups) > 0 {
 		id := newFillID()
 		ops = ops[:0]
@@ -274,7 +289,12 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 				index = append(index, k)
 			}
 		}
-		_ = c.runStep(ctx, append(ops, scriptOp(clusterScripts[clusterIndexTags], []string{tagIndexKey(ns)}, index...)), false)
+		cleared = c.clearedOps(spaces, f.Since)
+		step := append(ops, cleared...)
+		_ = c.runStep(ctx, append(step, scriptOp(clusterScripts[clusterIndexTags], []string{tagIndexKey(ns)}, index...)), false)
+		if err := staleSpace(f.Key, spaces, f.Since, cleared); err != nil {
+			return refuse(err)
+		}
 		for i, g := range groups {
 			if err := staleTag(f.Key, g, f.Since, ops[i].cmd); err != nil {
 				return refuse(err)
@@ -289,6 +309,31 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 	}
 	if ok != 1 {
 		return fmt.Errorf("redisbackend: fill %q: %w (the fill lease was revoked: an invalidation, Delete or Clear removed it, or it expired)", f.Key, backends.ErrStale)
+	}
+	return nil
+}
+
+// clearedOps checks the namespace stamps (Clear) of spaces against since,
+// one script each: every namespace stamp is a key of its own slot.
+func (c *cluster) clearedOps(spaces []string, since backends.Epoch) []*clusterOp {
+	ops := make([]*clusterOp, len(spaces))
+	for i, sp := range spaces {
+		ops[i] = scriptOp(clusterScripts[clusterCheckStamps], []string{clearKey(sp)}, since.Era, since.N)
+	}
+	return ops
+}
+
+// staleSpace interprets the replies of clearedOps: nil when every check
+// passed, an error wrapping ErrStale naming the namespace otherwise.
+func staleSpace(key string, spaces []string, since backends.Epoch, ops []*clusterOp) error {
+	for i, o := range ops {
+		g := slotGroup{keys: []string{clearKey(spaces[i])}, tags: []string{spaces[i]}}
+		if err := staleTag(key, g, since, o.cmd); err != nil {
+			if errors.Is(err, backends.ErrStale) {
+				return fmt.Errorf("redisbackend: fill %q: %w (namespace %q was cleared after %v)", key, backends.ErrStale, spaces[i], since)
+			}
+			return err
+		}
 	}
 	return nil
 }
@@ -478,6 +523,9 @@ func (c *cluster) scan(ctx context.Context, pattern string, fn func([]string) er
 // clear unlinks every entry of ns on every master, counting entries (not
 // leases), then prunes its tag hashes.
 func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error) {
+	if err := c.stampCleared(ctx, srv, ns); err != nil {
+		return 0, err
+	}
 	var removed atomic.Int64
 	err := c.scan(ctx, globEscape(ns)+`:e:\{*`, func(keys []string) error {
 		ops := make([]*clusterOp, len(keys))
@@ -497,7 +545,36 @@ func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error
 	if err != nil {
 		return int(removed.Load()), err
 	}
-	return int(removed.Load()), c.prune(ctx, srv, ns)
+	return int(removed.Load()), c.cleanTags(ctx, ns, true)
+}
+
+// stampCleared stamps the namespace as an invalidation stamps a tag:
+// it bumps the epoch (1), then writes the namespace stamp and moves it to
+// now in the tag index (2), so that the fills that started before are
+// refused and the stamp is pruned like a tag's. Where the cluster has
+// replicas both steps wait for one.
+func (c *cluster) stampCleared(ctx context.Context, srv *server, ns string) error {
+	wait := srv.replicas > 0
+	bump := []*clusterOp{scriptOp(clusterScripts[clusterBumpEpoch], []string{c.cfg.epochKey}, newEra())}
+	if err := c.runStep(ctx, bump, wait); err != nil {
+		return fmt.Errorf("stamp the namespace: %w", err)
+	}
+	ep, err := bump[0].cmd.Text()
+	if err != nil {
+		return fmt.Errorf("stamp the namespace: %w", err)
+	}
+	ck := clearKey(ns)
+	ops := []*clusterOp{
+		scriptOp(clusterScripts[clusterStampAndRead], []string{ck}, ep, c.cfg.chunkSize),
+		scriptOp(clusterScripts[clusterIndexTags], []string{tagIndexKey(ns)}, "", ck),
+	}
+	if err := c.runStep(ctx, ops, wait); err != nil {
+		return fmt.Errorf("stamp the namespace: %w", err)
+	}
+	if err := firstOpErr(ops); err != nil {
+		return fmt.Errorf("stamp the namespace: %w", err)
+	}
+	return nil
 }
 
 // prune cleans every tag hash of ns on every master: it reads the
@@ -507,6 +584,14 @@ func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error
 // a hash left with nothing else; then it trims the tag index until no
 // due stamp is left, so that the index goes with the last stamp.
 func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
+	return c.cleanTags(ctx, ns, false)
+}
+
+// cleanTags is prune; with drain, as Clear needs, it unlinks every entry
+// still registered (another namespace's: Clear unlinked its own) instead
+// of asking which exist, and then removes every registration read whose
+// fill id is unchanged: never a registration before its entry is gone.
+func (c *cluster) cleanTags(ctx context.Context, ns string, drain bool) error {
 	maxAge := c.cfg.pruneAfterMS()
 	err := c.scan(ctx, globEscape(ns)+`:t:\{*`, func(keys []string) error {
 		walks := make([]*tagWalk, len(keys))
@@ -532,7 +617,11 @@ func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
 				active = append(active, w)
 				base = append(base, len(ops))
 				for _, f := range w.fields {
-					ops = append(ops, commandOp(f, "EXISTS", f))
+					if drain {
+						ops = append(ops, scriptOp(clusterScripts[clusterUnlinkEntry], []string{f}, leasePrefix))
+					} else {
+						ops = append(ops, commandOp(f, "EXISTS", f))
+					}
 				}
 			}
 			if len(active) == 0 {
@@ -546,7 +635,7 @@ func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
 			for i, w := range active {
 				var dead []int
 				for j := range w.fields {
-					if n, _ := ops[base[i]+j].cmd.Int64(); n == 0 {
+					if n, _ := ops[base[i]+j].cmd.Int64(); n == 0 || drain {
 						dead = append(dead, j)
 					}
 				}

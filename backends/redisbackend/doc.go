@@ -21,9 +21,13 @@
 //	                 it (fresh per fill), plus the reserved field "~v", the
 //	                 stamp "era:n:ms": the epoch of the tag's last
 //	                 invalidation and the server time (ms) it happened
-//	ns:s             the tag index: a sorted set of the tag hash keys,
-//	                 scored by the time of their last stamp or first
-//	                 registration (below, "Pruning")
+//	ns:c             the namespace stamp: a hash like a tag's holding
+//	                 only "~v", the stamp of the namespace's last Clear,
+//	                 which every fill of the namespace (or depending on
+//	                 one of its tags) checks like a tag's stamp
+//	ns:s             the tag index: a sorted set of the tag hash keys
+//	                 (and of ns:c), scored by the time of their last
+//	                 stamp or first registration (below, "Pruning")
 //	depcache:epoch   the epoch "era:n", one per Redis, shared by every
 //	                 namespace (WithEpochKey), outside every prefix
 //
@@ -63,6 +67,17 @@
 //     that could still refuse a fill in flight goes. A registration goes
 //     only once its entry is gone (a lease counts as there: its fill is
 //     under way), with the fill id seen then.
+//   - The namespace stamp (ns:c) is in the tag index like a tag hash, and
+//     goes the same way: once older than the prune age.
+//   - A fill's own trim never removes a stamp that fill is checked
+//     against: on a single Redis the script checks every stamp before it
+//     writes or trims anything, and trims only stamps older than the prune
+//     age; on Cluster the trim runs after the fill's last step. What
+//     bounds a fill's age is the client's check of Fill.Age before it
+//     sends the fill: a fill delayed after that check by more than one
+//     more WithMaxFillAge (a stalled process, a request held in transit)
+//     can meet a stamp that another operation's trim pruned meanwhile.
+//     The server does not know when the fill's Since was read.
 //   - On a single Redis the trim runs inside the fill and invalidation
 //     scripts (an invalidation of more than 224 tags trims on in further
 //     scripts of 256 visits). On Cluster the due tags are read in the
@@ -88,9 +103,10 @@
 //     era (SET NX semantics): 1 more, once per era.
 //   - Fill: one script, 1 round trip whatever the number of dependencies. It
 //     refuses if the epoch is missing or of another era than Fill.Since, or if
-//     a tag's stamp is of Since's era and newer (a stamp of another era counts
-//     as missing); a fill older than WithMaxFillAge is refused before it is
-//     sent. Otherwise it registers the entry in every tag hash (HSET) and
+//     a tag's stamp, or the namespace stamp (ns:c) of the entry's namespace
+//     or of a dependency's, is of Since's era and newer (a stamp of another
+//     era counts as missing); a fill older than WithMaxFillAge is refused
+//     before it is sent. Otherwise it registers the entry in every tag hash (HSET) and
 //     stores it (SET PX). It also samples two registrations of each tag
 //     (HRANDFIELD) and removes those whose entries are gone, so that tag
 //     hashes do not grow without bound as entries expire; and it trims
@@ -108,15 +124,23 @@
 //     the number of entries UNLINK removed, so an entry under several
 //     invalidated tags counts once.
 //   - Delete: UNLINK, 1 round trip. TTL: PTTL, 1 round trip.
-//   - Clear: SCAN MATCH ns:e:{* (glob characters of ns escaped) and UNLINK
+//   - Clear: first the invalidation script on the namespace stamp ns:c
+//     alone (it bumps the epoch, stamps ns:c, indexes it; WAIT where there
+//     are replicas), 1 round trip, so that every fill of the namespace that
+//     began before is refused and Clear is as strong as the invalidations
+//     it may stand for (depcache's pending queue overflows into a Clear);
+//     then SCAN MATCH ns:e:{* (glob characters of ns escaped) and UNLINK
 //     page by page; then SCAN ns:t:{* and, one script per page of hashes,
 //     remove the registrations whose entries are gone, drop stamps older
 //     than the prune age from hashes that hold nothing else, and let
 //     emptied hashes disappear; then trim the tag index until nothing is
 //     due. Each hash is cleaned atomically, after the entries are gone, so
 //     a fill racing Clear keeps its entry only with its registration.
-//     Clear leaves the epoch alone and never uses KEYS, FLUSHDB or
-//     FLUSHALL. Prune runs the second half alone; neither is needed to
+//     Clear never deletes or resets the epoch and never uses KEYS,
+//     FLUSHDB or FLUSHALL. Where a tag hash still holds registrations
+//     (entries of other namespaces, backends.ForeignDep), Clear unlinks
+//     those entries in the same script, before their registrations, as an
+//     invalidation would. Prune runs the second half alone; neither is needed to
 //     keep metadata bounded (above, "Pruning").
 //
 // go-redis sends scripts by EVALSHA (loaded at first use) and falls back to
@@ -176,9 +200,16 @@
 //   - Fill with the lease: GET epoch (E1, whose era must be Since's); then
 //     in parallel one script per tag slot that refuses if a stamp of
 //     Since's era is newer than Since and otherwise registers the entry
-//     (HSET entry key -> fill id); then a compare-and-set on the entry's
+//     (HSET entry key -> fill id), and in the same pipeline a read-only
+//     check of each namespace stamp (ns:c, a key of its own slot) the
+//     fill depends on; then a compare-and-set on the entry's
 //     slot: the value replaces the lease only if the entry still holds it
-//     — 3 round trips whatever the number of tags (2 without tags). An
+//     — 3 round trips whatever the number of tags (2 without tags, whose
+//     namespace stamps are read with E1). The namespace stamps are read
+//     only once the lease is in place (a fill without a lease may take it
+//     in the first step, in parallel with that step's reads): a Clear that
+//     stamps after the read SCANs afterwards, finds the lease and unlinks
+//     it, so the compare-and-set fails. An
 //     invalidation that stamped a tag before the registration makes it
 //     refuse; one that stamped it after found the registration and
 //     unlinked the entry key, lease included, so the compare-and-set
@@ -220,9 +251,12 @@
 //     every invalidation that writes to it, until then.
 //   - Delete: one script per key (UNLINK, counting entries, not leases),
 //     pipelined: 1 round trip. TTL: GETRANGE and PTTL pipelined, 1.
-//   - Clear and Prune SCAN every master (ForEachMaster) for ns:e:{* and
-//     ns:t:{*, glob characters of ns escaped. Clear unlinks the entries it
-//     finds first; then, for each tag hash, the registrations are read in
+//   - Clear first bumps the epoch (1) and stamps ns:c and indexes it (2),
+//     waiting for a replica where there are any. Clear and Prune SCAN every
+//     master (ForEachMaster) for ns:e:{* and ns:t:{*, glob characters of
+//     ns escaped. Clear unlinks the entries it finds first, and later
+//     every entry still registered under a tag hash (another namespace's,
+//     one script per key) before removing its registration; then, for each tag hash, the registrations are read in
 //     chunks, the entries' masters are asked which still exist (EXISTS; a
 //     lease counts, its fill is under way), and a script removes the
 //     others' registrations if their fill ids are unchanged and drops a

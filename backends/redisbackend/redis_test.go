@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,7 +95,7 @@ func populate(tb testing.TB, b *Backend, ns string, n int, tags ...string) {
 		var cmds []*redis.Cmd
 		for i := start; i < min(n, start+1000); i++ {
 			keys := append([]string{entryKey(ns, fmt.Sprint("k", i)), b.cfg.epochKey, tagIndexKey(ns)}, tagKeys...)
-			cmds = append(cmds, st.scripts[scriptFill].EvalSha(ctx, pipe, keys, since.Era, since.N, newFillID(), env, 0, 0, 0, 0, 0))
+			cmds = append(cmds, st.scripts[scriptFill].EvalSha(ctx, pipe, keys, since.Era, since.N, newFillID(), env, 0, 0, 0, 0, 0, 0))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			tb.Fatalf("populate: %v", err)
@@ -720,8 +721,20 @@ func TestPruning(t *testing.T) {
 	if n, err := b.Clear(ctx, ns); err != nil || n != 1 {
 		t.Errorf("Clear = %d, %v; want 1", n, err)
 	}
+	// Clear stamps the namespace (a fill that began before it is refused):
+	// that stamp, and the tag index that holds it, stay until it is older
+	// than the prune age, like a tag's stamp.
+	want := []string{DefaultEpochKey, clearKey(ns), tagIndexKey(ns)}
+	slices.Sort(want)
+	if keys := tg.mini.Keys(); !slices.Equal(keys, want) {
+		t.Errorf("keys left after Clear of stamps older than MaxFillAge: %q, want %q", keys, want)
+	}
+	tg.advance(2*time.Minute + time.Second)
+	if err := b.Prune(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
 	if keys := tg.mini.Keys(); len(keys) != 1 || keys[0] != DefaultEpochKey {
-		t.Errorf("keys left after Clear of stamps older than MaxFillAge: %q, want the epoch only", keys)
+		t.Errorf("keys left after Prune of a Clear stamp older than the prune age: %q, want the epoch only", keys)
 	}
 }
 

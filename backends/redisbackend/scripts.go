@@ -143,14 +143,21 @@ return v
 
 // fillLua is the conditional fill. Once stored, it trims the tag index.
 //
-// KEYS[1] entry, KEYS[2] epoch key, KEYS[3] tag index, KEYS[4..] tag
-// hashes. ARGV[1] since era, ARGV[2] since n, ARGV[3] fill id, ARGV[4]
-// envelope, ARGV[5] ttl ms (0: none), ARGV[6] registrations to sample for
-// pruning, ARGV[7] stamp age to prune after (ms), ARGV[8] due stamps to
-// visit, ARGV[9] registrations to sample per stamp.
+// KEYS[1] entry, KEYS[2] epoch key, KEYS[3] tag index, KEYS[4..3+c] the
+// namespace stamps (Clear) of the entry's namespace and of its
+// dependencies', KEYS[4+c..] tag hashes. ARGV[1] since era, ARGV[2] since
+// n, ARGV[3] fill id, ARGV[4] envelope, ARGV[5] ttl ms (0: none), ARGV[6]
+// registrations to sample for pruning, ARGV[7] stamp age to prune after
+// (ms), ARGV[8] due stamps to visit, ARGV[9] registrations to sample per
+// stamp, ARGV[10] c.
+//
+// Every check comes before anything that writes or prunes: the trim at the
+// end may drop only stamps older than the prune age, never one this fill
+// was checked against in a way that matters, since the check is done.
 //
 // Returns {0} when stored; {1} when the epoch is missing; {2, epoch} when
 // it is of another era; {3, i, stamp} when tag i (1-based) was invalidated
+// after since; {4, i, stamp} when namespace stamp i (1-based) was written
 // after since.
 const fillLua = `
 local cur = redis.call('GET', KEYS[2])
@@ -158,17 +165,21 @@ local era = parse_epoch(cur)
 if not era then return {1} end
 if era ~= ARGV[1] then return {2, cur} end
 local since = tonumber(ARGV[2])
+local first = 4 + tonumber(ARGV[10])
 for i = 4, #KEYS do
   local s = redis.call('HGET', KEYS[i], '~v')
   local se, sn = parse_stamp(s)
-  if se == ARGV[1] and sn > since then return {3, i - 3, s} end
+  if se == ARGV[1] and sn > since then
+    if i < first then return {4, i - 3, s} end
+    return {3, i - first + 1, s}
+  end
 end
 -- Opportunistic pruning: a few random registrations whose entries are
 -- gone (expired, evicted) are removed, so that tag hashes do not grow
 -- without bound under churn. The id read is the id removed: one script.
 local sample = tonumber(ARGV[6])
 if sample > 0 then
-  for i = 4, #KEYS do
+  for i = first, #KEYS do
     local fs = redis.call('HRANDFIELD', KEYS[i], sample)
     for j = 1, #fs do
       local f = fs[j]
@@ -179,7 +190,7 @@ if sample > 0 then
   end
 end
 local now = now_ms()
-for i = 4, #KEYS do
+for i = first, #KEYS do
   redis.call('HSET', KEYS[i], KEYS[1], ARGV[3])
   -- Indexed once: a tag's registrations are looked at max_age after it
   -- was first filled or last invalidated, and then again while it lives.
@@ -255,10 +266,13 @@ return {r[1], drain(KEYS[1], r[2], ARGV[3] == '1')}
 `
 
 // cleanLua cleans the tag hashes that fit a budget of fields: it removes
-// the registrations whose entries are gone and settles the stamp. The
-// others are left to cleanStepLua.
+// the registrations whose entries are gone (Prune), or unlinks every
+// registered entry and then removes its registration (Clear, whose own
+// entries are gone already: those left belong to other namespaces), and
+// settles the stamp. The others are left to cleanStepLua.
 //
-// KEYS: tag hashes. ARGV[1] budget, ARGV[2] max stamp age in ms.
+// KEYS: tag hashes. ARGV[1] budget, ARGV[2] max stamp age in ms, ARGV[3]
+// empty to clean, else the leases flag of invalidateLua to drain.
 // Returns the 1-based indexes of the hashes still to clean.
 const cleanLua = `
 local budget = tonumber(ARGV[1])
@@ -271,7 +285,11 @@ for i = 1, #KEYS do
   if size <= budget then
     budget = budget - size
     if size > 0 then
-      clean(h, redis.call('HGETALL', h))
+      if ARGV[3] ~= '' then
+        drain(h, redis.call('HGETALL', h), ARGV[3] == '1')
+      else
+        clean(h, redis.call('HGETALL', h))
+      end
       settle(h, now, max_age)
     end
   else
@@ -284,11 +302,16 @@ return out
 // cleanStepLua cleans one HSCAN step of a big tag hash, and settles its
 // stamp at the last step.
 //
-// KEYS[1] tag hash. ARGV[1] cursor, ARGV[2] count, ARGV[3] max stamp age ms.
+// KEYS[1] tag hash. ARGV[1] cursor, ARGV[2] count, ARGV[3] max stamp age
+// ms, ARGV[4] as cleanLua's ARGV[3].
 // Returns the next cursor.
 const cleanStepLua = `
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-clean(KEYS[1], r[2])
+if ARGV[4] ~= '' then
+  drain(KEYS[1], r[2], ARGV[4] == '1')
+else
+  clean(KEYS[1], r[2])
+end
 if r[1] == '0' then settle(KEYS[1], now_ms(), tonumber(ARGV[3])) end
 return r[1]
 `

@@ -144,15 +144,19 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 	e := f.Entry
 	e.Since = f.Since
 	ek := entryKey(ns, f.Key)
-	keys := make([]string, 3, 3+len(e.Deps))
-	keys[0], keys[1], keys[2] = ek, s.cfg.epochKey, tagIndexKey(ns)
 	tags := registeredDeps(ns, dedupe(e.Deps))
+	spaces := depSpaces(ns, tags)
+	keys := make([]string, 3, 3+len(spaces)+len(tags))
+	keys[0], keys[1], keys[2] = ek, s.cfg.epochKey, tagIndexKey(ns)
+	for _, sp := range spaces {
+		keys = append(keys, clearKey(sp))
+	}
 	for _, d := range tags {
 		keys = append(keys, tagKey(d.NS, d.Tag))
 	}
 	res, err := s.run(ctx, srv, scriptFill, keys,
 		f.Since.Era, f.Since.N, newFillID(), backends.EncodeEntry(e), ttlMS, pruneSample,
-		s.cfg.pruneAfterMS(), trimBudget, trimSample).Slice()
+		s.cfg.pruneAfterMS(), trimBudget, trimSample, len(spaces)).Slice()
 	if err != nil {
 		return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
 	}
@@ -171,6 +175,13 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 			tag = tags[i-1].Tag
 		}
 		return fmt.Errorf("redisbackend: fill %q: %w (tag %q invalidated at %v, after %v)", f.Key, backends.ErrStale, tag, res[2], f.Since)
+	case 4:
+		i, _ := res[1].(int64)
+		sp := ""
+		if i >= 1 && int(i) <= len(spaces) {
+			sp = spaces[i-1]
+		}
+		return fmt.Errorf("redisbackend: fill %q: %w (namespace %q cleared at %v, after %v)", f.Key, backends.ErrStale, sp, res[2], f.Since)
 	}
 	return fmt.Errorf("redisbackend: fill %q: unexpected script reply %v", f.Key, res)
 }
@@ -361,8 +372,19 @@ func (s *single) release(ctx context.Context, _ *server, ek, lease string) error
 // clear unlinks the namespace's entries page by page, then prunes its tag
 // hashes.
 func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error) {
+	// The namespace stamp first: a fill that stores after it is refused,
+	// one that stored before it is unlinked below.
+	_, werr, err := s.runReplicated(ctx, srv, scriptInvalidate, srv.replicas > 0,
+		[]string{s.cfg.epochKey, tagIndexKey(ns), clearKey(ns)}, newEra(), s.cfg.chunkSize, s.leaseFlag(),
+		s.cfg.pruneAfterMS(), trimBudget, trimSample)
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stamp the namespace: %w", err)
+	}
 	removed := 0
-	err := scanPages(ctx, s.client, globEscape(ns)+`:e:\{*`, s.cfg.chunkSize, func(keys []string) error {
+	err = scanPages(ctx, s.client, globEscape(ns)+`:e:\{*`, s.cfg.chunkSize, func(keys []string) error {
 		n, err := s.unlinkEntries(ctx, keys)
 		removed += n
 		return err
@@ -370,7 +392,7 @@ func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error)
 	if err != nil {
 		return removed, err
 	}
-	return removed, s.prune(ctx, srv, ns)
+	return removed, s.cleanTags(ctx, srv, ns, s.leaseFlag())
 }
 
 // prune cleans the namespace's tag hashes, one script per SCAN page of
@@ -378,9 +400,16 @@ func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error)
 // the tag index until no due stamp is left, so that the index goes with
 // the last stamp.
 func (s *single) prune(ctx context.Context, srv *server, ns string) error {
+	return s.cleanTags(ctx, srv, ns, "")
+}
+
+// cleanTags is prune; with drain set (the leases flag), as Clear needs,
+// it unlinks every entry still registered (another namespace's) before
+// removing its registration, instead of removing only the dead ones.
+func (s *single) cleanTags(ctx context.Context, srv *server, ns, drain string) error {
 	maxAge := s.cfg.pruneAfterMS()
 	err := scanPages(ctx, s.client, globEscape(ns)+`:t:\{*`, s.cfg.chunkSize, func(keys []string) error {
-		big, err := s.run(ctx, srv, scriptClean, keys, s.cfg.chunkSize, maxAge).Slice()
+		big, err := s.run(ctx, srv, scriptClean, keys, s.cfg.chunkSize, maxAge, drain).Slice()
 		if err != nil {
 			return err
 		}
@@ -391,7 +420,7 @@ func (s *single) prune(ctx context.Context, srv *server, ns string) error {
 			}
 			cursor := "0"
 			for {
-				if cursor, err = s.run(ctx, srv, scriptCleanStep, []string{keys[i-1]}, cursor, s.cfg.chunkSize, maxAge).Text(); err != nil {
+				if cursor, err = s.run(ctx, srv, scriptCleanStep, []string{keys[i-1]}, cursor, s.cfg.chunkSize, maxAge, drain).Text(); err != nil {
 					return err
 				}
 				if cursor == "0" {
