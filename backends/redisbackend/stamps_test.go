@@ -34,7 +34,10 @@ func TestStampsPruned(t *testing.T) {
 func TestClusterStampsPruned(t *testing.T) {
 	tc := sharedCluster(t)
 	const maxAge = 300 * time.Millisecond
-	b := clusterBackend(t, tc, WithMaxFillAge(maxAge))
+	// The lease lives as long as the longest fill by default: 300 ms, which
+	// a loaded machine can spend between a lookup and its fill. The test is
+	// about stamps, so the leases get a minute.
+	b := clusterBackend(t, tc, WithMaxFillAge(maxAge), WithLeaseTTL(time.Minute))
 	checkStampsPruned(t, b, clusterNS(t, b, "cstamps"), maxAge, nil)
 }
 
@@ -169,7 +172,7 @@ func TestDeadRegistrationsPruned(t *testing.T) {
 func TestClusterDeadRegistrationsPruned(t *testing.T) {
 	tc := sharedCluster(t)
 	const maxAge = 300 * time.Millisecond
-	b := clusterBackend(t, tc, WithMaxFillAge(maxAge))
+	b := clusterBackend(t, tc, WithMaxFillAge(maxAge), WithLeaseTTL(time.Minute)) // as in TestClusterStampsPruned
 	checkDeadRegistrationsPruned(t, b, clusterNS(t, b, "cregs"), maxAge, nil)
 }
 
