@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,10 +46,13 @@ type Backend struct {
 	log   *slog.Logger
 	topo  topology
 
-	closed atomic.Bool
+	closed    atomic.Bool
+	clientErr error // the client cannot honour deadlines (deadlines.go)
 
-	connectMu sync.Mutex
-	srv       atomic.Pointer[server]
+	// connecting is held by the one caller learning the server; a channel,
+	// not a mutex, so that the others wait no longer than their context.
+	connecting chan struct{}
+	srv        atomic.Pointer[server]
 }
 
 var (
@@ -93,8 +95,16 @@ type server struct {
 
 // New returns a Backend on c. It does not own c: Close leaves c open.
 // Nothing is sent to the server until the Backend is first used.
+//
+// Every call ends at its context's deadline, even on a server that accepts
+// connections and never answers, which go-redis does only with
+// ContextTimeoutEnabled: New turns it on in c's options if c is a
+// *redis.Client (standalone or failover) or a *redis.ClusterClient and
+// logs that it did (set it yourself, before c serves commands, to avoid
+// both). A *redis.Ring without it cannot be adjusted: Lookup and Fill fail
+// with ErrNoContextTimeout.
 func New(c redis.UniversalClient, opts ...Option) *Backend {
-	b := &Backend{c: c, cfg: defaultConfig()}
+	b := &Backend{c: c, cfg: defaultConfig(), connecting: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(&b.cfg)
 	}
@@ -102,6 +112,7 @@ func New(c redis.UniversalClient, opts ...Option) *Backend {
 	if b.log == nil {
 		b.log = slog.Default()
 	}
+	b.clientErr = honourDeadlines(c, b.log)
 	switch cc, isCluster := c.(*redis.ClusterClient); {
 	case isCluster:
 		b.topo = &cluster{client: cc, cfg: &b.cfg, log: b.log}
@@ -142,8 +153,12 @@ func (b *Backend) connected(ctx context.Context) (*server, error) {
 	}
 	srv := b.srv.Load()
 	if srv == nil {
-		b.connectMu.Lock()
-		defer b.connectMu.Unlock()
+		select {
+		case b.connecting <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		defer func() { <-b.connecting }()
 		if srv = b.srv.Load(); srv == nil {
 			var err error
 			if srv, err = b.topo.connect(ctx); err != nil {
@@ -158,6 +173,9 @@ func (b *Backend) connected(ctx context.Context) (*server, error) {
 // usable is connected, for the calls that read or fill entries: they fail
 // under a policy that may evict metadata.
 func (b *Backend) usable(ctx context.Context) (*server, error) {
+	if b.clientErr != nil {
+		return nil, b.clientErr
+	}
 	srv, err := b.connected(ctx)
 	if err == nil && srv.unsafe {
 		err = fmt.Errorf("%w (policy %s)", ErrUnsafePolicy, srv.policy)

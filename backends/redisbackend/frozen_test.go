@@ -1,0 +1,167 @@
+package redisbackend
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/depcache/go-depcache/internal/redistest"
+)
+
+// opTimeout is the cache timeout the frozen-server tests give each call.
+// They assert that a call returns within frozenBound, twenty times more:
+// still far below the 3-5 s a client ignoring deadlines waits, and wide
+// enough for a slow machine.
+const (
+	opTimeout   = 50 * time.Millisecond
+	frozenBound = 20 * opTimeout
+)
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// boundedCall runs fn with a context of opTimeout and fails the test if it
+// succeeds or takes longer than frozenBound.
+func boundedCall(t *testing.T, what string, fn func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	start := time.Now()
+	err := fn(ctx)
+	if took := time.Since(start); took > frozenBound {
+		t.Errorf("%s on a frozen server took %v, want at most %v (its context allowed %v)", what, took, frozenBound, opTimeout)
+	}
+	if err == nil {
+		t.Errorf("%s on a frozen server succeeded", what)
+	}
+}
+
+// A server that accepts connections and never answers holds each call no
+// longer than its context, on a client given to New without
+// ContextTimeoutEnabled (New turns it on) and on the one FromEnv builds.
+func TestFrozenServerCallsEndAtTheirDeadline(t *testing.T) {
+	addr, _ := redistest.Frozen(t)
+	fromEnv := func(t *testing.T) *Backend {
+		t.Setenv("REDIS_URL", "redis://"+addr+"/15")
+		b, err := FromEnv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	given := func(t *testing.T) *Backend {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { c.Close() })
+		return New(c, WithLogger(quietLog))
+	}
+	for name, open := range map[string]func(*testing.T) *Backend{"FromEnv": fromEnv, "New": given} {
+		t.Run(name, func(t *testing.T) {
+			b := open(t)
+			// Twice each: the first call also dials and learns the server.
+			for range 2 {
+				boundedCall(t, "Lookup", func(ctx context.Context) error {
+					_, err := b.Lookup(ctx, "ns", "k")
+					return err
+				})
+				boundedCall(t, "Epoch", func(ctx context.Context) error {
+					_, err := b.Epoch(ctx)
+					return err
+				})
+				boundedCall(t, "Invalidate", func(ctx context.Context) error {
+					_, err := b.Invalidate(ctx, "ns", "tag")
+					return err
+				})
+			}
+		})
+	}
+}
+
+// FromEnv's client honours deadlines and bounds calls without one.
+func TestFromEnvClientOptions(t *testing.T) {
+	opt, err := envOptions(func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	withEnvTimeouts(opt)
+	if !opt.ContextTimeoutEnabled {
+		t.Error("ContextTimeoutEnabled is off")
+	}
+	if opt.DialTimeout != envDialTimeout || opt.ReadTimeout != envReadTimeout || opt.WriteTimeout != envWriteTimeout {
+		t.Errorf("timeouts dial %v read %v write %v, want %v %v %v", opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, envDialTimeout, envReadTimeout, envWriteTimeout)
+	}
+	// A URL's own timeouts stay.
+	opt, err = envOptions(func(k string) (string, bool) {
+		return "redis://127.0.0.1:6379/0?read_timeout=7s", k == "REDIS_URL"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withEnvTimeouts(opt)
+	if opt.ReadTimeout != 7*time.Second {
+		t.Errorf("read timeout %v, want the URL's 7s", opt.ReadTimeout)
+	}
+}
+
+// New turns ContextTimeoutEnabled on for the client kinds whose options it
+// can reach, and a Ring it cannot adjust fails Lookup with an error that
+// says what to set, before anything is sent.
+func TestNewMakesTheClientHonourDeadlines(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	New(c, WithLogger(quietLog))
+	if !c.Options().ContextTimeoutEnabled {
+		t.Error("*redis.Client: ContextTimeoutEnabled still off after New")
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer cc.Close()
+	New(cc, WithLogger(quietLog))
+	if !cc.Options().ContextTimeoutEnabled {
+		t.Error("*redis.ClusterClient: ContextTimeoutEnabled still off after New")
+	}
+	fc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}})
+	defer fc.Close()
+	New(fc, WithLogger(quietLog))
+	if !fc.Options().ContextTimeoutEnabled {
+		t.Error("failover client: ContextTimeoutEnabled still off after New")
+	}
+
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	_, err := New(ring, WithLogger(quietLog)).Lookup(context.Background(), "ns", "k")
+	if !errors.Is(err, ErrNoContextTimeout) {
+		t.Errorf("Lookup on a Ring without ContextTimeoutEnabled: %v, want ErrNoContextTimeout", err)
+	}
+	ringOK := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, ContextTimeoutEnabled: true})
+	defer ringOK.Close()
+	_, err = New(ringOK, WithLogger(quietLog)).Lookup(context.Background(), "ns", "k")
+	if errors.Is(err, ErrNoContextTimeout) {
+		t.Errorf("Lookup on a Ring with ContextTimeoutEnabled: %v", err)
+	}
+}
+
+// Callers that arrive while another learns the server (first use) wait no
+// longer than their own context: with a mutex they would queue, each
+// paying the timeouts of all before it.
+func TestFirstUseWaitIsBoundedByTheCallersContext(t *testing.T) {
+	addr, _ := redistest.Frozen(t)
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+	defer c.Close()
+	b := New(c, WithLogger(quietLog))
+	const callers = 40 // queued, the last would wait 40 × opTimeout
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			boundedCall(t, "Lookup", func(ctx context.Context) error {
+				_, err := b.Lookup(ctx, "ns", "k")
+				return err
+			})
+		})
+	}
+	wg.Wait()
+}
