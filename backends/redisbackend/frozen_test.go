@@ -165,3 +165,30 @@ func TestFirstUseWaitIsBoundedByTheCallersContext(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// The same bound holds for a Cluster client and for a failover client whose
+// sentinel is frozen, both given to New without ContextTimeoutEnabled.
+func TestFrozenServerOtherClientKinds(t *testing.T) {
+	addr, _ := redistest.Frozen(t)
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}})
+	defer cluster.Close()
+	// Closing a failover client whose sentinel never answers takes go-redis
+	// a few seconds; that is not a cache call, and not measured.
+	failover := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "depcache", SentinelAddrs: []string{addr}})
+	defer failover.Close()
+	for name, c := range map[string]redis.UniversalClient{"cluster": cluster, "failover": failover} {
+		t.Run(name, func(t *testing.T) {
+			b := New(c, WithLogger(quietLog))
+			for range 2 {
+				boundedCall(t, "Lookup", func(ctx context.Context) error {
+					_, err := b.Lookup(ctx, "ns", "k")
+					return err
+				})
+				boundedCall(t, "Invalidate", func(ctx context.Context) error {
+					_, err := b.Invalidate(ctx, "ns", "tag")
+					return err
+				})
+			}
+		})
+	}
+}
