@@ -285,12 +285,15 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	if err != nil {
 		return m.failOpen("set", key, err)
 	}
-	_, err = m.fill(opCtx, key, payload, deps, since, 0, ttl, "")
-	return err
+	if _, err := m.fill(opCtx, key, payload, deps, since, 0, ttl, ""); err != nil {
+		return m.failOpen("fill", key, err)
+	}
+	return nil
 }
 
 // fill stores a payload, handling the outcomes the same way for Set and
-// memoized functions. A fill the backend refused as stale is not an error.
+// memoized functions. A fill the backend refused as stale is not an error;
+// a backend failure is returned for the caller to report with failOpen.
 func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []string, since backends.Epoch, age, ttl time.Duration, lease string) (stored bool, err error) {
 	err = m.backend.Fill(ctx, m.ns, backends.Fill{
 		Key:   key,
@@ -306,7 +309,7 @@ func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []s
 		m.emit(Event{Kind: EventSkip, Key: key, Deps: deps, Err: err})
 		return false, nil
 	case err != nil:
-		return false, m.failOpen("fill", key, err)
+		return false, err
 	}
 	m.stats.sets.Add(1)
 	m.emit(Event{Kind: EventSet, Key: key, Deps: deps, TTL: ttl})

@@ -380,6 +380,9 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		since, err = m.backend.Epoch(ectx)
 		cancel()
 		if err != nil {
+			// Releasing the lease would wait on the backend that just
+			// failed; it expires on its own.
+			lease.abandon()
 			if err := m.failOpen("epoch", key, err); err != nil {
 				var zero R
 				return zero, err
@@ -434,6 +437,12 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	if stored {
 		lease.used()
 	}
+	if fillErr != nil {
+		// As for the epoch read: the lease expires on its own rather than
+		// cost the call a second timeout.
+		lease.abandon()
+		fillErr = m.failOpen("fill", key, fillErr)
+	}
 	if f != nil && stored {
 		f.stored, f.val, f.err, f.deps, f.since = true, v, fnErr, c.final.deps, c.final.since
 	}
@@ -466,7 +475,8 @@ func runUncached[R any](ctx context.Context, s *memoSpec, m *Manager, parent *co
 	return v, err
 }
 
-// store fills the cache with what computation c returned, if it may.
+// store fills the cache with what computation c returned, if it may. err
+// is the backend's failure, not yet reported.
 func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any, fnErr error) (stored bool, err error) {
 	f := c.final
 	var payload []byte

@@ -102,13 +102,18 @@ func TestFrozenRedisInvalidationFailsWithinItsTimeout(t *testing.T) {
 	}
 }
 
-// opCounter counts the backend operations a call makes.
+// opCounter counts the backend operations a call makes, and fails or
+// shapes them as told (a lookup miss that hands out a lease, or that
+// carries no epoch, as after a corrupt entry).
 type opCounter struct {
 	backends.Backend
-	failLookups            bool
-	busy                   bool
-	lookups, epochs, fills atomic.Int64
+	failLookups, failEpochs, failFills bool
+	busy, lease, noEpoch, staleFills   bool
+
+	lookups, epochs, fills, releases atomic.Int64
 }
+
+var _ backends.Releaser = (*opCounter)(nil)
 
 func (o *opCounter) Lookup(ctx context.Context, ns, key string) (backends.Lookup, error) {
 	o.lookups.Add(1)
@@ -117,17 +122,37 @@ func (o *opCounter) Lookup(ctx context.Context, ns, key string) (backends.Lookup
 	}
 	l, err := o.Backend.Lookup(ctx, ns, key)
 	l.Busy = l.Busy || o.busy
+	if o.lease && !l.Found {
+		l.Lease = "lease"
+	}
+	if o.noEpoch {
+		l.Epoch = backends.Epoch{}
+	}
 	return l, err
 }
 
 func (o *opCounter) Epoch(ctx context.Context) (backends.Epoch, error) {
 	o.epochs.Add(1)
+	if o.failEpochs {
+		return backends.Epoch{}, context.DeadlineExceeded
+	}
 	return o.Backend.Epoch(ctx)
 }
 
 func (o *opCounter) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	o.fills.Add(1)
+	switch {
+	case o.failFills:
+		return context.DeadlineExceeded
+	case o.staleFills:
+		return backends.ErrStale
+	}
 	return o.Backend.Fill(ctx, ns, f)
+}
+
+func (o *opCounter) Release(ctx context.Context, ns, key, lease string) error {
+	o.releases.Add(1)
+	return nil
 }
 
 // Once the lookup of a call failed, the call reads no epoch and fills
@@ -167,5 +192,40 @@ func TestFillWaitLeavesTheFunctionTime(t *testing.T) {
 	defer cancel()
 	if v, err := fn(ctx, 5); err != nil || v != 5 || !ran {
 		t.Fatalf("call with a %v deadline while another fills: %v, %v, ran %v; want 5, nil, ran", frozenBound, v, err, ran)
+	}
+}
+
+// A call holding a fill lease whose epoch read or fill failed leaves the
+// lease to expire instead of asking the failed backend again to release
+// it; a fill refused as stale by a working backend still releases it.
+func TestFailedCallLeavesItsLeaseToExpire(t *testing.T) {
+	cases := []struct {
+		name         string
+		b            *opCounter
+		wantReleases int64
+	}{
+		{"epoch read fails", &opCounter{lease: true, noEpoch: true, failEpochs: true}, 0},
+		{"fill fails", &opCounter{lease: true, failFills: true}, 0},
+		{"fill refused as stale", &opCounter{lease: true, staleFills: true}, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := memory.New()
+			defer mem.Close()
+			b := tc.b
+			b.Backend = mem
+			m := depcache.New(b, depcache.WithLogger(quiet), depcache.WithName(t.Name()))
+			defer m.Close()
+			fn := depcache.Memoize(func(ctx context.Context, n int) (int, error) {
+				depcache.AddDependency(ctx, "n")
+				return n, nil
+			}, depcache.Using(m), depcache.KeyName("id"))
+			if v, err := fn(context.Background(), 4); err != nil || v != 4 {
+				t.Fatalf("call: %v, %v; want 4, nil", v, err)
+			}
+			if got := b.releases.Load(); got != tc.wantReleases {
+				t.Errorf("%d lease releases, want %d", got, tc.wantReleases)
+			}
+		})
 	}
 }
