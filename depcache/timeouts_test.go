@@ -25,12 +25,11 @@ const (
 )
 
 // frozenManager returns a manager on a Redis that accepts connections and
-// never answers, through a client given to redisbackend.New as users
-// build it (without ContextTimeoutEnabled).
+// never answers.
 func frozenManager(t *testing.T, opts ...depcache.Option) *depcache.Manager {
 	t.Helper()
 	addr, _ := redistest.Frozen(t)
-	c := redis.NewClient(&redis.Options{Addr: addr})
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	m := depcache.New(redisbackend.New(c, redisbackend.WithLogger(quiet)),
 		append([]depcache.Option{depcache.WithLogger(quiet), depcache.WithPrefix("frozen"), depcache.WithTimeout(cacheTimeout)}, opts...)...)

@@ -96,13 +96,12 @@ type server struct {
 // New returns a Backend on c. It does not own c: Close leaves c open.
 // Nothing is sent to the server until the Backend is first used.
 //
-// Every call ends at its context's deadline, even on a server that accepts
-// connections and never answers, which go-redis does only with
-// ContextTimeoutEnabled: New turns it on in c's options if c is a
-// *redis.Client (standalone or failover) or a *redis.ClusterClient and
-// logs that it did (set it yourself, before c serves commands, to avoid
-// both). A *redis.Ring without it cannot be adjusted: Lookup and Fill fail
-// with ErrNoContextTimeout.
+// Every call must end at its context's deadline, even on a server that
+// accepts connections and never answers, which go-redis does only with
+// ContextTimeoutEnabled: on a *redis.Client (standalone or failover),
+// *redis.ClusterClient or *redis.Ring built without it, Lookup and Fill
+// fail with ErrNoContextTimeout (logged here once) and the cache serves
+// uncached; invalidations still run.
 func New(c redis.UniversalClient, opts ...Option) *Backend {
 	b := &Backend{c: c, cfg: defaultConfig(), connecting: make(chan struct{}, 1)}
 	for _, o := range opts {
@@ -112,7 +111,9 @@ func New(c redis.UniversalClient, opts ...Option) *Backend {
 	if b.log == nil {
 		b.log = slog.Default()
 	}
-	b.clientErr = honourDeadlines(c, b.log)
+	if b.clientErr = clientHonoursDeadlines(c); b.clientErr != nil {
+		b.log.Error("redisbackend: cache reads and fills are disabled", "err", b.clientErr)
+	}
 	switch cc, isCluster := c.(*redis.ClusterClient); {
 	case isCluster:
 		b.topo = &cluster{client: cc, cfg: &b.cfg, log: b.log}

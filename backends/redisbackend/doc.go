@@ -18,17 +18,17 @@
 // otherwise waits for its ReadTimeout (3 s) or DialTimeout (5 s) however
 // short the context. FromEnv's client sets it, with a 1 s dial timeout and
 // 3 s read and write timeouts for calls whose context has no deadline (a
-// REDIS_URL's own dial_timeout, read_timeout and write_timeout win). New
-// sets it in the options of a *redis.Client (standalone or failover) or a
-// *redis.ClusterClient, and logs that it did: those clients read it at
-// each command, and a Cluster's node clients copy it when they are made,
-// so give New a cluster client before it serves commands, or set the
-// option yourself. A *redis.Ring copied its options into its shards when
-// it was built: without the option Lookup and Fill fail with
-// ErrNoContextTimeout (served uncached), while invalidations still run so
-// that other processes see them. A client of another type is trusted to
-// honour deadlines. Callers arriving while the first call learns the
-// server wait for it no longer than their own context.
+// REDIS_URL's own dial_timeout, read_timeout and write_timeout win). A
+// *redis.Client (standalone or failover), *redis.ClusterClient or
+// *redis.Ring given to New must be built with ContextTimeoutEnabled: true;
+// without it Lookup and Fill fail with ErrNoContextTimeout (served
+// uncached, logged by New) while invalidations still run, so that other
+// processes see them. New does not turn the option on itself: that would
+// write to options the client reads at every command, racing with whoever
+// already uses it, and change the caller's own commands. A client of
+// another type is trusted to honour deadlines. Callers arriving while the
+// first call learns the server wait for it no longer than their own
+// context.
 //
 // # Key layout
 //

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/depcache/go-depcache/backends"
 	"github.com/depcache/go-depcache/internal/redistest"
 )
 
@@ -42,8 +43,8 @@ func boundedCall(t *testing.T, what string, fn func(ctx context.Context) error) 
 }
 
 // A server that accepts connections and never answers holds each call no
-// longer than its context, on a client given to New without
-// ContextTimeoutEnabled (New turns it on) and on the one FromEnv builds.
+// longer than its context, on a client given to New with
+// ContextTimeoutEnabled and on the one FromEnv builds.
 func TestFrozenServerCallsEndAtTheirDeadline(t *testing.T) {
 	addr, _ := redistest.Frozen(t)
 	fromEnv := func(t *testing.T) *Backend {
@@ -56,7 +57,7 @@ func TestFrozenServerCallsEndAtTheirDeadline(t *testing.T) {
 		return b
 	}
 	given := func(t *testing.T) *Backend {
-		c := redis.NewClient(&redis.Options{Addr: addr})
+		c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 		t.Cleanup(func() { c.Close() })
 		return New(c, WithLogger(quietLog))
 	}
@@ -108,40 +109,40 @@ func TestFromEnvClientOptions(t *testing.T) {
 	}
 }
 
-// New turns ContextTimeoutEnabled on for the client kinds whose options it
-// can reach, and a Ring it cannot adjust fails Lookup with an error that
-// says what to set, before anything is sent.
-func TestNewMakesTheClientHonourDeadlines(t *testing.T) {
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	defer c.Close()
-	New(c, WithLogger(quietLog))
-	if !c.Options().ContextTimeoutEnabled {
-		t.Error("*redis.Client: ContextTimeoutEnabled still off after New")
+// A go-redis client without ContextTimeoutEnabled is not used for reads
+// and fills: Lookup and Fill fail at once with an error that says what to
+// set, sending nothing; with the option, the same client kinds are
+// accepted.
+func TestNewRejectsClientsThatIgnoreDeadlines(t *testing.T) {
+	addr, accepted := redistest.Frozen(t)
+	clients := func(on bool) map[string]redis.UniversalClient {
+		return map[string]redis.UniversalClient{
+			"client":   redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: on}),
+			"cluster":  redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ContextTimeoutEnabled: on}),
+			"failover": redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{addr}, ContextTimeoutEnabled: on}),
+			"ring":     redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": addr}, ContextTimeoutEnabled: on}),
+		}
 	}
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
-	defer cc.Close()
-	New(cc, WithLogger(quietLog))
-	if !cc.Options().ContextTimeoutEnabled {
-		t.Error("*redis.ClusterClient: ContextTimeoutEnabled still off after New")
+	for name, c := range clients(false) {
+		b := New(c, WithLogger(quietLog))
+		_, err := b.Lookup(context.Background(), "ns", "k")
+		if !errors.Is(err, ErrNoContextTimeout) {
+			t.Errorf("%s without ContextTimeoutEnabled: Lookup: %v, want ErrNoContextTimeout", name, err)
+		}
+		err = b.Fill(context.Background(), "ns", backends.Fill{Key: "k"})
+		if !errors.Is(err, ErrNoContextTimeout) {
+			t.Errorf("%s without ContextTimeoutEnabled: Fill: %v, want ErrNoContextTimeout", name, err)
+		}
+		c.Close()
 	}
-	fc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}})
-	defer fc.Close()
-	New(fc, WithLogger(quietLog))
-	if !fc.Options().ContextTimeoutEnabled {
-		t.Error("failover client: ContextTimeoutEnabled still off after New")
+	if n := accepted(); n != 0 {
+		t.Errorf("rejected clients opened %d connections, want none", n)
 	}
-
-	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
-	defer ring.Close()
-	_, err := New(ring, WithLogger(quietLog)).Lookup(context.Background(), "ns", "k")
-	if !errors.Is(err, ErrNoContextTimeout) {
-		t.Errorf("Lookup on a Ring without ContextTimeoutEnabled: %v, want ErrNoContextTimeout", err)
-	}
-	ringOK := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, ContextTimeoutEnabled: true})
-	defer ringOK.Close()
-	_, err = New(ringOK, WithLogger(quietLog)).Lookup(context.Background(), "ns", "k")
-	if errors.Is(err, ErrNoContextTimeout) {
-		t.Errorf("Lookup on a Ring with ContextTimeoutEnabled: %v", err)
+	for name, c := range clients(true) {
+		if err := clientHonoursDeadlines(c); err != nil {
+			t.Errorf("%s with ContextTimeoutEnabled: %v", name, err)
+		}
+		c.Close()
 	}
 }
 
@@ -167,14 +168,14 @@ func TestFirstUseWaitIsBoundedByTheCallersContext(t *testing.T) {
 }
 
 // The same bound holds for a Cluster client and for a failover client whose
-// sentinel is frozen, both given to New without ContextTimeoutEnabled.
+// sentinel is frozen.
 func TestFrozenServerOtherClientKinds(t *testing.T) {
 	addr, _ := redistest.Frozen(t)
-	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}})
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ContextTimeoutEnabled: true})
 	defer cluster.Close()
 	// Closing a failover client whose sentinel never answers takes go-redis
 	// a few seconds; that is not a cache call, and not measured.
-	failover := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "depcache", SentinelAddrs: []string{addr}})
+	failover := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "depcache", SentinelAddrs: []string{addr}, ContextTimeoutEnabled: true})
 	defer failover.Close()
 	for name, c := range map[string]redis.UniversalClient{"cluster": cluster, "failover": failover} {
 		t.Run(name, func(t *testing.T) {
