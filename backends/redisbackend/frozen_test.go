@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -146,25 +145,36 @@ func TestNewRejectsClientsThatIgnoreDeadlines(t *testing.T) {
 	}
 }
 
-// Callers that arrive while another learns the server (first use) wait no
-// longer than their own context: with a mutex they would queue, each
-// paying the timeouts of all before it.
+// A caller that arrives while another learns the server (first use) waits
+// no longer than its own context, even when the first caller's context is
+// far longer: with a mutex it would wait for the other's whole deadline.
 func TestFirstUseWaitIsBoundedByTheCallersContext(t *testing.T) {
-	addr, _ := redistest.Frozen(t)
+	addr, accepted := redistest.Frozen(t)
 	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	defer c.Close()
 	b := New(c, WithLogger(quietLog))
-	const callers = 40 // queued, the last would wait 40 × opTimeout
-	var wg sync.WaitGroup
-	for range callers {
-		wg.Go(func() {
-			boundedCall(t, "Lookup", func(ctx context.Context) error {
-				_, err := b.Lookup(ctx, "ns", "k")
-				return err
-			})
-		})
+	// The first caller may wait twice as long as the second is allowed
+	// to take in all.
+	first, cancel := context.WithTimeout(context.Background(), 2*frozenBound)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = b.Invalidate(first, "ns", "tag")
+	}()
+	defer func() { <-done }()
+	// The first caller is connecting once the server has its connection.
+	for accepted() == 0 {
+		select {
+		case <-done:
+			t.Fatal("the first caller returned before connecting")
+		case <-time.After(time.Millisecond):
+		}
 	}
-	wg.Wait()
+	boundedCall(t, "Lookup behind a connecting caller", func(ctx context.Context) error {
+		_, err := b.Lookup(ctx, "ns", "k")
+		return err
+	})
 }
 
 // The same bound holds for a Cluster client and for a failover client whose
