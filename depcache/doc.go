@@ -72,10 +72,13 @@
 //
 // Reads and fills fail open: a backend error or timeout (WithTimeout) is
 // logged, counted in Stats and reported to the observer, and the function
-// runs; WithStrictErrors returns such errors instead. A value the codec cannot
-// encode is returned uncached; bytes it cannot decode are a miss and are
-// deleted. Errors are cached only when CacheErrors or CacheErrorsAs name
-// them.
+// runs; WithStrictErrors returns such errors instead. Once a call's lookup
+// has failed, the rest of the call skips the cache, so a miss during an
+// outage costs one timeout. When the caller's context has a deadline, a
+// cache wait takes at most half of what remains of it, leaving the function
+// time to run. A value the codec cannot encode is returned uncached; bytes
+// it cannot decode are a miss and are deleted. Errors are cached only when
+// CacheErrors or CacheErrorsAs name them.
 //
 // A hit returns exactly what the miss returned, or the function is not
 // cached. JSON and msgpack decode into an interface whatever the bytes look

@@ -80,6 +80,10 @@ func (m *Manager) holdLease(key, token string) *heldLease {
 // used records that a fill stored under the lease: the entry replaced it.
 func (h *heldLease) used() { h.token = "" }
 
+// abandon leaves the lease to expire (backends.Fill's lease lifetime):
+// the backend just failed, and a release would wait on it again.
+func (h *heldLease) abandon() { h.token = "" }
+
 // giveBack releases the lease unless a fill used it. It is safe to call
 // more than once, and with a ctx that has ended.
 func (h *heldLease) giveBack(ctx context.Context) {

@@ -208,7 +208,7 @@ func TestLeaseReturnedOnEveryExit(t *testing.T) {
 func TestLeaseReturnedAfterPanicRedisFillLock(t *testing.T) {
 	ctx := context.Background()
 	mr := miniredis.RunT(t)
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
 	defer client.Close()
 	b := redisbackend.New(client, redisbackend.WithFillLock(), redisbackend.WithLogger(discard))
 	m := New(b, WithPrefix("leasetest"), WithLogger(discard))

@@ -122,12 +122,21 @@ func (m *Manager) usable() error {
 	return m.cfg.configErr
 }
 
-// opContext bounds one lookup or fill.
+// opContext bounds one cache operation by the manager's timeout and, when
+// ctx has a deadline, by half of what remains of it: the cache only saves
+// time, so a slow one must leave the caller's function the other half to
+// run in rather than fail the call.
 func (m *Manager) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if m.cfg.timeout <= 0 {
-		return ctx, func() {}
+	return context.WithTimeout(ctx, cacheBudget(ctx, m.cfg.timeout))
+}
+
+// cacheBudget is d, or half of what remains of ctx's deadline if that is
+// shorter.
+func cacheBudget(ctx context.Context, d time.Duration) time.Duration {
+	if deadline, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(deadline)/2)
 	}
-	return context.WithTimeout(ctx, m.cfg.timeout)
+	return d
 }
 
 // resolveTTL applies the rules: 0 is the default, a default of 0 or
@@ -155,7 +164,7 @@ func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err
 	if !m.cfg.enabled {
 		return false, nil
 	}
-	result, err := m.lookup(ctx, key)
+	result, _, err := m.lookup(ctx, key)
 	if err != nil {
 		return false, err
 	}
@@ -177,21 +186,24 @@ func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err
 }
 
 // lookup reads key, turning unusable hits (corrupt bytes, tags pending
-// invalidation) into misses. Errors are returned only when strict.
-func (m *Manager) lookup(ctx context.Context, key string) (backends.Lookup, error) {
+// invalidation) into misses. reached is false when the backend failed: the
+// rest of the call skips the cache rather than pay another timeout (or
+// round trip) to a backend that just failed. Errors are returned only when
+// strict, or when ctx is done.
+func (m *Manager) lookup(ctx context.Context, key string) (result backends.Lookup, reached bool, err error) {
 	opCtx, cancel := m.opContext(ctx)
-	result, err := m.backend.Lookup(opCtx, m.ns, key)
+	result, err = m.backend.Lookup(opCtx, m.ns, key)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
 			// The caller left; not the backend's failure.
-			return backends.Lookup{}, ctx.Err()
+			return backends.Lookup{}, false, ctx.Err()
 		}
 		m.backendError("lookup", key, err)
 		if m.cfg.strict {
-			return result, fmt.Errorf("depcache: lookup %q: %w", key, err)
+			return result, false, fmt.Errorf("depcache: lookup %q: %w", key, err)
 		}
-		return backends.Lookup{}, nil
+		return backends.Lookup{}, false, nil
 	}
 	if result.Corrupt {
 		m.errorEvent(key, fmt.Errorf("depcache: %q: %w (deleted)", key, backends.ErrCorrupt))
@@ -203,7 +215,7 @@ func (m *Manager) lookup(ctx context.Context, key string) (backends.Lookup, erro
 	if !result.Found {
 		m.miss(key)
 	}
-	return result, nil
+	return result, true, nil
 }
 
 // Exists reports whether a value entry is stored under key.
@@ -273,12 +285,15 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	if err != nil {
 		return m.failOpen("set", key, err)
 	}
-	_, err = m.fill(opCtx, key, payload, deps, since, 0, ttl, "")
-	return err
+	if _, err := m.fill(opCtx, key, payload, deps, since, 0, ttl, ""); err != nil {
+		return m.failOpen("fill", key, err)
+	}
+	return nil
 }
 
 // fill stores a payload, handling the outcomes the same way for Set and
-// memoized functions. A fill the backend refused as stale is not an error.
+// memoized functions. A fill the backend refused as stale is not an error;
+// a backend failure is returned for the caller to report with failOpen.
 func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []string, since backends.Epoch, age, ttl time.Duration, lease string) (stored bool, err error) {
 	err = m.backend.Fill(ctx, m.ns, backends.Fill{
 		Key:   key,
@@ -294,7 +309,7 @@ func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []s
 		m.emit(Event{Kind: EventSkip, Key: key, Deps: deps, Err: err})
 		return false, nil
 	case err != nil:
-		return false, m.failOpen("fill", key, err)
+		return false, err
 	}
 	m.stats.sets.Add(1)
 	m.emit(Event{Kind: EventSet, Key: key, Deps: deps, TTL: ttl})

@@ -312,16 +312,22 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 
 	var (
 		l        backends.Lookup
+		reached  bool
 		err      error
 		deadline time.Time
 		backoff  = time.Millisecond
 	)
 	for {
-		l, err = m.lookup(ctx, key)
+		l, reached, err = m.lookup(ctx, key)
 		if err != nil { // strict, or ctx is done
 			var zero R
 			s.report(m, key, args, false, zero, err)
 			return zero, err
+		}
+		if !reached {
+			// The backend failed (logged and counted): a miss during an
+			// outage costs one timeout, not one per round trip.
+			return runUncached(ctx, s, m, parent, key, args, fn)
 		}
 		if l.Found {
 			var v R
@@ -345,9 +351,10 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 			break
 		}
 		// Another process is filling this key: wait for its value a
-		// little, then compute without filling.
+		// little (no more than half the caller's remaining time, as for
+		// any cache operation), then compute without filling.
 		if deadline.IsZero() {
-			deadline = time.Now().Add(m.cfg.fillWait)
+			deadline = time.Now().Add(cacheBudget(ctx, m.cfg.fillWait))
 		}
 		wait := min(backoff, time.Until(deadline))
 		if wait <= 0 {
@@ -367,12 +374,15 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	defer lease.giveBack(ctx)
 	since := l.Epoch
 	if since.IsZero() {
-		// The entry was unusable, or the lookup failed open: read the
-		// epoch now, before the computation.
+		// The entry was unusable (corrupt, or tagged with a pending
+		// invalidation): read the epoch now, before the computation.
 		ectx, cancel := m.opContext(ctx)
 		since, err = m.backend.Epoch(ectx)
 		cancel()
 		if err != nil {
+			// Releasing the lease would wait on the backend that just
+			// failed; it expires on its own.
+			lease.abandon()
 			if err := m.failOpen("epoch", key, err); err != nil {
 				var zero R
 				return zero, err
@@ -427,6 +437,12 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	if stored {
 		lease.used()
 	}
+	if fillErr != nil {
+		// As for the epoch read: the lease expires on its own rather than
+		// cost the call a second timeout.
+		lease.abandon()
+		fillErr = m.failOpen("fill", key, fillErr)
+	}
 	if f != nil && stored {
 		f.stored, f.val, f.err, f.deps, f.since = true, v, fnErr, c.final.deps, c.final.since
 	}
@@ -459,7 +475,8 @@ func runUncached[R any](ctx context.Context, s *memoSpec, m *Manager, parent *co
 	return v, err
 }
 
-// store fills the cache with what computation c returned, if it may.
+// store fills the cache with what computation c returned, if it may. err
+// is the backend's failure, not yet reported.
 func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any, fnErr error) (stored bool, err error) {
 	f := c.final
 	var payload []byte

@@ -140,7 +140,11 @@ func WithBackend(b backends.Backend) Option {
 
 // WithTimeout bounds each lookup and fill (default DefaultTimeout); it must
 // be positive, since an unbounded lookup would make a frozen Redis stall
-// every caller. A lookup that times out is a miss.
+// every caller. A lookup that times out is a miss, and the rest of that
+// call skips the cache (no epoch read, no fill). When the caller's context
+// has a deadline, a wait before the function (a lookup, an epoch read, the
+// wait for another process's fill) takes at most half of what remains of
+// it, so that the function still runs within the deadline.
 func WithTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {

@@ -29,12 +29,15 @@ type redisTarget struct {
 func redisTargets(tb testing.TB) []redisTarget {
 	tb.Helper()
 	mr := miniredis.RunT(tb)
-	targets := []redisTarget{{"miniredis", redis.NewClient(&redis.Options{Addr: mr.Addr()})}}
+	// redisbackend refuses reads and fills on a client that ignores
+	// context deadlines.
+	targets := []redisTarget{{"miniredis", redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})}}
 	if url := os.Getenv("REDIS_URL"); url != "" {
 		opt, err := redis.ParseURL(url)
 		if err != nil {
 			tb.Fatalf("REDIS_URL: %v", err)
 		}
+		opt.ContextTimeoutEnabled = true
 		targets = append(targets, redisTarget{"redis", redis.NewClient(opt)})
 	}
 	for _, tg := range targets {
@@ -179,7 +182,7 @@ func TestFillLockAcrossProcesses(t *testing.T) {
 			prefix := randomPrefix(t)
 			rt := &roundTrips{}
 			o := tg.client.Options()
-			c2 := redis.NewClient(&redis.Options{Addr: o.Addr, DB: o.DB})
+			c2 := redis.NewClient(&redis.Options{Addr: o.Addr, DB: o.DB, ContextTimeoutEnabled: true})
 			defer c2.Close()
 			c2.AddHook(rt)
 			p1 := depcache.New(redisbackend.New(tg.client, redisbackend.WithFillLock()), depcache.WithPrefix(prefix), depcache.WithLogger(quiet))

@@ -49,12 +49,13 @@ func benchRedis(b *testing.B) (string, backends.Backend) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		opt.ContextTimeoutEnabled = true
 		c := redis.NewClient(opt)
 		b.Cleanup(func() { c.Close() })
 		return "redis", redisbackend.New(c)
 	}
 	mr := miniredis.RunT(b)
-	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
 	b.Cleanup(func() { c.Close() })
 	return "miniredis", redisbackend.New(c)
 }

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,10 +47,13 @@ type Backend struct {
 	log   *slog.Logger
 	topo  topology
 
-	closed atomic.Bool
+	closed    atomic.Bool
+	clientErr error // the client cannot honour deadlines (deadlines.go)
 
-	connectMu sync.Mutex
-	srv       atomic.Pointer[server]
+	// connecting is held by the one caller learning the server; a channel,
+	// not a mutex, so that the others wait no longer than their context.
+	connecting chan struct{}
+	srv        atomic.Pointer[server]
 }
 
 var (
@@ -94,14 +96,24 @@ type server struct {
 
 // New returns a Backend on c. It does not own c: Close leaves c open.
 // Nothing is sent to the server until the Backend is first used.
+//
+// Every call must end at its context's deadline, even on a server that
+// accepts connections and never answers, which go-redis does only with
+// ContextTimeoutEnabled: on a *redis.Client (standalone or failover),
+// *redis.ClusterClient or *redis.Ring built without it, Lookup and Fill
+// fail with ErrNoContextTimeout (logged here once) and the cache serves
+// uncached; invalidations still run.
 func New(c redis.UniversalClient, opts ...Option) *Backend {
-	b := &Backend{c: c, cfg: defaultConfig()}
+	b := &Backend{c: c, cfg: defaultConfig(), connecting: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(&b.cfg)
 	}
 	b.log = b.cfg.logger
 	if b.log == nil {
 		b.log = slog.Default()
+	}
+	if b.clientErr = clientHonoursDeadlines(c); b.clientErr != nil {
+		b.log.Error("redisbackend: cache reads and fills are disabled", "err", b.clientErr)
 	}
 	switch cc, isCluster := c.(*redis.ClusterClient); {
 	case isCluster:
@@ -143,8 +155,12 @@ func (b *Backend) connected(ctx context.Context) (*server, error) {
 	}
 	srv := b.srv.Load()
 	if srv == nil {
-		b.connectMu.Lock()
-		defer b.connectMu.Unlock()
+		select {
+		case b.connecting <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		defer func() { <-b.connecting }()
 		if srv = b.srv.Load(); srv == nil {
 			var err error
 			if srv, err = b.topo.connect(ctx); err != nil {
@@ -159,6 +175,9 @@ func (b *Backend) connected(ctx context.Context) (*server, error) {
 // usable is connected, for the calls that read or fill entries: they fail
 // under a policy that may evict metadata.
 func (b *Backend) usable(ctx context.Context) (*server, error) {
+	if b.clientErr != nil {
+		return nil, b.clientErr
+	}
 	srv, err := b.connected(ctx)
 	if err == nil && srv.unsafe {
 		err = fmt.Errorf("%w (policy %s)", ErrUnsafePolicy, srv.policy)

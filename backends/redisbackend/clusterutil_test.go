@@ -255,7 +255,7 @@ func (tc *testCluster) client(hooks ...redis.Hook) *redis.ClusterClient {
 	for _, nd := range tc.live() {
 		addrs = append(addrs, nd.addr)
 	}
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true})
 	for _, h := range hooks {
 		c.AddHook(h)
 	}

@@ -10,6 +10,26 @@
 // FromEnv opens one from REDIS_URL or REDIS_HOST/PORT/PASSWORD/DB and closes
 // it on Close. Nothing is sent to the server until the first call.
 //
+// # Timeouts
+//
+// Every call ends at its context's deadline, even on a server that accepts
+// connections and never answers (SIGSTOP, a long script, a full kernel
+// backlog): go-redis honours deadlines only with ContextTimeoutEnabled, and
+// otherwise waits for its ReadTimeout (3 s) or DialTimeout (5 s) however
+// short the context. FromEnv's client sets it, with a 1 s dial timeout and
+// 3 s read and write timeouts for calls whose context has no deadline (a
+// REDIS_URL's own dial_timeout, read_timeout and write_timeout win). A
+// *redis.Client (standalone or failover), *redis.ClusterClient or
+// *redis.Ring given to New must be built with ContextTimeoutEnabled: true;
+// without it Lookup and Fill fail with ErrNoContextTimeout (served
+// uncached, logged by New) while invalidations still run, so that other
+// processes see them. New does not turn the option on itself: that would
+// write to options the client reads at every command, racing with whoever
+// already uses it, and change the caller's own commands. A client of
+// another type is trusted to honour deadlines. Callers arriving while the
+// first call learns the server wait for it no longer than their own
+// context.
+//
 // # Key layout
 //
 // For a namespace ns (a manager's prefix, such as "cache:users"):

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -17,11 +18,18 @@ import (
 // (default 0). A value that cannot be parsed is an error naming the
 // variable. Nothing is dialled until the Backend is first used. The Backend
 // owns its client: Close closes it.
+//
+// The client honours context deadlines (ContextTimeoutEnabled), so each
+// cache operation ends within the manager's timeout even on a server that
+// accepts connections and never answers. Calls with no deadline are bounded
+// by the dial, read and write timeouts (envTimeouts), unless REDIS_URL sets
+// its own (dial_timeout, read_timeout, write_timeout).
 func FromEnv() (*Backend, error) {
 	opt, err := envOptions(os.LookupEnv)
 	if err != nil {
 		return nil, err
 	}
+	withEnvTimeouts(opt)
 	b := New(redis.NewClient(opt))
 	b.owned = true
 	return b, nil
@@ -74,4 +82,29 @@ func envOptions(lookup func(string) (string, bool)) (*redis.Options, error) {
 		Password: password,
 		DB:       db,
 	}, nil
+}
+
+// The timeouts of the client FromEnv builds, for what the context does not
+// bound: a call whose context has no deadline (Clear, Delete, a caller's
+// own). Shorter than go-redis's defaults (5 s dial) so that a host that
+// does not answer is given up on in about a second.
+const (
+	envDialTimeout  = time.Second
+	envReadTimeout  = 3 * time.Second
+	envWriteTimeout = 3 * time.Second
+)
+
+// withEnvTimeouts makes opt honour context deadlines and fills the
+// timeouts the URL left unset.
+func withEnvTimeouts(opt *redis.Options) {
+	opt.ContextTimeoutEnabled = true
+	if opt.DialTimeout == 0 {
+		opt.DialTimeout = envDialTimeout
+	}
+	if opt.ReadTimeout == 0 {
+		opt.ReadTimeout = envReadTimeout
+	}
+	if opt.WriteTimeout == 0 {
+		opt.WriteTimeout = envWriteTimeout
+	}
 }

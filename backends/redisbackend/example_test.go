@@ -23,7 +23,7 @@ func Example() {
 		panic(err)
 	}
 	defer mr.Close()
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
 	defer client.Close()
 
 	// miniredis refuses CONFIG GET: the backend assumes noeviction (and

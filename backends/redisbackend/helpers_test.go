@@ -91,6 +91,7 @@ func miniTarget(tb testing.TB) target {
 }
 
 func newClient(tb testing.TB, opt *redis.Options, hooks []redis.Hook) *redis.Client {
+	opt.ContextTimeoutEnabled = true // New refuses reads and fills without it
 	c := redis.NewClient(opt)
 	for _, h := range hooks {
 		c.AddHook(h)

@@ -739,7 +739,7 @@ func TestPruning(t *testing.T) {
 }
 
 func TestClusterUnreachable(t *testing.T) {
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, MaxRedirects: -1})
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, MaxRedirects: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = c.Close() })
 	b := New(c, WithLogger(testLogger(t)))
 	if _, err := b.Lookup(t.Context(), "ns", "k"); err == nil {

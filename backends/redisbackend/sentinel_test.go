@@ -30,7 +30,7 @@ func TestSentinel(t *testing.T) {
 		defer c.Close()
 		return strings.Contains(c.Info(ctx, "replication").Val(), "master_link_status:up")
 	})
-	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "depcache", SentinelAddrs: []string{sentinel}})
+	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "depcache", SentinelAddrs: []string{sentinel}, ContextTimeoutEnabled: true})
 	defer c.Close()
 	b := New(c, WithLogger(testLogger(t)))
 	ns := "sentinel"

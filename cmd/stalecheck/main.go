@@ -79,6 +79,7 @@ func run(reads, readers, writers, rows int, modeName, redisURL, pgDSN string) er
 		if err != nil {
 			return fmt.Errorf("-redis: %w", err)
 		}
+		opt.ContextTimeoutEnabled = true
 		c := redis.NewClient(opt)
 		defer c.Close()
 		backend = redisbackend.New(c)

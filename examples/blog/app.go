@@ -87,6 +87,9 @@ func openInfra(dsn, store string) (in *infra, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("REDIS_URL: %w", err)
 		}
+		// Without it a frozen Redis would hold each cached call for the
+		// client's ReadTimeout; redisbackend refuses such a client.
+		opt.ContextTimeoutEnabled = true
 		c := redis.NewClient(opt)
 		in.closers = append(in.closers, c.Close)
 		in.redis, in.cacheDesc = c, "Redis at "+opt.Addr+" (REDIS_URL)"
@@ -96,7 +99,7 @@ func openInfra(dsn, store string) (in *infra, err error) {
 			return nil, fmt.Errorf("start miniredis: %w", err)
 		}
 		in.closers = append(in.closers, func() error { mr.Close(); return nil })
-		c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		c := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
 		in.closers = append(in.closers, c.Close)
 		in.redis, in.cacheDesc = c, "in-process miniredis at "+mr.Addr()
 	}

@@ -24,7 +24,7 @@ func TestNoStaleReadsUnderEviction(t *testing.T) {
 	for _, policy := range []string{"volatile-lru", "allkeys-lru"} {
 		t.Run(policy, func(t *testing.T) {
 			addr := redistest.Start(t, "--maxmemory", "3mb", "--maxmemory-policy", policy)
-			c := redis.NewClient(&redis.Options{Addr: addr})
+			c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 			defer c.Close()
 			ctx, stop := context.WithCancel(context.Background())
 			var wg sync.WaitGroup

@@ -76,6 +76,7 @@ func targets(t *testing.T) []target {
 			if err != nil {
 				t.Fatal(err)
 			}
+			opt.ContextTimeoutEnabled = true
 			c := redis.NewClient(opt)
 			t.Cleanup(func() { c.Close() })
 			return redisbackend.New(c)
