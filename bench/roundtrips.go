@@ -56,6 +56,9 @@ func NewClient(url, name string, poolSize int) (*Client, error) {
 		return '-'
 	}, name) // CLIENT SETNAME refuses spaces and most punctuation
 	opt.ClientName = name
+	// depcache refuses clients that ignore context deadlines; the option
+	// changes nothing for calls without one, so every contender gets it.
+	opt.ContextTimeoutEnabled = true
 	if poolSize > 0 {
 		opt.PoolSize = poolSize
 	}
