@@ -46,7 +46,7 @@ func TestFillLock(t *testing.T) {
 			p2 := newBackend(t, tg, WithFillLock())
 			plain := newBackend(t, tg) // a store without the option reads leases right too
 			ns := randomName(t, "lock")
-			t.Cleanup(func() { p1.Clear(context.Background(), ns) })
+			clearAtEnd(t, p1, ns)
 
 			l1, err := p1.Lookup(ctx, ns, "k")
 			if err != nil || l1.Found || l1.Lease == "" || l1.Busy {

@@ -221,13 +221,28 @@ func (b *tidyBackend) Clear(ctx context.Context, ns string) (int, error) {
 }
 
 func (b *tidyBackend) Close() error {
-	sweep := sweeper(b.Backend)
 	for ns := range b.nss {
-		if _, err := sweep.Clear(context.Background(), ns); err != nil {
+		if err := sweep(context.Background(), b.Backend, ns); err != nil {
 			return err
 		}
 	}
 	return b.Backend.Close()
+}
+
+// sweep removes everything of ns from b's server, stamps included: Clear
+// by a sweeper, then the namespace stamp that Clear writes and the tag
+// index that holds it, one by one (they may live in different Cluster
+// slots).
+func sweep(ctx context.Context, b *Backend, ns string) error {
+	if _, err := sweeper(b).Clear(ctx, ns); err != nil {
+		return fmt.Errorf("Clear(%q): %w", ns, err)
+	}
+	for _, k := range []string{clearKey(ns), tagIndexKey(ns)} {
+		if err := b.c.Unlink(ctx, k).Err(); err != nil {
+			return fmt.Errorf("unlink %q: %w", k, err)
+		}
+	}
+	return nil
 }
 
 // sweeper returns a Backend on b's client whose Clear drops every stamp.
@@ -237,12 +252,12 @@ func sweeper(b *Backend) *Backend {
 	return s
 }
 
-// clearAtEnd clears ns, stamps included, when the test ends, to leave a
+// clearAtEnd removes ns, stamps included, when the test ends, to leave a
 // shared server tidy.
 func clearAtEnd(tb testing.TB, b *Backend, ns string) {
 	tb.Cleanup(func() {
-		if _, err := sweeper(b).Clear(context.Background(), ns); err != nil {
-			tb.Errorf("Clear(%q): %v", ns, err)
+		if err := sweep(context.Background(), b, ns); err != nil {
+			tb.Error(err)
 		}
 	})
 }

@@ -593,8 +593,8 @@ func TestEpochLost(t *testing.T) {
 			key := randomName(t, "test-epoch:")
 			b := newBackendHooked(t, tg, []redis.Hook{&cnt}, WithEpochKey(key))
 			ns := randomName(t, "lost")
+			t.Cleanup(func() { b.c.Del(context.Background(), key) }) // after clearAtEnd, whose Clear advances the epoch
 			clearAtEnd(t, b, ns)
-			t.Cleanup(func() { b.c.Del(context.Background(), key) })
 			ctx := t.Context()
 			warm(t, b)
 			cnt.reset()

@@ -468,6 +468,13 @@ func TestDemo(t *testing.T) {
 // TestRunDemo runs the command as `-demo` does: flags, its own database,
 // Redis and server, and their shutdown.
 func TestRunDemo(t *testing.T) {
+	// The command names its manager "blog": a prefix of the test's own
+	// keeps a shared Redis apart and lets the test remove what it wrote.
+	prefix := fmt.Sprintf("dctest-blogdemo-%d", time.Now().UnixNano())
+	t.Setenv("DEP_CACHE_PREFIX", prefix)
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		redistest.RemoveNamespaceAtEnd(t, url, prefix+":blog")
+	}
 	var out, errs bytes.Buffer
 	if err := run(context.Background(), []string{"-demo", "-seed", seedPath}, &out, &errs); err != nil {
 		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errs.String())
