@@ -40,6 +40,9 @@ type sharedDeadline struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	deadline time.Time
+	// background bounds context.Background() itself, the commonest
+	// caller context, made once so that such operations allocate nothing.
+	background *boundCtx
 }
 
 // opDeadlines hands out the manager's current shared deadline.
@@ -58,6 +61,7 @@ func (o *opDeadlines) get(timeout time.Duration) *sharedDeadline {
 	d := now.Add(timeout)
 	ctx, cancel := context.WithDeadline(context.Background(), d)
 	s := &sharedDeadline{ctx: ctx, cancel: cancel, deadline: d}
+	s.background = &boundCtx{Context: context.Background(), shared: s}
 	o.current.Store(s)
 	return s
 }
@@ -88,7 +92,11 @@ func noCancel() {}
 func (m *Manager) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	if ctx.Done() == nil {
 		if _, ok := ctx.Deadline(); !ok {
-			return &boundCtx{Context: ctx, shared: m.deadlines.get(m.cfg.timeout)}, noCancel
+			shared := m.deadlines.get(m.cfg.timeout)
+			if ctx == context.Background() {
+				return shared.background, noCancel
+			}
+			return &boundCtx{Context: ctx, shared: shared}, noCancel
 		}
 	}
 	return context.WithTimeout(ctx, cacheBudget(ctx, m.cfg.timeout))

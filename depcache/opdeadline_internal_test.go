@@ -68,3 +68,22 @@ func TestOpContextFollowsTheCallersCancel(t *testing.T) {
 		t.Errorf("Err = %v, want Canceled", ctx.Err())
 	}
 }
+
+// Operations under context.Background() share one bound context and
+// allocate nothing for it; others keep their own values.
+func TestOpContextBackgroundAllocatesNothing(t *testing.T) {
+	m := New(memory.New(), WithTimeout(time.Hour))
+	defer m.Close()
+	allocs := testing.AllocsPerRun(100, func() {
+		_, cancel := m.opContext(context.Background())
+		cancel()
+	})
+	if allocs != 0 {
+		t.Errorf("opContext(Background) allocates %v times, want 0", allocs)
+	}
+	ctx, cancel := m.opContext(context.WithValue(context.Background(), opKey{}, "w"))
+	defer cancel()
+	if ctx.Value(opKey{}) != "w" {
+		t.Error("a caller's value is lost")
+	}
+}
