@@ -2,6 +2,7 @@ package depcache
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 )
@@ -19,18 +20,25 @@ import (
 //
 // A context that reports a deadline but never closes Done would leave the
 // pool wait unbounded, so it is not an option. Instead, operations whose
-// caller context can neither end nor carries a deadline (Background, or
-// WithoutCancel, as fills and most callers that are not HTTP handlers
-// use) share one deadline context per manager: a new one, due at
-// now+timeout, is made only when the current one is due earlier than
-// now+timeout-timeout/sharedSlack. An operation on a shared context thus
-// ends between timeout-timeout/sharedSlack and timeout after it began,
-// never later, with its Done closing at the same instant its socket
-// deadline passes; the runtime arms one timer per timeout/sharedSlack
-// instead of one per operation. A caller context that can end or has a
-// deadline of its own takes context.WithTimeout as before: its
-// cancellation must reach the operation, and its budget is half of what
-// remains of its deadline.
+// caller context has no deadline of its own share one deadline context per
+// manager: a new one, due at now+timeout, is made only when the current one
+// is due earlier than now+timeout-timeout/sharedSlack. An operation on a
+// shared deadline thus ends between timeout-timeout/sharedSlack and timeout
+// after it began, never later, with its Done closing at the instant its
+// socket deadline passes; the runtime arms one timer per
+// timeout/sharedSlack instead of one per operation.
+//
+//   - A caller context that can never end (Background, WithoutCancel: fills,
+//     and most callers that are not request handlers) is wrapped as is:
+//     Done is the shared one.
+//   - One that can end (an HTTP request's) gets a context.WithCancelCause
+//     child, cancelled by the shared deadline through context.AfterFunc: a
+//     registration in the shared context instead of a timer. It costs
+//     three allocations more than WithTimeout but no thread wakeup; on a
+//     warm Redis hit it measured as fast as the Background path and 1.5x
+//     faster than a per-operation timer (interleaved, same run).
+//   - One with a deadline keeps context.WithTimeout: its budget is half of
+//     what remains of that deadline, different for every call.
 const sharedSlack = 8
 
 // sharedDeadline is one deadline context that operations share. cancel is
@@ -85,18 +93,45 @@ func (c *boundCtx) AfterFunc(f func()) func() bool { return context.AfterFunc(c.
 
 func noCancel() {}
 
+// cancellableBound is a caller's context that can end, bounded by a shared
+// deadline: Context is a WithCancelCause child of the caller's, cancelled
+// by the shared deadline through context.AfterFunc (a registration in the
+// shared context, no timer of its own).
+type cancellableBound struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c *cancellableBound) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// Err reports DeadlineExceeded, as a context.WithTimeout would, when the
+// shared deadline ended the operation rather than the caller.
+func (c *cancellableBound) Err() error {
+	err := c.Context.Err()
+	if err != nil && errors.Is(context.Cause(c.Context), context.DeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
 // opContext bounds one cache operation by the manager's timeout and, when
 // ctx has a deadline, by half of what remains of it: the cache only saves
 // time, so a slow one must leave the caller's function the other half to
 // run in rather than fail the call. See "Why operations share deadlines".
 func (m *Manager) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if ctx.Done() == nil {
-		if _, ok := ctx.Deadline(); !ok {
-			shared := m.deadlines.get(m.cfg.timeout)
+	if _, ok := ctx.Deadline(); !ok {
+		shared := m.deadlines.get(m.cfg.timeout)
+		if ctx.Done() == nil {
 			if ctx == context.Background() {
 				return shared.background, noCancel
 			}
 			return &boundCtx{Context: ctx, shared: shared}, noCancel
+		}
+		cctx, cancel := context.WithCancelCause(ctx)
+		stop := context.AfterFunc(shared.ctx, func() { cancel(context.DeadlineExceeded) })
+		return &cancellableBound{Context: cctx, deadline: shared.deadline}, func() {
+			stop()
+			cancel(context.Canceled)
 		}
 	}
 	return context.WithTimeout(ctx, cacheBudget(ctx, m.cfg.timeout))

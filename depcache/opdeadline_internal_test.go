@@ -87,3 +87,30 @@ func TestOpContextBackgroundAllocatesNothing(t *testing.T) {
 		t.Error("a caller's value is lost")
 	}
 }
+
+// An operation under a caller context that can end is bounded by the
+// shared deadline too, and reports DeadlineExceeded when that ends it.
+func TestOpContextCancellableCallerGetsTheSharedDeadline(t *testing.T) {
+	const timeout = 30 * time.Millisecond
+	m := New(memory.New(), WithTimeout(timeout))
+	defer m.Close()
+	parent, stop := context.WithCancel(context.WithValue(context.Background(), opKey{}, "c"))
+	defer stop()
+	ctx, cancel := m.opContext(parent)
+	defer cancel()
+	returned := time.Now()
+	deadline, ok := ctx.Deadline()
+	if !ok || deadline.After(returned.Add(timeout)) {
+		t.Fatalf("deadline %v, %v; want one no later than %v", deadline, ok, returned.Add(timeout))
+	}
+	if ctx.Value(opKey{}) != "c" {
+		t.Error("the caller's value is lost")
+	}
+	<-ctx.Done()
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Errorf("Err = %v, want DeadlineExceeded", ctx.Err())
+	}
+	if parent.Err() != nil {
+		t.Error("the operation's end cancelled the caller's context")
+	}
+}
