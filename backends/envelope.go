@@ -39,50 +39,82 @@ func EncodeEntry(e Entry) []byte {
 // DecodeEntry parses an envelope. Bytes that are not one give an error
 // wrapping ErrCorrupt, never a panic. The returned Value aliases b.
 func DecodeEntry(b []byte) (Entry, error) {
-	var e Entry
-	if len(b) < 3 || b[0] != 'd' || b[1] != 'c' {
-		return e, fmt.Errorf("%w: not an envelope", ErrCorrupt)
+	e, rest, err := decodeHeader(string(b))
+	if err != nil {
+		return Entry{}, err
 	}
-	if b[2] != envelopeVersion {
-		return e, fmt.Errorf("%w: envelope version %d", ErrCorrupt, b[2])
+	e.Value = b[len(b)-len(rest):]
+	return e, nil
+}
+
+// DecodeEntryString is DecodeEntry for an envelope a client returned as a
+// string (go-redis does): the era and the tags are substrings of s, not
+// copies, and only the value is copied out, so a hit allocates the tag
+// slice and the value and nothing per field.
+func DecodeEntryString(s string) (Entry, error) {
+	e, rest, err := decodeHeader(s)
+	if err != nil {
+		return Entry{}, err
 	}
-	r := b[3:]
-	str := func() (string, bool) {
-		l, k := binary.Uvarint(r)
-		if k <= 0 || l > uint64(len(r)-k) {
-			return "", false
-		}
-		s := string(r[k : k+int(l)])
-		r = r[k+int(l):]
-		return s, true
+	e.Value = []byte(rest)
+	return e, nil
+}
+
+// decodeHeader parses everything before the value; its strings are
+// substrings of s, and rest is the value.
+func decodeHeader(s string) (e Entry, rest string, err error) {
+	if len(s) < 3 || s[0] != 'd' || s[1] != 'c' {
+		return e, "", fmt.Errorf("%w: not an envelope", ErrCorrupt)
 	}
-	num := func() (uint64, bool) {
-		v, k := binary.Uvarint(r)
-		if k <= 0 {
-			return 0, false
-		}
-		r = r[k:]
-		return v, true
+	if s[2] != envelopeVersion {
+		return e, "", fmt.Errorf("%w: envelope version %d", ErrCorrupt, s[2])
 	}
+	r := s[3:]
 	var ok bool
-	if e.Since.Era, ok = str(); !ok {
-		return Entry{}, fmt.Errorf("%w: truncated era", ErrCorrupt)
+	if e.Since.Era, r, ok = readString(r); !ok {
+		return Entry{}, "", fmt.Errorf("%w: truncated era", ErrCorrupt)
 	}
-	if e.Since.N, ok = num(); !ok {
-		return Entry{}, fmt.Errorf("%w: truncated epoch", ErrCorrupt)
+	if e.Since.N, r, ok = readUvarint(r); !ok {
+		return Entry{}, "", fmt.Errorf("%w: truncated epoch", ErrCorrupt)
 	}
-	count, ok := num()
+	count, r, ok := readUvarint(r)
 	if !ok || count > uint64(len(r)) { // every tag takes at least one byte
-		return Entry{}, fmt.Errorf("%w: bad dependency count", ErrCorrupt)
+		return Entry{}, "", fmt.Errorf("%w: bad dependency count", ErrCorrupt)
 	}
 	if count > 0 {
 		e.Deps = make([]string, count)
 		for i := range e.Deps {
-			if e.Deps[i], ok = str(); !ok {
-				return Entry{}, fmt.Errorf("%w: truncated dependency", ErrCorrupt)
+			if e.Deps[i], r, ok = readString(r); !ok {
+				return Entry{}, "", fmt.Errorf("%w: truncated dependency", ErrCorrupt)
 			}
 		}
 	}
-	e.Value = r
-	return e, nil
+	return e, r, nil
+}
+
+// readUvarint reads a uvarint from the front of r (binary.Uvarint over a
+// string, which it does not take without a copy).
+func readUvarint(r string) (v uint64, rest string, ok bool) {
+	var shift uint
+	for i := 0; i < len(r) && i < binary.MaxVarintLen64; i++ {
+		c := r[i]
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				return 0, r, false // overflow
+			}
+			return v | uint64(c)<<shift, r[i+1:], true
+		}
+		v |= uint64(c&0x7f) << shift
+		shift += 7
+	}
+	return 0, r, false
+}
+
+// readString reads a uvarint length and that many bytes from r.
+func readString(r string) (s, rest string, ok bool) {
+	l, r, ok := readUvarint(r)
+	if !ok || l > uint64(len(r)) {
+		return "", r, false
+	}
+	return r[:l], r[l:], true
 }

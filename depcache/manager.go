@@ -37,13 +37,14 @@ type Manager struct {
 	release  func() error // closes what this manager opened itself
 	registry *Registry
 
-	stats    counters
-	pending  *pendingSet
-	closed   atomic.Bool
-	flights  flightGroup
-	noDepLog sync.Map // function identities already logged for a fill with no dependency
-	logged   sync.Map // ids of messages logOnce has logged
-	closures sync.Map // function identity -> *closureOwner (closures.go)
+	stats     counters
+	pending   *pendingSet
+	closed    atomic.Bool
+	flights   flightGroup
+	noDepLog  sync.Map    // function identities already logged for a fill with no dependency
+	logged    sync.Map    // ids of messages logOnce has logged
+	closures  sync.Map    // function identity -> *closureOwner (closures.go)
+	deadlines opDeadlines // shared operation deadlines (opdeadline.go)
 }
 
 // New returns a manager storing in b. It does not register the manager (see
@@ -120,14 +121,6 @@ func (m *Manager) usable() error {
 		return ErrClosed
 	}
 	return m.cfg.configErr
-}
-
-// opContext bounds one cache operation by the manager's timeout and, when
-// ctx has a deadline, by half of what remains of it: the cache only saves
-// time, so a slow one must leave the caller's function the other half to
-// run in rather than fail the call.
-func (m *Manager) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, cacheBudget(ctx, m.cfg.timeout))
 }
 
 // cacheBudget is d, or half of what remains of ctx's deadline if that is

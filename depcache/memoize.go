@@ -321,7 +321,7 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		l, reached, err = m.lookup(ctx, key)
 		if err != nil { // strict, or ctx is done
 			var zero R
-			s.report(m, key, args, false, zero, err)
+			reportTo(s, m, key, args, false, zero, err)
 			return zero, err
 		}
 		if !reached {
@@ -341,7 +341,7 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 					parent.inherit(m, l.Entry.Deps)
 					parent.useEntry(l.Entry.Since)
 				}
-				s.report(m, key, args, true, v, cached)
+				reportTo(s, m, key, args, true, v, cached)
 				return v, cached
 			}
 			m.dropCorrupt(ctx, key, derr)
@@ -408,7 +408,7 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 				parent.inherit(m, f.deps)
 				parent.useEntry(f.since)
 			}
-			s.report(m, key, args, true, v, f.err)
+			reportTo(s, m, key, args, true, v, f.err)
 			return v, f.err
 		}
 		// The leader stored nothing: its value may be one an invalidation
@@ -447,10 +447,10 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		f.stored, f.val, f.err, f.deps, f.since = true, v, fnErr, c.final.deps, c.final.since
 	}
 	if fillErr != nil {
-		s.report(m, key, args, false, v, fillErr)
+		reportTo(s, m, key, args, false, v, fillErr)
 		return v, fillErr
 	}
-	s.report(m, key, args, false, v, fnErr)
+	reportTo(s, m, key, args, false, v, fnErr)
 	return v, fnErr
 }
 
@@ -471,7 +471,7 @@ func compute[R any](ctx context.Context, c *computation, s *memoSpec, fn func(co
 func runUncached[R any](ctx context.Context, s *memoSpec, m *Manager, parent *computation, key string, args []any, fn func(context.Context) (R, error)) (R, error) {
 	c := &computation{m: m, key: key, parent: parent, transparent: true, start: time.Now(), skip: "uncached"}
 	v, err := compute(ctx, c, s, fn)
-	s.report(m, key, args, false, v, err)
+	reportTo(s, m, key, args, false, v, err)
 	return v, err
 }
 
@@ -532,6 +532,16 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 		return false, nil
 	}
 	return stored, nil
+}
+
+// reportTo is report for a result of type R: it boxes v into the Result
+// only when an OnResult callback is set, so that a call without one (the
+// common case, and every hit) pays no allocation for it.
+func reportTo[R any](s *memoSpec, m *Manager, key string, args []any, hit bool, v R, err error) {
+	if s.onResult == nil {
+		return
+	}
+	s.report(m, key, args, hit, v, err)
 }
 
 func (s *memoSpec) report(m *Manager, key string, args []any, hit bool, v any, err error) {

@@ -228,3 +228,43 @@ func TestFailedCallLeavesItsLeaseToExpire(t *testing.T) {
 		})
 	}
 }
+
+// The same under a caller context that can end but has no deadline (an
+// HTTP request's): such operations are bounded by a shared deadline
+// without a timer of their own, and must still end within the timeout, on
+// every call and with several at once on a one-connection pool (the
+// others wait for a pool turn, which only ctx.Done() bounds).
+func TestFrozenRedisCancellableCallerPaysOneTimeout(t *testing.T) {
+	addr, _ := redistest.Frozen(t)
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, PoolSize: 1, PoolTimeout: time.Minute})
+	t.Cleanup(func() { c.Close() })
+	m := depcache.New(redisbackend.New(c, redisbackend.WithLogger(quiet)),
+		depcache.WithLogger(quiet), depcache.WithPrefix("frozen"), depcache.WithTimeout(cacheTimeout))
+	t.Cleanup(func() { m.Close() })
+	square := depcache.Memoize(func(ctx context.Context, n int) (int, error) {
+		return n * n, nil
+	}, depcache.Using(m), depcache.KeyName("square-cancellable"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range 3 {
+		start := time.Now()
+		errs := make(chan error, 4)
+		for range 4 {
+			go func() {
+				v, err := square(ctx, 7)
+				if err == nil && v != 49 {
+					err = context.Canceled // any non-nil: a wrong value
+				}
+				errs <- err
+			}()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+		if took := time.Since(start); took > frozenBound {
+			t.Errorf("round %d took %v, want at most %v (timeout %v)", i, took, frozenBound, cacheTimeout)
+		}
+	}
+}

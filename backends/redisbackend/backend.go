@@ -119,9 +119,10 @@ func New(c redis.UniversalClient, opts ...Option) *Backend {
 	case isCluster:
 		b.topo = &cluster{client: cc, cfg: &b.cfg, log: b.log}
 	case b.cfg.fillLock:
-		b.topo = &lockedSingle{single{client: c, cfg: &b.cfg, log: b.log, leases: true}}
+		b.topo = &lockedSingle{newSingle(c, &b.cfg, b.log, true)}
 	default:
-		b.topo = &single{client: c, cfg: &b.cfg, log: b.log}
+		s := newSingle(c, &b.cfg, b.log, false)
+		b.topo = &s
 	}
 	return b
 }

@@ -146,7 +146,7 @@ func (c *cluster) lookup(ctx context.Context, srv *server, ns, key string) (back
 	case isLease(v):
 		res.Busy = true
 	default:
-		e, derr := backends.DecodeEntry([]byte(v))
+		e, derr := backends.DecodeEntryString(v)
 		if derr == nil {
 			return backends.Lookup{Found: true, Entry: e}, nil
 		}

@@ -23,6 +23,13 @@ type single struct {
 	// (WithFillLock, single_filllock.go), so that they count entries, not
 	// leases: it costs a read per key, paid only where leases exist.
 	leases bool
+	// epochArg is cfg.epochKey boxed once: every lookup's MGET carries it,
+	// and boxing it per call would cost a hit an allocation.
+	epochArg any
+}
+
+func newSingle(c redis.UniversalClient, cfg *config, log *slog.Logger, leases bool) single {
+	return single{client: c, cfg: cfg, log: log, leases: leases, epochArg: cfg.epochKey}
 }
 
 // connect reads the eviction policy, the server version and the replicas
@@ -105,7 +112,11 @@ func (s *single) run(ctx context.Context, srv *server, id scriptID, keys []strin
 // lookup reads the entry and the epoch in one MGET.
 func (s *single) lookup(ctx context.Context, srv *server, ns, key string) (backends.Lookup, error) {
 	ek := entryKey(ns, key)
-	vals, err := s.client.MGet(ctx, ek, s.cfg.epochKey).Result()
+	// MGET of the entry and the epoch, as client.MGet would send it but
+	// with the epoch key's argument boxed once (epochArg).
+	cmd := redis.NewSliceCmd(ctx, "mget", ek, s.epochArg)
+	_ = s.client.Process(ctx, cmd)
+	vals, err := cmd.Result()
 	if err != nil {
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: %w", key, err)
 	}
@@ -128,7 +139,7 @@ func (s *single) lookup(ctx context.Context, srv *server, ns, key string) (backe
 // decode reads the envelope v stored under ek: a hit, or a miss with
 // Corrupt once the bytes that are no envelope are deleted.
 func (s *single) decode(ctx context.Context, key, ek, v string) (backends.Lookup, error) {
-	e, err := backends.DecodeEntry([]byte(v))
+	e, err := backends.DecodeEntryString(v)
 	if err == nil {
 		return backends.Lookup{Found: true, Entry: e}, nil
 	}

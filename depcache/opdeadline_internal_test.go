@@ -1,0 +1,116 @@
+package depcache
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/depcache/go-depcache/backends/memory"
+)
+
+type opKey struct{}
+
+// An operation under a context that can neither end nor carries a deadline
+// gets a shared deadline no later than its timeout, keeps the caller's
+// values, and its Done closes once that deadline passes.
+func TestOpContextSharedDeadlineEndsWithinTheTimeout(t *testing.T) {
+	const timeout = 40 * time.Millisecond
+	m := New(memory.New(), WithTimeout(timeout))
+	defer m.Close()
+	parent := context.WithValue(context.Background(), opKey{}, "v")
+	ctx, cancel := m.opContext(parent)
+	defer cancel()
+	returned := time.Now()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		t.Fatal("operation context has no deadline")
+	}
+	if deadline.After(returned.Add(timeout)) {
+		t.Errorf("deadline %v later than the timeout after opContext returned (%v)", deadline, returned.Add(timeout))
+	}
+	if ctx.Value(opKey{}) != "v" {
+		t.Error("operation context lost the caller's value")
+	}
+	<-ctx.Done()
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Errorf("Err after Done = %v, want DeadlineExceeded", ctx.Err())
+	}
+	if time.Now().Before(deadline) {
+		t.Errorf("Done closed before the reported deadline")
+	}
+}
+
+// A context derived from an operation's (as go-redis may do) ends with it.
+func TestOpContextChildEndsWithTheOperation(t *testing.T) {
+	m := New(memory.New(), WithTimeout(20*time.Millisecond))
+	defer m.Close()
+	ctx, cancel := m.opContext(context.Background())
+	defer cancel()
+	child, stop := context.WithCancel(ctx)
+	defer stop()
+	<-child.Done()
+	if !errors.Is(child.Err(), context.Canceled) && !errors.Is(child.Err(), context.DeadlineExceeded) {
+		t.Errorf("child Err = %v", child.Err())
+	}
+}
+
+// A cancelled caller context still reaches the operation.
+func TestOpContextFollowsTheCallersCancel(t *testing.T) {
+	m := New(memory.New(), WithTimeout(time.Hour))
+	defer m.Close()
+	parent, stop := context.WithCancel(context.Background())
+	ctx, cancel := m.opContext(parent)
+	defer cancel()
+	stop()
+	<-ctx.Done()
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Errorf("Err = %v, want Canceled", ctx.Err())
+	}
+}
+
+// Operations under context.Background() share one bound context and
+// allocate nothing for it; others keep their own values.
+func TestOpContextBackgroundAllocatesNothing(t *testing.T) {
+	m := New(memory.New(), WithTimeout(time.Hour))
+	defer m.Close()
+	allocs := testing.AllocsPerRun(100, func() {
+		_, cancel := m.opContext(context.Background())
+		cancel()
+	})
+	if allocs != 0 {
+		t.Errorf("opContext(Background) allocates %v times, want 0", allocs)
+	}
+	ctx, cancel := m.opContext(context.WithValue(context.Background(), opKey{}, "w"))
+	defer cancel()
+	if ctx.Value(opKey{}) != "w" {
+		t.Error("a caller's value is lost")
+	}
+}
+
+// An operation under a caller context that can end is bounded by the
+// shared deadline too, and reports DeadlineExceeded when that ends it.
+func TestOpContextCancellableCallerGetsTheSharedDeadline(t *testing.T) {
+	const timeout = 30 * time.Millisecond
+	m := New(memory.New(), WithTimeout(timeout))
+	defer m.Close()
+	parent, stop := context.WithCancel(context.WithValue(context.Background(), opKey{}, "c"))
+	defer stop()
+	ctx, cancel := m.opContext(parent)
+	defer cancel()
+	returned := time.Now()
+	deadline, ok := ctx.Deadline()
+	if !ok || deadline.After(returned.Add(timeout)) {
+		t.Fatalf("deadline %v, %v; want one no later than %v", deadline, ok, returned.Add(timeout))
+	}
+	if ctx.Value(opKey{}) != "c" {
+		t.Error("the caller's value is lost")
+	}
+	<-ctx.Done()
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Errorf("Err = %v, want DeadlineExceeded", ctx.Err())
+	}
+	if parent.Err() != nil {
+		t.Error("the operation's end cancelled the caller's context")
+	}
+}
