@@ -156,14 +156,21 @@ func typedKey(stmt *gorm.Statement, s *schema.Schema, raw []any) []any {
 	return out
 }
 
+// assignments returns the SET clause of an UPDATE, if GORM built one the
+// plugin can read.
+func assignments(stmt *gorm.Statement) (clause.Set, bool) {
+	setClause, ok := stmt.Clauses["SET"]
+	if !ok {
+		return nil, false
+	}
+	set, ok := setClause.Expression.(clause.Set)
+	return set, ok
+}
+
 // assignedColumns returns the columns an UPDATE sets, or nil (every
 // column) where the plugin cannot read its assignments.
 func assignedColumns(stmt *gorm.Statement) columnSet {
-	setClause, ok := stmt.Clauses["SET"]
-	if !ok {
-		return nil
-	}
-	set, ok := setClause.Expression.(clause.Set)
+	set, ok := assignments(stmt)
 	if !ok {
 		return nil
 	}
@@ -184,14 +191,7 @@ func assignedColumns(stmt *gorm.Statement) columnSet {
 // assignsKey reports an UPDATE that sets a primary-key column: RETURNING
 // and the WHERE see only one side of the move.
 func assignsKey(stmt *gorm.Statement) bool {
-	setClause, ok := stmt.Clauses["SET"]
-	if !ok {
-		return false
-	}
-	set, ok := setClause.Expression.(clause.Set)
-	if !ok {
-		return false
-	}
+	set, _ := assignments(stmt)
 	for _, a := range set {
 		for _, f := range stmt.Schema.PrimaryFields {
 			if a.Column.Name == f.DBName || a.Column.Name == clause.PrimaryKey {
