@@ -483,6 +483,20 @@ func (c *config) leaseMS() int64 {
 	return max(1, d.Milliseconds())
 }
 
+// decodeEntry reads the envelope v stored under ek: a hit, or a miss with
+// Corrupt once the bytes that are no envelope are deleted.
+func decodeEntry(ctx context.Context, c redis.Cmdable, log *slog.Logger, key, ek, v string) (backends.Lookup, error) {
+	e, err := backends.DecodeEntryString(v)
+	if err == nil {
+		return backends.Lookup{Found: true, Entry: e}, nil
+	}
+	log.Warn("redisbackend: corrupt entry deleted", "key", ek, "err", err)
+	if err := c.Unlink(ctx, ek).Err(); err != nil {
+		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: delete corrupt entry: %w", key, err)
+	}
+	return backends.Lookup{Corrupt: true}, nil
+}
+
 // registeredDeps reads the dependencies of an entry of namespace ns
 // (backends.ParseDep), leaving out the carried ones, which are neither
 // checked nor registered. A tag of another namespace is checked and

@@ -146,13 +146,9 @@ func (c *cluster) lookup(ctx context.Context, srv *server, ns, key string) (back
 	case isLease(v):
 		res.Busy = true
 	default:
-		e, derr := backends.DecodeEntryString(v)
-		if derr == nil {
-			return backends.Lookup{Found: true, Entry: e}, nil
-		}
-		c.log.Warn("redisbackend: corrupt entry deleted", "key", ek, "err", derr)
-		if err := c.client.Unlink(ctx, ek).Err(); err != nil {
-			return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: delete corrupt entry: %w", key, err)
+		l, err := decodeEntry(ctx, c.client, c.log, key, ek, v)
+		if err != nil || l.Found {
+			return l, err
 		}
 		res.Corrupt = true
 	}

@@ -136,18 +136,9 @@ func (s *single) lookup(ctx context.Context, srv *server, ns, key string) (backe
 	return res, nil
 }
 
-// decode reads the envelope v stored under ek: a hit, or a miss with
-// Corrupt once the bytes that are no envelope are deleted.
+// decode reads the envelope v stored under ek (decodeEntry).
 func (s *single) decode(ctx context.Context, key, ek, v string) (backends.Lookup, error) {
-	e, err := backends.DecodeEntryString(v)
-	if err == nil {
-		return backends.Lookup{Found: true, Entry: e}, nil
-	}
-	s.log.Warn("redisbackend: corrupt entry deleted", "key", ek, "err", err)
-	if err := s.client.Unlink(ctx, ek).Err(); err != nil {
-		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: delete corrupt entry: %w", key, err)
-	}
-	return backends.Lookup{Corrupt: true}, nil
+	return decodeEntry(ctx, s.client, s.log, key, ek, v)
 }
 
 // fill checks the stamps, registers and stores in one script.
