@@ -108,6 +108,7 @@ func New(c redis.UniversalClient, opts ...Option) *Backend {
 	for _, o := range opts {
 		o(&b.cfg)
 	}
+	b.cfg.prunedKey = prunedKeyOf(b.cfg.epochKey)
 	b.log = b.cfg.logger
 	if b.log == nil {
 		b.log = slog.Default()

@@ -2,6 +2,7 @@ package redisbackend
 
 import (
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -34,6 +35,7 @@ type Option func(*config)
 
 type config struct {
 	epochKey      string
+	prunedKey     string // in the epoch key's slot: prunedKeyOf
 	maxFillAge    time.Duration
 	maxTTL        time.Duration
 	assumedPolicy string
@@ -60,6 +62,19 @@ func defaultConfig() config {
 		chunkSize:     DefaultChunkSize,
 		waitTimeout:   DefaultWaitTimeout,
 	}
+}
+
+// prunedKeyOf names the key that records the newest stamp pruned in the
+// current era (doc.go, "Pruning"), in the epoch key's Cluster slot so that
+// one script reads both: the epoch key's own hash tag if it has one, else
+// the whole epoch key as the tag.
+func prunedKeyOf(epochKey string) string {
+	if i := strings.IndexByte(epochKey, '{'); i >= 0 {
+		if j := strings.IndexByte(epochKey[i+1:], '}'); j > 0 {
+			return epochKey + ":pruned"
+		}
+	}
+	return "{" + epochKey + "}:pruned"
 }
 
 // WithEpochKey names the key that holds the epoch (default

@@ -94,8 +94,8 @@ func populate(tb testing.TB, b *Backend, ns string, n int, tags ...string) {
 		pipe := b.c.Pipeline()
 		var cmds []*redis.Cmd
 		for i := start; i < min(n, start+1000); i++ {
-			keys := append([]string{entryKey(ns, fmt.Sprint("k", i)), b.cfg.epochKey, tagIndexKey(ns)}, tagKeys...)
-			cmds = append(cmds, st.scripts[scriptFill].EvalSha(ctx, pipe, keys, since.Era, since.N, newFillID(), env, 0, 0, 0, 0, 0, 0))
+			keys := append([]string{entryKey(ns, fmt.Sprint("k", i)), b.cfg.epochKey, tagIndexKey(ns), b.cfg.prunedKey}, tagKeys...)
+			cmds = append(cmds, st.scripts[scriptFill].EvalSha(ctx, pipe, keys, since.Era, since.N, newFillID(), env, 0, 0, 0, 0, 0, 0, newEra()))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			tb.Fatalf("populate: %v", err)
@@ -724,7 +724,9 @@ func TestPruning(t *testing.T) {
 	// Clear stamps the namespace (a fill that began before it is refused):
 	// that stamp, and the tag index that holds it, stay until it is older
 	// than the prune age, like a tag's stamp.
-	want := []string{DefaultEpochKey, clearKey(ns), tagIndexKey(ns)}
+	// The epoch and the pruned key (the newest stamp pruned) are one per
+	// Redis, outside every namespace.
+	want := []string{DefaultEpochKey, prunedKeyOf(DefaultEpochKey), clearKey(ns), tagIndexKey(ns)}
 	slices.Sort(want)
 	if keys := tg.mini.Keys(); !slices.Equal(keys, want) {
 		t.Errorf("keys left after Clear of stamps older than MaxFillAge: %q, want %q", keys, want)
@@ -733,8 +735,10 @@ func TestPruning(t *testing.T) {
 	if err := b.Prune(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	if keys := tg.mini.Keys(); len(keys) != 1 || keys[0] != DefaultEpochKey {
-		t.Errorf("keys left after Prune of a Clear stamp older than the prune age: %q, want the epoch only", keys)
+	want = []string{DefaultEpochKey, prunedKeyOf(DefaultEpochKey)}
+	slices.Sort(want)
+	if keys := tg.mini.Keys(); !slices.Equal(keys, want) {
+		t.Errorf("keys left after Prune of a Clear stamp older than the prune age: %q, want %q", keys, want)
 	}
 }
 

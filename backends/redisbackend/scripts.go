@@ -85,12 +85,68 @@ local function clean(h, flat)
 end
 -- settle drops the stamp of a hash that holds nothing else once it is
 -- older than max_age ms (or unreadable); Redis deletes the emptied hash.
-local function settle(h, now, max_age)
+-- The age is for liveness only (a fill in flight is refused by a stamp
+-- while it exists, and by the pruned floor once it is gone): drop(era, n)
+-- decides, recording the floor first where it can, and may refuse.
+local function settle(h, now, max_age, drop)
   if redis.call('HLEN', h) ~= 1 then return end
   local s = redis.call('HGET', h, '~v')
   if not s then return end
-  local _, _, ms = parse_stamp(s)
-  if not ms or now - ms > max_age then redis.call('HDEL', h, '~v') end
+  local se, sn, ms = parse_stamp(s)
+  if ms and now - ms <= max_age then return end
+  if se and drop and not drop(se, sn) then return end
+  redis.call('HDEL', h, '~v')
+end
+-- server_id names this server's replication history: the first 16 hex
+-- digits of its master_replid, which changes when a replica is promoted
+-- (a failover) and when a server starts without its data; '' where INFO
+-- gives none (miniredis).
+local function server_id()
+  local info = redis.pcall('INFO', 'replication')
+  if type(info) ~= 'string' then return '' end
+  return string.sub(string.match(info, 'master_replid:(%x+)') or '', 1, 16)
+end
+-- mint_era makes an era of a client's random candidate, bound to the
+-- server's replication history.
+local function mint_era(candidate, sid)
+  if sid == '' then return candidate end
+  return candidate .. '.' .. sid
+end
+-- epoch_of reads the epoch key: era, n and the raw value, or nil when it
+-- is missing, unreadable, or was minted in another replication history.
+-- A promoted replica may hold an epoch older than one readers saw on the
+-- old master (its bump was never acknowledged); counting it as missing
+-- starts a new era, so that no number a reader saw is issued again.
+local function epoch_of(key, sid)
+  local v = redis.call('GET', key)
+  local era, n = parse_epoch(v)
+  if not era then return nil end
+  if sid ~= '' and string.sub(era, -#sid - 1) ~= '.' .. sid then return nil end
+  return era, n, v
+end
+-- pruned_after reports whether a stamp of era newer than since was pruned:
+-- the pruned key holds "era:n", the newest pruned stamp of its era.
+local function pruned_after(pkey, era, since)
+  local pe, pn = parse_epoch(redis.call('GET', pkey))
+  return pe == era and pn > since, pe and (pe .. ':' .. string.format('%d', pn))
+end
+-- raise_pruned records, before a stamp era:n goes, that it went: a fill
+-- whose since is older is refused from then on.
+local function raise_pruned(pkey, era, n)
+  local pe, pn = parse_epoch(redis.call('GET', pkey))
+  if pe ~= era or pn < n then
+    redis.call('SET', pkey, era .. ':' .. string.format('%d', n))
+  end
+end
+-- dropper returns settle's drop for a script that can write the pruned
+-- key: a stamp of the current era raises it; one of another era (or with
+-- no epoch at all) goes as it is, since a fill of that era is refused by
+-- its epoch check.
+local function dropper(pkey, cur_era)
+  return function(se, sn)
+    if cur_era and se == cur_era then raise_pruned(pkey, se, sn) end
+    return true
+  end
 end
 -- trim visits up to budget tags of the tag index idx (a sorted set of
 -- tag hash keys by the time of their last stamp or first registration)
@@ -100,7 +156,7 @@ end
 -- held only live registrations is looked at again max_age later; one that
 -- lost dead registrations stays due, for the next trim to go on. It
 -- returns the number of tags visited.
-local function trim(idx, now, max_age, budget, sample)
+local function trim(idx, now, max_age, budget, sample, drop)
   if budget <= 0 then return 0 end
   local due = redis.call('ZRANGEBYSCORE', idx, '-inf', now - max_age, 'LIMIT', 0, budget)
   for i = 1, #due do
@@ -117,7 +173,7 @@ local function trim(idx, now, max_age, budget, sample)
           dropped = dropped + 1
         end
       end
-      settle(h, now, max_age)
+      settle(h, now, max_age, drop)
       if redis.call('EXISTS', h) == 0 then
         redis.call('ZREM', idx, h)
       elseif dropped == 0 then
@@ -129,48 +185,57 @@ local function trim(idx, now, max_age, budget, sample)
 end
 `
 
-// ensureEpochLua returns the epoch, creating it with era ARGV[1] and n=0 if
-// it is missing or unreadable.
+// ensureEpochLua returns the epoch, creating it in a new era (ARGV[1],
+// bound to the server's replication history) with n=0 if it is missing,
+// unreadable or of another history.
 //
 // KEYS[1] epoch key. ARGV[1] candidate era.
 const ensureEpochLua = `
-local v = redis.call('GET', KEYS[1])
-if parse_epoch(v) then return v end
-v = ARGV[1] .. ':0'
+local sid = server_id()
+local era, _, v = epoch_of(KEYS[1], sid)
+if era then return v end
+v = mint_era(ARGV[1], sid) .. ':0'
 redis.call('SET', KEYS[1], v)
 return v
 `
 
 // fillLua is the conditional fill. Once stored, it trims the tag index.
 //
-// KEYS[1] entry, KEYS[2] epoch key, KEYS[3] tag index, KEYS[4..3+c] the
-// namespace stamps (Clear) of the entry's namespace and of its
-// dependencies', KEYS[4+c..] tag hashes. ARGV[1] since era, ARGV[2] since
-// n, ARGV[3] fill id, ARGV[4] envelope, ARGV[5] ttl ms (0: none), ARGV[6]
-// registrations to sample for pruning, ARGV[7] stamp age to prune after
-// (ms), ARGV[8] due stamps to visit, ARGV[9] registrations to sample per
-// stamp, ARGV[10] c.
+// KEYS[1] entry, KEYS[2] epoch key, KEYS[3] tag index, KEYS[4] the pruned
+// key, KEYS[5..4+c] the namespace stamps (Clear) of the entry's namespace
+// and of its dependencies', KEYS[5+c..] tag hashes. ARGV[1] since era,
+// ARGV[2] since n, ARGV[3] fill id, ARGV[4] envelope, ARGV[5] ttl ms (0:
+// none), ARGV[6] registrations to sample for pruning, ARGV[7] stamp age to
+// prune after (ms), ARGV[8] due stamps to visit, ARGV[9] registrations to
+// sample per stamp, ARGV[10] c, ARGV[11] a candidate era.
 //
 // Every check comes before anything that writes or prunes: the trim at the
-// end may drop only stamps older than the prune age, never one this fill
-// was checked against in a way that matters, since the check is done.
+// end may drop only stamps this fill was already checked against.
 //
-// Returns {0} when stored; {1} when the epoch is missing; {2, epoch} when
-// it is of another era; {3, i, stamp} when tag i (1-based) was invalidated
-// after since; {4, i, stamp} when namespace stamp i (1-based) was written
-// after since.
+// Returns {0} when stored; {1} when the epoch is missing or of another
+// replication history (a new era is started, so that lookups read an
+// epoch a fill can pass); {2, epoch} when it is of another era; {3, i,
+// stamp} when tag i (1-based) was invalidated after since; {4, i, stamp}
+// when namespace stamp i (1-based) was written after since; {5, pruned}
+// when a stamp newer than since was pruned (whatever its tag: the pruned
+// key keeps only the newest).
 const fillLua = `
-local cur = redis.call('GET', KEYS[2])
-local era = parse_epoch(cur)
-if not era then return {1} end
+local sid = server_id()
+local era, _, cur = epoch_of(KEYS[2], sid)
+if not era then
+  redis.call('SET', KEYS[2], mint_era(ARGV[11], sid) .. ':0')
+  return {1}
+end
 if era ~= ARGV[1] then return {2, cur} end
 local since = tonumber(ARGV[2])
-local first = 4 + tonumber(ARGV[10])
-for i = 4, #KEYS do
+local pruned, floor = pruned_after(KEYS[4], era, since)
+if pruned then return {5, floor} end
+local first = 5 + tonumber(ARGV[10])
+for i = 5, #KEYS do
   local s = redis.call('HGET', KEYS[i], '~v')
   local se, sn = parse_stamp(s)
   if se == ARGV[1] and sn > since then
-    if i < first then return {4, i - 3, s} end
+    if i < first then return {4, i - 4, s} end
     return {3, i - first + 1, s}
   end
 end
@@ -202,7 +267,7 @@ if ttl > 0 then
 else
   redis.call('SET', KEYS[1], ARGV[4])
 end
-trim(KEYS[3], now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
+trim(KEYS[3], now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), dropper(KEYS[4], era))
 return {0}
 `
 
@@ -210,8 +275,9 @@ return {0}
 // tag index), drains the tags that fit a budget of registrations (the
 // others are left to drainStepLua) and trims the tag index.
 //
-// KEYS[1] epoch key, KEYS[2] tag index, KEYS[3..] tag hashes.
-// ARGV[1] candidate era (used if the epoch is missing), ARGV[2] budget,
+// KEYS[1] epoch key, KEYS[2] tag index, KEYS[3] the pruned key,
+// KEYS[4..] tag hashes. ARGV[1] candidate era (used if the epoch is
+// missing or of another replication history), ARGV[2] budget,
 // ARGV[3] "1" when keys may hold fill leases (WithFillLock), ARGV[4]
 // stamp age to prune after (ms), ARGV[5] due stamps to visit, ARGV[6]
 // registrations to sample per stamp.
@@ -220,15 +286,16 @@ return {0}
 // entries removed, the number of due stamps visited, and the 1-based
 // indexes (among the tags) of the tags still to drain.
 const invalidateLua = `
-local era, n = parse_epoch(redis.call('GET', KEYS[1]))
-if not era then era = ARGV[1]; n = 0 end
+local sid = server_id()
+local era, n = epoch_of(KEYS[1], sid)
+if not era then era = mint_era(ARGV[1], sid); n = 0 end
 local ep = era .. ':' .. string.format('%d', n + 1)
 redis.call('SET', KEYS[1], ep)
 local now = now_ms()
 local stamp = ep .. ':' .. string.format('%d', now)
 local budget = tonumber(ARGV[2])
 local out = {ep, 0, 0}
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local h = KEYS[i]
   redis.call('HSET', h, '~v', stamp)
   redis.call('ZADD', KEYS[2], now, h)
@@ -238,21 +305,23 @@ for i = 3, #KEYS do
       budget = budget - size
       out[2] = out[2] + drain(h, redis.call('HGETALL', h), ARGV[3] == '1')
     else
-      out[#out + 1] = i - 2
+      out[#out + 1] = i - 3
     end
   end
 end
-out[3] = trim(KEYS[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+out[3] = trim(KEYS[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), dropper(KEYS[3], era))
 return out
 `
 
 // trimLua trims the tag index.
 //
-// KEYS[1] tag index. ARGV[1] stamp age to prune after (ms), ARGV[2] due
-// stamps to visit, ARGV[3] registrations to sample per stamp.
+// KEYS[1] tag index, KEYS[2] epoch key, KEYS[3] the pruned key. ARGV[1]
+// stamp age to prune after (ms), ARGV[2] due stamps to visit, ARGV[3]
+// registrations to sample per stamp.
 // Returns the number of due stamps visited.
 const trimLua = `
-return trim(KEYS[1], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+local drop = dropper(KEYS[3], epoch_of(KEYS[2], server_id()))
+return trim(KEYS[1], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), drop)
 `
 
 // drainStepLua drains one HSCAN step of a big tag.
@@ -271,15 +340,18 @@ return {r[1], drain(KEYS[1], r[2], ARGV[3] == '1')}
 // entries are gone already: those left belong to other namespaces), and
 // settles the stamp. The others are left to cleanStepLua.
 //
-// KEYS: tag hashes. ARGV[1] budget, ARGV[2] max stamp age in ms, ARGV[3]
-// empty to clean, else the leases flag of invalidateLua to drain.
-// Returns the 1-based indexes of the hashes still to clean.
+// KEYS[1] epoch key, KEYS[2] the pruned key, KEYS[3..] tag hashes.
+// ARGV[1] budget, ARGV[2] max stamp age in ms, ARGV[3] empty to clean,
+// else the leases flag of invalidateLua to drain.
+// Returns the 1-based indexes (among the tag hashes) of the hashes still
+// to clean.
 const cleanLua = `
 local budget = tonumber(ARGV[1])
 local max_age = tonumber(ARGV[2])
 local now = now_ms()
+local drop = dropper(KEYS[2], epoch_of(KEYS[1], server_id()))
 local out = {}
-for i = 1, #KEYS do
+for i = 3, #KEYS do
   local h = KEYS[i]
   local size = redis.call('HLEN', h)
   if size <= budget then
@@ -290,10 +362,10 @@ for i = 1, #KEYS do
       else
         clean(h, redis.call('HGETALL', h))
       end
-      settle(h, now, max_age)
+      settle(h, now, max_age, drop)
     end
   else
-    out[#out + 1] = i
+    out[#out + 1] = i - 2
   end
 end
 return out
@@ -302,8 +374,9 @@ return out
 // cleanStepLua cleans one HSCAN step of a big tag hash, and settles its
 // stamp at the last step.
 //
-// KEYS[1] tag hash. ARGV[1] cursor, ARGV[2] count, ARGV[3] max stamp age
-// ms, ARGV[4] as cleanLua's ARGV[3].
+// KEYS[1] tag hash, KEYS[2] epoch key, KEYS[3] the pruned key. ARGV[1]
+// cursor, ARGV[2] count, ARGV[3] max stamp age ms, ARGV[4] as cleanLua's
+// ARGV[3].
 // Returns the next cursor.
 const cleanStepLua = `
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
@@ -312,7 +385,9 @@ if ARGV[4] ~= '' then
 else
   clean(KEYS[1], r[2])
 end
-if r[1] == '0' then settle(KEYS[1], now_ms(), tonumber(ARGV[3])) end
+if r[1] == '0' then
+  settle(KEYS[1], now_ms(), tonumber(ARGV[3]), dropper(KEYS[3], epoch_of(KEYS[2], server_id())))
+end
 return r[1]
 `
 

@@ -148,8 +148,8 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 	ek := entryKey(ns, f.Key)
 	tags := registeredDeps(ns, dedupe(e.Deps))
 	spaces := depSpaces(ns, tags)
-	keys := make([]string, 3, 3+len(spaces)+len(tags))
-	keys[0], keys[1], keys[2] = ek, s.cfg.epochKey, tagIndexKey(ns)
+	keys := make([]string, 4, 4+len(spaces)+len(tags))
+	keys[0], keys[1], keys[2], keys[3] = ek, s.cfg.epochKey, tagIndexKey(ns), s.cfg.prunedKey
 	for _, sp := range spaces {
 		keys = append(keys, clearKey(sp))
 	}
@@ -158,7 +158,7 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 	}
 	res, err := s.run(ctx, srv, scriptFill, keys,
 		f.Since.Era, f.Since.N, newFillID(), backends.EncodeEntry(e), ttlMS, pruneSample,
-		s.cfg.pruneAfterMS(), trimBudget, trimSample, len(spaces)).Slice()
+		s.cfg.pruneAfterMS(), trimBudget, trimSample, len(spaces), newEra()).Slice()
 	if err != nil {
 		return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
 	}
@@ -167,7 +167,7 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 	case 0:
 		return nil
 	case 1:
-		return fmt.Errorf("redisbackend: fill %q: %w (the epoch was lost)", f.Key, backends.ErrStale)
+		return fmt.Errorf("redisbackend: fill %q: %w (the epoch was lost, or a failover promoted a replica: a new era begins)", f.Key, backends.ErrStale)
 	case 2:
 		return fmt.Errorf("redisbackend: fill %q: %w (epoch %v is of another era than %v)", f.Key, backends.ErrStale, res[1], f.Since)
 	case 3:
@@ -184,6 +184,8 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 			sp = spaces[i-1]
 		}
 		return fmt.Errorf("redisbackend: fill %q: %w (namespace %q cleared at %v, after %v)", f.Key, backends.ErrStale, sp, res[2], f.Since)
+	case 5:
+		return fmt.Errorf("redisbackend: fill %q: %w (a stamp of %v, after %v, was pruned: the fill is older than the prune age)", f.Key, backends.ErrStale, res[1], f.Since)
 	}
 	return fmt.Errorf("redisbackend: fill %q: unexpected script reply %v", f.Key, res)
 }
@@ -193,8 +195,8 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 // drained in HSCAN steps of one script each, over the whole cursor. Where
 // the server has replicas every script is followed by WAIT.
 func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []string) (int, error) {
-	keys := make([]string, 2, 2+len(tags))
-	keys[0], keys[1] = s.cfg.epochKey, tagIndexKey(ns)
+	keys := make([]string, 3, 3+len(tags))
+	keys[0], keys[1], keys[2] = s.cfg.epochKey, tagIndexKey(ns), s.cfg.prunedKey
 	for _, t := range tags {
 		keys = append(keys, tagKey(ns, t))
 	}
@@ -226,7 +228,7 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 		}
 		cursor := "0"
 		for {
-			v, stepWerr, err := s.runReplicated(ctx, srv, scriptDrainStep, wait(), []string{keys[i+1]}, cursor, s.cfg.chunkSize, s.leaseFlag())
+			v, stepWerr, err := s.runReplicated(ctx, srv, scriptDrainStep, wait(), []string{keys[i+2]}, cursor, s.cfg.chunkSize, s.leaseFlag())
 			step, _ := v.([]any)
 			if err == nil && len(step) != 2 {
 				err = fmt.Errorf("unexpected script reply %v", v)
@@ -275,7 +277,7 @@ func (s *single) trim(ctx context.Context, srv *server, ns string, want int) err
 	}
 	for done := 0; done < limit; {
 		step := min(limit-done, trimStep)
-		n, err := s.run(ctx, srv, scriptTrim, []string{idx}, s.cfg.pruneAfterMS(), step, trimSample).Int()
+		n, err := s.run(ctx, srv, scriptTrim, []string{idx, s.cfg.epochKey, s.cfg.prunedKey}, s.cfg.pruneAfterMS(), step, trimSample).Int()
 		if err != nil {
 			return err
 		}
@@ -377,7 +379,7 @@ func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error)
 	// The namespace stamp first: a fill that stores after it is refused,
 	// one that stored before it is unlinked below.
 	_, werr, err := s.runReplicated(ctx, srv, scriptInvalidate, srv.replicas > 0,
-		[]string{s.cfg.epochKey, tagIndexKey(ns), clearKey(ns)}, newEra(), s.cfg.chunkSize, s.leaseFlag(),
+		[]string{s.cfg.epochKey, tagIndexKey(ns), s.cfg.prunedKey, clearKey(ns)}, newEra(), s.cfg.chunkSize, s.leaseFlag(),
 		s.cfg.pruneAfterMS(), trimBudget, trimSample)
 	if err == nil {
 		err = werr
@@ -411,7 +413,7 @@ func (s *single) prune(ctx context.Context, srv *server, ns string) error {
 func (s *single) cleanTags(ctx context.Context, srv *server, ns, drain string) error {
 	maxAge := s.cfg.pruneAfterMS()
 	err := scanPages(ctx, s.client, globEscape(ns)+`:t:\{*`, s.cfg.chunkSize, func(keys []string) error {
-		big, err := s.run(ctx, srv, scriptClean, keys, s.cfg.chunkSize, maxAge, drain).Slice()
+		big, err := s.run(ctx, srv, scriptClean, append([]string{s.cfg.epochKey, s.cfg.prunedKey}, keys...), s.cfg.chunkSize, maxAge, drain).Slice()
 		if err != nil {
 			return err
 		}
@@ -422,7 +424,7 @@ func (s *single) cleanTags(ctx context.Context, srv *server, ns, drain string) e
 			}
 			cursor := "0"
 			for {
-				if cursor, err = s.run(ctx, srv, scriptCleanStep, []string{keys[i-1]}, cursor, s.cfg.chunkSize, maxAge, drain).Text(); err != nil {
+				if cursor, err = s.run(ctx, srv, scriptCleanStep, []string{keys[i-1], s.cfg.epochKey, s.cfg.prunedKey}, cursor, s.cfg.chunkSize, maxAge, drain).Text(); err != nil {
 					return err
 				}
 				if cursor == "0" {
