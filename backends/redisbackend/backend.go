@@ -91,7 +91,10 @@ type server struct {
 	unsafe   bool   // policy may evict metadata
 	volatile bool   // volatile-*: cap entries without expiry
 	replicas int    // connected replicas (on Cluster, of the master that has most): invalidations WAIT for one
-	scripts  *scriptSet
+	// lateReplica: an invalidation script found replicas connected after
+	// first use (single Redis): from then on every invalidation waits.
+	lateReplica atomic.Bool
+	scripts     *scriptSet
 }
 
 // New returns a Backend on c. It does not own c: Close leaves c open.

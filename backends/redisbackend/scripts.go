@@ -100,11 +100,12 @@ end
 -- server_id names this server's replication history: the first 16 hex
 -- digits of its master_replid, which changes when a replica is promoted
 -- (a failover) and when a server starts without its data; '' where INFO
--- gives none (miniredis).
+-- gives none (miniredis). It also returns the connected replicas.
 local function server_id()
   local info = redis.pcall('INFO', 'replication')
-  if type(info) ~= 'string' then return '' end
-  return string.sub(string.match(info, 'master_replid:(%x+)') or '', 1, 16)
+  if type(info) ~= 'string' then return '', 0 end
+  local sid = string.sub(string.match(info, 'master_replid:(%x+)') or '', 1, 16)
+  return sid, tonumber(string.match(info, 'connected_slaves:(%d+)') or '0')
 end
 -- mint_era makes an era of a client's random candidate, bound to the
 -- server's replication history.
@@ -282,11 +283,12 @@ return {0}
 // stamp age to prune after (ms), ARGV[5] due stamps to visit, ARGV[6]
 // registrations to sample per stamp.
 //
-// Returns {epoch, removed, visited, i...}: the new epoch, the number of
-// entries removed, the number of due stamps visited, and the 1-based
-// indexes (among the tags) of the tags still to drain.
+// Returns {epoch, removed, visited, replicas, i...}: the new epoch, the
+// number of entries removed, the number of due stamps visited, the
+// replicas connected now, and the 1-based indexes (among the tags) of the
+// tags still to drain.
 const invalidateLua = `
-local sid = server_id()
+local sid, replicas = server_id()
 local era, n = epoch_of(KEYS[1], sid)
 if not era then era = mint_era(ARGV[1], sid); n = 0 end
 local ep = era .. ':' .. string.format('%d', n + 1)
@@ -294,7 +296,7 @@ redis.call('SET', KEYS[1], ep)
 local now = now_ms()
 local stamp = ep .. ':' .. string.format('%d', now)
 local budget = tonumber(ARGV[2])
-local out = {ep, 0, 0}
+local out = {ep, 0, 0, replicas}
 for i = 4, #KEYS do
   local h = KEYS[i]
   redis.call('HSET', h, '~v', stamp)

@@ -206,11 +206,12 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 	// Once a replica failed to acknowledge a step, the invalidation fails
 	// anyway: the remaining steps run without waiting.
 	var werr error
-	wait := func() bool { return srv.replicas > 0 && werr == nil }
+	waited := s.waits(srv)
+	wait := func() bool { return waited && werr == nil }
 	v, werr, err := s.runReplicated(ctx, srv, scriptInvalidate, wait(), keys, newEra(), s.cfg.chunkSize, s.leaseFlag(),
 		s.cfg.pruneAfterMS(), min(trimWant, trimStep), trimSample)
 	res, _ := v.([]any)
-	if err == nil && len(res) < 3 {
+	if err == nil && len(res) < 4 {
 		err = fmt.Errorf("unexpected script reply %v", v)
 	}
 	if err != nil {
@@ -218,10 +219,20 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 	}
 	removed, _ := res[1].(int64)
 	visited, _ := res[2].(int64)
+	if replicas, _ := res[3].(int64); replicas > 0 && !waited {
+		// A replica joined after first use: this invalidation's writes
+		// were not waited for, and a failover could lose them. Run it
+		// again, waiting (the script is idempotent but for the epoch,
+		// which only advances).
+		srv.lateReplica.Store(true)
+		s.log.Info("redisbackend: the server has replicas now: invalidations wait for one", "replicas", replicas)
+		n, err := s.invalidate(ctx, srv, ns, tags)
+		return int(removed) + n, err
+	}
 	// Big tags: every registration present when the stamp was written is
 	// reached by a full HSCAN iteration, or was removed (after its entry)
 	// by another invalidation. A hash that looks empty is still iterated.
-	for _, x := range res[3:] {
+	for _, x := range res[4:] {
 		i, _ := x.(int64)
 		if i < 1 || int(i) > len(tags) {
 			return int(removed), fmt.Errorf("redisbackend: invalidate %q: unexpected script reply %v", tags, v)
@@ -288,6 +299,10 @@ func (s *single) trim(ctx context.Context, srv *server, ns string, want int) err
 	}
 	return nil
 }
+
+// waits reports whether invalidations wait for a replica: the server had
+// replicas at first use, or an invalidation found one since.
+func (s *single) waits(srv *server) bool { return srv.replicas > 0 || srv.lateReplica.Load() }
 
 // runReplicated runs a script that removes data and, if wait, waits for a
 // replica to acknowledge it: WAIT is pipelined after the script on the same
@@ -378,17 +393,25 @@ func (s *single) release(ctx context.Context, _ *server, ek, lease string) error
 func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error) {
 	// The namespace stamp first: a fill that stores after it is refused,
 	// one that stored before it is unlinked below.
-	_, werr, err := s.runReplicated(ctx, srv, scriptInvalidate, srv.replicas > 0,
-		[]string{s.cfg.epochKey, tagIndexKey(ns), s.cfg.prunedKey, clearKey(ns)}, newEra(), s.cfg.chunkSize, s.leaseFlag(),
-		s.cfg.pruneAfterMS(), trimBudget, trimSample)
-	if err == nil {
-		err = werr
-	}
-	if err != nil {
-		return 0, fmt.Errorf("stamp the namespace: %w", err)
+	for {
+		waited := s.waits(srv)
+		v, werr, err := s.runReplicated(ctx, srv, scriptInvalidate, waited,
+			[]string{s.cfg.epochKey, tagIndexKey(ns), s.cfg.prunedKey, clearKey(ns)}, newEra(), s.cfg.chunkSize, s.leaseFlag(),
+			s.cfg.pruneAfterMS(), trimBudget, trimSample)
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
+			return 0, fmt.Errorf("stamp the namespace: %w", err)
+		}
+		if res, _ := v.([]any); !waited && len(res) >= 4 && res[3] != int64(0) {
+			srv.lateReplica.Store(true) // as in invalidate: again, waiting
+			continue
+		}
+		break
 	}
 	removed := 0
-	err = scanPages(ctx, s.client, globEscape(ns)+`:e:\{*`, s.cfg.chunkSize, func(keys []string) error {
+	err := scanPages(ctx, s.client, globEscape(ns)+`:e:\{*`, s.cfg.chunkSize, func(keys []string) error {
 		n, err := s.unlinkEntries(ctx, keys)
 		removed += n
 		return err
