@@ -50,6 +50,21 @@
 //	                 stamp or first registration (below, "Pruning")
 //	depcache:epoch   the epoch "era:n", one per Redis, shared by every
 //	                 namespace (WithEpochKey), outside every prefix
+//	{depcache:epoch}:pruned
+//	                 the pruned key "era:n": the newest stamp of the era
+//	                 that pruning removed (below), in the epoch key's
+//	                 Cluster slot so that one script reads both
+//
+// An era is a random string followed by "." and the first 16 hex digits
+// of the master_replid of the server that minted it. Every script that
+// reads the epoch to write or to check a fill (INFO replication, a few
+// microseconds) counts an epoch minted in another replication history as
+// missing, and a new era begins: a replica promoted by a failover may
+// hold an older epoch than one a reader saw on the old master (its bump
+// was never acknowledged: that invalidation failed), and the next
+// invalidation would issue that number again; in a new era no fill begun
+// before the failover can pass. A restart without the data changes the
+// replication id too.
 //
 // Braces are Redis Cluster hash tags: a tag's registrations and stamp share
 // one slot, so one script sees both. Namespaces should not contain "{", nor
@@ -80,24 +95,27 @@
 //     leaves nothing behind. A fill also samples two registrations of
 //     each of its tags (single Redis). Lookups never trim (a hit stays one
 //     GET).
-//   - Why a stamp may go then: a fill that a stamp could refuse read its
-//     Since before the stamp was written; it is refused for its Age if it
-//     started more than the maximum fill age before, and otherwise has
-//     another whole maximum fill age for its own round trips. No stamp
-//     that could still refuse a fill in flight goes. A registration goes
-//     only once its entry is gone (a lease counts as there: its fill is
-//     under way), with the fill id seen then.
+//   - Why a stamp may go at all: before a stamp of the current era goes,
+//     the script that drops it raises the pruned key to it, and every fill
+//     is refused if the pruned key is of its era and newer than its Since
+//     (backends.ErrStale: "a stamp ... was pruned"). So a fill meets
+//     either the stamp or the record of its pruning, whenever it arrives:
+//     held in transit past the prune age, from a process that stalled, with
+//     the server's clock stepped forward (a fresh stamp looks old), or from
+//     a parent that took an older Since from a child's hit. Clocks and the
+//     prune age decide only when a stamp goes (liveness): a stamp goes once
+//     older than twice the maximum fill age, so the fills the pruned key
+//     refuses are ones the client's age check refuses already, unless they
+//     were delayed. A stamp of another era than the current one goes
+//     without a record: a fill of its era is refused by its epoch check. A
+//     registration goes only once its entry is gone (a lease counts as
+//     there: its fill is under way), with the fill id seen then.
 //   - The namespace stamp (ns:c) is in the tag index like a tag hash, and
 //     goes the same way: once older than the prune age.
 //   - A fill's own trim never removes a stamp that fill is checked
-//     against: on a single Redis the script checks every stamp before it
-//     writes or trims anything, and trims only stamps older than the prune
-//     age; on Cluster the trim runs after the fill's last step. What
-//     bounds a fill's age is the client's check of Fill.Age before it
-//     sends the fill: a fill delayed after that check by more than one
-//     more WithMaxFillAge (a stalled process, a request held in transit)
-//     can meet a stamp that another operation's trim pruned meanwhile.
-//     The server does not know when the fill's Since was read.
+//     against before the check: on a single Redis the script checks every
+//     stamp and the pruned key before it writes or trims anything; on
+//     Cluster the trim runs after the fill's last step.
 //   - On a single Redis the trim runs inside the fill and invalidation
 //     scripts (an invalidation of more than 224 tags trims on in further
 //     scripts of 256 visits). On Cluster the due tags are read in the
@@ -122,11 +140,14 @@
 //     finds no epoch runs a small script that creates it with a new random
 //     era (SET NX semantics): 1 more, once per era.
 //   - Fill: one script, 1 round trip whatever the number of dependencies. It
-//     refuses if the epoch is missing or of another era than Fill.Since, or if
-//     a tag's stamp, or the namespace stamp (ns:c) of the entry's namespace
-//     or of a dependency's, is of Since's era and newer (a stamp of another
-//     era counts as missing); a fill older than WithMaxFillAge is refused
-//     before it is sent. Otherwise it registers the entry in every tag hash (HSET) and
+//     refuses if the epoch is missing or of another replication history (it
+//     then starts a new era, so that the next lookup reads an epoch a fill
+//     can pass), if it is of another era than Fill.Since, if the pruned key
+//     is of Since's era and newer, or if a tag's stamp, or the namespace
+//     stamp (ns:c) of the entry's namespace or of a dependency's, is of
+//     Since's era and newer (a stamp of another era counts as missing); a
+//     fill older than WithMaxFillAge is refused before it is sent, to spare
+//     the round trip. Otherwise it registers the entry in every tag hash (HSET) and
 //     stores it (SET PX). It also samples two registrations of each tag
 //     (HRANDFIELD) and removes those whose entries are gone, so that tag
 //     hashes do not grow without bound as entries expire; and it trims
@@ -194,9 +215,17 @@
 //     connection (still 1 round trip for a small tag), and an invalidation
 //     no replica acknowledged fails with ErrNotReplicated: it was applied on
 //     the master but a failover could lose it, so it must be retried. The
-//     replica count is read once, at first use. WAIT is not consensus, and
-//     a Redis that loses acknowledged writes (a restart from an older RDB)
-//     can bring deleted entries back: use AOF with appendfsync always.
+//     replica count is read at first use, and every invalidation script
+//     reports the replicas connected now: one that finds replicas the
+//     backend did not know of runs again, waiting, and so do all later
+//     invalidations. A failover that loses a bump no replica acknowledged
+//     is covered by the era (above, "Key layout"). WAIT is not consensus:
+//     with several replicas one acknowledgement suffices, and if a replica
+//     that did not acknowledge is promoted instead, the invalidation is
+//     lost (Sentinel and Cluster prefer the replica with the most data,
+//     but a partition can defeat that). A Redis that loses acknowledged
+//     writes (a restart from an older RDB) can bring deleted entries back:
+//     use AOF with appendfsync always.
 //
 // # Redis Cluster
 //
