@@ -2,6 +2,7 @@ package redisbackend
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,18 @@ func TestSentinel(t *testing.T) {
 	}
 	if l, err := b.Lookup(ctx, ns, "b"); err != nil || !l.Found {
 		t.Fatalf("after failover a kept entry is lost: found=%v err=%v", l.Found, err)
+	}
+	// The epoch on the new master was minted in the old master's
+	// replication history: the first fill from it is refused and starts a
+	// new era, so that no epoch a reader saw on the old master (perhaps
+	// never replicated) is issued again.
+	l, err := b.Lookup(ctx, ns, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Fill(ctx, ns, backends.Fill{Key: "c", Entry: backends.Entry{Value: []byte("c"), Deps: []string{"kept"}}, Since: l.Epoch})
+	if !errors.Is(err, backends.ErrStale) {
+		t.Fatalf("first fill after the failover, from the old history's epoch %v: %v, want ErrStale", l.Epoch, err)
 	}
 	fill("c", "kept")
 	if n, err := b.Invalidate(ctx, ns, "kept"); n != 2 || err != nil {
