@@ -123,6 +123,14 @@ type Fill struct {
 	Age time.Duration
 	// Lease is Lookup.Lease of the miss this fill follows, if any.
 	Lease string
+	// Current stores the value as of the store's current epoch, ignoring
+	// Since and Age: the caller vouches that the value is current when
+	// stored (Manager.Set), so no invalidation can make it stale, and the
+	// entry's Since becomes that epoch (a computation that hits it takes
+	// it). A store does it in one step where it can (a single Redis: one
+	// script); a store that ignores Current refuses the fill for its zero
+	// Since, which backendtest reports.
+	Current bool
 }
 
 // Entry is what a store keeps under a key: the value's bytes, the tags it

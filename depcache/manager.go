@@ -245,9 +245,12 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 }
 
 // Set stores v under key with deps. A ttl of 0 means the default TTL. The
-// value is taken as current when Set is called: if one of deps is
-// invalidated concurrently, nothing is stored and Set returns nil, as if the
-// invalidation had come right after.
+// value is taken as current when the store receives it (one round trip on
+// a single Redis): Set cannot know when v was computed, so an invalidation
+// that ran meanwhile does not refuse it. A value computed from data that
+// concurrent writes change should be filled through Memoize or Fetch,
+// whose fills are refused when a dependency was invalidated after the
+// computation began.
 func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration, deps ...string) error {
 	if err := m.usable(); err != nil {
 		return err
@@ -274,11 +277,8 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	}
 	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
-	since, err := m.backend.Epoch(opCtx)
-	if err != nil {
-		return m.failOpen("set", key, err)
-	}
-	if _, err := m.fill(opCtx, key, payload, deps, since, 0, ttl, ""); err != nil {
+	// At the store's current epoch, in one step (Fill.Current).
+	if _, err := m.fill(opCtx, key, payload, deps, backends.Epoch{}, 0, ttl, "", true); err != nil {
 		return m.failOpen("fill", key, err)
 	}
 	return nil
@@ -287,14 +287,16 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 // fill stores a payload, handling the outcomes the same way for Set and
 // memoized functions. A fill the backend refused as stale is not an error;
 // a backend failure is returned for the caller to report with failOpen.
-func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []string, since backends.Epoch, age, ttl time.Duration, lease string) (stored bool, err error) {
+// current stores at the store's current epoch (Set: since is ignored).
+func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []string, since backends.Epoch, age, ttl time.Duration, lease string, current bool) (stored bool, err error) {
 	err = m.backend.Fill(ctx, m.ns, backends.Fill{
-		Key:   key,
-		Entry: backends.Entry{Value: payload, Deps: deps, Since: since},
-		TTL:   ttl,
-		Since: since,
-		Age:   age,
-		Lease: lease,
+		Key:     key,
+		Entry:   backends.Entry{Value: payload, Deps: deps, Since: since},
+		TTL:     ttl,
+		Since:   since,
+		Age:     age,
+		Lease:   lease,
+		Current: current,
 	})
 	switch {
 	case errors.Is(err, backends.ErrStale):

@@ -523,7 +523,7 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 	// gone: store it under the fill's own timeout, not the caller's ctx.
 	fctx, cancel := m.opContext(context.WithoutCancel(ctx))
 	defer cancel()
-	stored, err = m.fill(fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl, c.lease)
+	stored, err = m.fill(fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl, c.lease, false)
 	if err != nil {
 		return false, err
 	}

@@ -86,6 +86,7 @@ var cases = []struct {
 	{"Invalidate", testInvalidate},
 	{"StaleGuard", testStaleGuard},
 	{"ForeignEra", testForeignEra},
+	{"FillCurrent", testFillCurrent},
 	{"MaxFillAge", testMaxFillAge},
 	{"EpochGrows", testEpochGrows},
 	{"NamespaceIsolation", testNamespaceIsolation},
@@ -563,6 +564,32 @@ func testStaleGuard(t *testing.T, e *env) {
 	e.fill("k", "kept", "V")
 	e.wantStale(e.tryFill("k", []byte("stale"), e1, "T"), "Fill over an entry with a stale Since")
 	e.wantHit("k", "kept")
+}
+
+// testFillCurrent: a fill at the current epoch (Manager.Set) is stored
+// whatever was invalidated or cleared before it, carries the epoch it was
+// stored at as its Since, and is removed by a later invalidation.
+func testFillCurrent(t *testing.T, e *env) {
+	e.wantMiss("k")
+	e.wantInvalidate(0, "T")
+	e.wantClear(0)
+	before := e.epoch()
+	err := e.b.Fill(e.ctx, e.ns, backends.Fill{
+		Key: "k", Entry: backends.Entry{Value: []byte("current"), Deps: []string{"T", "U"}}, Current: true,
+	})
+	if err != nil {
+		t.Fatalf("Fill at the current epoch after an invalidation and a Clear: %v", err)
+	}
+	en := e.wantHit("k", "current")
+	after := e.epoch()
+	if en.Since.Era != before.Era || en.Since.N < before.N || en.Since.N > after.N {
+		t.Errorf("entry filled at the current epoch has Since %v, want an epoch between %v and %v", en.Since, before, after)
+	}
+	if !slices.Equal(en.Deps, []string{"T", "U"}) {
+		t.Errorf("entry filled at the current epoch has deps %q, want [T U]", en.Deps)
+	}
+	e.wantInvalidate(1, "U")
+	e.wantMiss("k")
 }
 
 func testForeignEra(t *testing.T, e *env) {

@@ -230,6 +230,10 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	}
 	now := b.now()
 	age := f.Age + max(now.Sub(arrived), 0)
+	if f.Current {
+		f.Since, age = b.epoch(), 0
+		f.Entry.Since = f.Since
+	}
 
 	// Every check runs before maintain, which prunes stamps: a fill must
 	// never prune the stamp it is to be checked against. Within the bound

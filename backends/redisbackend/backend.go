@@ -228,10 +228,22 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 	if err != nil {
 		return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
 	}
+	if f.Current {
+		// A single Redis reads the epoch in the fill script; Cluster
+		// reads it first (its fill takes several steps anyway).
+		if _, ok := b.topo.(*cluster); ok {
+			if f.Since, err = b.Epoch(ctx); err != nil {
+				return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
+			}
+			f.Current, f.Age = false, 0
+		} else {
+			f.Since, f.Age = backends.Epoch{}, 0
+		}
+	}
 	if f.Age > b.cfg.maxFillAge {
 		return fmt.Errorf("redisbackend: fill %q: %w (computation took %v, longer than %v)", f.Key, backends.ErrStale, f.Age, b.cfg.maxFillAge)
 	}
-	if f.Since.Era == "" {
+	if f.Since.Era == "" && !f.Current {
 		return fmt.Errorf("redisbackend: fill %q: %w (no epoch)", f.Key, backends.ErrStale)
 	}
 	var ttl time.Duration

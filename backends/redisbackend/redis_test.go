@@ -145,6 +145,11 @@ func TestRoundTrips(t *testing.T) {
 				t.Fatal(err)
 			}
 			want("Fill with 10 deps", 1)
+			err = b.Fill(ctx, ns, backends.Fill{Key: "set", Entry: backends.Entry{Value: []byte("s"), Deps: deps}, Current: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want("Fill at the current epoch with 10 deps (Manager.Set)", 1)
 			if l, err := b.Lookup(ctx, ns, "one"); err != nil || !l.Found {
 				t.Fatalf("Lookup: %+v, %v; want a hit", l, err)
 			}
@@ -153,8 +158,8 @@ func TestRoundTrips(t *testing.T) {
 				t.Fatalf("TTL = %v, %v", d, err)
 			}
 			want("TTL", 1)
-			if n, err := b.Invalidate(ctx, ns, "d0"); err != nil || n != 2 {
-				t.Fatalf("Invalidate = %d, %v; want 2", n, err)
+			if n, err := b.Invalidate(ctx, ns, "d0"); err != nil || n != 3 {
+				t.Fatalf("Invalidate = %d, %v; want 3", n, err)
 			}
 			want("Invalidate of a small tag", 1)
 			fill(t, b, ns, "x", "x", 0, "d1")

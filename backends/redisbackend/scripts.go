@@ -30,6 +30,17 @@ local function parse_stamp(s)
   if not era then return nil end
   return era, tonumber(n), tonumber(ms)
 end
+-- uvarint encodes x as encoding/binary's AppendUvarint does.
+local function uvarint(x)
+  local out = {}
+  repeat
+    local b = x % 128
+    x = (x - b) / 128
+    if x > 0 then b = b + 128 end
+    out[#out + 1] = string.char(b)
+  until x == 0
+  return table.concat(out)
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -208,7 +219,10 @@ return v
 // ARGV[2] since n, ARGV[3] fill id, ARGV[4] envelope, ARGV[5] ttl ms (0:
 // none), ARGV[6] registrations to sample for pruning, ARGV[7] stamp age to
 // prune after (ms), ARGV[8] due stamps to visit, ARGV[9] registrations to
-// sample per stamp, ARGV[10] c, ARGV[11] a candidate era.
+// sample per stamp, ARGV[10] c, ARGV[11] a candidate era. An empty since
+// era stores at the current epoch (Fill.Current): nothing can refuse it
+// but a missing epoch, which it creates, and the envelope ARGV[4], encoded
+// with an empty epoch, gets the current one.
 //
 // Every check comes before anything that writes or prunes: the trim at the
 // end may drop only stamps this fill was already checked against.
@@ -222,20 +236,27 @@ return v
 // key keeps only the newest).
 const fillLua = `
 local sid = server_id()
-local era, _, cur = epoch_of(KEYS[2], sid)
+local era, n, cur = epoch_of(KEYS[2], sid)
 if not era then
-  redis.call('SET', KEYS[2], mint_era(ARGV[11], sid) .. ':0')
-  return {1}
+  era, n = mint_era(ARGV[11], sid), 0
+  redis.call('SET', KEYS[2], era .. ':0')
+  if ARGV[1] ~= '' then return {1} end
 end
-if era ~= ARGV[1] then return {2, cur} end
 local since = tonumber(ARGV[2])
+local env = ARGV[4]
+if ARGV[1] == '' then
+  since = n
+  env = 'dc\1' .. uvarint(#era) .. era .. uvarint(n) .. string.sub(env, 6)
+elseif era ~= ARGV[1] then
+  return {2, cur}
+end
 local pruned, floor = pruned_after(KEYS[4], era, since)
 if pruned then return {5, floor} end
 local first = 5 + tonumber(ARGV[10])
 for i = 5, #KEYS do
   local s = redis.call('HGET', KEYS[i], '~v')
   local se, sn = parse_stamp(s)
-  if se == ARGV[1] and sn > since then
+  if se == era and sn > since then
     if i < first then return {4, i - 4, s} end
     return {3, i - first + 1, s}
   end
@@ -264,9 +285,9 @@ for i = first, #KEYS do
 end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', ttl)
+  redis.call('SET', KEYS[1], env, 'PX', ttl)
 else
-  redis.call('SET', KEYS[1], ARGV[4])
+  redis.call('SET', KEYS[1], env)
 end
 trim(KEYS[3], now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), dropper(KEYS[4], era))
 return {0}

@@ -156,6 +156,8 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 	for _, d := range tags {
 		keys = append(keys, tagKey(d.NS, d.Tag))
 	}
+	// A fill at the current epoch (Manager.Set) sends an envelope with an
+	// empty epoch, which the script fills in with the one it reads.
 	res, err := s.run(ctx, srv, scriptFill, keys,
 		f.Since.Era, f.Since.N, newFillID(), backends.EncodeEntry(e), ttlMS, pruneSample,
 		s.cfg.pruneAfterMS(), trimBudget, trimSample, len(spaces), newEra()).Slice()
