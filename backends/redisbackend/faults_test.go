@@ -350,3 +350,26 @@ func TestReplicaJoinsLater(t *testing.T) {
 		t.Fatalf("Invalidate with the replica frozen = %v, want ErrNotReplicated", err)
 	}
 }
+
+// TestNextStep: a drain step is sized to the time it may block the server,
+// within bounds, from the last step's duration measured by the server.
+func TestNextStep(t *testing.T) {
+	for _, c := range []struct {
+		count int
+		n     int64
+		took  time.Duration
+		want  int
+	}{
+		{256, 256, stepBudget, 256},         // on budget: the same
+		{256, 256, 2 * stepBudget, 128},     // twice too long: half
+		{256, 256, stepBudget / 4, 1000},    // a quarter: four times, capped at the limit
+		{256, 250, stepBudget / 2, 512},     // half: twice
+		{64, 64, 100 * stepBudget, minStep}, // a stalled server: never below minStep
+		{256, 0, stepBudget, 256},           // an empty step says nothing
+		{256, 10, 0, 256},                   // nor one the clock did not see
+	} {
+		if got := nextStep(c.count, c.n, c.took, 1000); got != c.want {
+			t.Errorf("nextStep(%d, %d, %v, 1000) = %d, want %d", c.count, c.n, c.took, got, c.want)
+		}
+	}
+}

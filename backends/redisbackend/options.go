@@ -30,6 +30,18 @@ const (
 	trimSample = 16
 )
 
+// A script that drains a big tag blocks the server while it runs: the
+// invalidation script stops draining tags itself after stepBudget, and
+// each HSCAN step is sized from the last one's duration to about
+// stepBudget (at least minStep registrations, at most the chunk size),
+// the first firstStep. The budget is measured inside the script, which
+// is most but not all of the time the server spends on it.
+const (
+	stepBudget = 1500 * time.Microsecond
+	minStep    = 32
+	firstStep  = 256
+)
+
 // An Option configures a Backend.
 type Option func(*config)
 

@@ -41,6 +41,11 @@ local function uvarint(x)
   until x == 0
   return table.concat(out)
 end
+-- elapsed_us is the time since t0, a TIME reply, in microseconds.
+local function elapsed_us(t0)
+  local t = redis.call('TIME')
+  return (tonumber(t[1]) - tonumber(t0[1])) * 1000000 + tonumber(t[2]) - tonumber(t0[2])
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -302,7 +307,8 @@ return {0}
 // missing or of another replication history), ARGV[2] budget,
 // ARGV[3] "1" when keys may hold fill leases (WithFillLock), ARGV[4]
 // stamp age to prune after (ms), ARGV[5] due stamps to visit, ARGV[6]
-// registrations to sample per stamp.
+// registrations to sample per stamp, ARGV[7] the time (µs) past which
+// the script drains no further tag itself but leaves it to the steps.
 //
 // Returns {epoch, removed, visited, replicas, i...}: the new epoch, the
 // number of entries removed, the number of due stamps visited, the
@@ -317,6 +323,7 @@ redis.call('SET', KEYS[1], ep)
 local now = now_ms()
 local stamp = ep .. ':' .. string.format('%d', now)
 local budget = tonumber(ARGV[2])
+local t0 = redis.call('TIME')
 local out = {ep, 0, 0, replicas}
 for i = 4, #KEYS do
   local h = KEYS[i]
@@ -324,7 +331,7 @@ for i = 4, #KEYS do
   redis.call('ZADD', KEYS[2], now, h)
   local size = redis.call('HLEN', h) - 1
   if size > 0 then
-    if size <= budget then
+    if size <= budget and elapsed_us(t0) < tonumber(ARGV[7]) then
       budget = budget - size
       out[2] = out[2] + drain(h, redis.call('HGETALL', h), ARGV[3] == '1')
     else
@@ -351,10 +358,13 @@ return trim(KEYS[1], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(AR
 //
 // KEYS[1] tag hash. ARGV[1] cursor, ARGV[2] count, ARGV[3] as for
 // invalidateLua.
-// Returns {next cursor, removed}.
+// Returns {next cursor, removed, the step's duration in µs}, so that the
+// client sizes the next step to the time it may block the server.
 const drainStepLua = `
+local t0 = redis.call('TIME')
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-return {r[1], drain(KEYS[1], r[2], ARGV[3] == '1')}
+local removed = drain(KEYS[1], r[2], ARGV[3] == '1')
+return {r[1], removed, elapsed_us(t0)}
 `
 
 // cleanLua cleans the tag hashes that fit a budget of fields: it removes

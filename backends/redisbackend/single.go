@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -211,7 +212,7 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 	waited := s.waits(srv)
 	wait := func() bool { return waited && werr == nil }
 	v, werr, err := s.runReplicated(ctx, srv, scriptInvalidate, wait(), keys, newEra(), s.cfg.chunkSize, s.leaseFlag(),
-		s.cfg.pruneAfterMS(), min(trimWant, trimStep), trimSample)
+		s.cfg.pruneAfterMS(), min(trimWant, trimStep), trimSample, stepBudget.Microseconds())
 	res, _ := v.([]any)
 	if err == nil && len(res) < 4 {
 		err = fmt.Errorf("unexpected script reply %v", v)
@@ -239,11 +240,11 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 		if i < 1 || int(i) > len(tags) {
 			return int(removed), fmt.Errorf("redisbackend: invalidate %q: unexpected script reply %v", tags, v)
 		}
-		cursor := "0"
+		cursor, count := "0", min(firstStep, s.cfg.chunkSize)
 		for {
-			v, stepWerr, err := s.runReplicated(ctx, srv, scriptDrainStep, wait(), []string{keys[i+2]}, cursor, s.cfg.chunkSize, s.leaseFlag())
+			v, stepWerr, err := s.runReplicated(ctx, srv, scriptDrainStep, wait(), []string{keys[i+2]}, cursor, count, s.leaseFlag())
 			step, _ := v.([]any)
-			if err == nil && len(step) != 2 {
+			if err == nil && len(step) != 3 {
 				err = fmt.Errorf("unexpected script reply %v", v)
 			}
 			if err != nil {
@@ -255,6 +256,8 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 			cursor, _ = step[0].(string)
 			n, _ := step[1].(int64)
 			removed += n
+			took, _ := step[2].(int64)
+			count = nextStep(count, n, time.Duration(took)*time.Microsecond, s.cfg.chunkSize)
 			if cursor == "0" {
 				break
 			}
@@ -300,6 +303,17 @@ func (s *single) trim(ctx context.Context, srv *server, ns string, want int) err
 		done += n
 	}
 	return nil
+}
+
+// nextStep sizes the next HSCAN step of a drain from the last one, which
+// removed n entries of count asked for in took: about stepBudget's worth,
+// between minStep and limit.
+func nextStep(count int, n int64, took time.Duration, limit int) int {
+	if took <= 0 || n <= 0 {
+		return count
+	}
+	next := int(int64(count) * int64(stepBudget) / int64(took))
+	return max(minStep, min(next, limit))
 }
 
 // waits reports whether invalidations wait for a replica: the server had
@@ -399,7 +413,7 @@ func (s *single) clear(ctx context.Context, srv *server, ns string) (int, error)
 		waited := s.waits(srv)
 		v, werr, err := s.runReplicated(ctx, srv, scriptInvalidate, waited,
 			[]string{s.cfg.epochKey, tagIndexKey(ns), s.cfg.prunedKey, clearKey(ns)}, newEra(), s.cfg.chunkSize, s.leaseFlag(),
-			s.cfg.pruneAfterMS(), trimBudget, trimSample)
+			s.cfg.pruneAfterMS(), trimBudget, trimSample, stepBudget.Microseconds())
 		if err == nil {
 			err = werr
 		}
