@@ -114,3 +114,47 @@ func TestOpContextCancellableCallerGetsTheSharedDeadline(t *testing.T) {
 		t.Error("the operation's end cancelled the caller's context")
 	}
 }
+
+// Operations under a cancellable caller leave their shared deadline's list
+// when they end, in any order, and cost five allocations at most (the
+// child context, its cancel function, its Done channel, the list node, the
+// returned end function).
+func TestOpContextCancellableOperationsLeaveTheList(t *testing.T) {
+	m := New(memory.New(), WithTimeout(time.Hour))
+	defer m.Close()
+	parent, stop := context.WithCancel(context.Background())
+	defer stop()
+	var ends []context.CancelFunc
+	for range 5 {
+		ctx, end := m.opContext(parent)
+		pollDone(ctx)
+		ends = append(ends, end)
+	}
+	for _, i := range []int{2, 0, 4, 1, 3} {
+		ends[i]()
+	}
+	shared := m.deadlines.current.Load()
+	shared.mu.Lock()
+	running := shared.running
+	shared.mu.Unlock()
+	if running != nil {
+		t.Fatal("an ended operation is still on its shared deadline's list")
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		ctx, end := m.opContext(parent)
+		pollDone(ctx)
+		end()
+	})
+	if allocs > 5 {
+		t.Errorf("an operation under a cancellable context allocates %v times, want at most 5", allocs)
+	}
+}
+
+// pollDone looks at Done without waiting, as go-redis does on every
+// command (which makes a cancelCtx allocate its channel).
+func pollDone(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	default:
+	}
+}
