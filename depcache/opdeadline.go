@@ -59,6 +59,8 @@ type sharedDeadline struct {
 	mu      sync.Mutex
 	running *cancellableOp // a doubly linked list
 	expired bool
+
+	stale atomic.Bool // set timeout/sharedSlack after it was made (get)
 }
 
 // expire ends every operation still running on s; it runs once, when s's
@@ -81,16 +83,23 @@ type opDeadlines struct {
 // get returns a shared deadline due between now+timeout-timeout/sharedSlack
 // and now+timeout. Two operations racing past an expiring one may both make
 // a new one; either serves, and the loser's timer simply runs out.
+//
+// It reads no clock while the current one is fresh: a timer marks it stale
+// timeout/sharedSlack after it was made. (On some virtual machines a clock
+// read is a system call, ~0.5 µs, a visible part of a hit.) A timer that
+// fires late shortens the operations' budgets by its lateness, never
+// lengthens them: every deadline is still at most timeout after the
+// operation began.
 func (o *opDeadlines) get(timeout time.Duration) *sharedDeadline {
-	now := time.Now()
-	if s := o.current.Load(); s != nil && !s.deadline.Before(now.Add(timeout-timeout/sharedSlack)) && !s.deadline.After(now.Add(timeout)) {
+	if s := o.current.Load(); s != nil && !s.stale.Load() {
 		return s
 	}
-	d := now.Add(timeout)
+	d := time.Now().Add(timeout)
 	ctx, cancel := context.WithDeadline(context.Background(), d)
 	s := &sharedDeadline{ctx: ctx, cancel: cancel, deadline: d}
 	s.background = &boundCtx{Context: context.Background(), shared: s}
 	context.AfterFunc(ctx, s.expire)
+	time.AfterFunc(timeout/sharedSlack, func() { s.stale.Store(true) })
 	o.current.Store(s)
 	return s
 }

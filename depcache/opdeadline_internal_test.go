@@ -158,3 +158,30 @@ func pollDone(ctx context.Context) {
 	default:
 	}
 }
+
+// A shared deadline is replaced once it is stale, so that later operations
+// get a full budget again, and the new one is no later than the timeout.
+func TestOpContextSharedDeadlineIsRenewed(t *testing.T) {
+	const timeout = 40 * time.Millisecond
+	m := New(memory.New(), WithTimeout(timeout))
+	defer m.Close()
+	ctx, end := m.opContext(context.Background())
+	first, _ := ctx.Deadline()
+	end()
+	for giveUp := time.Now().Add(5 * time.Second); ; {
+		ctx, end := m.opContext(context.Background())
+		returned := time.Now()
+		d, _ := ctx.Deadline()
+		end()
+		if d.After(returned.Add(timeout)) {
+			t.Fatalf("deadline %v is later than the timeout after opContext returned (%v)", d, returned.Add(timeout))
+		}
+		if d.After(first) {
+			return
+		}
+		if time.Now().After(giveUp) {
+			t.Fatal("the shared deadline was never renewed")
+		}
+		time.Sleep(time.Millisecond) // pacing the poll, not synchronising
+	}
+}
