@@ -135,7 +135,9 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 		return
 	}
 	p.replay(db, qs[0].rs)
-	runPreloads(db, ctx, &session{queries: qs[1:]})
+	if len(stmt.Preloads) > 0 { // (a session costs an allocation)
+		runPreloads(db, ctx, &session{queries: qs[1:]})
+	}
 }
 
 // runQuery does what gorm:query does with the built statement, except
