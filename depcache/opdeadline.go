@@ -85,11 +85,11 @@ type opDeadlines struct {
 // a new one; either serves, and the loser's timer simply runs out.
 //
 // It reads no clock while the current one is fresh: a timer marks it stale
-// timeout/sharedSlack after it was made. (On some virtual machines a clock
-// read is a system call, ~0.5 µs, a visible part of a hit.) A timer that
-// fires late shortens the operations' budgets by its lateness, never
-// lengthens them: every deadline is still at most timeout after the
-// operation began.
+// timeout/sharedSlack after it was made. (On some virtual machines, this
+// project's CI among them, time.Now costs ~0.5 µs, a visible part of a
+// hit.) A timer that fires late shortens the operations' budgets by its
+// lateness, never lengthens them: every deadline is still at most timeout
+// after the operation began.
 func (o *opDeadlines) get(timeout time.Duration) *sharedDeadline {
 	if s := o.current.Load(); s != nil && !s.stale.Load() {
 		return s
