@@ -22,6 +22,9 @@ type Backend interface {
 	// current epoch, which the caller must present to Fill as Fill.Since:
 	// it is read before the computation starts, which is what lets Fill
 	// refuse a value computed from data that a later invalidation replaced.
+	// The caller reads the returned Entry.Value and never modifies it: a
+	// store may hand out memory it shares with its reply (an immutable
+	// string, for redisbackend) rather than a copy.
 	Lookup(ctx context.Context, ns, key string) (Lookup, error)
 
 	// Fill stores f.Entry under f.Key and registers it under each of

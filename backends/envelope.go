@@ -3,6 +3,7 @@ package backends
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 )
 
 // The envelope is how stores that keep bytes (Redis) lay out an Entry:
@@ -48,15 +49,18 @@ func DecodeEntry(b []byte) (Entry, error) {
 }
 
 // DecodeEntryString is DecodeEntry for an envelope a client returned as a
-// string (go-redis does): the era and the tags are substrings of s, not
-// copies, and only the value is copied out, so a hit allocates the tag
-// slice and the value and nothing per field.
+// string (go-redis does): the era, the tags and the value all share s's
+// memory, so a hit allocates the tag slice and nothing else. The returned
+// Value must not be modified (it is s's bytes, and strings are immutable);
+// Backend.Lookup's contract says so of every Entry.Value it returns.
 func DecodeEntryString(s string) (Entry, error) {
 	e, rest, err := decodeHeader(s)
 	if err != nil {
 		return Entry{}, err
 	}
-	e.Value = []byte(rest)
+	if rest != "" {
+		e.Value = unsafe.Slice(unsafe.StringData(rest), len(rest))
+	}
 	return e, nil
 }
 

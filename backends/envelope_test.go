@@ -71,3 +71,23 @@ func FuzzReadUvarint(f *testing.F) {
 		}
 	})
 }
+
+// A decoded hit allocates its tag slice and nothing else: the era, the tags
+// and the value share the string's memory.
+func TestDecodeEntryStringAllocatesOnlyTheTags(t *testing.T) {
+	for _, deps := range [][]string{nil, {"users::42", "posts::*"}} {
+		s := string(EncodeEntry(Entry{Since: Epoch{Era: "era", N: 7}, Deps: deps, Value: []byte(`{"id":42}`)}))
+		want := 0.0
+		if len(deps) > 0 {
+			want = 1
+		}
+		allocs := testing.AllocsPerRun(100, func() {
+			if _, err := DecodeEntryString(s); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != want {
+			t.Errorf("%d deps: %v allocations per decode, want %v", len(deps), allocs, want)
+		}
+	}
+}

@@ -14,7 +14,11 @@ import (
 // Codec turns values into bytes and back. Implementations must be safe for
 // concurrent use. Unmarshal is given bytes that Marshal of the same Codec
 // produced, or bytes from elsewhere (another version of the program):
-// it must return an error, never panic, on bytes it cannot read.
+// it must return an error, never panic, on bytes it cannot read. Unmarshal
+// must not modify b, nor keep it after returning (as json.Unmarshaler): on a
+// hit b is the backend's reply, shared rather than copied. A value of type
+// []byte (a memoized function's result, a Set's value) is stored as it is
+// and never reaches the codec, unless it is nil.
 type Codec interface {
 	Name() string
 	Marshal(v any) ([]byte, error)

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -263,7 +264,12 @@ func Memoize3[A, B, C, R any](fn func(context.Context, A, B, C) (R, error), opts
 // result, with the same rules as Memoize. A nil m resolves as Memoize does
 // (Using, ManagerName, else Default).
 func Fetch[R any](ctx context.Context, m *Manager, key string, fn func(context.Context) (R, error), opts ...MemoOption) (R, error) {
-	s := &memoSpec{id: "fetch"}
+	s := fetchSpecs.Get().(*memoSpec)
+	defer func() {
+		*s = memoSpec{}
+		fetchSpecs.Put(s)
+	}()
+	s.id = "fetch"
 	for _, o := range opts {
 		o(s)
 	}
@@ -275,6 +281,11 @@ func Fetch[R any](ctx context.Context, m *Manager, key string, fn func(context.C
 	}
 	return call(ctx, s, key, nil, fn)
 }
+
+// fetchSpecs recycles Fetch's specs, made from each call's options: the
+// options see the spec (so it would escape), and nothing keeps it once call
+// returns.
+var fetchSpecs = sync.Pool{New: func() any { return new(memoSpec) }}
 
 // call runs one memoized call. key is empty for Memoize, which derives it.
 func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn func(context.Context) (R, error)) (R, error) {
@@ -288,14 +299,13 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
 	if key == "" {
-		argKey, err := keys.OfErr(args...)
-		if err != nil {
+		var err error
+		if key, err = memoKey(s.id, args); err != nil {
 			// Two such arguments could share a key and be served each
 			// other's results.
 			m.usageError(key, fmt.Errorf("depcache: %s runs uncached: %w", s.id, err))
 			return runUncached(ctx, s, m, parent, s.id, args, fn)
 		}
-		key = s.id + ":" + argKey
 	}
 	read, fill := pluginapi.Allowed(ctx)
 	if m != nil && m.closed.Load() {
@@ -454,6 +464,16 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	return v, fnErr
 }
 
+// memoKey is a memoized call's key, id + ":" + keys.Of(args...), made as
+// one string.
+func memoKey(id string, args []any) (string, error) {
+	var buf [128]byte
+	b := append(buf[:0], id...)
+	b = append(b, ':')
+	b, err := keys.AppendOf(b, args...)
+	return string(b), err
+}
+
 // compute runs fn as computation c. However fn ends, c is closed and what
 // it discovered reaches the enclosing computation.
 func compute[R any](ctx context.Context, c *computation, s *memoSpec, fn func(context.Context) (R, error)) (R, error) {
@@ -553,5 +573,7 @@ func (s *memoSpec) report(m *Manager, key string, args []any, hit bool, v any, e
 			slogError(fmt.Errorf("depcache: OnResult callback panicked: %v", r))
 		}
 	}()
-	s.onResult(Result{Func: s.id, Key: key, Manager: m.Name(), Args: args, Hit: hit, Value: v, Err: err})
+	// args is the caller's (a Memoize wrapper's stack array): the callback
+	// may keep its Result.
+	s.onResult(Result{Func: s.id, Key: key, Manager: m.Name(), Args: slices.Clone(args), Hit: hit, Value: v, Err: err})
 }

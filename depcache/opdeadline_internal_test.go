@@ -114,3 +114,74 @@ func TestOpContextCancellableCallerGetsTheSharedDeadline(t *testing.T) {
 		t.Error("the operation's end cancelled the caller's context")
 	}
 }
+
+// Operations under a cancellable caller leave their shared deadline's list
+// when they end, in any order, and cost five allocations at most (the
+// child context, its cancel function, its Done channel, the list node, the
+// returned end function).
+func TestOpContextCancellableOperationsLeaveTheList(t *testing.T) {
+	m := New(memory.New(), WithTimeout(time.Hour))
+	defer m.Close()
+	parent, stop := context.WithCancel(context.Background())
+	defer stop()
+	var ends []context.CancelFunc
+	for range 5 {
+		ctx, end := m.opContext(parent)
+		pollDone(ctx)
+		ends = append(ends, end)
+	}
+	for _, i := range []int{2, 0, 4, 1, 3} {
+		ends[i]()
+	}
+	shared := m.deadlines.current.Load()
+	shared.mu.Lock()
+	running := shared.running
+	shared.mu.Unlock()
+	if running != nil {
+		t.Fatal("an ended operation is still on its shared deadline's list")
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		ctx, end := m.opContext(parent)
+		pollDone(ctx)
+		end()
+	})
+	if allocs > 5 {
+		t.Errorf("an operation under a cancellable context allocates %v times, want at most 5", allocs)
+	}
+}
+
+// pollDone looks at Done without waiting, as go-redis does on every
+// command (which makes a cancelCtx allocate its channel).
+func pollDone(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	default:
+	}
+}
+
+// A shared deadline is replaced once it is stale, so that later operations
+// get a full budget again, and the new one is no later than the timeout.
+func TestOpContextSharedDeadlineIsRenewed(t *testing.T) {
+	const timeout = 40 * time.Millisecond
+	m := New(memory.New(), WithTimeout(timeout))
+	defer m.Close()
+	ctx, end := m.opContext(context.Background())
+	first, _ := ctx.Deadline()
+	end()
+	for giveUp := time.Now().Add(5 * time.Second); ; {
+		ctx, end := m.opContext(context.Background())
+		returned := time.Now()
+		d, _ := ctx.Deadline()
+		end()
+		if d.After(returned.Add(timeout)) {
+			t.Fatalf("deadline %v is later than the timeout after opContext returned (%v)", d, returned.Add(timeout))
+		}
+		if d.After(first) {
+			return
+		}
+		if time.Now().After(giveUp) {
+			t.Fatal("the shared deadline was never renewed")
+		}
+		time.Sleep(time.Millisecond) // pacing the poll, not synchronising
+	}
+}

@@ -8,16 +8,27 @@ import (
 )
 
 // A payload is what the manager stores as an entry's value: a kind byte,
-// then either the codec's bytes of the value or a cached error.
+// then the codec's bytes of the value, a []byte value as it is, or a cached
+// error.
 const (
 	kindValue byte = 'v'
+	kindBytes byte = 'b'
 	kindError byte = 'e'
 )
 
 // errCorruptPayload reports a payload this manager cannot read.
 var errCorruptPayload = errors.New("depcache: unreadable cached value")
 
+// encodeValue makes the payload of v. A non-nil []byte is stored as it is:
+// it is bytes already, and a codec would only inflate it (JSON's base64)
+// and cost a hit a decode. A nil one goes through the codec, which tells it
+// from an empty one.
 func encodeValue(c Codec, v any) ([]byte, error) {
+	if raw, ok := v.([]byte); ok && raw != nil {
+		out := make([]byte, 0, len(raw)+1)
+		out = append(out, kindBytes)
+		return append(out, raw...), nil
+	}
 	b, err := c.Marshal(v)
 	if err != nil {
 		return nil, err
@@ -115,6 +126,23 @@ func decodePayload(c Codec, ms []errorMatcher, b []byte, dst any) (cached error,
 	switch b[0] {
 	case kindValue:
 		if err := c.Unmarshal(b[1:], dst); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", errCorruptPayload, c.Name(), err)
+		}
+		return nil, nil
+	case kindBytes:
+		if p, ok := dst.(*[]byte); ok {
+			// A copy: b is the backend's reply, which the caller must not
+			// be able to modify.
+			*p = append(make([]byte, 0, len(b)-1), b[1:]...)
+			return nil, nil
+		}
+		// Read into another type (Manager.Get into a *string): as the codec
+		// would have read the []byte.
+		enc, err := c.Marshal(b[1:])
+		if err == nil {
+			err = c.Unmarshal(enc, dst)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", errCorruptPayload, c.Name(), err)
 		}
 		return nil, nil

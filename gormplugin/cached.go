@@ -40,21 +40,29 @@ const settingCached = "depcache:cached"
 // Inside a transaction a Cached query never fills, and once the
 // transaction has written it does not read the cache either.
 func Cached(ttl time.Duration) func(*gorm.DB) *gorm.DB {
+	// Made once, not in every query.
+	s := &cachedSetting{ttl: ttl, opt: depcache.TTL(ttl)}
 	return func(db *gorm.DB) *gorm.DB {
-		return db.Set(settingCached, ttl)
+		return db.Set(settingCached, s)
 	}
 }
 
-func cachedTTL(db *gorm.DB) (time.Duration, bool) {
+// cachedSetting is what Cached leaves in a statement's settings.
+type cachedSetting struct {
+	ttl time.Duration
+	opt depcache.MemoOption // depcache.TTL(ttl)
+}
+
+func cachedTTL(db *gorm.DB) (*cachedSetting, bool) {
 	v, ok := db.Get(settingCached)
 	if !ok {
-		return 0, false
+		return nil, false
 	}
-	ttl, ok := v.(time.Duration)
-	return ttl, ok
+	s, ok := v.(*cachedSetting)
+	return s, ok
 }
 
-func (p *Plugin) cachedQuery(db *gorm.DB, ttl time.Duration, raw bool) {
+func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 	stmt := db.Statement
 	ctx := stmt.Context
 	if db.Error != nil || db.DryRun {
@@ -110,7 +118,7 @@ func (p *Plugin) cachedQuery(db *gorm.DB, ttl time.Duration, raw bool) {
 			depcache.SkipFill(fctx, reason)
 		}
 		return b, nil
-	}, depcache.TTL(ttl))
+	}, cached.opt)
 	if ran {
 		return // the queries ran: dest, RowsAffected and errors are GORM's own
 	}
@@ -127,7 +135,9 @@ func (p *Plugin) cachedQuery(db *gorm.DB, ttl time.Duration, raw bool) {
 		return
 	}
 	p.replay(db, qs[0].rs)
-	runPreloads(db, ctx, &session{queries: qs[1:]})
+	if len(stmt.Preloads) > 0 { // (a session costs an allocation)
+		runPreloads(db, ctx, &session{queries: qs[1:]})
+	}
 }
 
 // runQuery does what gorm:query does with the built statement, except
@@ -194,7 +204,9 @@ func (p *Plugin) storable(s *session) ([]byte, string) {
 
 // resultKeyVersion changes whenever what an entry holds does, so that a
 // shared Redis never serves another version's entries.
-const resultKeyVersion = "rows1"
+// rows2: the entry is stored as raw bytes (depcache's kindBytes), which a
+// process of the rows1 era would read as corrupt and delete.
+const resultKeyVersion = "rows2"
 
 // queryKey identifies a query's result: the dialect, the SQL, its
 // variables, the destination type and the preload tree (gorm-notes.md).

@@ -26,8 +26,8 @@ func (p *Plugin) query(db *gorm.DB) {
 		p.sessionQuery(db, s, raw)
 		return
 	}
-	if ttl, ok := cachedTTL(db); ok {
-		p.cachedQuery(db, ttl, raw)
+	if cached, ok := cachedTTL(db); ok {
+		p.cachedQuery(db, cached, raw)
 		return
 	}
 	callbacks.Query(db)

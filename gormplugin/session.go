@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"unsafe"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
@@ -151,8 +152,11 @@ func encodeEntry(qs []recordedQuery) ([]byte, error) {
 	return b, nil
 }
 
+// decodeEntry reads what encodeEntry wrote. It takes b over: the decoded
+// strings share its memory, so nothing may modify b afterwards (a hit's
+// bytes are a copy of the cache's, which no one else holds).
 func decodeEntry(b []byte) ([]recordedQuery, error) {
-	d := decoder{b: b, s: string(b)}
+	d := decoder{b: b, s: unsafe.String(unsafe.SliceData(b), len(b))}
 	if v := d.byte(); v != entryVersion {
 		return nil, fmt.Errorf("%w: entry version %d", errCorruptResult, v)
 	}

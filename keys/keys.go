@@ -55,23 +55,31 @@ func Of(args ...any) string {
 // OfErr is [Of] that also reports, wrapping [ErrUnsupported], an argument
 // that cannot be keyed faithfully. The key is the one Of returns.
 func OfErr(args ...any) (string, error) {
+	var buf [64]byte
+	b, err := AppendOf(buf[:0], args...)
+	return string(b), err
+}
+
+// AppendOf appends the key [OfErr] returns for args to dst, so that a caller
+// building a longer key around it (a prefix, a function's name) makes one
+// string instead of two.
+func AppendOf(dst []byte, args ...any) ([]byte, error) {
 	var first error
-	var b strings.Builder
-	b.Grow(len(Version) + 24*len(args))
-	b.WriteString(Version)
+	start := len(dst)
+	dst = append(dst, Version...)
 	for i, a := range args {
 		atom, err := ArgErr(a)
 		if err != nil && first == nil {
 			first = fmt.Errorf("argument %d: %w", i, err)
 		}
-		b.WriteByte('|')
-		b.WriteString(atom)
+		dst = append(dst, '|')
+		dst = append(dst, atom...)
 	}
-	k := b.String()
-	if len(k) > MaxLen {
-		k = Version + "#" + hashHex([]byte(k))
+	if len(dst)-start > MaxLen {
+		h := hashHex(dst[start:])
+		dst = append(append(append(dst[:start], Version...), '#'), h...)
 	}
-	return k, first
+	return dst, first
 }
 
 // Arg returns the atom of one argument, as it appears in [Of].

@@ -485,3 +485,19 @@ func distinct(t *testing.T, args []any) {
 		seen[k] = i
 	}
 }
+
+// AppendOf appends exactly the key OfErr returns, also when the key is
+// hashed for its length, and reports the same error.
+func TestAppendOfIsOfAfterAPrefix(t *testing.T) {
+	long, s60 := strings.Repeat("x", 300), strings.Repeat("y", 60)
+	for _, args := range [][]any{nil, {42}, {"a", 1.5, true}, {long}, {s60, s60, s60, s60, s60, s60}, {make(chan int)}} {
+		want, wantErr := keys.OfErr(args...)
+		got, err := keys.AppendOf([]byte("fn:"), args...)
+		if len(args) == 6 && !strings.Contains(want, "#") {
+			t.Fatalf("key of 6 long strings %q is not hashed; the case tests nothing", want)
+		}
+		if string(got) != "fn:"+want || (err == nil) != (wantErr == nil) {
+			t.Errorf("AppendOf(%v) = %q, %v; want %q, %v", args, got, err, "fn:"+want, wantErr)
+		}
+	}
+}
