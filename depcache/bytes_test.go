@@ -3,6 +3,7 @@ package depcache_test
 import (
 	"bytes"
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/depcache/go-depcache/depcache"
@@ -75,5 +76,45 @@ func TestBytesReadIntoAnotherTypeAsTheCodecWould(t *testing.T) {
 	var b []byte
 	if found, err := m.Get(ctx, "k", &b); err != nil || !found || string(b) != "hello" {
 		t.Fatalf("Get into []byte = %q, %v, %v", b, found, err)
+	}
+}
+
+// sealCodec stands for a codec of the user's that transforms every value
+// (compression, encryption): it reverses the JSON bytes.
+type sealCodec struct{ marshals *counter }
+
+func (sealCodec) Name() string { return "seal" }
+func (c sealCodec) Marshal(v any) ([]byte, error) {
+	c.marshals.n.Add(1)
+	b, err := depcache.JSON.Marshal(v)
+	slices.Reverse(b)
+	return b, err
+}
+func (sealCodec) Unmarshal(b []byte, v any) error {
+	r := slices.Clone(b)
+	slices.Reverse(r)
+	return depcache.JSON.Unmarshal(r, v)
+}
+
+// A codec of the user's gets []byte values too: one that encrypts must not
+// be bypassed for them.
+func TestBytesGoThroughAUsersCodec(t *testing.T) {
+	ctx := context.Background()
+	var marshals counter
+	m, store := newManager(t, depcache.WithCodec(sealCodec{&marshals}))
+	secret := []byte("secret bytes")
+	if err := m.Set(ctx, "k", secret, 0, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if marshals.calls() != 1 {
+		t.Fatalf("the user's codec marshalled %d values, want 1", marshals.calls())
+	}
+	l, err := store.Lookup(ctx, m.Prefix(), "k")
+	if err != nil || !l.Found || bytes.Contains(l.Entry.Value, secret) {
+		t.Fatalf("stored value %q (found %v, %v): the codec was bypassed", l.Entry.Value, l.Found, err)
+	}
+	var got []byte
+	if found, err := m.Get(ctx, "k", &got); err != nil || !found || !bytes.Equal(got, secret) {
+		t.Fatalf("Get = %q, %v, %v; want the secret back", got, found, err)
 	}
 }

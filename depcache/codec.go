@@ -16,9 +16,10 @@ import (
 // produced, or bytes from elsewhere (another version of the program):
 // it must return an error, never panic, on bytes it cannot read. Unmarshal
 // must not modify b, nor keep it after returning (as json.Unmarshaler): on a
-// hit b is the backend's reply, shared rather than copied. A value of type
-// []byte (a memoized function's result, a Set's value) is stored as it is
-// and never reaches the codec, unless it is nil.
+// hit b is the backend's reply, shared rather than copied. With the
+// built-in codecs (JSON, Msgpack, Gob) a value of type []byte (a memoized
+// function's result, a Set's value) is stored as it is and never reaches
+// the codec, unless it is nil; a codec of the user's gets every value.
 type Codec interface {
 	Name() string
 	Marshal(v any) ([]byte, error)

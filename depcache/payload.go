@@ -19,12 +19,13 @@ const (
 // errCorruptPayload reports a payload this manager cannot read.
 var errCorruptPayload = errors.New("depcache: unreadable cached value")
 
-// encodeValue makes the payload of v. A non-nil []byte is stored as it is:
-// it is bytes already, and a codec would only inflate it (JSON's base64)
-// and cost a hit a decode. A nil one goes through the codec, which tells it
-// from an empty one.
+// encodeValue makes the payload of v. With a built-in codec a non-nil
+// []byte is stored as it is: it is bytes already, and the codec would only
+// inflate it (JSON's base64) and cost a hit a decode. A nil one goes
+// through the codec, which tells it from an empty one; so does every value
+// of a user's codec, which may compress or encrypt.
 func encodeValue(c Codec, v any) ([]byte, error) {
-	if raw, ok := v.([]byte); ok && raw != nil {
+	if raw, ok := v.([]byte); ok && raw != nil && builtinCodec(c) {
 		out := make([]byte, 0, len(raw)+1)
 		out = append(out, kindBytes)
 		return append(out, raw...), nil
@@ -36,6 +37,14 @@ func encodeValue(c Codec, v any) ([]byte, error) {
 	out := make([]byte, 0, len(b)+1)
 	out = append(out, kindValue)
 	return append(out, b...), nil
+}
+
+func builtinCodec(c Codec) bool {
+	switch c.(type) {
+	case jsonCodec, msgpackCodec, gobCodec:
+		return true
+	}
+	return false
 }
 
 // errorMatcher decides whether an error is cached, and rebuilds it on a hit.
