@@ -168,6 +168,7 @@ type tagWalk struct {
 	fields  []string // entry keys read
 	ids     []string // their fill ids, as read
 	next    string   // cursor to read from next, "0": nothing more
+	stamp   string   // the stamp, as last read ("": none seen)
 	settled bool
 }
 
@@ -187,6 +188,7 @@ func (w *tagWalk) absorb(cmd *redis.Cmd) error {
 		f, _ := flat[i].(string)
 		id, _ := flat[i+1].(string)
 		if f == "~v" {
+			w.stamp = id
 			continue
 		}
 		w.fields = append(w.fields, f)
@@ -197,8 +199,9 @@ func (w *tagWalk) absorb(cmd *redis.Cmd) error {
 
 // removeAndReadOp returns the op that removes the registrations in done
 // (indexes of w.fields) if unchanged and reads the next step; settleMS >= 0
-// settles the stamp at the end.
-func (c *cluster) removeAndReadOp(w *tagWalk, done []int, settleMS int64) *clusterOp {
+// settles the stamp at the end, dropping it only if it is still covered
+// (the stamp a floor covered, "" for none).
+func (c *cluster) removeAndReadOp(w *tagWalk, done []int, settleMS int64, covered string) *clusterOp {
 	next := w.next
 	if next == "0" {
 		next = ""
@@ -207,8 +210,8 @@ func (c *cluster) removeAndReadOp(w *tagWalk, done []int, settleMS int64) *clust
 	if settleMS >= 0 {
 		settle = strconv.FormatInt(settleMS, 10)
 	}
-	args := make([]any, 0, 3+2*len(done))
-	args = append(args, next, c.cfg.chunkSize, settle)
+	args := make([]any, 0, 4+2*len(done))
+	args = append(args, next, c.cfg.chunkSize, settle, covered)
 	for _, i := range done {
 		args = append(args, w.fields[i], w.ids[i])
 	}

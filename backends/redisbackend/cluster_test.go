@@ -125,12 +125,12 @@ func TestClusterRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want("Fill without a lease of a missing key", 3)
+	want("Fill without a lease of a missing key", 4)
 	err = b.Fill(ctx, ns, backends.Fill{Key: "fresh", Entry: backends.Entry{Value: []byte("f2"), Deps: deps}, Since: l.Epoch})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want("Fill without a lease over an entry (Manager.Set)", 4)
+	want("Fill without a lease over an entry (Manager.Set)", 5)
 	if l, err := b.Lookup(ctx, ns, "one"); err != nil || !l.Found {
 		t.Fatalf("Lookup: %+v, %v; want a hit", l, err)
 	}

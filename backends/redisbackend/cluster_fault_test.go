@@ -1,0 +1,399 @@
+package redisbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/depcache/go-depcache/backends"
+)
+
+// Faults on the Cluster fill path (issue 13): each test holds a fill
+// between two of its steps, or a replica behind, and checks that what
+// happens meanwhile makes the fill refuse and leave nothing readable.
+
+// beforeScript is a go-redis hook that runs do once, right before the
+// first command or pipeline that runs script s is sent: a hold in the
+// middle of a Cluster fill, between two of its steps.
+type beforeScript struct {
+	sha  string
+	once sync.Once
+	do   func()
+}
+
+func (h *beforeScript) fire(cmds ...redis.Cmder) {
+	for _, c := range cmds {
+		if a := c.Args(); len(a) > 1 && a[0] == "evalsha" && a[1] == h.sha {
+			h.once.Do(h.do)
+			return
+		}
+	}
+}
+
+func (h *beforeScript) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *beforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.fire(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *beforeScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.fire(cmds...)
+		return next(ctx, cmds)
+	}
+}
+
+// fired reports whether the hold ran (and disarms it).
+func (h *beforeScript) fired() bool {
+	ran := true
+	h.once.Do(func() { ran = false })
+	return ran
+}
+
+// ownEpochKey returns an epoch key of the test's own (so that it may
+// delete it on a shared cluster), removed with its pruned key at the end.
+func ownEpochKey(t *testing.T, tc *testCluster) string {
+	key := randomName(t, "depcache:epoch:")
+	t.Cleanup(func() {
+		c := tc.client()
+		defer c.Close()
+		c.Del(context.Background(), key)
+		c.Del(context.Background(), prunedKeyOf(key))
+	})
+	return key
+}
+
+// assertNotServed fails the test if key is readable in ns.
+func assertNotServed(t *testing.T, b *Backend, ns, key string) {
+	t.Helper()
+	l, err := b.Lookup(t.Context(), ns, key)
+	if err != nil {
+		t.Fatalf("Lookup(%q): %v", key, err)
+	}
+	if l.Found {
+		t.Errorf("Lookup(%q) serves %q, written before the invalidation that returned", key, l.Entry.Value)
+	}
+	if l.Lease != "" {
+		_ = b.Release(t.Context(), ns, key, l.Lease)
+	}
+}
+
+// TestClusterEraWindow loses the epoch and recreates it (a new era) and
+// invalidates the fill's tag while the fill is held before its
+// registration: the invalidation's stamp is of the new era, which a check
+// of the fill's era ignores, and the invalidation finds no registration to
+// unlink. The fill must be refused because the era changed since its
+// lookup (issue 13 item 8).
+func TestClusterEraWindow(t *testing.T) {
+	tc := sharedCluster(t)
+	for _, leased := range []bool{true, false} {
+		t.Run(fmt.Sprint("leased=", leased), func(t *testing.T) {
+			ctx := t.Context()
+			epochKey := ownEpochKey(t, tc)
+			other := clusterBackend(t, tc, WithEpochKey(epochKey))
+			ns := clusterNS(t, other, "cera")
+			hook := &beforeScript{sha: clusterScripts[clusterRegister].Hash()}
+			hook.do = func() {
+				ctx := context.WithoutCancel(ctx)
+				if err := other.c.Del(ctx, epochKey).Err(); err != nil {
+					t.Errorf("delete the epoch: %v", err)
+				}
+				if _, err := other.Invalidate(ctx, ns, "t"); err != nil {
+					t.Errorf("Invalidate: %v", err)
+				}
+			}
+			b := New(clusterClient(t, tc, hook), WithLogger(testLogger(t)), WithEpochKey(epochKey))
+			t.Cleanup(func() { _ = b.Close() })
+
+			l, err := b.Lookup(ctx, ns, "k")
+			if err != nil || l.Found || l.Lease == "" {
+				t.Fatalf("Lookup = %+v, %v; want a miss with a lease", l, err)
+			}
+			f := backends.Fill{Key: "k", Entry: backends.Entry{Value: []byte("before the write"), Deps: []string{"t"}}, Since: l.Epoch}
+			if leased {
+				f.Lease = l.Lease
+			} else {
+				_ = b.Release(ctx, ns, "k", l.Lease)
+			}
+			err = b.Fill(ctx, ns, f)
+			if !hook.fired() {
+				t.Fatal("the hold never ran: the fill's steps changed")
+			}
+			if !errors.Is(err, backends.ErrStale) {
+				t.Errorf("Fill across a lost epoch and an invalidation = %v, want ErrStale", err)
+			} else {
+				t.Log(err)
+			}
+			assertNotServed(t, other, ns, "k")
+		})
+	}
+}
+
+// TestClusterPrunedStamp holds a fill before its registration while an
+// invalidation stamps its tag and the stamp, once older than the prune
+// age, is pruned (by Prune, and by the trim of other invalidations): a fill
+// delayed in transit past the bound meets no stamp, and must be refused by
+// the server all the same (issue 13 item 4; items 6 and 7 are the same
+// hole: the age is no longer what keeps a stamp that could refuse a fill).
+func TestClusterPrunedStamp(t *testing.T) {
+	tc := sharedCluster(t)
+	for _, prune := range []string{"Prune", "trim"} {
+		t.Run(prune, func(t *testing.T) {
+			ctx := t.Context()
+			epochKey := ownEpochKey(t, tc)
+			const age = 20 * time.Millisecond
+			other := clusterBackend(t, tc, WithEpochKey(epochKey), WithMaxFillAge(age))
+			ns := clusterNS(t, other, "cpruned")
+			tk := tagKey(ns, "t")
+			hook := &beforeScript{sha: clusterScripts[clusterRegister].Hash()}
+			hook.do = func() {
+				ctx := context.WithoutCancel(ctx)
+				if _, err := other.Invalidate(ctx, ns, "t"); err != nil {
+					t.Errorf("Invalidate: %v", err)
+				}
+				err := poll(10*time.Second, func() bool {
+					if prune == "Prune" {
+						if err := other.Prune(ctx, ns); err != nil {
+							t.Errorf("Prune: %v", err)
+						}
+					} else if _, err := other.Invalidate(ctx, ns, "unrelated"); err != nil {
+						t.Errorf("Invalidate: %v", err)
+					}
+					return other.c.Exists(ctx, tk).Val() == 0
+				})
+				if err != nil {
+					t.Errorf("the stamp was never pruned: %v", err)
+				}
+			}
+			b := New(clusterClient(t, tc, hook), WithLogger(testLogger(t)), WithEpochKey(epochKey), WithMaxFillAge(age),
+				WithLeaseTTL(time.Minute)) // the lease outlives the hold: only a stamp may refuse
+			t.Cleanup(func() { _ = b.Close() })
+
+			l, err := b.Lookup(ctx, ns, "k")
+			if err != nil || l.Found || l.Lease == "" {
+				t.Fatalf("Lookup = %+v, %v; want a miss with a lease", l, err)
+			}
+			// The client's own age check passes: the delay is after it.
+			err = b.Fill(ctx, ns, backends.Fill{Key: "k", Entry: backends.Entry{Value: []byte("before the write"), Deps: []string{"t"}}, Since: l.Epoch, Lease: l.Lease})
+			if !hook.fired() {
+				t.Fatal("the hold never ran: the fill's steps changed")
+			}
+			if !errors.Is(err, backends.ErrStale) {
+				t.Errorf("Fill delayed past a pruned stamp = %v, want ErrStale", err)
+			} else {
+				t.Log(err)
+			}
+			assertNotServed(t, other, ns, "k")
+		})
+	}
+}
+
+// TestClusterReplicaFaults runs a cluster with a replica per master and
+// promotes a replica that missed writes (CLUSTER FAILOVER TAKEOVER of a
+// replica held by CLIENT PAUSE WRITE, and stopped by SIGSTOP so that it
+// acknowledges nothing):
+//
+//   - registration: the replica of a fill's tag master misses the fill's
+//     registration. The fill must be refused (the registration was not
+//     acknowledged), so that the invalidation after the failover, which
+//     cannot find it, has nothing to remove (issue 13 item 1).
+//   - epoch: the replica of the epoch's master misses a bump that a lookup
+//     read (its invalidation failed with ErrNotReplicated). After the
+//     failover the next invalidation must not issue that number again: the
+//     fill that started from it must be refused (issue 13 item 2).
+func TestClusterReplicaFaults(t *testing.T) {
+	tc := ownCluster(t, true)
+	c := clusterClient(t, tc)
+	b := New(c, WithLogger(testLogger(t)), WithWaitTimeout(300*time.Millisecond))
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := t.Context()
+	st, err := b.connected(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.replicas < 1 {
+		t.Fatalf("replicas = %d, want 1", st.replicas)
+	}
+	mustEpoch(t, b)
+	// invalidate invalidates tag once the cluster has settled after a
+	// failover: it retries (as depcache does) while a step is not
+	// acknowledged, since a replica that has just rejoined its new master
+	// may still be syncing.
+	patient := New(c, WithLogger(testLogger(t)), WithWaitTimeout(2*time.Second))
+	t.Cleanup(func() { _ = patient.Close() })
+	invalidate := func(ns, tag string) int {
+		t.Helper()
+		var n int
+		var err error
+		if perr := poll(20*time.Second, func() bool {
+			n, err = patient.Invalidate(ctx, ns, tag)
+			return !errors.Is(err, ErrNotReplicated)
+		}); perr != nil || err != nil {
+			t.Fatalf("Invalidate after the failover: %v (%v)", err, perr)
+		}
+		return n
+	}
+	// pick returns the first of prefix0, prefix1, ... whose key (by kind)
+	// is not served by any master in avoid.
+	pick := func(ns, prefix string, key func(ns, name string) string, avoid ...string) string {
+		t.Helper()
+		for i := range 100 {
+			name := fmt.Sprint(prefix, i)
+			m := masterOf(t, b, key(ns, name))
+			ok := true
+			for _, a := range avoid {
+				ok = ok && m != a
+			}
+			if ok {
+				return name
+			}
+		}
+		t.Fatalf("no %s on a master other than %v", prefix, avoid)
+		return ""
+	}
+
+	t.Run("registration", func(t *testing.T) {
+		ns := randomName(t, "frg")
+		tag := pick(ns, "t", tagKey, masterOf(t, b, b.cfg.epochKey))
+		tagMaster := masterOf(t, b, tagKey(ns, tag))
+		key := pick(ns, "k", entryKey, tagMaster)
+		l, err := b.Lookup(ctx, ns, key)
+		if err != nil || l.Lease == "" {
+			t.Fatalf("Lookup = %+v, %v; want a miss with a lease", l, err)
+		}
+		r := freezeReplica(t, tc, tagMaster)
+		err = b.Fill(ctx, ns, backends.Fill{Key: key, Entry: backends.Entry{Value: []byte("before the write"), Deps: []string{tag}}, Since: l.Epoch, Lease: l.Lease})
+		if !errors.Is(err, backends.ErrStale) || !errors.Is(err, ErrNotReplicated) {
+			t.Errorf("Fill whose registration no replica acknowledged = %v, want ErrStale and ErrNotReplicated", err)
+		} else {
+			t.Log(err)
+		}
+		assertNotServed(t, b, ns, key)
+
+		takeover(t, tc, b, r, tagKey(ns, tag))
+		kept := c.HExists(ctx, tagKey(ns, tag), entryKey(ns, key)).Val()
+		t.Logf("the promoted replica holds the registration: %v", kept)
+		n := invalidate(ns, tag)
+		t.Logf("the invalidation after the failover removed %d entries", n)
+		assertNotServed(t, b, ns, key)
+	})
+
+	t.Run("epoch", func(t *testing.T) {
+		ns := randomName(t, "fep")
+		epochMaster := masterOf(t, b, b.cfg.epochKey)
+		tag := pick(ns, "t", tagKey, epochMaster)
+		key := pick(ns, "k", entryKey, epochMaster)
+		r := freezeReplica(t, tc, epochMaster)
+		_, err := b.Invalidate(ctx, ns, tag)
+		if !errors.Is(err, ErrNotReplicated) {
+			t.Fatalf("Invalidate with the epoch's replica frozen = %v, want ErrNotReplicated", err)
+		}
+		l, err := b.Lookup(ctx, ns, key)
+		if err != nil || l.Lease == "" {
+			t.Fatalf("Lookup = %+v, %v; want a miss with a lease", l, err)
+		}
+		takeover(t, tc, b, r, b.cfg.epochKey)
+		t.Logf("epoch read by the lookup %v; on the promoted replica %q", l.Epoch, c.Get(ctx, b.cfg.epochKey).Val())
+		invalidate(ns, tag)
+		t.Logf("epoch after the invalidation: %q", c.Get(ctx, b.cfg.epochKey).Val())
+		err = b.Fill(ctx, ns, backends.Fill{Key: key, Entry: backends.Entry{Value: []byte("before the write"), Deps: []string{tag}}, Since: l.Epoch, Lease: l.Lease})
+		if !errors.Is(err, backends.ErrStale) {
+			t.Errorf("Fill from an epoch the failover rolled back = %v, want ErrStale", err)
+		} else {
+			t.Log(err)
+		}
+		assertNotServed(t, b, ns, key)
+	})
+}
+
+// frozenReplica is a replica held behind its master: CLIENT PAUSE WRITE
+// (it applies nothing more of the replication stream) and SIGSTOP (it
+// acknowledges nothing either) until thawed.
+type frozenReplica struct {
+	node    *clusterNode
+	stopped bool
+}
+
+// freezeReplica freezes the replica of the master at addr; the test's end
+// thaws it if the test did not.
+func freezeReplica(t *testing.T, tc *testCluster, master string) *frozenReplica {
+	t.Helper()
+	cmd := replicaOf(t, tc, master)
+	var r *frozenReplica
+	for _, nd := range tc.nodes {
+		if nd.cmd == cmd {
+			r = &frozenReplica{node: nd}
+		}
+	}
+	nc := redis.NewClient(&redis.Options{Addr: r.node.addr})
+	defer nc.Close()
+	if err := nc.Do(t.Context(), "CLIENT", "PAUSE", 120000, "WRITE").Err(); err != nil {
+		t.Fatalf("CLIENT PAUSE on %s: %v", r.node.addr, err)
+	}
+	if err := r.node.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	r.stopped = true
+	t.Cleanup(func() { r.thaw(context.Background()) })
+	return r
+}
+
+// cont resumes the process; it stays paused for writes.
+func (r *frozenReplica) cont() {
+	if r.stopped && !r.node.dead {
+		_ = r.node.cmd.Process.Signal(syscall.SIGCONT)
+		r.stopped = false
+	}
+}
+
+// thaw resumes the process and lifts the pause.
+func (r *frozenReplica) thaw(ctx context.Context) {
+	r.cont()
+	if r.node.dead {
+		return
+	}
+	nc := redis.NewClient(&redis.Options{Addr: r.node.addr})
+	defer nc.Close()
+	_ = nc.Do(ctx, "CLIENT", "UNPAUSE").Err()
+}
+
+// takeover promotes the frozen replica r (CLUSTER FAILOVER TAKEOVER, still
+// paused, so that it never applies what it missed), thaws it, and waits
+// until the cluster is ready again and b's client sends key to it.
+func takeover(t *testing.T, tc *testCluster, b *Backend, r *frozenReplica, key string) {
+	t.Helper()
+	ctx := t.Context()
+	r.cont()
+	nc := redis.NewClient(&redis.Options{Addr: r.node.addr})
+	defer nc.Close()
+	if err := nc.Do(ctx, "CLUSTER", "FAILOVER", "TAKEOVER").Err(); err != nil {
+		t.Fatalf("CLUSTER FAILOVER TAKEOVER on %s: %v", r.node.addr, err)
+	}
+	if err := poll(10*time.Second, func() bool {
+		info, err := nc.Info(ctx, "replication").Result()
+		return err == nil && infoField(info, "role") == "master"
+	}); err != nil {
+		t.Fatalf("%s never became a master: %v", r.node.addr, err)
+	}
+	r.thaw(ctx)
+	if err := tc.waitReady(ctx, 30*time.Second); err != nil {
+		t.Fatalf("after the takeover: %v", err)
+	}
+	cc := b.c.(*redis.ClusterClient)
+	if err := poll(10*time.Second, func() bool {
+		cc.ReloadState(ctx)
+		m, err := cc.MasterForKey(ctx, key)
+		return err == nil && m.Options().Addr == r.node.addr
+	}); err != nil {
+		t.Fatalf("the client never sent %s to the promoted %s: %v", key, r.node.addr, err)
+	}
+}
