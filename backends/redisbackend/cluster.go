@@ -217,6 +217,7 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 	// The stamps due for pruning ride in the first step, and are trimmed
 	// once the fill is done.
 	due := c.dueOp(ns, trimBudget)
+	due.read = true
 	defer c.trimAfter(ctx, ns, due)
 
 	if len(groups) == 0 {
@@ -365,6 +366,7 @@ func (c *cluster) clearedOps(spaces []string, since backends.Epoch) []*clusterOp
 	ops := make([]*clusterOp, len(spaces))
 	for i, sp := range spaces {
 		ops[i] = scriptOp(clusterScripts[clusterCheckStamps], []string{clearKey(sp)}, since.Era, since.N)
+		ops[i].read = true
 	}
 	return ops
 }

@@ -23,6 +23,10 @@ type clusterOp struct {
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
+	// read marks a command whose master need not wait for a replica on
+	// its account: in a waited step, a master sent only reads gets no
+	// WAIT (which would otherwise stall there when it has no replica).
+	read bool
 }
 
 // scriptOp is a script on the slot of keys[0] (all keys share it).
@@ -80,11 +84,13 @@ func (c *cluster) runStep(ctx context.Context, ops []*clusterOp, wait bool) erro
 	}
 	run := func(pipe func() redis.Pipeliner, ops []*clusterOp, sha bool) *redis.Cmd {
 		p := pipe()
+		writes := false
 		for _, o := range ops {
 			o.addTo(ctx, p, sha)
+			writes = writes || !o.read
 		}
 		var w *redis.Cmd
-		if wait {
+		if wait && writes {
 			w = p.Do(ctx, "WAIT", 1, c.cfg.waitTimeout.Milliseconds())
 		}
 		_, _ = p.Exec(ctx)
@@ -127,7 +133,12 @@ func (c *cluster) runStep(ctx context.Context, ops []*clusterOp, wait bool) erro
 		wg.Go(func() {
 			w := run(m.Pipeline, group, true)
 			if retry := missingScripts(group); len(retry) > 0 {
-				w = run(m.Pipeline, retry, false)
+				if rw := run(m.Pipeline, retry, false); rw != nil {
+					w = rw
+				}
+			}
+			if w == nil {
+				return // only reads on this master
 			}
 			n, err := w.Int64()
 			switch {

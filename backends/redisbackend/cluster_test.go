@@ -659,6 +659,21 @@ func TestClusterFailover(t *testing.T) {
 		t.Errorf("Fill that started before an invalidation, after the failover: %v, want ErrStale", err)
 	}
 
+	// The promoted replica has another replication history: the first
+	// fill that meets its epoch is refused and starts a new era, so that
+	// no number a reader saw on the old master is issued again.
+	probe, err := b.Lookup(ctx, ns, "probe")
+	if err != nil || probe.Lease == "" {
+		t.Fatalf("Lookup(probe) = %+v, %v", probe, err)
+	}
+	err = b.Fill(ctx, ns, backends.Fill{Key: "probe", Entry: backends.Entry{Value: []byte("v")}, Since: probe.Epoch, Lease: probe.Lease})
+	if !errors.Is(err, backends.ErrStale) {
+		t.Errorf("first fill on the promoted epoch master: %v, want ErrStale (a new era)", err)
+	}
+	if ep := mustEpoch(t, b); ep.Era == before.Era {
+		t.Errorf("epoch after the first fill on the promoted master = %v: want a new era", ep)
+	}
+
 	// Fills work on every master, the promoted one included.
 	masters := map[string]bool{}
 	for i := range 30 {
