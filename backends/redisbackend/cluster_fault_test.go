@@ -202,6 +202,8 @@ func TestClusterPrunedStamp(t *testing.T) {
 // replica held by CLIENT PAUSE WRITE, and stopped by SIGSTOP so that it
 // acknowledges nothing):
 //
+//   - reads: a master the fill's registration step only reads from is not
+//     waited for, so its frozen replica refuses nothing.
 //   - registration: the replica of a fill's tag master misses the fill's
 //     registration. The fill must be refused (the registration was not
 //     acknowledged), so that the invalidation after the failover, which
@@ -260,6 +262,23 @@ func TestClusterReplicaFaults(t *testing.T) {
 		t.Fatalf("no %s on a master other than %v", prefix, avoid)
 		return ""
 	}
+
+	t.Run("reads", func(t *testing.T) {
+		// A master the registration step only reads from (the namespace
+		// stamp's) is not waited for: its frozen replica refuses nothing.
+		var ns, tag string
+		for i := 0; ns == ""; i++ {
+			cand := fmt.Sprint(randomName(t, "frd"), i)
+			m := masterOf(t, b, clearKey(cand))
+			if m != masterOf(t, b, tagIndexKey(cand)) {
+				ns = cand
+				tag = pick(ns, "t", tagKey, m)
+			}
+		}
+		r := freezeReplica(t, tc, masterOf(t, b, clearKey(ns)))
+		leasedFill(t, b, ns, "k", "v", tag)
+		r.thaw(ctx)
+	})
 
 	t.Run("registration", func(t *testing.T) {
 		ns := randomName(t, "frg")
@@ -395,5 +414,30 @@ func takeover(t *testing.T, tc *testCluster, b *Backend, r *frozenReplica, key s
 		return err == nil && m.Options().Addr == r.node.addr
 	}); err != nil {
 		t.Fatalf("the client never sent %s to the promoted %s: %v", key, r.node.addr, err)
+	}
+}
+
+// TestFloorCover checks which stamps a raised floor lets a tag's script
+// drop: another era's, and the current era's up to the floor.
+func TestFloorCover(t *testing.T) {
+	cur := floor{era: "a.s", n: 7, ok: true}
+	for _, c := range []struct {
+		f     floor
+		stamp string
+		want  bool
+	}{
+		{cur, "a.s:7:100", true},
+		{cur, "a.s:6:100", true},
+		{cur, "a.s:8:100", false},                                // newer than the floor: a fill it refuses may be in flight
+		{cur, "b.s:99:100", true},                                // another era: its fills fail the epoch check
+		{cur, "", false},                                         // no stamp
+		{cur, "garbage", true},                                   // unreadable: settle drops it anyway
+		{floor{}, "a.s:1:100", false},                            // the floor was not raised
+		{floor{era: "a.s", n: -1, ok: true}, "a.s:1:100", false}, // no floor in this era
+		{floor{era: "", n: -1, ok: true}, "a.s:9:100", true},     // no epoch: every fill is refused
+	} {
+		if got := c.f.cover(c.stamp) == c.stamp && c.stamp != ""; got != c.want {
+			t.Errorf("%+v.cover(%q) = %q, want covered %v", c.f, c.stamp, c.f.cover(c.stamp), c.want)
+		}
 	}
 }
