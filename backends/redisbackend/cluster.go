@@ -569,18 +569,26 @@ func (c *cluster) scan(ctx context.Context, pattern string, fn func([]string) er
 }
 
 // clear unlinks every entry of ns on every master, counting entries (not
-// leases), then prunes its tag hashes.
+// leases), then prunes its tag hashes. Where the cluster has replicas the
+// unlinks wait for one, as an invalidation's do; if one was not
+// acknowledged, Clear fails with ErrNotReplicated and removes no
+// registration (a failover could bring back the entry, which an
+// invalidation must still find).
 func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error) {
 	if err := c.stampCleared(ctx, srv, ns); err != nil {
 		return 0, err
 	}
-	var removed atomic.Int64
+	wait := srv.replicas > 0
+	var (
+		removed atomic.Int64
+		unacked firstErr
+	)
 	err := c.scan(ctx, globEscape(ns)+`:e:\{*`, func(keys []string) error {
 		ops := make([]*clusterOp, len(keys))
 		for i, k := range keys {
 			ops[i] = scriptOp(clusterScripts[clusterUnlinkEntry], []string{k}, leasePrefix)
 		}
-		_ = c.runStep(ctx, ops, false)
+		unacked.note(c.runStep(ctx, ops, wait))
 		if err := firstOpErr(ops); err != nil {
 			return err
 		}
@@ -593,7 +601,30 @@ func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error
 	if err != nil {
 		return int(removed.Load()), err
 	}
-	return int(removed.Load()), c.cleanTags(ctx, ns, true)
+	if err := unacked.get(); err != nil {
+		return int(removed.Load()), fmt.Errorf("redisbackend: clear %q: %w", ns, err)
+	}
+	return int(removed.Load()), c.cleanTags(ctx, ns, true, wait)
+}
+
+// firstErr keeps the first non-nil error noted, safely for concurrent use.
+type firstErr struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstErr) note(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *firstErr) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
 
 // stampCleared stamps the namespace as an invalidation stamps a tag:
@@ -632,16 +663,21 @@ func (c *cluster) stampCleared(ctx context.Context, srv *server, ns string) erro
 // a hash left with nothing else; then it trims the tag index until no
 // due stamp is left, so that the index goes with the last stamp.
 func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
-	return c.cleanTags(ctx, ns, false)
+	return c.cleanTags(ctx, ns, false, false)
 }
 
 // cleanTags is prune; with drain, as Clear needs, it unlinks every entry
 // still registered (another namespace's: Clear unlinked its own) instead
 // of asking which exist, and then removes every registration read whose
 // fill id is unchanged: never a registration before its entry is gone.
-func (c *cluster) cleanTags(ctx context.Context, ns string, drain bool) error {
+// With wait the unlinks wait for a replica; once one was not acknowledged
+// the page's registrations stay, and cleanTags fails with
+// ErrNotReplicated.
+func (c *cluster) cleanTags(ctx context.Context, ns string, drain, wait bool) error {
 	maxAge := c.cfg.pruneAfterMS()
+	var unacked firstErr
 	err := c.scan(ctx, globEscape(ns)+`:t:\{*`, func(keys []string) error {
+		keep := false // an unlink of this page was not acknowledged
 		walks := make([]*tagWalk, len(keys))
 		ops := make([]*clusterOp, len(keys))
 		for i, k := range keys {
@@ -686,7 +722,10 @@ func (c *cluster) cleanTags(ctx context.Context, ns string, drain bool) error {
 			if floor != nil {
 				step = append(ops[:len(ops):len(ops)], floor)
 			}
-			_ = c.runStep(ctx, step, false)
+			if werr := c.runStep(ctx, step, wait && drain); werr != nil {
+				unacked.note(werr)
+				keep = true
+			}
 			if err := firstOpErr(ops); err != nil {
 				return err
 			}
@@ -695,6 +734,9 @@ func (c *cluster) cleanTags(ctx context.Context, ns string, drain bool) error {
 			for i, w := range active {
 				var dead []int
 				for j := range w.fields {
+					if keep {
+						break
+					}
 					if n, _ := ops[base[i]+j].cmd.Int64(); n == 0 || drain {
 						dead = append(dead, j)
 					}
@@ -714,5 +756,11 @@ func (c *cluster) cleanTags(ctx context.Context, ns string, drain bool) error {
 	if err != nil {
 		return err
 	}
-	return c.trimAll(ctx, ns)
+	if err := c.trimAll(ctx, ns); err != nil {
+		return err
+	}
+	if err := unacked.get(); err != nil {
+		return fmt.Errorf("redisbackend: clear %q: %w", ns, err)
+	}
+	return nil
 }

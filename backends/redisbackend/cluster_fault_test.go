@@ -208,6 +208,9 @@ func TestClusterPrunedStamp(t *testing.T) {
 //     registration. The fill must be refused (the registration was not
 //     acknowledged), so that the invalidation after the failover, which
 //     cannot find it, has nothing to remove (issue 13 item 1).
+//   - clear: the replica of an entry's master misses Clear's unlink. Clear
+//     must fail and keep the registration, so that the invalidation after
+//     the failover (which brings the entry back) removes the entry.
 //   - epoch: the replica of the epoch's master misses a bump that a lookup
 //     read (its invalidation failed with ErrNotReplicated). After the
 //     failover the next invalidation must not issue that number again: the
@@ -303,6 +306,37 @@ func TestClusterReplicaFaults(t *testing.T) {
 		t.Logf("the promoted replica holds the registration: %v", kept)
 		n := invalidate(ns, tag)
 		t.Logf("the invalidation after the failover removed %d entries", n)
+		assertNotServed(t, b, ns, key)
+	})
+
+	t.Run("clear", func(t *testing.T) {
+		// Clear unlinks an entry whose master's replica misses the unlink:
+		// Clear must fail and keep the entry's registration, so that after
+		// the failover brings the entry back an invalidation removes it.
+		epochMaster := masterOf(t, b, b.cfg.epochKey)
+		var ns, entryMaster string
+		for i := 0; entryMaster == ""; i++ {
+			ns = fmt.Sprint(randomName(t, "fcl"), i)
+			stepped := map[string]bool{epochMaster: true, masterOf(t, b, clearKey(ns)): true, masterOf(t, b, tagIndexKey(ns)): true}
+			if len(stepped) < 3 {
+				key := pick(ns, "k", entryKey, epochMaster, masterOf(t, b, clearKey(ns)), masterOf(t, b, tagIndexKey(ns)))
+				entryMaster = masterOf(t, b, entryKey(ns, key))
+			}
+		}
+		key := pick(ns, "k", entryKey, epochMaster, masterOf(t, b, clearKey(ns)), masterOf(t, b, tagIndexKey(ns)))
+		tag := pick(ns, "t", tagKey, entryMaster)
+		leasedFill(t, b, ns, key, "before the write", tag)
+		r := freezeReplica(t, tc, entryMaster)
+		_, err := b.Clear(ctx, ns)
+		if !errors.Is(err, ErrNotReplicated) {
+			t.Errorf("Clear with the entry's replica frozen = %v, want ErrNotReplicated", err)
+		}
+		if !c.HExists(ctx, tagKey(ns, tag), entryKey(ns, key)).Val() {
+			t.Errorf("Clear removed the registration of an entry whose unlink no replica acknowledged")
+		}
+		takeover(t, tc, b, r, entryKey(ns, key))
+		t.Logf("the entry is back after the failover: %v", c.Exists(ctx, entryKey(ns, key)).Val() == 1)
+		t.Logf("the invalidation after the failover removed %d entries", invalidate(ns, tag))
 		assertNotServed(t, b, ns, key)
 	})
 

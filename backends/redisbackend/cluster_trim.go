@@ -155,7 +155,11 @@ func (c *cluster) floorOp(stamps []string) *clusterOp {
 	for _, s := range stamps {
 		args = append(args, s)
 	}
-	return scriptOp(clusterScripts[clusterRaiseFloor], []string{c.cfg.epochKey, c.cfg.prunedKey}, args...)
+	o := scriptOp(clusterScripts[clusterRaiseFloor], []string{c.cfg.epochKey, c.cfg.prunedKey}, args...)
+	// A failover of the epoch's master loses nothing the floor is for:
+	// the promoted master starts a new era.
+	o.read = true
+	return o
 }
 
 // floor is what floorLua returned: the current era ("" when there is

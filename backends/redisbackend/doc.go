@@ -294,7 +294,11 @@
 //     master (ForEachMaster) for ns:e:{* and ns:t:{*, glob characters of
 //     ns escaped. Clear unlinks the entries it finds first, and later
 //     every entry still registered under a tag hash (another namespace's,
-//     one script per key) before removing its registration; then, for each tag hash, the registrations are read in
+//     one script per key) before removing its registration; where there
+//     are replicas, both unlinks wait for one, as an invalidation's do, and
+//     one not acknowledged fails Clear with ErrNotReplicated and keeps the
+//     registrations (a failover could bring the entry back, and the next
+//     invalidation must find it). Then, for each tag hash, the registrations are read in
 //     chunks, the entries' masters are asked which still exist (EXISTS; a
 //     lease counts, its fill is under way), and a script removes the
 //     others' registrations if their fill ids are unchanged and drops a
