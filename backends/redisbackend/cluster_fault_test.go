@@ -475,3 +475,44 @@ func TestFloorCover(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterPrunedStampOlderSince fills with a Since older than its own
+// start, as a parent does that took a child hit's older Since (issue 13
+// item 7), after the stamp of an invalidation between that Since and the
+// fill was pruned (by age: what a server clock stepped forward does at
+// once, item 6). The fill's own age is small, so only the server can
+// refuse it.
+func TestClusterPrunedStampOlderSince(t *testing.T) {
+	tc := sharedCluster(t)
+	ctx := t.Context()
+	epochKey := ownEpochKey(t, tc)
+	const age = 20 * time.Millisecond
+	b := clusterBackend(t, tc, WithEpochKey(epochKey), WithMaxFillAge(age), WithLeaseTTL(time.Minute))
+	ns := clusterNS(t, b, "colder")
+	child := mustEpoch(t, b) // the child's Since, read before the write
+	if _, err := b.Invalidate(ctx, ns, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(10*time.Second, func() bool {
+		if err := b.Prune(ctx, ns); err != nil {
+			t.Fatalf("Prune: %v", err)
+		}
+		return b.c.Exists(ctx, tagKey(ns, "t")).Val() == 0
+	}); err != nil {
+		t.Fatalf("the stamp was never pruned: %v", err)
+	}
+	// The parent starts now, hits the child and takes its Since.
+	l, err := b.Lookup(ctx, ns, "parent")
+	if err != nil || l.Lease == "" {
+		t.Fatalf("Lookup = %+v, %v; want a miss with a lease", l, err)
+	}
+	err = b.Fill(ctx, ns, backends.Fill{Key: "parent", Entry: backends.Entry{Value: []byte("from the child's old data"), Deps: []string{"t"}}, Since: child, Lease: l.Lease})
+	if !errors.Is(err, backends.ErrStale) {
+		t.Errorf("Fill with a Since older than a pruned stamp = %v, want ErrStale", err)
+	} else {
+		t.Log(err)
+	}
+	assertNotServed(t, b, ns, "parent")
+	// A fill from after the stamp passes.
+	leasedFill(t, b, ns, "parent", "new", "t")
+}
