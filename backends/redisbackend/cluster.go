@@ -197,7 +197,9 @@ func (c *cluster) release(ctx context.Context, _ *server, ek, lease string) erro
 // a first round trip that also checks the stamps without registering, if
 // the entry holds nothing or a lease; over an entry (so that a fill
 // refused as stale leaves it alone) only once that check passed, in one
-// more round trip. A fill without tags has nothing to register: step 2 and
+// more round trip. A fill that depends on tags of other namespaces checks
+// their namespace stamps (Clear) between steps 1 and 2, in one more round
+// trip. A fill without tags has nothing to register: step 2 and
 // the namespace stamps' check run in one round trip, then the
 // compare-and-set (or, without a lease, a plain SET).
 func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.Fill, ttlMS int64) error {
@@ -272,12 +274,13 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 		}
 	}
 
-	// 1. Check and register, one script per tag slot; check the
-	// namespace stamps (Clear); and index the tags not in the tag index
-	// yet, so that their registrations are looked at once their entries
-	// may have expired (doc.go, "Pruning"). The lease is in place before
-	// this step is sent: a Clear that stamps a namespace after this step
-	// read it SCANs afterwards and unlinks the lease, so step 3 fails.
+	// 1. Check and register, one script per tag slot; check the stamp of
+	// the entry's namespace (Clear); and index the tags not in the tag
+	// index yet, so that their registrations are looked at once their
+	// entries may have expired (doc.go, "Pruning"). The lease is in place
+	// before this step is sent: a Clear of the namespace that stamps after
+	// this step read it SCANs its entries afterwards and unlinks the
+	// lease, so step 3 fails.
 	id := newFillID()
 	ops := make([]*clusterOp, 0, len(groups)+len(spaces)+2)
 	index := []any{"NX"}
@@ -287,14 +290,14 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 			index = append(index, k)
 		}
 	}
-	cleared := c.clearedOps(spaces, f.Since)
+	cleared := c.clearedOps(spaces[:1], f.Since)
 	step := append(ops, cleared...)
 	step = append(step, scriptOp(clusterScripts[clusterIndexTags], []string{tagIndexKey(ns)}, index...))
 	if first != nil {
 		step = append(step, first)
 	}
 	werr := c.runStep(ctx, step, srv.replicas > 0)
-	if err := staleSpace(f.Key, spaces, f.Since, cleared); err != nil {
+	if err := staleSpace(f.Key, spaces[:1], f.Since, cleared); err != nil {
 		return refuse(err)
 	}
 	for i, g := range groups {
@@ -304,6 +307,19 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 	}
 	if werr != nil {
 		return refuse(fmt.Errorf("redisbackend: fill %q: %w (its registration was not acknowledged: %w)", f.Key, backends.ErrStale, werr))
+	}
+	// The namespaces of foreign dependencies (backends.ForeignDep): a
+	// Clear of one finds the entry only through its registration under
+	// one of that namespace's tags, so their stamps are checked once the
+	// registration is in place (a Clear that stamps later finds it), and
+	// before step 2 (which sees the floor of a stamp pruned before this
+	// check): one more round trip, for such fills only.
+	if len(spaces) > 1 {
+		foreign := c.clearedOps(spaces[1:], f.Since)
+		_ = c.runStep(ctx, foreign, false)
+		if err := staleSpace(f.Key, spaces[1:], f.Since, foreign); err != nil {
+			return refuse(err)
+		}
 	}
 
 	// 2. The epoch, read after the registration.

@@ -516,3 +516,99 @@ func TestClusterPrunedStampOlderSince(t *testing.T) {
 	// A fill from after the stamp passes.
 	leasedFill(t, b, ns, "parent", "new", "t")
 }
+
+// nodeHook is a go-redis hook on one node's client, calling around with
+// every pipeline sent to that node: a cluster pipeline reaches each
+// master as one such pipeline, in parallel.
+type nodeHook struct {
+	around func(cmds []redis.Cmder, next func())
+}
+
+func (h nodeHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h nodeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h nodeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		var err error
+		h.around(cmds, func() { err = next(ctx, cmds) })
+		return err
+	}
+}
+
+// runs reports whether cmds run script s with first key key ("" for any).
+func runs(cmds []redis.Cmder, s *script, key string) bool {
+	for _, c := range cmds {
+		if a := c.Args(); len(a) > 3 && a[0] == "evalsha" && a[1] == s.Hash() && (key == "" || a[3] == key) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestClusterForeignClearBetweenCheckAndRegistration clears a namespace a
+// fill depends on (through one of its tags, backends.ForeignDep) after the
+// fill has checked that namespace's stamp and before its registration
+// under the tag is written: the Clear stamps after the check, and drains
+// the tag hash before the registration is there. The fill must be refused
+// all the same: a namespace stamp the fill does not see when it is
+// registered is one whose Clear finds the registration.
+func TestClusterForeignClearBetweenCheckAndRegistration(t *testing.T) {
+	tc := sharedCluster(t)
+	ctx := t.Context()
+	other := clusterBackend(t, tc)
+	ns := clusterNS(t, other, "cfa")
+	var ns2 string
+	for ns2 == "" || masterOf(t, other, clearKey(ns2)) == masterOf(t, other, tagKey(ns2, "t")) {
+		ns2 = randomName(t, "cfb")
+	}
+	clearAtEnd(t, other, ns2)
+
+	checked := make(chan struct{}) // the register step's check of ns2's stamp returned
+	var checkOnce, holdOnce sync.Once
+	var checkInStep bool // the register step also checks ns2's stamp
+	cluster := &beforeScript{sha: clusterScripts[clusterRegister].Hash()}
+	c := tc.client(cluster)
+	t.Cleanup(func() { _ = c.Close() })
+	cluster.do = func() {}
+	c.AddHook(nodeHook{around: func(cmds []redis.Cmder, next func()) {
+		if runs(cmds, clusterScripts[clusterRegister], "") {
+			checkInStep = runs(cmds, clusterScripts[clusterCheckStamps], clearKey(ns2))
+		}
+		next()
+	}})
+	c.OnNewNode(func(n *redis.Client) {
+		n.AddHook(nodeHook{around: func(cmds []redis.Cmder, next func()) {
+			if runs(cmds, clusterScripts[clusterRegister], "") {
+				holdOnce.Do(func() {
+					if checkInStep {
+						<-checked
+					}
+					if _, err := other.Clear(context.WithoutCancel(ctx), ns2); err != nil {
+						t.Errorf("Clear: %v", err)
+					}
+				})
+			}
+			next()
+			if runs(cmds, clusterScripts[clusterCheckStamps], clearKey(ns2)) {
+				checkOnce.Do(func() { close(checked) })
+			}
+		}})
+	})
+	b := New(c, WithLogger(testLogger(t)))
+	t.Cleanup(func() { _ = b.Close() })
+
+	l, err := b.Lookup(ctx, ns, "k")
+	if err != nil || l.Lease == "" {
+		t.Fatalf("Lookup = %+v, %v; want a miss with a lease", l, err)
+	}
+	err = b.Fill(ctx, ns, backends.Fill{Key: "k", Entry: backends.Entry{Value: []byte("before the Clear"), Deps: []string{backends.ForeignDep(ns2, "t")}}, Since: l.Epoch, Lease: l.Lease})
+	if !cluster.fired() {
+		t.Fatal("the fill sent no registration")
+	}
+	t.Logf("the registration step checked the namespace stamp too: %v", checkInStep)
+	if !errors.Is(err, backends.ErrStale) {
+		t.Errorf("Fill across a Clear of a namespace it depends on = %v, want ErrStale", err)
+	} else {
+		t.Log(err)
+	}
+	assertNotServed(t, b, ns, "k")
+}

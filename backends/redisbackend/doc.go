@@ -220,8 +220,8 @@
 //   - Fill with the lease: (1) in parallel one script per tag slot that
 //     refuses if a stamp of Since's era is newer than Since and otherwise
 //     registers the entry (HSET entry key -> fill id), and in the same
-//     pipeline a read-only check of each namespace stamp (ns:c, a key of
-//     its own slot) the fill depends on; where the cluster has replicas
+//     pipeline a read-only check of the namespace stamp (ns:c, a key of
+//     its own slot) of the entry's namespace; where the cluster has replicas
 //     this step waits for one on every master it registers on (below,
 //     "Replicas"); (2) a script on the epoch's slot that refuses if the
 //     epoch is no longer of Since's era (a missing epoch, or one of
@@ -242,7 +242,13 @@
 //     namespace stamps are read only once the lease is in place (a fill
 //     without a lease takes it first): a Clear that stamps after the read
 //     SCANs afterwards, finds the lease and unlinks it, so the
-//     compare-and-set fails. A refused fill gives its lease back.
+//     compare-and-set fails. A fill that depends on tags of other
+//     namespaces (backends.ForeignDep) checks their namespace stamps in
+//     one more round trip between (1) and (2): a Clear of such a namespace
+//     finds the entry only through its registration, so the check must
+//     follow it (a Clear that stamps later finds the registration), and
+//     precede (2), which sees the floor of a stamp pruned before the
+//     check. A refused fill gives its lease back.
 //   - Fill without a lease (Manager.Set, or a miss that found another
 //     caller's lease): a first round trip checks the stamps without
 //     registering and takes the lease if the entry holds nothing or a
@@ -332,7 +338,8 @@
 //	Lookup hit               1 (MGET)        1 (SET NX GET + GET epoch)
 //	Lookup miss              1               1 (lease taken)
 //	Fill after a miss        1               3 (check+register; epoch;
-//	                                         CAS)
+//	                                         CAS), 4 with tags of other
+//	                                         namespaces
 //	Fill without a lease     1               4 (check+lease; then as
 //	                                         above), 5 over an entry
 //	Invalidate, small tags   1               4 (epoch; stamp+read; unlink;
