@@ -116,6 +116,17 @@ func TestClusterRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("Fill with the lease, 10 deps in several slots", 3)
+	l, err = b.Lookup(ctx, ns, "foreign")
+	if err != nil || l.Lease == "" {
+		t.Fatalf("Lookup: %+v, %v; want a miss with a lease", l, err)
+	}
+	cnt.reset()
+	err = b.Fill(ctx, ns, backends.Fill{Key: "foreign", Entry: backends.Entry{Value: []byte("f"), Deps: []string{"d0", backends.ForeignDep(ns+"-other", "d0")}}, Since: l.Epoch, Lease: l.Lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want("Fill with the lease, a dep of another namespace", 4)
+	clearAtEnd(t, b, ns+"-other")
 	err = b.Fill(ctx, ns, backends.Fill{Key: "set", Entry: backends.Entry{Value: []byte("s")}, Since: l.Epoch})
 	if err != nil {
 		t.Fatal(err)
@@ -139,8 +150,8 @@ func TestClusterRoundTrips(t *testing.T) {
 		t.Fatalf("TTL = %v, %v", d, err)
 	}
 	want("TTL", 1)
-	if n, err := b.Invalidate(ctx, ns, "d0"); err != nil || n != 3 {
-		t.Fatalf("Invalidate = %d, %v; want 3", n, err)
+	if n, err := b.Invalidate(ctx, ns, "d0"); err != nil || n != 4 {
+		t.Fatalf("Invalidate = %d, %v; want 4", n, err)
 	}
 	want("Invalidate of a small tag", 4)
 	if n, err := b.Invalidate(ctx, ns, "d0"); err != nil || n != 0 {
