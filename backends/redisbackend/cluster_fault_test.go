@@ -216,6 +216,7 @@ func TestClusterPrunedStamp(t *testing.T) {
 //     failover the next invalidation must not issue that number again: the
 //     fill that started from it must be refused (issue 13 item 2).
 func TestClusterReplicaFaults(t *testing.T) {
+	longOnly(t) // a cluster of its own with replicas, and 3 failovers: ~4 s
 	tc := ownCluster(t, true)
 	c := clusterClient(t, tc)
 	b := New(c, WithLogger(testLogger(t)), WithWaitTimeout(300*time.Millisecond))
