@@ -304,8 +304,9 @@
 //     are replicas, both unlinks wait for one, as an invalidation's do, and
 //     one not acknowledged fails Clear with ErrNotReplicated and keeps the
 //     registrations (a failover could bring the entry back, and the next
-//     invalidation must find it). Then, for each tag hash, the registrations are read in
-//     chunks, the entries' masters are asked which still exist (EXISTS; a
+//     invalidation must find it). Then, for each tag hash, the
+//     registrations are read in chunks, the entries' masters are asked
+//     which still exist (EXISTS; a
 //     lease counts, its fill is under way), and a script removes the
 //     others' registrations if their fill ids are unchanged and drops a
 //     stamp older than the prune age from a hash that holds nothing
