@@ -174,83 +174,64 @@ func (c *cluster) release(ctx context.Context, _ *server, ek, lease string) erro
 
 // fill is the lease-based fill (consistency-notes.md, "Redis Cluster"):
 //
-//  1. read the epoch E1 (its era must still be Since's);
-//  2. in parallel, one script per tag slot that refuses if a tag's stamp
-//     is newer than Since and otherwise registers the entry;
+//  1. in parallel, one script per tag slot that refuses if a tag's stamp
+//     is newer than Since and otherwise registers the entry, waiting for a
+//     replica where the cluster has replicas;
+//  2. on the epoch's slot, a script that refuses if the epoch is no longer
+//     of Since's era or a stamp newer than Since was pruned;
 //  3. on the entry's slot, a compare-and-set from the lease to the value.
 //
-// An invalidation that stamps a tag before step 2 makes step 2 refuse; one
-// that stamps it after finds the registration and unlinks the entry key,
-// which holds the lease (taken before step 2), so step 3 fails. A fill
-// without a lease (Manager.Set, or a miss that found another caller's
-// lease) takes one first, replacing whatever the entry holds: in step 1's
-// round trip if the entry holds nothing or a lease, else (an entry: so
-// that a fill refused as stale leaves it alone) only once step 1 has also
-// checked the stamps, without registering, in one more round trip.
+// An invalidation that stamps a tag before step 1 makes step 1 refuse, or,
+// if its stamp was pruned before step 1 read it, step 2 (the floor is
+// raised before a stamp goes); one that stamps it after finds the
+// registration and unlinks the entry key, which holds the lease (taken
+// before step 1), so step 3 fails. Step 2 reads the era after the
+// registration: an era unchanged then was unchanged since the lookup (eras
+// are random and never come back), so every stamp written meanwhile was
+// of Since's era, the era step 1 checks. A registration no replica
+// acknowledged refuses the fill: a failover could lose it, and the entry
+// would outlive the next invalidation of its tag.
+//
+// A fill without a lease (Manager.Set, or a miss that found another
+// caller's lease) takes one first, replacing whatever the entry holds: in
+// a first round trip that also checks the stamps without registering, if
+// the entry holds nothing or a lease; over an entry (so that a fill
+// refused as stale leaves it alone) only once that check passed, in one
+// more round trip. A fill that depends on tags of other namespaces checks
+// their namespace stamps (Clear) between steps 1 and 2, in one more round
+// trip. A fill without tags has nothing to register: step 2 and
+// the namespace stamps' check run in one round trip, then the
+// compare-and-set (or, without a lease, a plain SET).
 func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.Fill, ttlMS int64) error {
 	e := f.Entry
 	e.Since = f.Since
 	ek := entryKey(ns, f.Key)
 	groups := groupBySlot(ns, dedupe(e.Deps))
 	spaces := depSpaces(ns, registeredDeps(ns, dedupe(e.Deps)))
-	lease, ownLease := f.Lease, f.Lease == ""
+	env := backends.EncodeEntry(e)
+	lease := f.Lease
 	refuse := func(err error) error {
 		if lease != "" {
 			_ = c.release(context.WithoutCancel(ctx), srv, ek, lease)
 		}
 		return err
 	}
-
-	// 1. E1, and for a fill without a lease the stamps and the lease;
-	// and the stamps due for pruning, trimmed once the fill is done.
+	// The stamps due for pruning ride in the first step, and are trimmed
+	// once the fill is done.
 	due := c.dueOp(ns, trimBudget)
+	due.read = true
 	defer c.trimAfter(ctx, ns, due)
-	ops := []*clusterOp{commandOp(c.cfg.epochKey, "GET", c.cfg.epochKey), due}
-	// A fill without tags ends with a plain SET after this step: its
-	// namespace stamps are read here. A fill with tags reads them in step
-	// 2, once its lease is certainly in place (below).
-	var cleared []*clusterOp
+
 	if len(groups) == 0 {
-		cleared = c.clearedOps(spaces, f.Since)
-		ops = append(ops, cleared...)
-	}
-	if ownLease && len(groups) > 0 {
-		for _, g := range groups {
-			ops = append(ops, scriptOp(clusterScripts[clusterCheckStamps], g.keys, f.Since.Era, f.Since.N))
-		}
-		token := newLeaseToken()
-		take := scriptOp(clusterScripts[clusterTakeLease], []string{ek}, token, leasePrefix, c.cfg.leaseMS())
-		ops = append(ops, take)
+		ops := append([]*clusterOp{c.epochOp(f.Since), due}, c.clearedOps(spaces, f.Since)...)
 		_ = c.runStep(ctx, ops, false)
-		if n, _ := take.cmd.Int64(); n == 1 {
-			lease = token // released by refuse if step 1 refuses
+		if err := staleEpoch(f.Key, f.Since, ops[0].cmd); err != nil {
+			return refuse(err)
 		}
-	} else {
-		_ = c.runStep(ctx, ops, false)
-	}
-	cur, err := ops[0].cmd.Text()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return refuse(fmt.Errorf("redisbackend: fill %q: %w (the epoch was lost)", f.Key, backends.ErrStale))
-	case err != nil:
-		return refuse(fmt.Errorf("redisbackend: fill %q: %w", f.Key, err))
-	}
-	if ep, perr := backends.ParseEpoch(cur); perr != nil || ep.Era != f.Since.Era {
-		return refuse(fmt.Errorf("redisbackend: fill %q: %w (epoch %v is of another era than %v)", f.Key, backends.ErrStale, cur, f.Since))
-	}
-	if err := staleSpace(f.Key, spaces, f.Since, cleared); err != nil {
-		return refuse(err)
-	}
-	if ownLease {
-		for i, g := range groups {
-			if err := staleTag(f.Key, g, f.Since, ops[2+i].cmd); err != nil {
-				return refuse(err)
-			}
+		if err := staleSpace(f.Key, spaces, f.Since, ops[2:]); err != nil {
+			return refuse(err)
 		}
-	}
-	env := backends.EncodeEntry(e)
-	if ownLease {
-		if len(groups) == 0 {
+		if lease == "" {
 			// Nothing can invalidate it: a plain SET.
 			args := []any{"SET", ek, env}
 			if ttlMS > 0 {
@@ -261,50 +242,136 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 			}
 			return nil
 		}
-		if lease == "" {
-			lease = newLeaseToken()
-			if err := c.client.Set(ctx, ek, lease, time.Duration(c.cfg.leaseMS())*time.Millisecond).Err(); err != nil {
-				return fmt.Errorf("redisbackend: fill %q: lease: %w", f.Key, err)
-			}
-		}
+		return c.compareAndSet(ctx, f.Key, ek, lease, env, ttlMS, refuse)
 	}
 
-	// 2. Check and register, one script per tag slot; check the
-	// namespace stamps (Clear); and index the tags not in the tag index
-	// yet, so that their registrations are looked at once their entries
-	// may have expired (doc.go, "Pruning"). The lease is in place before
-	// this step is sent: a Clear that stamps a namespace after this step
-	// read it SCANs afterwards and unlinks the lease, so step 3 fails.
-	if len(groups) > 0 {
-		id := newFillID()
-		ops = ops[:0]
-		index := []any{"NX"}
+	first := due // sent with the first step
+	if lease == "" {
+		// Check the stamps and take the lease; over an entry, take it only
+		// once the check passed.
+		ops := make([]*clusterOp, 0, len(groups)+2)
 		for _, g := range groups {
-			ops = append(ops, scriptOp(clusterScripts[clusterRegister], g.keys, f.Since.Era, f.Since.N, id, ek))
-			for _, k := range g.keys {
-				index = append(index, k)
-			}
+			ops = append(ops, scriptOp(clusterScripts[clusterCheckStamps], g.keys, f.Since.Era, f.Since.N))
 		}
-		cleared = c.clearedOps(spaces, f.Since)
-		step := append(ops, cleared...)
-		_ = c.runStep(ctx, append(step, scriptOp(clusterScripts[clusterIndexTags], []string{tagIndexKey(ns)}, index...)), false)
-		if err := staleSpace(f.Key, spaces, f.Since, cleared); err != nil {
-			return refuse(err)
+		token := newLeaseToken()
+		take := scriptOp(clusterScripts[clusterTakeLease], []string{ek}, token, leasePrefix, c.cfg.leaseMS())
+		_ = c.runStep(ctx, append(ops, take, due), false)
+		first = nil
+		if n, _ := take.cmd.Int64(); n == 1 {
+			lease = token // released by refuse if the check refuses
 		}
 		for i, g := range groups {
 			if err := staleTag(f.Key, g, f.Since, ops[i].cmd); err != nil {
 				return refuse(err)
 			}
 		}
+		if lease == "" {
+			token = newLeaseToken()
+			if err := c.client.Set(ctx, ek, token, time.Duration(c.cfg.leaseMS())*time.Millisecond).Err(); err != nil {
+				return fmt.Errorf("redisbackend: fill %q: lease: %w", f.Key, err)
+			}
+			lease = token
+		}
+	}
+
+	// 1. Check and register, one script per tag slot; check the stamp of
+	// the entry's namespace (Clear); and index the tags not in the tag
+	// index yet, so that their registrations are looked at once their
+	// entries may have expired (doc.go, "Pruning"). The lease is in place
+	// before this step is sent: a Clear of the namespace that stamps after
+	// this step read it SCANs its entries afterwards and unlinks the
+	// lease, so step 3 fails.
+	id := newFillID()
+	ops := make([]*clusterOp, 0, len(groups)+len(spaces)+2)
+	index := []any{"NX"}
+	for _, g := range groups {
+		ops = append(ops, scriptOp(clusterScripts[clusterRegister], g.keys, f.Since.Era, f.Since.N, id, ek))
+		for _, k := range g.keys {
+			index = append(index, k)
+		}
+	}
+	cleared := c.clearedOps(spaces[:1], f.Since)
+	step := append(ops, cleared...)
+	step = append(step, scriptOp(clusterScripts[clusterIndexTags], []string{tagIndexKey(ns)}, index...))
+	if first != nil {
+		step = append(step, first)
+	}
+	werr := c.runStep(ctx, step, srv.replicas > 0)
+	if err := staleSpace(f.Key, spaces[:1], f.Since, cleared); err != nil {
+		return refuse(err)
+	}
+	for i, g := range groups {
+		if err := staleTag(f.Key, g, f.Since, ops[i].cmd); err != nil {
+			return refuse(err)
+		}
+	}
+	if werr != nil {
+		return refuse(fmt.Errorf("redisbackend: fill %q: %w (its registration was not acknowledged: %w)", f.Key, backends.ErrStale, werr))
+	}
+	// The namespaces of foreign dependencies (backends.ForeignDep): a
+	// Clear of one finds the entry only through its registration under
+	// one of that namespace's tags, so their stamps are checked once the
+	// registration is in place (a Clear that stamps later finds it), and
+	// before step 2 (which sees the floor of a stamp pruned before this
+	// check): one more round trip, for such fills only.
+	if len(spaces) > 1 {
+		foreign := c.clearedOps(spaces[1:], f.Since)
+		_ = c.runStep(ctx, foreign, false)
+		if err := staleSpace(f.Key, spaces[1:], f.Since, foreign); err != nil {
+			return refuse(err)
+		}
+	}
+
+	// 2. The epoch, read after the registration.
+	check := c.epochOp(f.Since)
+	_ = c.runStep(ctx, []*clusterOp{check}, false)
+	if err := staleEpoch(f.Key, f.Since, check.cmd); err != nil {
+		return refuse(err)
 	}
 
 	// 3. Compare-and-set.
+	return c.compareAndSet(ctx, f.Key, ek, lease, env, ttlMS, refuse)
+}
+
+// epochOp checks the epoch and the pruned floor against since, on the
+// epoch's slot (epochLua).
+func (c *cluster) epochOp(since backends.Epoch) *clusterOp {
+	return scriptOp(clusterScripts[clusterCheckEpoch], []string{c.cfg.epochKey, c.cfg.prunedKey}, since.Era, since.N, newEra())
+}
+
+// staleEpoch interprets epochLua's reply: nil when the fill may go on, an
+// error wrapping ErrStale otherwise.
+func staleEpoch(key string, since backends.Epoch, cmd *redis.Cmd) error {
+	res, err := cmd.Slice()
+	if err == nil && len(res) == 0 {
+		err = errors.New("empty script reply")
+	}
+	if err != nil {
+		return fmt.Errorf("redisbackend: fill %q: epoch: %w", key, err)
+	}
+	code, _ := res[0].(int64)
+	switch {
+	case code == 0:
+		return nil
+	case code == 1:
+		return fmt.Errorf("redisbackend: fill %q: %w (the epoch was lost, or a failover promoted a replica: a new era begins)", key, backends.ErrStale)
+	case code == 2 && len(res) == 2:
+		return fmt.Errorf("redisbackend: fill %q: %w (epoch %v is of another era than %v)", key, backends.ErrStale, res[1], since)
+	case code == 5 && len(res) == 2:
+		return fmt.Errorf("redisbackend: fill %q: %w (a stamp of %v, after %v, was pruned: the fill is older than the prune age)", key, backends.ErrStale, res[1], since)
+	}
+	return fmt.Errorf("redisbackend: fill %q: unexpected script reply %v", key, res)
+}
+
+// compareAndSet stores env in place of the fill's lease, if the entry
+// still holds it.
+func (c *cluster) compareAndSet(ctx context.Context, key, ek, lease string, env []byte, ttlMS int64, refuse func(error) error) error {
 	ok, err := clusterScripts[clusterCompareAndSet].Run(ctx, c.client, []string{ek}, lease, env, ttlMS).Int64()
 	if err != nil {
-		return refuse(fmt.Errorf("redisbackend: fill %q: %w", f.Key, err))
+		return refuse(fmt.Errorf("redisbackend: fill %q: %w", key, err))
 	}
 	if ok != 1 {
-		return fmt.Errorf("redisbackend: fill %q: %w (the fill lease was revoked: an invalidation, Delete or Clear removed it, or it expired)", f.Key, backends.ErrStale)
+		return fmt.Errorf("redisbackend: fill %q: %w (the fill lease was revoked: an invalidation, Delete or Clear removed it, or it expired)", key, backends.ErrStale)
 	}
 	return nil
 }
@@ -315,6 +382,7 @@ func (c *cluster) clearedOps(spaces []string, since backends.Epoch) []*clusterOp
 	ops := make([]*clusterOp, len(spaces))
 	for i, sp := range spaces {
 		ops[i] = scriptOp(clusterScripts[clusterCheckStamps], []string{clearKey(sp)}, since.Era, since.N)
+		ops[i].read = true
 	}
 	return ops
 }
@@ -452,7 +520,7 @@ func (c *cluster) invalidate(ctx context.Context, srv *server, ns string, tags [
 					done[i] = i
 				}
 			}
-			ops = append(ops, c.removeAndReadOp(w, done, -1))
+			ops = append(ops, c.removeAndReadOp(w, done, -1, ""))
 		}
 		note(c.runStep(ctx, ops, wait))
 		for i, w := range active {
@@ -517,18 +585,26 @@ func (c *cluster) scan(ctx context.Context, pattern string, fn func([]string) er
 }
 
 // clear unlinks every entry of ns on every master, counting entries (not
-// leases), then prunes its tag hashes.
+// leases), then prunes its tag hashes. Where the cluster has replicas the
+// unlinks wait for one, as an invalidation's do; if one was not
+// acknowledged, Clear fails with ErrNotReplicated and removes no
+// registration (a failover could bring back the entry, which an
+// invalidation must still find).
 func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error) {
 	if err := c.stampCleared(ctx, srv, ns); err != nil {
 		return 0, err
 	}
-	var removed atomic.Int64
+	wait := srv.replicas > 0
+	var (
+		removed atomic.Int64
+		unacked firstErr
+	)
 	err := c.scan(ctx, globEscape(ns)+`:e:\{*`, func(keys []string) error {
 		ops := make([]*clusterOp, len(keys))
 		for i, k := range keys {
 			ops[i] = scriptOp(clusterScripts[clusterUnlinkEntry], []string{k}, leasePrefix)
 		}
-		_ = c.runStep(ctx, ops, false)
+		unacked.note(c.runStep(ctx, ops, wait))
 		if err := firstOpErr(ops); err != nil {
 			return err
 		}
@@ -541,7 +617,30 @@ func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error
 	if err != nil {
 		return int(removed.Load()), err
 	}
-	return int(removed.Load()), c.cleanTags(ctx, ns, true)
+	if err := unacked.get(); err != nil {
+		return int(removed.Load()), fmt.Errorf("redisbackend: clear %q: %w", ns, err)
+	}
+	return int(removed.Load()), c.cleanTags(ctx, ns, true, wait)
+}
+
+// firstErr keeps the first non-nil error noted, safely for concurrent use.
+type firstErr struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstErr) note(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *firstErr) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
 
 // stampCleared stamps the namespace as an invalidation stamps a tag:
@@ -580,16 +679,21 @@ func (c *cluster) stampCleared(ctx context.Context, srv *server, ns string) erro
 // a hash left with nothing else; then it trims the tag index until no
 // due stamp is left, so that the index goes with the last stamp.
 func (c *cluster) prune(ctx context.Context, _ *server, ns string) error {
-	return c.cleanTags(ctx, ns, false)
+	return c.cleanTags(ctx, ns, false, false)
 }
 
 // cleanTags is prune; with drain, as Clear needs, it unlinks every entry
 // still registered (another namespace's: Clear unlinked its own) instead
 // of asking which exist, and then removes every registration read whose
 // fill id is unchanged: never a registration before its entry is gone.
-func (c *cluster) cleanTags(ctx context.Context, ns string, drain bool) error {
+// With wait the unlinks wait for a replica; once one was not acknowledged
+// the page's registrations stay, and cleanTags fails with
+// ErrNotReplicated.
+func (c *cluster) cleanTags(ctx context.Context, ns string, drain, wait bool) error {
 	maxAge := c.cfg.pruneAfterMS()
+	var unacked firstErr
 	err := c.scan(ctx, globEscape(ns)+`:t:\{*`, func(keys []string) error {
+		keep := false // an unlink of this page was not acknowledged
 		walks := make([]*tagWalk, len(keys))
 		ops := make([]*clusterOp, len(keys))
 		for i, k := range keys {
@@ -605,6 +709,7 @@ func (c *cluster) cleanTags(ctx context.Context, ns string, drain bool) error {
 		for {
 			var active []*tagWalk
 			var base []int // index in ops of each active walk's first EXISTS
+			var stamps []string
 			ops = ops[:0]
 			for _, w := range walks {
 				if w.settled {
@@ -619,23 +724,40 @@ func (c *cluster) cleanTags(ctx context.Context, ns string, drain bool) error {
 						ops = append(ops, commandOp(f, "EXISTS", f))
 					}
 				}
+				if w.next == "0" && w.stamp != "" {
+					stamps = append(stamps, w.stamp) // settled in this round
+				}
 			}
 			if len(active) == 0 {
 				return nil
 			}
-			_ = c.runStep(ctx, ops, false)
+			// The floor covers the stamps to settle before they go, in
+			// the same round trip.
+			floor := c.floorOp(stamps)
+			step := ops
+			if floor != nil {
+				step = append(ops[:len(ops):len(ops)], floor)
+			}
+			if werr := c.runStep(ctx, step, wait && drain); werr != nil {
+				unacked.note(werr)
+				keep = true
+			}
 			if err := firstOpErr(ops); err != nil {
 				return err
 			}
+			fl := readFloor(floor)
 			steps := make([]*clusterOp, len(active))
 			for i, w := range active {
 				var dead []int
 				for j := range w.fields {
+					if keep {
+						break
+					}
 					if n, _ := ops[base[i]+j].cmd.Int64(); n == 0 || drain {
 						dead = append(dead, j)
 					}
 				}
-				steps[i] = c.removeAndReadOp(w, dead, maxAge)
+				steps[i] = c.removeAndReadOp(w, dead, maxAge, fl.cover(w.stamp))
 			}
 			_ = c.runStep(ctx, steps, false)
 			for i, w := range active {
@@ -650,5 +772,11 @@ func (c *cluster) cleanTags(ctx context.Context, ns string, drain bool) error {
 	if err != nil {
 		return err
 	}
-	return c.trimAll(ctx, ns)
+	if err := c.trimAll(ctx, ns); err != nil {
+		return err
+	}
+	if err := unacked.get(); err != nil {
+		return fmt.Errorf("redisbackend: clear %q: %w", ns, err)
+	}
+	return nil
 }

@@ -21,15 +21,26 @@ local function read(h, cursor, count)
   local r = redis.call('HSCAN', h, cursor, 'COUNT', count)
   return {r[1], r[2]}
 end
+-- covered returns settle's drop for a script on a tag's slot, which
+-- cannot write the pruned key (the epoch's slot): the stamp goes only if
+-- it is still stamp, the one the client had floorLua cover ('' for none).
+local function covered(h, stamp)
+  return function()
+    return stamp ~= '' and redis.call('HGET', h, '~v') == stamp
+  end
+end
 `
 
-// bumpLua advances the epoch, starting a new era ARGV[1] if it is missing
-// or unreadable, and returns it.
+// bumpLua advances the epoch, starting a new era (ARGV[1], bound to the
+// server's replication history) if it is missing, unreadable or of another
+// history (a failover promoted a replica, which may hold an older number
+// than readers saw: it is never issued again), and returns it.
 //
 // KEYS[1] epoch key. ARGV[1] candidate era.
 const bumpLua = `
-local era, n = parse_epoch(redis.call('GET', KEYS[1]))
-if not era then era = ARGV[1]; n = 0 end
+local sid = server_id()
+local era, n = epoch_of(KEYS[1], sid)
+if not era then era = mint_era(ARGV[1], sid); n = 0 end
 local ep = era .. ':' .. string.format('%d', n + 1)
 redis.call('SET', KEYS[1], ep)
 return ep
@@ -65,6 +76,60 @@ for i = 1, #KEYS do
   redis.call('HSET', KEYS[i], ARGV[4], ARGV[3])
 end
 return {0}
+`
+
+// epochLua is a fill's last check before its compare-and-set, run once
+// its registrations are in place: the epoch must still be of Since's era
+// (eras are random and never come back, so the era was the same all along
+// since the lookup, and every stamp written meanwhile was of that era: the
+// registration step saw it, or it was written after and its invalidation
+// finds the registration), and no stamp newer than Since may have been
+// pruned (the pruned key keeps the newest pruned stamp of the era).
+//
+// KEYS[1] epoch key, KEYS[2] the pruned key. ARGV[1] since era, ARGV[2]
+// since n, ARGV[3] a candidate era.
+// Returns {0} when the fill may go on; {1} when the epoch is missing or of
+// another replication history (a new era is started, so that lookups read
+// an epoch a fill can pass); {2, epoch} when it is of another era; {5,
+// pruned} when a stamp newer than since was pruned.
+const epochLua = `
+local sid = server_id()
+local era, _, cur = epoch_of(KEYS[1], sid)
+if not era then
+  redis.call('SET', KEYS[1], mint_era(ARGV[3], sid) .. ':0')
+  return {1}
+end
+if era ~= ARGV[1] then return {2, cur} end
+local pruned, floor = pruned_after(KEYS[2], era, tonumber(ARGV[2]))
+if pruned then return {5, floor} end
+return {0}
+`
+
+// floorLua raises the pruned key before stamps go (doc.go, "Pruning"): to
+// the newest stamp of the current era among those given that are older
+// than the prune age by this master's clock. It returns the current era
+// (empty when the epoch is missing or of another history: then no fill of
+// any stamp's era can pass its epoch check) and the floor of that era (-1
+// for none): a stamp of another era, or of this one and no newer than the
+// floor, may go. The age is for liveness only.
+//
+// KEYS[1] epoch key, KEYS[2] the pruned key. ARGV[1] stamp age to prune
+// after (ms), ARGV[2..] stamps "era:n:ms".
+// Returns {era, floor n}.
+const floorLua = `
+local era = epoch_of(KEYS[1], server_id())
+if not era then return {'', -1} end
+local now = now_ms()
+local max_age = tonumber(ARGV[1])
+local top
+for i = 2, #ARGV do
+  local se, sn, ms = parse_stamp(ARGV[i])
+  if se == era and now - ms > max_age and (not top or sn > top) then top = sn end
+end
+if top then raise_pruned(KEYS[2], era, top) end
+local pe, pn = parse_epoch(redis.call('GET', KEYS[2]))
+if pe ~= era then pn = -1 end
+return {era, pn}
 `
 
 // casLua stores the envelope if the entry still holds the fill's lease.
@@ -134,15 +199,16 @@ return read(KEYS[1], '0', tonumber(ARGV[2]))
 //
 // KEYS[1] tag hash. ARGV[1] the cursor to read from (” to stop), ARGV[2]
 // chunk size, ARGV[3] settle: the maximum stamp age in ms, or ” not to
-// settle, ARGV[4..] field, fill id pairs.
+// settle, ARGV[4] the stamp floorLua covered (” for none: a stamp of the
+// current era stays), ARGV[5..] field, fill id pairs.
 // Returns {cursor, flat} as read, or {'0', {}} when stopping.
 const stepLua = `
 local h = KEYS[1]
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   if redis.call('HGET', h, ARGV[i]) == ARGV[i + 1] then redis.call('HDEL', h, ARGV[i]) end
 end
 if ARGV[1] ~= '' then return read(h, ARGV[1], tonumber(ARGV[2])) end
-if ARGV[3] ~= '' then settle(h, now_ms(), tonumber(ARGV[3])) end
+if ARGV[3] ~= '' then settle(h, now_ms(), tonumber(ARGV[3]), covered(h, ARGV[4])) end
 return {'0', {}}
 `
 
@@ -179,31 +245,34 @@ const dueLua = `
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1]), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 `
 
-// sampleLua reads a sample of a tag's registrations.
+// sampleLua reads a sample of a tag's registrations, and its stamp.
 //
 // KEYS[1] tag hash. ARGV[1] sample size.
-// Returns {1, {field, id, ...}}, or {0, {}} when the hash is gone.
+// Returns {1, {field, id, ...}, stamp or ”}, or {0, {}, ”} when the hash
+// is gone.
 const sampleLua = `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, {}} end
-return {1, redis.call('HRANDFIELD', KEYS[1], tonumber(ARGV[1]), 'WITHVALUES')}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, {}, ''} end
+return {1, redis.call('HRANDFIELD', KEYS[1], tonumber(ARGV[1]), 'WITHVALUES'), redis.call('HGET', KEYS[1], '~v') or ''}
 `
 
 // settleLua removes the registrations the client found dead if their fill
-// ids are unchanged, and settles the stamp.
+// ids are unchanged, and settles the stamp: it goes only if it is the one
+// floorLua covered.
 //
-// KEYS[1] tag hash. ARGV[1] stamp age to prune after (ms), ARGV[2..]
-// field, fill id pairs. Returns 0 when the hash is gone, 1 when it lost
-// no registration, 2 when it lost some.
+// KEYS[1] tag hash. ARGV[1] stamp age to prune after (ms), ARGV[2] the
+// covered stamp (” for none), ARGV[3..] field, fill id pairs. Returns 0
+// when the hash is gone, 1 when it lost no registration, 2 when it lost
+// some.
 const settleLua = `
 local h = KEYS[1]
 local dropped = 0
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   if redis.call('HGET', h, ARGV[i]) == ARGV[i + 1] then
     redis.call('HDEL', h, ARGV[i])
     dropped = dropped + 1
   end
 end
-settle(h, now_ms(), tonumber(ARGV[1]))
+settle(h, now_ms(), tonumber(ARGV[1]), covered(h, ARGV[2]))
 if redis.call('EXISTS', h) == 0 then return 0 end
 if dropped == 0 then return 1 end
 return 2
@@ -247,6 +316,8 @@ const (
 	clusterSampleTag
 	clusterSettleTag
 	clusterUnindexTags
+	clusterCheckEpoch
+	clusterRaiseFloor
 	numClusterScripts
 )
 
@@ -267,6 +338,8 @@ var clusterScripts = func() *[numClusterScripts]*script {
 		clusterSampleTag:         {"no-writes", sampleLua},
 		clusterSettleTag:         {"allow-oom", settleLua},
 		clusterUnindexTags:       {"allow-oom", unindexLua},
+		clusterCheckEpoch:        {"", epochLua},
+		clusterRaiseFloor:        {"allow-oom", floorLua},
 	}
 	var set [numClusterScripts]*script
 	for id, src := range sources {

@@ -23,6 +23,10 @@ type clusterOp struct {
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
+	// read marks a command whose master need not wait for a replica on
+	// its account: in a waited step, a master sent only reads gets no
+	// WAIT (which would otherwise stall there when it has no replica).
+	read bool
 }
 
 // scriptOp is a script on the slot of keys[0] (all keys share it).
@@ -80,11 +84,13 @@ func (c *cluster) runStep(ctx context.Context, ops []*clusterOp, wait bool) erro
 	}
 	run := func(pipe func() redis.Pipeliner, ops []*clusterOp, sha bool) *redis.Cmd {
 		p := pipe()
+		writes := false
 		for _, o := range ops {
 			o.addTo(ctx, p, sha)
+			writes = writes || !o.read
 		}
 		var w *redis.Cmd
-		if wait {
+		if wait && writes {
 			w = p.Do(ctx, "WAIT", 1, c.cfg.waitTimeout.Milliseconds())
 		}
 		_, _ = p.Exec(ctx)
@@ -127,7 +133,12 @@ func (c *cluster) runStep(ctx context.Context, ops []*clusterOp, wait bool) erro
 		wg.Go(func() {
 			w := run(m.Pipeline, group, true)
 			if retry := missingScripts(group); len(retry) > 0 {
-				w = run(m.Pipeline, retry, false)
+				if rw := run(m.Pipeline, retry, false); rw != nil {
+					w = rw
+				}
+			}
+			if w == nil {
+				return // only reads on this master
 			}
 			n, err := w.Int64()
 			switch {
@@ -168,6 +179,7 @@ type tagWalk struct {
 	fields  []string // entry keys read
 	ids     []string // their fill ids, as read
 	next    string   // cursor to read from next, "0": nothing more
+	stamp   string   // the stamp, as last read ("": none seen)
 	settled bool
 }
 
@@ -187,6 +199,7 @@ func (w *tagWalk) absorb(cmd *redis.Cmd) error {
 		f, _ := flat[i].(string)
 		id, _ := flat[i+1].(string)
 		if f == "~v" {
+			w.stamp = id
 			continue
 		}
 		w.fields = append(w.fields, f)
@@ -197,8 +210,9 @@ func (w *tagWalk) absorb(cmd *redis.Cmd) error {
 
 // removeAndReadOp returns the op that removes the registrations in done
 // (indexes of w.fields) if unchanged and reads the next step; settleMS >= 0
-// settles the stamp at the end.
-func (c *cluster) removeAndReadOp(w *tagWalk, done []int, settleMS int64) *clusterOp {
+// settles the stamp at the end, dropping it only if it is still covered
+// (the stamp a floor covered, "" for none).
+func (c *cluster) removeAndReadOp(w *tagWalk, done []int, settleMS int64, covered string) *clusterOp {
 	next := w.next
 	if next == "0" {
 		next = ""
@@ -207,8 +221,8 @@ func (c *cluster) removeAndReadOp(w *tagWalk, done []int, settleMS int64) *clust
 	if settleMS >= 0 {
 		settle = strconv.FormatInt(settleMS, 10)
 	}
-	args := make([]any, 0, 3+2*len(done))
-	args = append(args, next, c.cfg.chunkSize, settle)
+	args := make([]any, 0, 4+2*len(done))
+	args = append(args, next, c.cfg.chunkSize, settle, covered)
 	for _, i := range done {
 		args = append(args, w.fields[i], w.ids[i])
 	}

@@ -116,6 +116,17 @@ func TestClusterRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("Fill with the lease, 10 deps in several slots", 3)
+	l, err = b.Lookup(ctx, ns, "foreign")
+	if err != nil || l.Lease == "" {
+		t.Fatalf("Lookup: %+v, %v; want a miss with a lease", l, err)
+	}
+	cnt.reset()
+	err = b.Fill(ctx, ns, backends.Fill{Key: "foreign", Entry: backends.Entry{Value: []byte("f"), Deps: []string{"d0", backends.ForeignDep(ns+"-other", "d0")}}, Since: l.Epoch, Lease: l.Lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want("Fill with the lease, a dep of another namespace", 4)
+	clearAtEnd(t, b, ns+"-other")
 	err = b.Fill(ctx, ns, backends.Fill{Key: "set", Entry: backends.Entry{Value: []byte("s")}, Since: l.Epoch})
 	if err != nil {
 		t.Fatal(err)
@@ -125,12 +136,12 @@ func TestClusterRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want("Fill without a lease of a missing key", 3)
+	want("Fill without a lease of a missing key", 4)
 	err = b.Fill(ctx, ns, backends.Fill{Key: "fresh", Entry: backends.Entry{Value: []byte("f2"), Deps: deps}, Since: l.Epoch})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want("Fill without a lease over an entry (Manager.Set)", 4)
+	want("Fill without a lease over an entry (Manager.Set)", 5)
 	if l, err := b.Lookup(ctx, ns, "one"); err != nil || !l.Found {
 		t.Fatalf("Lookup: %+v, %v; want a hit", l, err)
 	}
@@ -139,8 +150,8 @@ func TestClusterRoundTrips(t *testing.T) {
 		t.Fatalf("TTL = %v, %v", d, err)
 	}
 	want("TTL", 1)
-	if n, err := b.Invalidate(ctx, ns, "d0"); err != nil || n != 3 {
-		t.Fatalf("Invalidate = %d, %v; want 3", n, err)
+	if n, err := b.Invalidate(ctx, ns, "d0"); err != nil || n != 4 {
+		t.Fatalf("Invalidate = %d, %v; want 4", n, err)
 	}
 	want("Invalidate of a small tag", 4)
 	if n, err := b.Invalidate(ctx, ns, "d0"); err != nil || n != 0 {
@@ -657,6 +668,21 @@ func TestClusterFailover(t *testing.T) {
 	err = b.Fill(ctx, ns, backends.Fill{Key: "late", Entry: backends.Entry{Value: []byte("old"), Deps: []string{"late-tag"}}, Since: late.Epoch, Lease: late.Lease})
 	if !errors.Is(err, backends.ErrStale) {
 		t.Errorf("Fill that started before an invalidation, after the failover: %v, want ErrStale", err)
+	}
+
+	// The promoted replica has another replication history: the first
+	// fill that meets its epoch is refused and starts a new era, so that
+	// no number a reader saw on the old master is issued again.
+	probe, err := b.Lookup(ctx, ns, "probe")
+	if err != nil || probe.Lease == "" {
+		t.Fatalf("Lookup(probe) = %+v, %v", probe, err)
+	}
+	err = b.Fill(ctx, ns, backends.Fill{Key: "probe", Entry: backends.Entry{Value: []byte("v")}, Since: probe.Epoch, Lease: probe.Lease})
+	if !errors.Is(err, backends.ErrStale) {
+		t.Errorf("first fill on the promoted epoch master: %v, want ErrStale (a new era)", err)
+	}
+	if ep := mustEpoch(t, b); ep.Era == before.Era {
+		t.Errorf("epoch after the first fill on the promoted master = %v: want a new era", ep)
 	}
 
 	// Fills work on every master, the promoted one included.

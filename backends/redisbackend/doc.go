@@ -246,29 +246,46 @@
 //     "dc\x00L", never an envelope. Every lookup, hit or miss, reads the
 //     one epoch key (a hit's reply is ignored), so its master serves a GET
 //     per lookup of every namespace: a hot key to plan for.
-//   - Fill with the lease: GET epoch (E1, whose era must be Since's); then
-//     in parallel one script per tag slot that refuses if a stamp of
-//     Since's era is newer than Since and otherwise registers the entry
-//     (HSET entry key -> fill id), and in the same pipeline a read-only
-//     check of each namespace stamp (ns:c, a key of its own slot) the
-//     fill depends on; then a compare-and-set on the entry's
-//     slot: the value replaces the lease only if the entry still holds it
-//     — 3 round trips whatever the number of tags (2 without tags, whose
-//     namespace stamps are read with E1). The namespace stamps are read
-//     only once the lease is in place (a fill without a lease may take it
-//     in the first step, in parallel with that step's reads): a Clear that
-//     stamps after the read SCANs afterwards, finds the lease and unlinks
-//     it, so the compare-and-set fails. An
-//     invalidation that stamped a tag before the registration makes it
-//     refuse; one that stamped it after found the registration and
-//     unlinked the entry key, lease included, so the compare-and-set
-//     fails: ErrStale either way. A refused fill gives its lease back.
+//   - Fill with the lease: (1) in parallel one script per tag slot that
+//     refuses if a stamp of Since's era is newer than Since and otherwise
+//     registers the entry (HSET entry key -> fill id), and in the same
+//     pipeline a read-only check of the namespace stamp (ns:c, a key of
+//     its own slot) of the entry's namespace; where the cluster has replicas
+//     this step waits for one on every master it registers on (below,
+//     "Replicas"); (2) a script on the epoch's slot that refuses if the
+//     epoch is no longer of Since's era (a missing epoch, or one of
+//     another replication history, starts a new era, as on a single
+//     Redis) or if the pruned key records a stamp of that era newer than
+//     Since; (3) a compare-and-set on the entry's slot: the value replaces
+//     the lease only if the entry still holds it — 3 round trips whatever
+//     the number of tags (2 without tags: the epoch script and the
+//     namespace stamps in one, then the compare-and-set). An invalidation
+//     that stamped a tag before the registration makes it refuse; one
+//     that stamped it after found the registration and unlinked the entry
+//     key, lease included, so the compare-and-set fails; one whose stamp
+//     was pruned before the registration read it raised the pruned key
+//     first, so (2) refuses: ErrStale every way. The epoch is read after
+//     the registration, not before: eras are random and never come back,
+//     so an era unchanged at (2) was unchanged since the lookup, and every
+//     stamp written meanwhile was of Since's era, the one (1) compares. The
+//     namespace stamps are read only once the lease is in place (a fill
+//     without a lease takes it first): a Clear that stamps after the read
+//     SCANs afterwards, finds the lease and unlinks it, so the
+//     compare-and-set fails. A fill that depends on tags of other
+//     namespaces (backends.ForeignDep) checks their namespace stamps in
+//     one more round trip between (1) and (2): a Clear of such a namespace
+//     finds the entry only through its registration, so the check must
+//     follow it (a Clear that stamps later finds the registration), and
+//     precede (2), which sees the floor of a stamp pruned before the
+//     check. A refused fill gives its lease back.
 //   - Fill without a lease (Manager.Set, or a miss that found another
-//     caller's lease): the first round trip also checks the stamps without
+//     caller's lease): a first round trip checks the stamps without
 //     registering and takes the lease if the entry holds nothing or a
 //     lease (another caller's fill then fails); over an existing entry the
 //     lease replaces it only after the check passed, so that a refused
-//     fill leaves the entry alone — 3 round trips, 4 over an entry.
+//     fill leaves the entry alone; then (1) to (3) — 4 round trips, 5 over
+//     an entry. Without tags: the epoch script and the namespace stamps,
+//     then a plain SET — 2.
 //   - Release (backends.Releaser): a script deletes the entry key if it
 //     still holds the lease, 1 round trip. Leases expire after
 //     WithLeaseTTL (default WithMaxFillAge), which matters only when a
@@ -297,7 +314,14 @@
 //     an entry's master could otherwise bring back an entry whose
 //     registration, on another master, is gone). A master without a
 //     replica (one promoted by a failover, until a replica joins it) fails
-//     every invalidation that writes to it, until then.
+//     every invalidation that writes to it, until then. A fill's
+//     registration step (1) runs the same way, so that no entry is
+//     readable whose registration a failover could lose (the invalidation
+//     after it would not find the entry): a registration no replica
+//     acknowledged refuses the fill (ErrStale, also ErrNotReplicated) and
+//     gives the lease back. Masters that step only reads get no WAIT. A
+//     master without a replica refuses the fills that register there, after
+//     the wait timeout, as it fails invalidations.
 //   - Delete: one script per key (UNLINK, counting entries, not leases),
 //     pipelined: 1 round trip. TTL: GETRANGE and PTTL pipelined, 1.
 //   - Clear first bumps the epoch (1) and stamps ns:c and indexes it (2),
@@ -305,14 +329,29 @@
 //     master (ForEachMaster) for ns:e:{* and ns:t:{*, glob characters of
 //     ns escaped. Clear unlinks the entries it finds first, and later
 //     every entry still registered under a tag hash (another namespace's,
-//     one script per key) before removing its registration; then, for each tag hash, the registrations are read in
-//     chunks, the entries' masters are asked which still exist (EXISTS; a
+//     one script per key) before removing its registration; where there
+//     are replicas, both unlinks wait for one, as an invalidation's do, and
+//     one not acknowledged fails Clear with ErrNotReplicated and keeps the
+//     registrations (a failover could bring the entry back, and the next
+//     invalidation must find it). Then, for each tag hash, the
+//     registrations are read in chunks, the entries' masters are asked
+//     which still exist (EXISTS; a
 //     lease counts, its fill is under way), and a script removes the
 //     others' registrations if their fill ids are unchanged and drops a
 //     stamp older than the prune age from a hash that holds nothing
 //     else. Fills do not sample registrations on Cluster (a fill's script
 //     cannot see entries in other slots); stamps are trimmed as on a
 //     single Redis (above, "Pruning").
+//   - A stamp goes only once the pruned key (on the epoch's slot) covers
+//     it: a trim's EXISTS step, and the step of Clear and Prune that asks
+//     which entries exist, also run a script on the epoch's slot that
+//     raises the pruned key to the newest stamp of the current era among
+//     those about to be settled that are older than the prune age (by the
+//     epoch master's clock), and returns the era and that floor; the tag's
+//     script then drops a stamp only if it is still the one read and is of
+//     another era or no newer than the floor. No extra round trip; the
+//     ages decide only when (liveness), never whether a fill in flight can
+//     miss a stamp that would refuse it.
 //   - Server checks at first use run on every master (ForEachMaster):
 //     CONFIG GET maxmemory-policy, INFO server and INFO replication; the
 //     most dangerous policy of any master wins (allkeys-* over volatile-*
@@ -328,20 +367,28 @@
 //	                         single Redis    Redis Cluster
 //	Lookup hit               1 (MGET)        1 (SET NX GET + GET epoch)
 //	Lookup miss              1               1 (lease taken)
-//	Fill after a miss        1               3 (E1; check+register; CAS)
-//	Fill without a lease     1               3, 4 over an existing entry
+//	Fill after a miss        1               3 (check+register; epoch;
+//	                                         CAS), 4 with tags of other
+//	                                         namespaces
+//	Fill without a lease     1               4 (check+lease; then as
+//	                                         above), 5 over an entry
 //	Invalidate, small tags   1               4 (epoch; stamp+read; unlink;
 //	                                         remove registrations)
 //	Trim of due stamps       0 (in the       +4 after a fill or an
 //	                         scripts)        invalidation that found any
 //	Delete, TTL              1               1
 //
-// What Cluster does not cover: the stamp check reads the epoch (E1) before
-// it registers, so an epoch lost and recreated between the two (a master
-// restarted without persistence) can let one fill through; a master's
-// replication ID is not watched (an era does not change at a failover:
-// WAIT is what keeps a promoted replica's stamps and epoch current); and
-// WAIT is not consensus: a replica that acknowledged and then lost the
-// write loses it. An invalidation step that meets a resharding (MOVED,
-// ASK) on a master's own connection fails and is retried by depcache.
+// What Cluster does not cover: WAIT is not consensus. A replica that
+// acknowledged a write and then lost it loses it, and with several
+// replicas per master, WAIT 1 is satisfied by one while another, which
+// has not seen the write, may be the one promoted: an invalidation's stamp
+// or a fill's registration can then be lost (a stale entry served until
+// its TTL). An epoch rolled back by a failover is covered whatever the
+// replicas: the promoted master has a new replication history, and the
+// first script that meets the epoch there starts a new era. A replica
+// held by CLIENT PAUSE WRITE acknowledges what it has read but not applied
+// (seen with Redis 7.0.15): promoting it loses acknowledged writes. An
+// invalidation step that meets a resharding (MOVED, ASK) on a master's own
+// connection fails and is retried by depcache; a fill's registration step
+// that meets one is refused.
 package redisbackend
