@@ -30,11 +30,12 @@ type config struct {
 	retryMin     time.Duration
 	retryMax     time.Duration
 	fillWait     time.Duration
-	localMax     int           // WithLocalCache (localtier.go)
-	localTTL     time.Duration // WithLocalCacheTTL
-	envPrefix    string        // DEP_CACHE_PREFIX, when read
-	invalidOpts  []error       // options given values that cannot work
-	configErr    error         // an environment value or option New could not use
+	envPrefix    string  // DEP_CACHE_PREFIX, when read
+	invalidOpts  []error // options given values that cannot work
+	configErr    error   // an environment value or option New could not use
+
+	localMax int           // WithLocalCache (localtier.go)
+	localTTL time.Duration // WithLocalCacheTTL
 }
 
 // ErrInvalidOption is wrapped by the error of a manager given an option
