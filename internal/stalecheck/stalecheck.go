@@ -90,7 +90,8 @@ type Config struct {
 	Others []Other
 	// Options apply to every manager (WithLocalCache, for instance).
 	Options []depcache.Option
-	// Midway, if set, runs once when half the reads are done (to kill a
+	// Midway, if set, runs once when half the reads are done and, where
+	// managers have in-process tiers, the tiers have served (to kill a
 	// subscription mid-run, for instance).
 	Midway func()
 }
@@ -110,6 +111,8 @@ type Report struct {
 	PoisonRead           int64 // (c)
 	Hits, Misses, Stored uint64
 	StaleFills           uint64
+	LocalHits            uint64 // of Hits, served from in-process tiers
+	LocalHitsAtMidway    uint64 // LocalHits when Midway ran
 	Elapsed              time.Duration
 }
 
@@ -303,6 +306,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 
 	var midway sync.Once
+	var atMidway atomic.Uint64
 	for ri := range cfg.Readers {
 		wg.Add(1)
 		go func() {
@@ -311,7 +315,16 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			byID, list := readers[ri%len(readers)].byID, readers[ri%len(readers)].list
 			for reads.Load() < int64(cfg.Reads) {
 				if cfg.Midway != nil && reads.Load() >= int64(cfg.Reads/2) {
-					midway.Do(cfg.Midway)
+					var local uint64
+					for _, r := range readers {
+						local += r.m.Stats().LocalHits
+					}
+					if local > 0 || !readers[0].m.LocalCacheServing() && reads.Load() >= int64(cfg.Reads*3/4) {
+						midway.Do(func() {
+							atMidway.Store(local)
+							cfg.Midway()
+						})
+					}
 				}
 				snap := led.snapshot()
 				if rng.IntN(2) == 0 {
@@ -391,7 +404,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	for _, r := range readers {
 		st := r.m.Stats()
 		rep.Hits, rep.Misses, rep.Stored, rep.StaleFills = rep.Hits+st.Hits, rep.Misses+st.Misses, rep.Stored+st.Sets, rep.StaleFills+st.StaleFills
+		rep.LocalHits += st.LocalHits
 	}
+	rep.LocalHitsAtMidway = atMidway.Load()
 	rep.Elapsed = time.Since(start)
 	return rep, nil
 }
