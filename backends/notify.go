@@ -69,7 +69,11 @@ var leaseBase = time.Now()
 func LeaseClock() int64 { return int64(time.Since(leaseBase)) }
 
 // Valid reports whether the lease has not run out.
-func (l *Lease) Valid() bool { return LeaseClock() < l.until.Load() }
+func (l *Lease) Valid() bool { return l.ValidAt(LeaseClock()) }
+
+// ValidAt reports whether the lease has not run out at now, a LeaseClock
+// reading.
+func (l *Lease) ValidAt(now int64) bool { return now < l.until.Load() }
 
 // ExtendTo moves the end of the lease to until (a LeaseClock time), never
 // back.

@@ -68,10 +68,11 @@ type tier struct {
 }
 
 type tierEntry struct {
-	val   any
-	deps  []string
-	since backends.Epoch
-	refs  []depRef
+	expires int64 // backends.LeaseClock
+	val     any
+	deps    []string
+	since   backends.Epoch
+	refs    []depRef
 }
 
 // depRef is one dependency (namespace, tag) of an entry.
@@ -90,11 +91,12 @@ func newTier(m *Manager) *tier {
 		return nil
 	}
 	t := &tier{m: m, index: map[depRef]map[string]*tierEntry{}}
-	ttl := m.cfg.localTTL
 	t.cache = otter.Must(&otter.Options[string, *tierEntry]{
-		MaximumSize:      m.cfg.localMax,
-		ExpiryCalculator: otter.ExpiryWriting[string, *tierEntry](ttl),
-		OnDeletion:       t.forget,
+		MaximumSize: m.cfg.localMax,
+		OnDeletion:  t.forget,
+		// Entries expire by the clock reading get makes for the lease
+		// anyway (one reading per hit, not two): otter needs none.
+		Clock: noClock{},
 	})
 	lease, stop, err := nb.Listen(t)
 	if err != nil {
@@ -127,15 +129,23 @@ func (m *Manager) LocalCacheServing() bool { return m.tier != nil && m.tier.leas
 
 // get returns the entry under key if the tier may serve it.
 func (t *tier) get(key string) (*tierEntry, bool) {
-	if !t.lease.Valid() {
+	now := backends.LeaseClock()
+	if !t.lease.ValidAt(now) {
 		return nil, false
 	}
 	e, ok := t.cache.GetIfPresent(key)
-	if !ok || t.m.pendingAffects(e.deps) {
+	if !ok || now >= e.expires || t.m.pendingAffects(e.deps) {
 		return nil, false
 	}
 	return e, true
 }
+
+// noClock is otter's clock for a cache without expiry: it is never read
+// for anything that matters, so it costs nothing.
+type noClock struct{}
+
+func (noClock) NowNano() int64                      { return 0 }
+func (noClock) Tick(time.Duration) <-chan time.Time { return nil }
 
 // begin returns the sequence to present to keep: read it before the
 // backend read whose value is kept.
@@ -152,7 +162,8 @@ func (t *tier) keep(seq uint64, key string, val any, deps []string, since backen
 	if t == nil {
 		return
 	}
-	e := &tierEntry{val: val, deps: deps, since: since}
+	// The local TTL bounds how long a value outlives its backend entry.
+	e := &tierEntry{val: val, deps: deps, since: since, expires: backends.LeaseClock() + int64(t.m.cfg.localTTL)}
 	for _, d := range deps {
 		if dep := backends.ParseDep(t.m.ns, d); !dep.Carried {
 			e.refs = append(e.refs, depRef{dep.NS, dep.Tag})

@@ -96,3 +96,25 @@ func TestTierIndexForgetsEvicted(t *testing.T) {
 
 // waitABit yields to the cache's deletion goroutines.
 func waitABit() { time.Sleep(time.Millisecond) }
+
+// BenchmarkTierGet is the tier's own hit: the lease, the cache, the
+// entry's expiry.
+func BenchmarkTierGet(b *testing.B) {
+	mb := memory.New()
+	defer mb.Close()
+	m := New(mb, WithName(b.Name()), WithLocalCache(1000))
+	defer m.Close()
+	m.tier.keep(m.tier.begin(), "k", 42, []string{"t"}, backends.Epoch{})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := m.tier.get("k"); !ok {
+			b.Fatal("miss")
+		}
+	}
+}
+
+func BenchmarkLeaseClock(b *testing.B) {
+	for b.Loop() {
+		backends.LeaseClock()
+	}
+}
