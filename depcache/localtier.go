@@ -121,6 +121,10 @@ func (t *tier) close() {
 	t.cache.StopAllGoroutines()
 }
 
+// LocalCacheEnabled reports whether the manager has an in-process tier
+// (WithLocalCache on a backend that can keep it coherent).
+func (m *Manager) LocalCacheEnabled() bool { return m.tier != nil }
+
 // LocalCacheServing reports whether the manager's in-process tier
 // (WithLocalCache) is on and may serve now: off, or while its
 // notifications are not confirmed (its lease has run out), every read goes
@@ -332,4 +336,9 @@ func (m *Manager) notifyChange(ctx context.Context, c backends.Change) error {
 		return fmt.Errorf("depcache: notify in-process tiers: %w", err)
 	}
 	return nil
+}
+
+// notifyClear is notifyChange for a Clear of the manager's namespace.
+func (m *Manager) notifyClear(ctx context.Context) error {
+	return m.notifyChange(ctx, backends.Change{NS: m.ns, Clear: true})
 }

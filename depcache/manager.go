@@ -417,7 +417,7 @@ func (m *Manager) Clear(ctx context.Context) (int, error) {
 	}
 	n, err := m.backend.Clear(ctx, m.ns)
 	if err == nil {
-		err = m.notifyChange(ctx, backends.Change{NS: m.ns, Clear: true})
+		err = m.notifyClear(ctx)
 	}
 	if err != nil {
 		m.backendError("clear", "", err)
@@ -559,7 +559,11 @@ func (m *Manager) lateDependency(key string, deps []string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.invTimeout)
 	defer cancel()
-	if _, err := m.backend.Delete(ctx, m.ns, key); err != nil {
+	_, err := m.backend.Delete(ctx, m.ns, key)
+	if err == nil {
+		err = m.notifyChange(ctx, backends.Change{NS: m.ns, Keys: []string{key}})
+	}
+	if err != nil {
 		m.backendError("delete", key, err)
 	}
 }
