@@ -2,8 +2,10 @@ package depcache_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,4 +372,22 @@ func (c *stallConn) Read(p []byte) (int, error) {
 	// got until the stall ends, as a stalled network would.
 	<-c.d.gate()
 	return n, err
+}
+
+// TestLocalCacheRefusedOnCluster: on Redis Cluster the tier stays off, with
+// a logged error, and the manager works without it.
+func TestLocalCacheRefusedOnCluster(t *testing.T) {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, ContextTimeoutEnabled: true})
+	defer cc.Close()
+	rb := redisbackend.New(cc)
+	defer rb.Close()
+	var log strings.Builder
+	m := depcache.New(rb, depcache.WithLocalCache(10), depcache.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+	defer m.Close()
+	if m.LocalCacheEnabled() {
+		t.Fatal("the tier is on over Redis Cluster")
+	}
+	if !strings.Contains(log.String(), "in-process tier is off") || !strings.Contains(log.String(), "Cluster") {
+		t.Fatalf("no clear error logged: %q", log.String())
+	}
 }
