@@ -222,12 +222,13 @@ type notifier struct {
 	psMu sync.Mutex
 	ps   *redis.PubSub
 
-	hbMu      sync.Mutex
-	hbSent    map[uint64]int64 // heartbeat sequence -> LeaseClock at send
-	hbSeq     uint64
-	lastReg   int64 // LeaseClock at the send of the last registration that succeeded; 0: not registered
-	gateUntil int64 // no lease before this (LeaseClock), then reset first
-	gateOpen  bool
+	hbMu       sync.Mutex
+	hbSent     map[uint64]int64 // heartbeat sequence -> LeaseClock at send
+	hbSeq      uint64
+	registered bool  // a registration may be in the registry
+	lastReg    int64 // LeaseClock at the send of the last heartbeat that came back; 0: none
+	gateUntil  int64 // no lease before this (LeaseClock), then reset first
+	gateOpen   bool
 }
 
 type listening struct{ l backends.Listener }
@@ -427,24 +428,39 @@ func (n *notifier) heartbeatBack(payload string) {
 	if err != nil {
 		return
 	}
+	// All under hbMu, so that an unregistration (which revokes the lease
+	// and forgets the heartbeats in flight under it) cannot be followed by
+	// an extension from an older heartbeat.
 	n.hbMu.Lock()
+	defer n.hbMu.Unlock()
 	sent, ok := n.hbSent[seq]
 	for s := range n.hbSent {
 		if s <= seq {
 			delete(n.hbSent, s)
 		}
 	}
-	open := n.gateOpen
-	if ok && !open && n.gateUntil != 0 && backends.LeaseClock() >= n.gateUntil {
-		n.gateOpen, open = true, true
-		n.hbMu.Unlock()
-		n.reset() // before the first lease: see the protocol above
-	} else {
-		n.hbMu.Unlock()
+	if !ok {
+		return
 	}
-	if ok && open {
-		n.tierLease.ExtendTo(sent + int64(n.lease))
+	arrived := backends.LeaseClock()
+	// The registration this heartbeat came with ran before it arrived.
+	// Arriving within a lease of the last one's send, it renewed that
+	// registration (the registry keeps one a lease and a half) before it
+	// lapsed. Otherwise (the first, or after a gap) a Notify may have found
+	// no tier and skipped publishing for up to a lease: wait that long, and
+	// reset, before serving.
+	if n.lastReg == 0 || arrived-n.lastReg > int64(n.lease) {
+		n.gateUntil, n.gateOpen = arrived+int64(n.lease), false
 	}
+	n.lastReg = sent
+	if !n.gateOpen {
+		if arrived < n.gateUntil {
+			return
+		}
+		n.gateOpen = true
+		n.reset()
+	}
+	n.tierLease.ExtendTo(sent + int64(n.lease))
 }
 
 // heartbeat registers the notifier while it has listeners and publishes a
@@ -472,41 +488,30 @@ func (n *notifier) register() {
 	n.hbMu.Lock()
 	n.hbSeq++
 	seq := n.hbSeq
-	sent := backends.LeaseClock()
-	n.hbSent[seq] = sent
+	n.hbSent[seq] = backends.LeaseClock()
+	n.registered = true // from now on the registry may hold us
 	n.hbMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), n.lease/4)
+	defer cancel()
 	// The registration outlives the lease it backs by a margin in the
 	// server's clock: it is what makes a Notify wait for us.
 	err := registerScript.Run(ctx, n.c, []string{n.regKey}, n.id,
 		(n.lease + n.lease/2).Milliseconds(), n.chHB, strconv.FormatUint(seq, 10)).Err()
-	cancel()
-	if err != nil {
-		if !n.stopped() {
-			n.b.log.Warn("redisbackend: tier registration failed; tiers stop serving when their lease runs out", "err", err)
-		}
-		return
+	if err != nil && !n.stopped() {
+		n.b.log.Warn("redisbackend: tier registration failed; tiers stop serving when their lease runs out", "err", err)
 	}
-	replied := backends.LeaseClock()
-	n.hbMu.Lock()
-	defer n.hbMu.Unlock()
-	if n.lastReg == 0 || replied-n.lastReg > int64(n.lease) {
-		// First registration, or one that may have lapsed: a Notify may
-		// have found no tier and skipped publishing for up to a lease.
-		n.gateUntil, n.gateOpen = replied+int64(n.lease), false
-	}
-	n.lastReg = sent
 }
 
 func (n *notifier) unregister() {
 	n.hbMu.Lock()
-	was := n.lastReg != 0
-	n.lastReg, n.gateOpen, n.gateUntil = 0, false, 0
+	was := n.registered
+	n.registered, n.lastReg, n.gateOpen, n.gateUntil = false, 0, false, 0
+	clear(n.hbSent)
+	n.tierLease.Revoke()
 	n.hbMu.Unlock()
 	if !was {
 		return
 	}
-	n.tierLease.Revoke()
 	ctx, cancel := context.WithTimeout(context.Background(), n.lease/4)
 	defer cancel()
 	if err := n.c.ZRem(ctx, n.regKey, n.id).Err(); err != nil {

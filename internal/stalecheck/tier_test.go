@@ -197,7 +197,7 @@ func (l *lateNotifier) Notify(ctx context.Context, c backends.Change) error {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 		l.Backend.Notify(context.WithoutCancel(ctx), c)
 	}()
 	return nil
@@ -213,7 +213,7 @@ func TestTierHarnessBites(t *testing.T) {
 	})
 	path := filepath.Join(t.TempDir(), "hot.db")
 	rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
-		DB: openSQLite(t, path), Backend: b, Mode: stalecheck.Guarded, Reads: reads(t, 5_000, 20_000),
+		DB: openSQLite(t, path), Backend: b, Mode: stalecheck.Guarded, Reads: reads(t, 20_000, 40_000),
 		Prefix:  testPrefix(t),
 		Others:  []stalecheck.Other{{DB: openSQLite(t, path), Backend: b}},
 		Options: []depcache.Option{depcache.WithLocalCache(1000), depcache.WithLogger(quietLog)},
