@@ -129,13 +129,16 @@ func TestLocalCacheCoherentAcrossManagers(t *testing.T) {
 			warm := func(key, want string) {
 				t.Helper()
 				hits := b.Stats().LocalHits
-				for range 2 {
+				deadline := time.Now().Add(10 * time.Second)
+				// A read from the store, then reads until one comes from
+				// the tier (its lease may lapse on a loaded machine).
+				for b.Stats().LocalHits == hits {
 					if v, found := get(b, key); !found || v != want {
 						t.Fatalf("b.Get(%q) = %q %v, want %q", key, v, found, want)
 					}
-				}
-				if b.Stats().LocalHits != hits+1 {
-					t.Fatalf("b did not serve %q from its tier", key)
+					if time.Now().After(deadline) {
+						t.Fatalf("b did not serve %q from its tier", key)
+					}
 				}
 			}
 			gone := func(key, what string) {
@@ -253,7 +256,7 @@ func TestLocalCacheSilentProcessStopsServing(t *testing.T) {
 	mk := func(opt *redis.Options) *depcache.Manager {
 		c := redis.NewClient(opt)
 		rb := redisbackend.New(c, redisbackend.WithTierLease(testLease))
-		m := depcache.New(rb, depcache.WithLogger(quiet), depcache.WithPrefix(prefix), depcache.WithLocalCache(100), depcache.WithTimeout(50*time.Millisecond))
+		m := depcache.New(rb, depcache.WithLogger(quiet), depcache.WithPrefix(prefix), depcache.WithLocalCache(100))
 		t.Cleanup(func() {
 			stall.release()
 			m.Close()
@@ -267,13 +270,12 @@ func TestLocalCacheSilentProcessStopsServing(t *testing.T) {
 	waitServing(t, a, b)
 	must(t, a.Set(ctx, "k", "v", 0, "t"))
 	var s string
-	for range 2 {
-		if found, _ := b.Get(ctx, "k", &s); !found {
-			t.Fatal("b: no value")
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Stats().LocalHits == 0 { // a read from Redis, then one from the tier
+		if found, _ := b.Get(ctx, "k", &s); !found && time.Now().After(deadline) {
+			t.Fatal("b never served the value")
 		}
-	}
-	if b.Stats().LocalHits != 1 {
-		t.Fatal("b did not serve from its tier")
+		time.Sleep(time.Millisecond)
 	}
 	stall.stall()
 	start := time.Now()
