@@ -264,8 +264,7 @@ func tierHit[R any](ctx context.Context, m *Manager, key string, parent *computa
 	if !ok {
 		return zero, false
 	}
-	m.hit(key, e.deps)
-	m.stats.localHits.Add(1)
+	m.localHit(key, e.deps)
 	if t := traceOf(ctx); t != nil {
 		t.hits.Add(1)
 	}
@@ -274,6 +273,13 @@ func tierHit[R any](ctx context.Context, m *Manager, key string, parent *computa
 		parent.useEntry(e.since)
 	}
 	return v, true
+}
+
+// localHit is hit for a hit from the tier: one counter (Stats adds it to
+// Hits), the same event.
+func (m *Manager) localHit(key string, deps []string) {
+	m.stats.localHits.Add(1)
+	m.emit(Event{Kind: EventHit, Key: key, Deps: deps})
 }
 
 // tierGet serves Manager.Get from the tier: it sets *dst to the value if
@@ -295,8 +301,7 @@ func (m *Manager) tierGet(key string, dst any) bool {
 		return false
 	}
 	dv.Elem().Set(vv)
-	m.hit(key, e.deps)
-	m.stats.localHits.Add(1)
+	m.localHit(key, e.deps)
 	return true
 }
 

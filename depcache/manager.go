@@ -431,7 +431,7 @@ func (m *Manager) Clear(ctx context.Context) (int, error) {
 // Stats returns the manager's counters.
 func (m *Manager) Stats() Stats {
 	return Stats{
-		Hits:                 m.stats.hits.Load(),
+		Hits:                 m.stats.hits.Load() + m.stats.localHits.Load(),
 		Misses:               m.stats.misses.Load(),
 		Sets:                 m.stats.sets.Load(),
 		Deletes:              m.stats.deletes.Load(),
