@@ -95,7 +95,7 @@ func TestTierHasNoStaleReads(t *testing.T) {
 				}
 				rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
 					DB: openSQLite(t, path), Backend: bs[0], Mode: stalecheck.Guarded,
-					Reads:  reads(t, 4_000, 40_000),
+					Reads:  reads(t, 3_000, 40_000),
 					Prefix: testPrefix(t),
 					Others: []stalecheck.Other{{DB: openSQLite(t, path), Backend: bs[1]}, {DB: openSQLite(t, path), Backend: bs[2]}},
 					Options: []depcache.Option{
