@@ -73,6 +73,8 @@ type tierEntry struct {
 	deps    []string
 	since   backends.Epoch
 	refs    []depRef
+	rv      reflect.Value // val, for Manager.Get
+	ptr     reflect.Type  // *T for val's T; nil for a nil val
 }
 
 // depRef is one dependency (namespace, tag) of an entry.
@@ -168,6 +170,9 @@ func (t *tier) keep(seq uint64, key string, val any, deps []string, since backen
 	}
 	// The local TTL bounds how long a value outlives its backend entry.
 	e := &tierEntry{val: val, deps: deps, since: since, expires: backends.LeaseClock() + int64(t.m.cfg.localTTL)}
+	if e.rv = reflect.ValueOf(val); e.rv.IsValid() {
+		e.ptr = reflect.PointerTo(e.rv.Type())
+	}
 	for _, d := range deps {
 		if dep := backends.ParseDep(t.m.ns, d); !dep.Carried {
 			e.refs = append(e.refs, depRef{dep.NS, dep.Tag})
@@ -292,15 +297,16 @@ func (m *Manager) tierGet(key string, dst any) bool {
 	if !ok {
 		return false
 	}
+	// dst must be a *T for the value's T: compared by the pointer type
+	// kept with the entry, which costs no reflection on the value.
+	if e.ptr == nil || reflect.TypeOf(dst) != e.ptr {
+		return false
+	}
 	dv := reflect.ValueOf(dst)
-	if dv.Kind() != reflect.Pointer || dv.IsNil() {
+	if dv.IsNil() {
 		return false
 	}
-	vv := reflect.ValueOf(e.val)
-	if !vv.IsValid() || vv.Type() != dv.Type().Elem() {
-		return false
-	}
-	dv.Elem().Set(vv)
+	dv.Elem().Set(e.rv)
 	m.localHit(key, e.deps)
 	return true
 }

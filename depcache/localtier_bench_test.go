@@ -53,9 +53,10 @@ func BenchmarkLocalCache(b *testing.B) {
 					b.Fatal(found, err)
 				}
 			}
-			if after := tiered.Stats(); after.LocalHits-before.LocalHits != after.Hits-before.Hits {
-				b.Fatalf("%d of %d hits from the tier", after.LocalHits-before.LocalHits, after.Hits-before.Hits)
-			}
+			// A lease that lapses on a loaded machine sends hits to Redis:
+			// say how many came from the tier.
+			after := tiered.Stats()
+			b.ReportMetric(100*float64(after.LocalHits-before.LocalHits)/float64(after.Hits-before.Hits), "%tier")
 		})
 		b.Run("Fetch/tier/"+tg.name, func(b *testing.B) {
 			depcache.Fetch(ctx, tiered, "f", fetch)
