@@ -97,6 +97,49 @@
 // invalidations still run with the defaults; a memoized function given such
 // a MemoOption runs uncached, reported once.
 //
+// # The in-process tier
+//
+// WithLocalCache(n) keeps up to n decoded values in process, in front of the
+// backend (off by default): a hit there costs no round trip, no decoding
+// and, for Manager.Get, no allocation. The tier is a bounded cache (otter)
+// plus an index from each dependency to the keys holding it.
+//
+// Shared values: a value in the tier is handed, as it is, to every caller
+// that hits it. Slices, maps, pointers and anything they reach are shared
+// between those callers and the tier: treat them as read-only. Copy before
+// changing one (slices.Clone, maps.Clone), or leave the tier off for such
+// a manager. With the tier on, Manager.Get replaces *dst with the cached
+// value instead of decoding into it (a pre-filled dst keeps none of its
+// fields), and a value is kept only from a decode into a fresh variable,
+// never into the caller's. Cached errors are not kept in the tier.
+//
+// Coherence: the tier keeps the guarantee of "No stale reads" across
+// processes. Every change (InvalidateDependency, a GORM write's
+// invalidation, Delete, Set, Clear, and their retries) drops what it
+// condemns from this process's tier and, through the backend's
+// backends.Notifier, from every tier sharing the backend before the call
+// returns: the memory backend delivers in process; the Redis backend
+// publishes the change and waits for an acknowledgement from every
+// registered process, and a process that does not acknowledge within
+// about its lease has stopped serving from its tier by then (see package
+// redisbackend, WithTierLease, default 1 s). A tier serves only while its
+// lease is valid: a process whose notifications stall, or whose
+// subscription dropped, falls back to the backend; a subscription that
+// comes back clears the tier first. A value read from the backend enters
+// the tier only if no change was applied to the tier since before that
+// read. A tier entry lives at most WithLocalCacheTTL (default 10 s), so it
+// outlives its backend entry's TTL by at most that.
+//
+// Failure model: an invalidation returns only once every process has
+// dropped the value or stopped serving; if the notification cannot be
+// published (the backend is unreachable after the invalidation), the
+// invalidation reports an error and is retried like any failed one. A
+// process that starts a tier serves from it only a lease after it
+// registered. On Redis Cluster, and on backends without a Notifier, the
+// tier stays off and the manager logs why. Each invalidation, Delete, Set
+// and Clear costs a Redis process one more round trip while some process
+// has a tier, and one per lease while none has.
+//
 // # Configuration
 //
 // Default and GetOrCreate read DEP_CACHE_ENABLED, DEP_CACHE_PREFIX,

@@ -67,6 +67,9 @@ type Stats struct {
 	// same key in this process and took its stored result instead of
 	// running the function.
 	SharedFlights uint64
+	// LocalHits counts the Hits served from the in-process tier
+	// (WithLocalCache).
+	LocalHits uint64
 	// PendingInvalidations is the number of tags whose invalidation failed
 	// and is being retried.
 	PendingInvalidations uint64
@@ -83,4 +86,5 @@ func (s Stats) HitRatio() float64 {
 type counters struct {
 	hits, misses, sets, deletes, invalidations, errors  atomic.Uint64
 	staleFills, skippedFills, noDepFills, sharedFlights atomic.Uint64
+	localHits                                           atomic.Uint64
 }

@@ -45,6 +45,7 @@ type Manager struct {
 	logged    sync.Map    // ids of messages logOnce has logged
 	closures  sync.Map    // function identity -> *closureOwner (closures.go)
 	deadlines opDeadlines // shared operation deadlines (opdeadline.go)
+	tier      *tier       // WithLocalCache (localtier.go); nil when off
 }
 
 // New returns a manager storing in b. It does not register the manager (see
@@ -92,6 +93,7 @@ func newManager(cfg config, b backends.Backend, release func() error) *Manager {
 		release: release,
 	}
 	m.pending = newPendingSet(m)
+	m.tier = newTier(m)
 	if cfg.configErr != nil {
 		m.log.Error("depcache: manager misconfigured; it caches nothing", "err", cfg.configErr)
 	}
@@ -157,6 +159,10 @@ func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err
 	if !m.cfg.enabled {
 		return false, nil
 	}
+	if m.tierGet(key, dst) {
+		return true, nil
+	}
+	seq := m.tier.begin()
 	result, _, err := m.lookup(ctx, key)
 	if err != nil {
 		return false, err
@@ -168,7 +174,10 @@ func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err
 		m.releaseLease(ctx, key, result.Lease)
 		return false, nil
 	}
-	cached, derr := decodePayload(m.cfg.codec, nil, result.Entry.Value, dst)
+	handled, cached, derr := m.getKeep(seq, key, result.Entry.Value, dst, result.Entry)
+	if !handled {
+		cached, derr = decodePayload(m.cfg.codec, nil, result.Entry.Value, dst)
+	}
 	if derr != nil {
 		m.dropCorrupt(ctx, key, derr)
 		m.miss(key)
@@ -281,6 +290,13 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	if _, err := m.fill(opCtx, key, payload, deps, backends.Epoch{}, 0, ttl, "", true); err != nil {
 		return m.failOpen("fill", key, err)
 	}
+	// Tiers that hold the value Set replaced drop it (waiting, bounded,
+	// as an invalidation does).
+	nctx, ncancel := context.WithTimeout(ctx, m.cfg.invTimeout)
+	defer ncancel()
+	if err := m.notifyChange(nctx, backends.Change{NS: m.ns, Keys: []string{key}}); err != nil {
+		return m.failOpen("set", key, err)
+	}
 	return nil
 }
 
@@ -333,6 +349,9 @@ func (m *Manager) Delete(ctx context.Context, keys ...string) (int, error) {
 		return 0, nil
 	}
 	n, err := m.backend.Delete(ctx, m.ns, keys...)
+	if err == nil {
+		err = m.notifyChange(ctx, backends.Change{NS: m.ns, Keys: keys})
+	}
 	if err != nil {
 		m.backendError("delete", "", err)
 		return n, fmt.Errorf("depcache: delete: %w", err)
@@ -374,6 +393,9 @@ func (m *Manager) invalidate(ctx context.Context, deps []string) (int, error) {
 	opCtx, cancel := context.WithTimeout(ctx, m.cfg.invTimeout)
 	defer cancel()
 	n, err := m.backend.Invalidate(opCtx, m.ns, deps...)
+	if err == nil {
+		err = m.notifyChange(opCtx, backends.Change{NS: m.ns, Tags: deps})
+	}
 	if err != nil {
 		m.stats.errors.Add(1)
 		err = fmt.Errorf("depcache: invalidate %q: %w", deps, err)
@@ -396,6 +418,9 @@ func (m *Manager) Clear(ctx context.Context) (int, error) {
 		return 0, m.cfg.configErr
 	}
 	n, err := m.backend.Clear(ctx, m.ns)
+	if err == nil {
+		err = m.notifyClear(ctx)
+	}
 	if err != nil {
 		m.backendError("clear", "", err)
 		return n, fmt.Errorf("depcache: clear %q: %w", m.ns, err)
@@ -408,7 +433,7 @@ func (m *Manager) Clear(ctx context.Context) (int, error) {
 // Stats returns the manager's counters.
 func (m *Manager) Stats() Stats {
 	return Stats{
-		Hits:                 m.stats.hits.Load(),
+		Hits:                 m.stats.hits.Load() + m.stats.localHits.Load(),
 		Misses:               m.stats.misses.Load(),
 		Sets:                 m.stats.sets.Load(),
 		Deletes:              m.stats.deletes.Load(),
@@ -418,6 +443,7 @@ func (m *Manager) Stats() Stats {
 		SkippedFills:         m.stats.skippedFills.Load(),
 		NoDepFills:           m.stats.noDepFills.Load(),
 		SharedFlights:        m.stats.sharedFlights.Load(),
+		LocalHits:            m.stats.localHits.Load(),
 		PendingInvalidations: uint64(m.pending.len()),
 	}
 }
@@ -433,6 +459,7 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	forgetPending(m)
+	m.tier.close()
 	if lost := m.pending.stop(); lost > 0 {
 		m.log.Error("depcache: manager closed with invalidations still failing", "tags", lost)
 	}
@@ -534,7 +561,11 @@ func (m *Manager) lateDependency(key string, deps []string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.invTimeout)
 	defer cancel()
-	if _, err := m.backend.Delete(ctx, m.ns, key); err != nil {
+	_, err := m.backend.Delete(ctx, m.ns, key)
+	if err == nil {
+		err = m.notifyChange(ctx, backends.Change{NS: m.ns, Keys: []string{key}})
+	}
+	if err != nil {
 		m.backendError("delete", key, err)
 	}
 }

@@ -320,6 +320,11 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
 
+	if v, ok := tierHit[R](ctx, m, key, parent); ok {
+		reportTo(s, m, key, args, true, v, nil)
+		return v, nil
+	}
+	seq := m.tier.begin()
 	var (
 		l        backends.Lookup
 		reached  bool
@@ -343,6 +348,9 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 			var v R
 			cached, derr := decodePayload(m.cfg.codec, s.errRules, l.Entry.Value, &v)
 			if derr == nil {
+				if cached == nil {
+					m.tier.keep(seq, key, v, l.Entry.Deps, l.Entry.Since)
+				}
 				m.hit(key, l.Entry.Deps)
 				if t := traceOf(ctx); t != nil {
 					t.hits.Add(1)
@@ -443,9 +451,13 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	if f != nil {
 		m.flights.leave(fk, f)
 	}
+	seq = m.tier.begin()
 	stored, fillErr := m.store(ctx, s, c, encodable(rc, &v), fnErr)
 	if stored {
 		lease.used()
+		if fnErr == nil {
+			m.tier.keep(seq, key, v, c.final.deps, c.final.since)
+		}
 	}
 	if fillErr != nil {
 		// As for the epoch read: the lease expires on its own rather than

@@ -33,6 +33,9 @@ type config struct {
 	envPrefix    string  // DEP_CACHE_PREFIX, when read
 	invalidOpts  []error // options given values that cannot work
 	configErr    error   // an environment value or option New could not use
+
+	localMax int           // WithLocalCache (localtier.go)
+	localTTL time.Duration // WithLocalCacheTTL
 }
 
 // ErrInvalidOption is wrapped by the error of a manager given an option
@@ -219,6 +222,7 @@ func defaultConfig() config {
 		pendingLimit: DefaultPendingLimit,
 		retryMin:     50 * time.Millisecond,
 		retryMax:     5 * time.Second,
+		localTTL:     DefaultLocalCacheTTL,
 	}
 }
 

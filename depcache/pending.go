@@ -178,6 +178,9 @@ func (p *pendingSet) retry(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.m.cfg.invTimeout)
 	_, cerr := p.m.backend.Clear(cctx, p.m.ns)
+	if cerr == nil {
+		cerr = p.m.notifyClear(cctx)
+	}
 	cancel()
 	if cerr != nil {
 		p.m.backendError("clear", "", cerr)

@@ -84,6 +84,8 @@ type Backend struct {
 	// fillQueued, if set, runs in Fill before it takes the lock: tests
 	// hold a fill there, as if it waited for the lock behind other calls.
 	fillQueued func()
+
+	hub hub // in-process tiers (notify.go)
 }
 
 var _ backends.Backend = (*Backend)(nil)

@@ -54,6 +54,8 @@ type Backend struct {
 	// not a mutex, so that the others wait no longer than their context.
 	connecting chan struct{}
 	srv        atomic.Pointer[server]
+
+	notify notifyState // in-process tiers (notify.go)
 }
 
 var (
@@ -134,7 +136,11 @@ func New(c redis.UniversalClient, opts ...Option) *Backend {
 // Close releases the client if the Backend opened it (FromEnv). Later calls
 // fail with an error wrapping backends.ErrClosed. Close is idempotent.
 func (b *Backend) Close() error {
-	if b.closed.Swap(true) || !b.owned {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	b.notify.close()
+	if !b.owned {
 		return nil
 	}
 	if err := b.c.Close(); err != nil {

@@ -391,4 +391,30 @@
 // invalidation step that meets a resharding (MOVED, ASK) on a master's own
 // connection fails and is retried by depcache; a fill's registration step
 // that meets one is refused.
+//
+// # In-process tiers
+//
+// On a single Redis (standalone or Sentinel) the Backend is a
+// backends.Notifier, so that depcache.WithLocalCache can keep decoded values
+// in process. Every process with a tier registers in a sorted set beside
+// the epoch key (<epoch key>:tiers, expiring in the server's clock a lease
+// and a half after each renewal) and subscribes to <epoch key>:tiers:<db>.
+// Notify runs one script that reads the registry and publishes the change,
+// then waits for an acknowledgement from each registered process, at most
+// the lease plus a tenth. A process serves from its tier only while its
+// lease is valid: the lease is extended to "sent + lease" each time a
+// heartbeat published with its registration (every lease/4) comes back on
+// its subscription, after every change published before it. A process
+// that does not acknowledge a change therefore had its lease run out
+// before the Notify returns. A dropped subscription revokes the lease, and
+// the next subscription clears the tiers before they serve again. A
+// process that registers (or whose registration may have lapsed) waits a
+// lease before serving, which lets a Notify that found no tier at all skip
+// the script for a lease. WithTierLease sets the lease (default 1 s).
+// Redis Cluster is refused: Listen fails and depcache keeps the tier off.
+// After a Sentinel failover a registration that had not reached the
+// promoted replica is lost until that process renews it (within lease/4),
+// and a process cut off from the new master keeps serving until its lease
+// runs out: the first lease after a failover is outside the tiers'
+// guarantee (depcache without tiers is not affected).
 package redisbackend

@@ -56,6 +56,7 @@ type config struct {
 	waitTimeout   time.Duration
 	leaseTTL      time.Duration
 	fillLock      bool
+	tierLease     time.Duration // notify.go
 }
 
 // pruneAfterMS is the age, in ms of the server's clock, after which a

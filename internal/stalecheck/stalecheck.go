@@ -82,6 +82,24 @@ type Config struct {
 	// store, and between a commit and its invalidation (default 200µs).
 	// Pauses widen the race windows; the checks never rely on them.
 	Jitter time.Duration
+
+	// Others are more managers, as other processes would have: each with
+	// its own database handle (on the same database) and backend (on the
+	// same store), sharing the first manager's prefix. Readers are spread
+	// over all managers; writers write through the first.
+	Others []Other
+	// Options apply to every manager (WithLocalCache, for instance).
+	Options []depcache.Option
+	// Midway, if set, runs once when half the reads are done and, where
+	// managers have in-process tiers, the tiers have served (to kill a
+	// subscription mid-run, for instance).
+	Midway func()
+}
+
+// Other is one more manager of a run.
+type Other struct {
+	DB      *gorm.DB
+	Backend backends.Backend
 }
 
 // Report is what a run counted.
@@ -93,6 +111,8 @@ type Report struct {
 	PoisonRead           int64 // (c)
 	Hits, Misses, Stored uint64
 	StaleFills           uint64
+	LocalHits            uint64 // of Hits, served from in-process tiers
+	LocalHitsAtMidway    uint64 // LocalHits when Midway ran
 	Elapsed              time.Duration
 }
 
@@ -174,10 +194,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	rep := Report{Mode: cfg.Mode}
 	jb := &jitterBackend{Backend: cfg.Backend, max: cfg.Jitter, naive: cfg.Mode == Naive}
 	name := fmt.Sprintf("stalecheck-%d", rand.Int64())
-	opts := []depcache.Option{depcache.WithName(name)}
-	if cfg.Prefix != "" {
-		opts = append(opts, depcache.WithPrefix(cfg.Prefix))
+	if cfg.Prefix == "" {
+		cfg.Prefix = "cache:" + name
 	}
+	opts := append([]depcache.Option{depcache.WithName(name), depcache.WithPrefix(cfg.Prefix)}, cfg.Options...)
 	m := depcache.New(jb, opts...)
 	defer m.Close()
 	defer m.Clear(context.WithoutCancel(ctx))
@@ -214,20 +234,38 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		led.acked[i] = state{v, true}
 	}
 
-	byID := depcache.Memoize(func(ctx context.Context, id int) (HotRow, error) {
-		var r HotRow
-		err := readDB.WithContext(ctx).First(&r, id).Error
-		return r, err
-	}, depcache.Using(m), depcache.KeyName("stalecheck.byID"), depcache.CacheErrors(gorm.ErrRecordNotFound))
-	list := depcache.Memoize(func(ctx context.Context, grp int) ([]HotRow, error) {
-		var rs []HotRow
-		q := readDB.WithContext(ctx).Order("id")
-		if grp >= 0 {
-			q = q.Where("grp = ?", grp)
+	type reader struct {
+		m    *depcache.Manager
+		byID func(context.Context, int) (HotRow, error)
+		list func(context.Context, int) ([]HotRow, error)
+	}
+	newReader := func(m *depcache.Manager, readDB *gorm.DB) reader {
+		byID := depcache.Memoize(func(ctx context.Context, id int) (HotRow, error) {
+			var r HotRow
+			err := readDB.WithContext(ctx).First(&r, id).Error
+			return r, err
+		}, depcache.Using(m), depcache.KeyName("stalecheck.byID"), depcache.CacheErrors(gorm.ErrRecordNotFound))
+		list := depcache.Memoize(func(ctx context.Context, grp int) ([]HotRow, error) {
+			var rs []HotRow
+			q := readDB.WithContext(ctx).Order("id")
+			if grp >= 0 {
+				q = q.Where("grp = ?", grp)
+			}
+			err := q.Find(&rs).Error
+			return rs, err
+		}, depcache.Using(m), depcache.KeyName("stalecheck.list"))
+		return reader{m, byID, list}
+	}
+	readers := []reader{newReader(m, readDB)}
+	for _, o := range cfg.Others {
+		om := depcache.New(&jitterBackend{Backend: o.Backend, max: cfg.Jitter, naive: cfg.Mode == Naive}, opts...)
+		defer om.Close()
+		odb := o.DB.Session(&gorm.Session{NewDB: true})
+		if err := odb.Use(gormplugin.New(om)); err != nil && !errors.Is(err, gorm.ErrRegistered) {
+			return rep, err
 		}
-		err := q.Find(&rs).Error
-		return rs, err
-	}, depcache.Using(m), depcache.KeyName("stalecheck.list"))
+		readers = append(readers, newReader(om, odb))
+	}
 
 	start := time.Now()
 	var (
@@ -267,12 +305,27 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 	}
 
-	for range cfg.Readers {
+	var midway sync.Once
+	var atMidway atomic.Uint64
+	for ri := range cfg.Readers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+			byID, list := readers[ri%len(readers)].byID, readers[ri%len(readers)].list
 			for reads.Load() < int64(cfg.Reads) {
+				if cfg.Midway != nil && reads.Load() >= int64(cfg.Reads/2) {
+					var local uint64
+					for _, r := range readers {
+						local += r.m.Stats().LocalHits
+					}
+					if local > 0 || !readers[0].m.LocalCacheServing() && reads.Load() >= int64(cfg.Reads*3/4) {
+						midway.Do(func() {
+							atMidway.Store(local)
+							cfg.Midway()
+						})
+					}
+				}
 				snap := led.snapshot()
 				if rng.IntN(2) == 0 {
 					id := rng.IntN(cfg.Rows)
@@ -327,27 +380,33 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		return rep, runErr
 	}
 
-	// (b): every cached query equals a direct read.
+	// (b): every cached query equals a direct read, through every manager.
 	var diverged int64
-	for i := range cfg.Rows {
-		var direct HotRow
-		derr := cfg.DB.First(&direct, i+1).Error
-		cached, cerr := byID(ctx, i+1)
-		if (derr == nil) != (cerr == nil) || derr == nil && cached != direct {
+	for _, r := range readers {
+		for i := range cfg.Rows {
+			var direct HotRow
+			derr := cfg.DB.First(&direct, i+1).Error
+			cached, cerr := r.byID(ctx, i+1)
+			if (derr == nil) != (cerr == nil) || derr == nil && cached != direct {
+				diverged++
+			}
+		}
+		var direct []HotRow
+		cfg.DB.Order("id").Find(&direct)
+		cachedList, _ := r.list(ctx, -1)
+		if fmt.Sprint(direct) != fmt.Sprint(cachedList) {
 			diverged++
 		}
 	}
-	var direct []HotRow
-	cfg.DB.Order("id").Find(&direct)
-	cachedList, _ := list(ctx, -1)
-	if fmt.Sprint(direct) != fmt.Sprint(cachedList) {
-		diverged++
-	}
 
-	st := m.Stats()
 	rep.Reads, rep.Writes = reads.Load(), writes.Load()
 	rep.Stale, rep.PoisonRead, rep.Diverged = stale.Load(), poisoned.Load(), diverged
-	rep.Hits, rep.Misses, rep.Stored, rep.StaleFills = st.Hits, st.Misses, st.Sets, st.StaleFills
+	for _, r := range readers {
+		st := r.m.Stats()
+		rep.Hits, rep.Misses, rep.Stored, rep.StaleFills = rep.Hits+st.Hits, rep.Misses+st.Misses, rep.Stored+st.Sets, rep.StaleFills+st.StaleFills
+		rep.LocalHits += st.LocalHits
+	}
+	rep.LocalHitsAtMidway = atMidway.Load()
 	rep.Elapsed = time.Since(start)
 	return rep, nil
 }
@@ -490,6 +549,23 @@ func (j *jitterBackend) Fill(ctx context.Context, ns string, f backends.Fill) er
 		f.Since, f.Entry.Since, f.Age = e, e, 0
 	}
 	return j.Backend.Fill(ctx, ns, f)
+}
+
+// Listen and Notify pass the store's notifications through, so that
+// managers on it can keep in-process tiers.
+func (j *jitterBackend) Listen(l backends.Listener) (*backends.Lease, func(), error) {
+	n, ok := j.Backend.(backends.Notifier)
+	if !ok {
+		return nil, nil, fmt.Errorf("stalecheck: %T does not notify", j.Backend)
+	}
+	return n.Listen(l)
+}
+
+func (j *jitterBackend) Notify(ctx context.Context, c backends.Change) error {
+	if n, ok := j.Backend.(backends.Notifier); ok {
+		return n.Notify(ctx, c)
+	}
+	return nil
 }
 
 func (j *jitterBackend) Invalidate(ctx context.Context, ns string, tags ...string) (int, error) {

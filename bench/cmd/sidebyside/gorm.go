@@ -73,12 +73,12 @@ func closeDB(db *gorm.DB) {
 }
 
 // withDepcache opens the blog with depcache's GORM plugin on a manager of its own.
-func (e *env) withDepcache(dir, file, name string) (*gorm.DB, *depcache.Manager, *bench.Client, error) {
+func (e *env) withDepcache(dir, file, name string, opts ...depcache.Option) (*gorm.DB, *depcache.Manager, *bench.Client, error) {
 	db, err := openBlog(dir, file)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	m, c, err := e.newManager(name, 0)
+	m, c, err := e.newManager(name, 0, opts...)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -145,6 +145,11 @@ func gormContenders(e *env) (cs []contender, done func(), err error) {
 		return nil, done, err
 	}
 	closers = append(closers, func() { closeDB(dc) }, func() { m.Clear(context.Background()); m.Close() })
+	tier, mt, tc, err := e.withDepcache(dir, "blog.db", "gormtier", depcache.WithLocalCache(1000))
+	if err != nil {
+		return nil, done, err
+	}
+	closers = append(closers, func() { closeDB(tier) }, func() { mt.Clear(context.Background()); mt.Close() })
 	gc, _, gcc, err := e.withGormCaches(dir, "blog.db", "gormgc")
 	if err != nil {
 		return nil, done, err
@@ -172,12 +177,22 @@ func gormContenders(e *env) (cs []contender, done func(), err error) {
 	if err := raw.Set(context.Background(), rawKey, postJSON(), time.Hour).Err(); err != nil {
 		return nil, done, err
 	}
+	tierFirst := depcache.Memoize(func(ctx context.Context, id int) (Article, error) {
+		var a Article
+		err := tier.WithContext(ctx).First(&a, id).Error
+		return a, err
+	}, depcache.Using(mt), depcache.KeyName("first"), depcache.TTL(time.Hour))
 	cs = []contender{
 		{"SQLite, uncached", nil, first(plain)},
 		{gormRawGET, raw.Trips, func(ctx context.Context) error { return raw.Get(ctx, rawKey).Err() }},
 		{"depcache gormplugin Cached", dcc.Trips, first(dc.Scopes(gormplugin.Cached(time.Hour)))},
 		{"depcache Memoize'd First", dcc.Trips, func(ctx context.Context) error {
 			_, err := memoFirst(ctx, 7)
+			return err
+		}},
+		{"depcache gormplugin Cached + WithLocalCache", tc.Trips, first(tier.Scopes(gormplugin.Cached(time.Hour)))},
+		{"depcache Memoize'd First + WithLocalCache", tc.Trips, func(ctx context.Context) error {
+			_, err := tierFirst(ctx, 7)
 			return err
 		}},
 		{"go-gorm/caches", gcc.Trips, first(gc)},

@@ -54,7 +54,23 @@ func (e *env) newManager(name string, pool int, opts ...depcache.Option) (*depca
 	}
 	m := depcache.New(redisbackend.New(c.Client, redisbackend.WithLogger(e.quiet)),
 		append([]depcache.Option{depcache.WithPrefix(e.key(name)), depcache.WithLogger(e.quiet), depcache.WithStrictErrors()}, opts...)...)
-	return m, c, nil
+	return m, c, waitTier(m)
+}
+
+// waitTier waits until a manager's in-process tier serves (a Redis tier
+// waits a lease after it registers), if it has one.
+func waitTier(m *depcache.Manager) error {
+	if m.Err() != nil {
+		return m.Err()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for m.LocalCacheEnabled() && !m.LocalCacheServing() {
+		if time.Now().After(deadline) {
+			return errors.New("the in-process tier never started serving")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
 }
 
 // hitContenders builds every contender for a warm hit of the same post,
@@ -182,6 +198,33 @@ func hitContenders(ctx context.Context, e *env, pool int) ([]contender, func(), 
 			depcache.AddDependency(ctx, "posts::1")
 			return thePost, nil
 		}, depcache.TTL(time.Hour))
+		return err
+	}})
+
+	// depcache with its in-process tier (WithLocalCache): Manager.Get and
+	// a Memoize'd function.
+	mTier, cTier, err := e.newManager("dctier", pool, depcache.WithLocalCache(1000))
+	if err != nil {
+		return nil, done, err
+	}
+	closers = append(closers, func() { mTier.Clear(context.Background()); mTier.Close() })
+	if err := mTier.Set(ctx, "post:1", thePost, time.Hour, "posts::1"); err != nil {
+		return nil, done, err
+	}
+	out = append(out, contender{"depcache Manager.Get + WithLocalCache", cTier.Trips, func(ctx context.Context) error {
+		var p Post
+		found, err := mTier.Get(ctx, "post:1", &p)
+		if err == nil && !found {
+			err = errors.New("miss")
+		}
+		return err
+	}})
+	tierPost := depcache.Memoize(func(ctx context.Context, id int) (Post, error) {
+		depcache.AddDependency(ctx, fmt.Sprint("posts::", id))
+		return thePost, nil
+	}, depcache.Using(mTier), depcache.KeyName("getPost"), depcache.TTL(time.Hour))
+	out = append(out, contender{"depcache Memoize + WithLocalCache", cTier.Trips, func(ctx context.Context) error {
+		_, err := tierPost(ctx, 1)
 		return err
 	}})
 

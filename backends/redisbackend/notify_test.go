@@ -1,0 +1,174 @@
+package redisbackend
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/depcache/go-depcache/backends"
+)
+
+const notifyTestLease = 200 * time.Millisecond
+
+// recorder is a backends.Listener that records what it gets.
+type recorder struct {
+	mu      sync.Mutex
+	changes []backends.Change
+	resets  int
+}
+
+func (r *recorder) Changed(c backends.Change) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, c)
+}
+
+func (r *recorder) Reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.resets++
+}
+
+func (r *recorder) state() ([]backends.Change, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.changes), r.resets
+}
+
+// closableDialer dials connections it can close all at once.
+type closableDialer struct {
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (d *closableDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err == nil {
+		d.mu.Lock()
+		d.conns = append(d.conns, c)
+		d.mu.Unlock()
+	}
+	return c, err
+}
+
+func (d *closableDialer) closeAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		c.Close()
+	}
+	d.conns = nil
+}
+
+func notifyBackend(t *testing.T, opt *redis.Options) *Backend {
+	c := newClient(t, opt, nil)
+	b := New(c, WithTierLease(notifyTestLease), WithLogger(testLogger(t)))
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func waitNotify(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestNotifyDeliversBeforeReturning: once Notify returns, a listener in
+// another "process" (another client) has the change.
+func TestNotifyDeliversBeforeReturning(t *testing.T) {
+	mr := miniredis.RunT(t)
+	sender := notifyBackend(t, &redis.Options{Addr: mr.Addr()})
+	receiver := notifyBackend(t, &redis.Options{Addr: mr.Addr()})
+	var rec recorder
+	lease, stop, err := receiver.Listen(&rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	waitNotify(t, "the lease", lease.Valid)
+	want := backends.Change{NS: "ns", Tags: []string{"a\x00b", "c"}, Keys: []string{"k"}}
+	for i := range 20 {
+		if err := sender.Notify(context.Background(), want); err != nil {
+			t.Fatal(err)
+		}
+		// Delivered, or (a receiver too slow to acknowledge on a loaded
+		// machine) no longer serving: the lease is read first, so a lease
+		// extended after the change was applied shows the change too.
+		valid := lease.Valid()
+		if got, _ := rec.state(); len(got) != i+1 && valid {
+			t.Fatalf("Notify %d returned with %d changes delivered and the receiver's lease valid", i+1, len(got))
+		}
+	}
+	waitNotify(t, "every change", func() bool { got, _ := rec.state(); return len(got) == 20 })
+	got, _ := rec.state()
+	if g := got[0]; g.NS != want.NS || !slices.Equal(g.Tags, want.Tags) || !slices.Equal(g.Keys, want.Keys) || g.Clear {
+		t.Fatalf("delivered %+v, want %+v", g, want)
+	}
+}
+
+// TestNotifyResetsOnReconnect: a subscription that drops revokes the lease
+// and, once back, resets the listener before the lease starts again.
+func TestNotifyResetsOnReconnect(t *testing.T) {
+	mr := miniredis.RunT(t)
+	var d closableDialer
+	b := notifyBackend(t, &redis.Options{Addr: mr.Addr(), Dialer: d.dial})
+	var rec recorder
+	lease, stop, err := b.Listen(&rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	waitNotify(t, "the lease", lease.Valid)
+	_, resets := rec.state()
+	d.closeAll()
+	waitNotify(t, "a reset after the reconnection", func() bool { _, r := rec.state(); return r > resets })
+	waitNotify(t, "the lease again", lease.Valid)
+}
+
+// TestNotifyWithoutTiersStartsNothing: a process without tiers pays one
+// round trip per lease to learn there are none, and subscribes to nothing.
+func TestNotifyWithoutTiersStartsNothing(t *testing.T) {
+	mr := miniredis.RunT(t)
+	b := notifyBackend(t, &redis.Options{Addr: mr.Addr()})
+	notify := func() {
+		if err := b.Notify(context.Background(), backends.Change{NS: "ns", Tags: []string{"t"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notify()
+	first := mr.CommandCount()
+	for range 4 {
+		notify()
+	}
+	if n, _ := b.notifier(b.c.(*redis.Client), false); n != nil {
+		t.Fatal("Notify without any tier started a notifier")
+	}
+	if got := mr.CommandCount() - first; got != 0 {
+		t.Fatalf("4 Notify calls within a lease of one that found no tier sent %d commands, want 0", got)
+	}
+}
+
+func TestListenRefusedOnCluster(t *testing.T) {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, ContextTimeoutEnabled: true})
+	defer cc.Close()
+	b := New(cc)
+	defer b.Close()
+	if _, _, err := b.Listen(&recorder{}); !errors.Is(err, errNoTierOnCluster) {
+		t.Fatalf("Listen on Cluster: %v, want errNoTierOnCluster", err)
+	}
+	if err := b.Notify(context.Background(), backends.Change{NS: "ns", Tags: []string{"t"}}); err != nil {
+		t.Fatalf("Notify on Cluster: %v", err)
+	}
+}
