@@ -390,7 +390,12 @@
 // (seen with Redis 7.0.15): promoting it loses acknowledged writes. An
 // invalidation step that meets a resharding (MOVED, ASK) on a master's own
 // connection fails and is retried by depcache; a fill's registration step
-// that meets one is refused.
+// that meets one is refused. A registration is removed once its entry
+// is gone (a trim, Prune) without waiting for the entry's removal (Delete,
+// eviction) to reach a replica: a failover of the entry's master within
+// that replication lag can bring the entry back unregistered, where no
+// invalidation finds it until its TTL (a single Redis loses the removal
+// of the registration with it, in the same replication stream).
 //
 // # In-process tiers
 //
