@@ -598,7 +598,8 @@ func TestEpochLost(t *testing.T) {
 			key := randomName(t, "test-epoch:")
 			b := newBackendHooked(t, tg, []redis.Hook{&cnt}, WithEpochKey(key))
 			ns := randomName(t, "lost")
-			t.Cleanup(func() { b.c.Del(context.Background(), key) }) // after clearAtEnd, whose Clear advances the epoch
+			// After clearAtEnd, whose Clear advances the epoch (and may prune).
+			t.Cleanup(func() { b.c.Del(context.Background(), key, prunedKeyOf(key)) })
 			clearAtEnd(t, b, ns)
 			ctx := t.Context()
 			warm(t, b)
