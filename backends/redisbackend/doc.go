@@ -93,7 +93,7 @@
 //     dead registrations stays due for the next trim. So a tag filled once
 //     whose entries expired, or invalidated once and never filled again,
 //     leaves nothing behind. A fill also samples two registrations of
-//     each of its tags (single Redis). Lookups never trim (a hit stays one
+//     one of its tags (single Redis). Lookups never trim (a hit stays one
 //     GET).
 //   - Why a stamp may go at all: before a stamp of the current era goes,
 //     the script that drops it raises the pruned key to it, and every fill
@@ -148,10 +148,11 @@
 //     Since's era and newer (a stamp of another era counts as missing); a
 //     fill older than WithMaxFillAge is refused before it is sent, to spare
 //     the round trip. Otherwise it registers the entry in every tag hash (HSET) and
-//     stores it (SET PX). It also samples two registrations of each tag
-//     (HRANDFIELD) and removes those whose entries are gone, so that tag
-//     hashes do not grow without bound as entries expire; and it trims
-//     the tag index (above, "Pruning").
+//     stores it (SET PX). It also samples two registrations of one of its
+//     tags, picked at random (HRANDFIELD), and removes those whose entries
+//     are gone, so that tag hashes do not grow without bound as entries
+//     expire between trims; and it trims the tag index (above,
+//     "Pruning").
 //   - Invalidate: one script bumps the epoch (a missing epoch starts a new
 //     era), stamps every tag, and drains every tag whose registrations fit
 //     WithChunkSize (1000): UNLINK the entries, then HDEL those

@@ -266,28 +266,33 @@ for i = 5, #KEYS do
     return {3, i - first + 1, s}
   end
 end
--- Opportunistic pruning: a few random registrations whose entries are
--- gone (expired, evicted) are removed, so that tag hashes do not grow
--- without bound under churn. The id read is the id removed: one script.
+-- Opportunistic pruning: a few random registrations of one of the tags
+-- (picked by the random fill id) whose entries are gone (expired,
+-- evicted) are removed, so that tag hashes do not grow without bound
+-- under churn between the trims of the tag index. One tag, not each: a
+-- fill's cost grows with its tags by the registration alone.
 local sample = tonumber(ARGV[6])
-if sample > 0 then
-  for i = first, #KEYS do
-    local fs = redis.call('HRANDFIELD', KEYS[i], sample)
-    for j = 1, #fs do
-      local f = fs[j]
-      if f ~= '~v' and f ~= KEYS[1] and redis.call('EXISTS', f) == 0 then
-        redis.call('HDEL', KEYS[i], f)
-      end
+if sample > 0 and #KEYS >= first then
+  local h = KEYS[first + string.byte(ARGV[3], -1) % (#KEYS - first + 1)]
+  local fs = redis.call('HRANDFIELD', h, sample)
+  for j = 1, #fs do
+    local f = fs[j]
+    if f ~= '~v' and f ~= KEYS[1] and redis.call('EXISTS', f) == 0 then
+      redis.call('HDEL', h, f)
     end
   end
 end
 local now = now_ms()
+-- Indexed once (ZADD NX, one call for all): a tag's registrations are
+-- looked at max_age after it was first filled or last invalidated, and
+-- then again while it lives.
+local index = {'ZADD', KEYS[3], 'NX'}
 for i = first, #KEYS do
   redis.call('HSET', KEYS[i], KEYS[1], ARGV[3])
-  -- Indexed once: a tag's registrations are looked at max_age after it
-  -- was first filled or last invalidated, and then again while it lives.
-  redis.call('ZADD', KEYS[3], 'NX', now, KEYS[i])
+  index[#index + 1] = now
+  index[#index + 1] = KEYS[i]
 end
+if #index > 3 then redis.call(unpack(index)) end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('SET', KEYS[1], env, 'PX', ttl)
