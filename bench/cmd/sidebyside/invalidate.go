@@ -81,7 +81,7 @@ func invalidateWorkload(ctx context.Context, e *env, w io.Writer) error {
 						// (a load spike from the machine's other work) is
 						// retried: the preparation is not what is measured.
 						var err error
-						for range 3 {
+						for range 20 {
 							if err = m.Set(ctx, fmt.Sprint("k", i), thePost, ttl, "big"); !errors.Is(err, context.DeadlineExceeded) {
 								break
 							}
