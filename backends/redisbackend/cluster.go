@@ -26,6 +26,10 @@ type cluster struct {
 	client *redis.ClusterClient
 	cfg    *config
 	log    *slog.Logger
+	// replicated: some master had replicas at first use; a registration
+	// then goes only once its entry's removal reached a replica
+	// (existsOp).
+	replicated atomic.Bool
 }
 
 // errClusterVersion reports a cluster older than Redis 7.
@@ -81,6 +85,7 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 		return nil, fmt.Errorf("redisbackend: connect: the cluster has no master")
 	}
 	srv := &server{replicas: replicas, scripts: shebangScripts}
+	c.replicated.Store(replicas > 0)
 	if major < 7 {
 		srv.err = errClusterVersion
 		return srv, nil
@@ -623,6 +628,18 @@ func (c *cluster) clear(ctx context.Context, srv *server, ns string) (int, error
 	return int(removed.Load()), c.cleanTags(ctx, ns, true, wait)
 }
 
+// existsOp asks whether an entry key exists before its registration is
+// removed: a plain EXISTS, or where masters have replicas one that fences
+// (existsFenceLua), for a step that waits.
+func (c *cluster) existsOp(key string) *clusterOp {
+	if c.replicated.Load() {
+		return scriptOp(clusterScripts[clusterExistsFence], []string{key})
+	}
+	o := commandOp(key, "EXISTS", key)
+	o.read = true
+	return o
+}
+
 // firstErr keeps the first non-nil error noted, safely for concurrent use.
 type firstErr struct {
 	mu  sync.Mutex
@@ -721,7 +738,7 @@ func (c *cluster) cleanTags(ctx context.Context, ns string, drain, wait bool) er
 					if drain {
 						ops = append(ops, scriptOp(clusterScripts[clusterUnlinkEntry], []string{f}, leasePrefix))
 					} else {
-						ops = append(ops, commandOp(f, "EXISTS", f))
+						ops = append(ops, c.existsOp(f))
 					}
 				}
 				if w.next == "0" && w.stamp != "" {
@@ -738,7 +755,7 @@ func (c *cluster) cleanTags(ctx context.Context, ns string, drain, wait bool) er
 			if floor != nil {
 				step = append(ops[:len(ops):len(ops)], floor)
 			}
-			if werr := c.runStep(ctx, step, wait && drain); werr != nil {
+			if werr := c.runStep(ctx, step, wait && drain || c.replicated.Load()); werr != nil {
 				unacked.note(werr)
 				keep = true
 			}

@@ -341,6 +341,32 @@ func TestClusterReplicaFaults(t *testing.T) {
 		assertNotServed(t, b, ns, key)
 	})
 
+	t.Run("prune", func(t *testing.T) {
+		// An entry removed (Delete) on a master whose replica misses the
+		// removal: Prune must keep its registration, so that when a
+		// failover brings the entry back an invalidation still finds it.
+		ns := randomName(t, "fpr")
+		epochMaster := masterOf(t, b, b.cfg.epochKey)
+		key := pick(ns, "k", entryKey, epochMaster, masterOf(t, b, tagIndexKey(ns)))
+		entryMaster := masterOf(t, b, entryKey(ns, key))
+		tag := pick(ns, "t", tagKey, entryMaster)
+		leasedFill(t, b, ns, key, "before the write", tag)
+		r := freezeReplica(t, tc, entryMaster)
+		if n, err := b.Delete(ctx, ns, key); err != nil || n != 1 {
+			t.Fatalf("Delete = %d, %v; want 1", n, err)
+		}
+		if err := b.Prune(ctx, ns); !errors.Is(err, ErrNotReplicated) {
+			t.Errorf("Prune with the entry's replica frozen = %v, want ErrNotReplicated", err)
+		}
+		if !c.HExists(ctx, tagKey(ns, tag), entryKey(ns, key)).Val() {
+			t.Errorf("Prune removed the registration of an entry whose removal no replica acknowledged")
+		}
+		takeover(t, tc, b, r, entryKey(ns, key))
+		t.Logf("the entry is back after the failover: %v", c.Exists(ctx, entryKey(ns, key)).Val() == 1)
+		t.Logf("the invalidation after the failover removed %d entries", invalidate(ns, tag))
+		assertNotServed(t, b, ns, key)
+	})
+
 	t.Run("epoch", func(t *testing.T) {
 		ns := randomName(t, "fep")
 		epochMaster := masterOf(t, b, b.cfg.epochKey)

@@ -219,6 +219,22 @@ const readLua = `
 return read(KEYS[1], '0', tonumber(ARGV[1]))
 `
 
+// existsFenceLua is EXISTS for a key whose registration may go if it is
+// absent: when it is, it writes a net no-op to the key (SET then DEL, one
+// atomic script) that goes into the replication stream, so that a WAIT
+// after it on the same connection returns only once the replica has
+// everything before it — the key's removal (Delete, eviction) included.
+// Otherwise a failover could bring the key back after its registration
+// went, where no invalidation finds it.
+//
+// KEYS[1] the key. Returns 1 if it exists, else 0.
+const existsFenceLua = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+redis.call('SET', KEYS[1], '')
+redis.call('DEL', KEYS[1])
+return 0
+`
+
 // indexLua records tags in the tag index, at the index master's time: an
 // invalidation moves them to now, a fill adds those not there (NX).
 //
@@ -318,6 +334,7 @@ const (
 	clusterUnindexTags
 	clusterCheckEpoch
 	clusterRaiseFloor
+	clusterExistsFence
 	numClusterScripts
 )
 
@@ -340,6 +357,7 @@ var clusterScripts = func() *[numClusterScripts]*script {
 		clusterUnindexTags:       {"allow-oom", unindexLua},
 		clusterCheckEpoch:        {"", epochLua},
 		clusterRaiseFloor:        {"allow-oom", floorLua},
+		clusterExistsFence:       {"allow-oom", existsFenceLua},
 	}
 	var set [numClusterScripts]*script
 	for id, src := range sources {

@@ -93,7 +93,7 @@ func (c *cluster) trim(ctx context.Context, ns string, due *clusterOp) (int, err
 	var stamps []string
 	for _, d := range tags {
 		for _, f := range d.fields {
-			o := commandOp(f, "EXISTS", f)
+			o := c.existsOp(f)
 			d.exists = append(d.exists, o)
 			ops = append(ops, o)
 		}
@@ -106,7 +106,11 @@ func (c *cluster) trim(ctx context.Context, ns string, due *clusterOp) (int, err
 	if floor != nil {
 		step = append(ops[:len(ops):len(ops)], floor)
 	}
-	_ = c.runStep(ctx, step, false)
+	if err := c.runStep(ctx, step, c.replicated.Load()); err != nil {
+		// An entry's removal may not have reached a replica: keep every
+		// registration (and so the stamps) until a later trim.
+		return 0, fmt.Errorf("read entries: %w", err)
+	}
 	if err := firstOpErr(ops); err != nil {
 		return 0, fmt.Errorf("read entries: %w", err)
 	}

@@ -391,12 +391,18 @@
 // (seen with Redis 7.0.15): promoting it loses acknowledged writes. An
 // invalidation step that meets a resharding (MOVED, ASK) on a master's own
 // connection fails and is retried by depcache; a fill's registration step
-// that meets one is refused. A registration is removed once its entry
-// is gone (a trim, Prune) without waiting for the entry's removal (Delete,
-// eviction) to reach a replica: a failover of the entry's master within
-// that replication lag can bring the entry back unregistered, where no
-// invalidation finds it until its TTL (a single Redis loses the removal
-// of the registration with it, in the same replication stream).
+// that meets one is refused.
+//
+// Where masters have replicas, a registration goes (a trim, Prune) only
+// once its entry's removal (Delete, expiry, eviction) reached a replica:
+// the EXISTS that finds the entry gone writes a net no-op to the entry's
+// key (SET then DEL, in one script) and is followed by WAIT 1 on that
+// master's connection, so the replica has everything before it; without
+// an acknowledgement the registration stays (Prune fails with
+// ErrNotReplicated, a trim tries again later). Otherwise a failover of the
+// entry's master could bring the entry back unregistered, where no
+// invalidation finds it. A single Redis needs no such step: the removal
+// of the registration follows the entry's in the one replication stream.
 //
 // # In-process tiers
 //
