@@ -214,3 +214,36 @@ func TestWithMaxValueSizeOption(t *testing.T) {
 		t.Errorf("WithMaxValueSize(0): Err() = %v", bad.Err())
 	}
 }
+
+// A tag the backend refuses for good (its hash key holds a string) stays
+// pending alone: the other tags that failed with it are delivered by the
+// retry instead of being held back with it.
+func TestPoisonTagDoesNotHoldBackOthers(t *testing.T) {
+	for _, tg := range redisTargets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			ctx := context.Background()
+			prefix := randomPrefix(t)
+			m := depcache.New(redisbackend.New(tg.client), depcache.WithPrefix(prefix),
+				depcache.WithRetryBackoff(time.Hour, time.Hour), // retries only when the test asks
+				depcache.WithLogger(slog.New(slog.DiscardHandler)))
+			defer m.Close()
+			if err := tg.client.Set(ctx, prefix+":t:{poison}", "junk", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.InvalidateDependency(ctx, "good::1", "poison", "good::2"); err == nil {
+				t.Fatal("invalidating a tag whose hash key is a string succeeded")
+			}
+			m.RetryPending(ctx)
+			if n := m.Stats().PendingInvalidations; n != 1 {
+				t.Errorf("%d tags pending after a retry, want 1 (the poison tag alone)", n)
+			}
+			// The good tags work again: a fill depending on one is stored.
+			if err := m.Set(ctx, "k", 1, 0, "good::1"); err != nil {
+				t.Fatal(err)
+			}
+			if ok, _ := m.Exists(ctx, "k"); !ok {
+				t.Error("a fill of a delivered tag was still skipped")
+			}
+		})
+	}
+}
