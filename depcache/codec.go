@@ -45,9 +45,16 @@ func (jsonCodec) Unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) 
 
 type msgpackCodec struct{}
 
-func (msgpackCodec) Name() string                    { return "msgpack" }
-func (msgpackCodec) Marshal(v any) ([]byte, error)   { return msgpack.Marshal(v) }
-func (msgpackCodec) Unmarshal(b []byte, v any) error { return msgpack.Unmarshal(b, v) }
+func (msgpackCodec) Name() string                  { return "msgpack" }
+func (msgpackCodec) Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
+func (msgpackCodec) Unmarshal(b []byte, v any) error {
+	// Foreign bytes must not make the decoder allocate by a count they
+	// declare (checkMsgpack says why).
+	if err := checkMsgpack(b); err != nil {
+		return err
+	}
+	return msgpack.Unmarshal(b, v)
+}
 
 type gobCodec struct{}
 

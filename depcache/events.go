@@ -73,6 +73,9 @@ type Stats struct {
 	// PendingInvalidations is the number of tags whose invalidation failed
 	// and is being retried.
 	PendingInvalidations uint64
+	// TooLarge counts values not stored because their encoding was larger
+	// than WithMaxValueSize.
+	TooLarge uint64
 }
 
 // HitRatio is Hits / (Hits + Misses), or 0 before any lookup.
@@ -86,5 +89,5 @@ func (s Stats) HitRatio() float64 {
 type counters struct {
 	hits, misses, sets, deletes, invalidations, errors  atomic.Uint64
 	staleFills, skippedFills, noDepFills, sharedFlights atomic.Uint64
-	localHits                                           atomic.Uint64
+	localHits, tooLarge                                 atomic.Uint64
 }

@@ -280,6 +280,9 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 		m.errorEvent(key, err)
 		return err
 	}
+	if err := m.tooLarge("Set", key, len(payload)); err != nil {
+		return fmt.Errorf("depcache: set %q: %w", key, err)
+	}
 	if m.pendingAffects(deps) {
 		m.skipped(key, errPendingSkip)
 		return nil
@@ -445,6 +448,7 @@ func (m *Manager) Stats() Stats {
 		SharedFlights:        m.stats.sharedFlights.Load(),
 		LocalHits:            m.stats.localHits.Load(),
 		PendingInvalidations: uint64(m.pending.len()),
+		TooLarge:             m.stats.tooLarge.Load(),
 	}
 }
 

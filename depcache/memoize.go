@@ -525,6 +525,10 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 		m.errorEvent(c.key, fmt.Errorf("depcache: %q returned uncached: encode with %s: %w", c.key, m.cfg.codec.Name(), err))
 		return false, nil
 	}
+	if m.tooLarge(s.id, c.key, len(payload)) != nil {
+		m.stats.skippedFills.Add(1)
+		return false, nil
+	}
 	switch {
 	case m.closed.Load():
 		// Closed while the function ran: a closed manager fills nothing.

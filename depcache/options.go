@@ -34,6 +34,8 @@ type config struct {
 	invalidOpts  []error // options given values that cannot work
 	configErr    error   // an environment value or option New could not use
 
+	maxValueSize int // WithMaxValueSize (sizelimit.go)
+
 	localMax int           // WithLocalCache (localtier.go)
 	localTTL time.Duration // WithLocalCacheTTL
 }
@@ -223,6 +225,7 @@ func defaultConfig() config {
 		retryMin:     50 * time.Millisecond,
 		retryMax:     5 * time.Second,
 		localTTL:     DefaultLocalCacheTTL,
+		maxValueSize: DefaultMaxValueSize,
 	}
 }
 

@@ -1,10 +1,12 @@
 package depcache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,29 +198,64 @@ func (p *pendingSet) retry(ctx context.Context) error {
 }
 
 // invalidateKnown invalidates the tags of snapshot in batches and removes
-// from the set those that did not fail again meanwhile.
+// from the set those that did not fail again meanwhile. A batch the backend
+// refuses (it answered, with an error) is retried one tag at a time, so
+// that one tag refused for good (a key of the wrong type under the prefix)
+// holds back neither the others of its batch nor the later batches; an
+// unreachable backend ends the attempt at once.
 func (p *pendingSet) invalidateKnown(ctx context.Context, snapshot map[string]uint64) error {
 	tags := make([]string, 0, len(snapshot))
 	for t := range snapshot {
 		tags = append(tags, t)
 	}
 	const batch = 256
+	var refused error // the first refusal, returned once every batch was tried
 	for len(tags) > 0 {
 		k := min(batch, len(tags))
-		if _, err := p.m.invalidate(ctx, tags[:k]); err != nil {
+		_, err := p.m.invalidate(ctx, tags[:k])
+		switch {
+		case err == nil:
+			for _, t := range tags[:k] {
+				p.delivered(t, snapshot[t])
+			}
+		case unreachable(err):
 			return err
-		}
-		p.mu.Lock()
-		for _, t := range tags[:k] {
-			if p.tags[t] == snapshot[t] {
-				delete(p.tags, t)
+		case k == 1:
+			refused = cmp.Or(refused, err)
+		default:
+			for _, t := range tags[:k] {
+				if _, err := p.m.invalidate(ctx, []string{t}); err != nil {
+					if unreachable(err) {
+						return err
+					}
+					refused = cmp.Or(refused, err)
+					continue
+				}
+				p.delivered(t, snapshot[t])
 			}
 		}
-		p.updateSize()
-		p.mu.Unlock()
 		tags = tags[k:]
 	}
-	return nil
+	return refused
+}
+
+// delivered removes tag from the set unless it failed again (a newer
+// generation than gen) meanwhile.
+func (p *pendingSet) delivered(tag string, gen uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tags[tag] == gen {
+		delete(p.tags, tag)
+	}
+	p.updateSize()
+}
+
+// unreachable reports an error of not reaching the backend in time (a
+// timeout, a network error), after which trying more tags only costs more
+// timeouts.
+func unreachable(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.As(err, &ne)
 }
 
 // stop ends the retry loop and returns how many tags were still pending.
