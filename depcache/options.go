@@ -34,6 +34,9 @@ type config struct {
 	invalidOpts  []error // options given values that cannot work
 	configErr    error   // an environment value or option New could not use
 
+	breakerFailures int           // WithBreaker (breaker.go); 0: off
+	breakerOpenFor  time.Duration // WithBreaker
+
 	localMax int           // WithLocalCache (localtier.go)
 	localTTL time.Duration // WithLocalCacheTTL
 }
@@ -223,6 +226,9 @@ func defaultConfig() config {
 		retryMin:     50 * time.Millisecond,
 		retryMax:     5 * time.Second,
 		localTTL:     DefaultLocalCacheTTL,
+
+		breakerFailures: DefaultBreakerFailures,
+		breakerOpenFor:  DefaultBreakerOpenFor,
 	}
 }
 
