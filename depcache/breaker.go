@@ -88,6 +88,7 @@ type breaker struct {
 	lastErr  atomic.Pointer[error] // the failure that tripped it
 	openedAt time.Time             // under mu
 	down     atomic.Bool           // open or half-open since the last close
+	clean    atomic.Bool           // closed, no failure since the last success (do)
 
 	skips, opens atomic.Uint64
 }
@@ -102,6 +103,7 @@ func newBreaker(m *Manager) *breaker {
 	}
 	b := &breaker{m: m}
 	b.ctx, b.stop = context.WithCancel(context.Background())
+	b.clean.Store(true)
 	failures := uint32(m.cfg.breakerFailures)
 	b.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        m.name,
@@ -136,24 +138,46 @@ func (b *breaker) do(ctx context.Context, op func() error) error {
 		b.skip()
 		return ErrBreakerOpen
 	}
+	if b.clean.Load() {
+		// Closed, with no failure since the last success: another success
+		// changes nothing the breaker decides on (it trips on consecutive
+		// failures), so it is not recorded, sparing every hit gobreaker's
+		// lock and clock reads. Only a failure goes to the breaker.
+		err := op()
+		if err == nil || ctx.Err() != nil || !backendDown(err) {
+			return err
+		}
+		b.execute(func() error { return err }) // refused if it opened meanwhile: op ran anyway
+		return err
+	}
 	var opErr error
-	_, err := b.cb.Execute(func() (struct{}, error) {
+	if err := b.execute(func() error {
 		opErr = op()
 		if opErr != nil && ctx.Err() != nil {
-			return struct{}{}, errCallerLeft
+			return errCallerLeft
 		}
-		return struct{}{}, opErr
-	})
-	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return opErr
+	}); errors.Is(err, ErrBreakerOpen) {
 		// It opened between the check above and Execute.
 		b.skip()
-		err = ErrBreakerOpen
-	} else {
-		err = opErr
+		return err
 	}
-	if opErr != nil {
-		b.lastErr.Store(&opErr)
+	return opErr
+}
+
+// execute runs op through gobreaker, and returns op's error, or
+// ErrBreakerOpen if gobreaker refused it.
+func (b *breaker) execute(op func() error) error {
+	_, err := b.cb.Execute(func() (struct{}, error) { return struct{}{}, op() })
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return ErrBreakerOpen
 	}
+	if err != nil && !errors.Is(err, errCallerLeft) {
+		b.lastErr.Store(&err)
+	}
+	// A race between two outcomes may leave clean stale until the next
+	// failure, which then goes through the breaker and sets it right.
+	b.clean.Store(b.cb.Counts().ConsecutiveFailures == 0)
 	b.report()
 	return err
 }
@@ -199,6 +223,7 @@ func (b *breaker) probe() {
 	if probeErr != nil {
 		b.lastErr.Store(&probeErr)
 	}
+	b.clean.Store(b.cb.Counts().ConsecutiveFailures == 0)
 	if r, ok := b.m.backend.(backends.Releaser); ok && probeErr == nil && result.Lease != "" {
 		// The miss took a fill lease (Cluster, a fill lock): give it back.
 		_ = r.Release(ctx, b.m.ns, probeKey, result.Lease)

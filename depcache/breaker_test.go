@@ -333,8 +333,9 @@ func TestBreakerOutageLatency(t *testing.T) {
 	outages := map[string]func(t *testing.T) redis.UniversalClient{
 		"refused": func(t *testing.T) redis.UniversalClient {
 			mr := miniredis.RunT(t)
+			addr := mr.Addr()
 			mr.Close()
-			return redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+			return redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 		},
 		"frozen": func(t *testing.T) redis.UniversalClient {
 			addr, _ := redistest.Frozen(t)
@@ -350,10 +351,12 @@ func TestBreakerOutageLatency(t *testing.T) {
 			t.Cleanup(func() { m.Close() })
 			memo := depcache.Memoize(query, depcache.Using(m), depcache.KeyName("user"))
 			ctx := context.Background()
-			const n = 20000
+			// Interleaved, the outage starting cold, for at least 3 s so
+			// that probes run (one per second) during the measurement.
 			var alone, cached []time.Duration
 			var mu sync.Mutex
-			for i := range n { // interleaved, the outage starting cold
+			began := time.Now()
+			for i := 0; i < 20000 || time.Since(began) < 3*time.Second; i++ {
 				start := time.Now()
 				if _, err := query(ctx, 1+i%2); err != nil {
 					t.Fatal(err)
@@ -373,10 +376,59 @@ func TestBreakerOutageLatency(t *testing.T) {
 				slices.Sort(s)
 				return s[int(float64(len(s)-1)*p)]
 			}
-			t.Logf("%s Redis, %d reads, default breaker (%d failures, probe every %v): query alone p50 %v p99 %v; memoized p50 %v p99 %v; p99 ratio %.2f; breaker skips %d",
-				name, n, depcache.DefaultBreakerFailures, depcache.DefaultBreakerOpenFor,
+			t.Logf("%s Redis, %d reads in %v, default breaker (%d failures, probe every %v): query alone p50 %v p99 %v; memoized p50 %v p99 %v; p99 ratio %.2f; breaker skips %d",
+				name, len(cached), time.Since(began).Round(time.Millisecond), depcache.DefaultBreakerFailures, depcache.DefaultBreakerOpenFor,
 				pct(alone, .5), pct(alone, .99), pct(cached, .5), pct(cached, .99),
 				float64(pct(cached, .99))/float64(pct(alone, .99)), m.Stats().BreakerSkips)
 		})
+	}
+}
+
+// BenchmarkBreakerHit measures what the breaker adds to a hit on the
+// memory store (the cheapest backend, so the largest share): Get and a
+// memoized call, with and without the breaker, interleaved, medians.
+func BenchmarkBreakerHit(b *testing.B) {
+	ctx := context.Background()
+	type contender struct {
+		name string
+		run  func()
+	}
+	var cs []contender
+	for _, on := range []bool{false, true} {
+		opts := []depcache.Option{depcache.WithLogger(quiet)}
+		if !on {
+			opts = append(opts, depcache.WithoutBreaker())
+		}
+		m := depcache.New(memory.New(), opts...)
+		defer m.Close()
+		if err := m.Set(ctx, "k", 42, 0, "t"); err != nil {
+			b.Fatal(err)
+		}
+		memo := depcache.Memoize(func(ctx context.Context, n int) (int, error) {
+			depcache.AddDependency(ctx, "t")
+			return n, nil
+		}, depcache.Using(m), depcache.KeyName("brkbench"))
+		memo(ctx, 1)
+		suffix := map[bool]string{false: "off", true: "on"}[on]
+		cs = append(cs,
+			contender{"get-" + suffix, func() { var v int; m.Get(ctx, "k", &v) }},
+			contender{"memo-" + suffix, func() { memo(ctx, 1) }})
+	}
+	took := make([][]float64, len(cs))
+	i := 0
+	for b.Loop() {
+		i++
+		for k := range cs {
+			c := (i + k) % len(cs)
+			start := time.Now()
+			for range 16 {
+				cs[c].run()
+			}
+			took[c] = append(took[c], float64(time.Since(start).Nanoseconds())/16)
+		}
+	}
+	for k, c := range cs {
+		b.ReportMetric(median(took[k]), c.name+"-ns/op")
+		b.ReportMetric(testing.AllocsPerRun(100, c.run), c.name+"-allocs/op")
 	}
 }

@@ -100,10 +100,6 @@ func TestTierHasNoStaleReads(t *testing.T) {
 					Others: []stalecheck.Other{{DB: openSQLite(t, path), Backend: bs[1]}, {DB: openSQLite(t, path), Backend: bs[2]}},
 					Options: []depcache.Option{
 						depcache.WithLocalCache(1000), depcache.WithLogger(quietLog),
-						// Lookups that time out under -race load would open
-						// the breaker and leave the short run without
-						// cached reads to check.
-						depcache.WithoutBreaker(),
 					},
 					Midway: midway,
 				})
