@@ -432,3 +432,62 @@ func BenchmarkBreakerHit(b *testing.B) {
 		b.ReportMetric(testing.AllocsPerRun(100, c.run), c.name+"-allocs/op")
 	}
 }
+
+// A fill the breaker skips — it opened while the function ran — sends
+// nothing: no entry, no half-registered value; the call still returns its
+// value (a strict manager adds ErrBreakerOpen), and the lease its lookup
+// took is left to expire rather than cost a round trip to a store the
+// breaker holds down.
+func TestBreakerSkippedFillSendsNothing(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
+			mem := memory.New()
+			b := &breakFrom{opCounter: opCounter{Backend: mem, lease: true}, failKey: "down"}
+			opts := []depcache.Option{depcache.WithLogger(quiet), depcache.WithPrefix("skipfill"), depcache.WithBreaker(1, time.Hour)}
+			if strict {
+				opts = append(opts, depcache.WithStrictErrors())
+			}
+			evs := &events{}
+			m := depcache.New(b, append(opts, depcache.WithObserver(evs.observe))...)
+			t.Cleanup(func() { m.Close() })
+			memo := depcache.Memoize(func(ctx context.Context, n int) (int, error) {
+				depcache.AddDependency(ctx, "t")
+				var v int
+				m.Get(ctx, "down", &v) // fails: the breaker opens
+				return n, nil
+			}, depcache.Using(m), depcache.KeyName("skipfill"))
+			v, err := memo(context.Background(), 7)
+			if v != 7 || (strict != errors.Is(err, depcache.ErrBreakerOpen)) || (!strict && err != nil) {
+				t.Fatalf("memo = %v, %v (strict %v)", v, err, strict)
+			}
+			if got := b.fills.Load(); got != 0 {
+				t.Errorf("%d fills sent with the breaker open", got)
+			}
+			if l, err := mem.Lookup(context.Background(), "skipfill", "skipfill:"+"v1|i:7"); err != nil || l.Found {
+				t.Errorf("store after a skipped fill: found %v, %v", l.Found, err)
+			}
+			if got := b.releases.Load(); got != 0 {
+				t.Errorf("%d lease releases sent with the breaker open", got)
+			}
+			if got := m.Stats().SkippedFills; got != 1 {
+				t.Errorf("Stats.SkippedFills = %d, want 1", got)
+			}
+			if ev, ok := evs.last(depcache.EventSkip); !ok || !errors.Is(ev.Err, depcache.ErrBreakerOpen) {
+				t.Errorf("skip event %v, want one wrapping ErrBreakerOpen", ev.Err)
+			}
+		})
+	}
+}
+
+// breakFrom is an opCounter whose lookups of failKey time out.
+type breakFrom struct {
+	opCounter
+	failKey string
+}
+
+func (b *breakFrom) Lookup(ctx context.Context, ns, key string) (backends.Lookup, error) {
+	if key == b.failKey {
+		return backends.Lookup{}, context.DeadlineExceeded
+	}
+	return b.opCounter.Lookup(ctx, ns, key)
+}
