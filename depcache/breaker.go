@@ -126,8 +126,8 @@ func newBreaker(m *Manager) *breaker {
 }
 
 // do runs op unless the breaker is open, and records its outcome. It
-// returns ErrBreakerOpen (wrapped) without running op when the backend is
-// being skipped. ctx is the caller's: an op that failed because ctx ended
+// returns ErrBreakerOpen without running op when the backend is being
+// skipped (callers wrap it with the operation, as any backend error). ctx is the caller's: an op that failed because ctx ended
 // does not count against the backend.
 func (b *breaker) do(ctx context.Context, op func() error) error {
 	if b == nil {
@@ -236,44 +236,47 @@ func (b *breaker) report() {
 	if !b.dirty.Load() {
 		return
 	}
+	// down and openedAt change under mu, in the order gobreaker made the
+	// changes, so that two goroutines reporting at once cannot leave down
+	// set on a closed breaker (nothing would probe it open again).
+	type announcement struct {
+		opened  bool
+		downFor time.Duration
+	}
+	var say []announcement
 	b.mu.Lock()
 	b.dirty.Store(false)
-	changes := b.changes
-	b.changes = nil
-	var downFor time.Duration
-	for _, to := range changes {
-		switch to {
-		case gobreaker.StateOpen:
-			if b.openedAt.IsZero() {
-				b.openedAt = time.Now()
-			}
-		case gobreaker.StateClosed:
-			downFor = time.Since(b.openedAt)
-			b.openedAt = time.Time{}
-		}
-	}
-	b.mu.Unlock()
-	for _, to := range changes {
+	for _, to := range b.changes {
 		switch to {
 		case gobreaker.StateOpen:
 			if b.down.Swap(true) {
-				continue // a failed probe: still down, already logged
+				continue // a failed probe: still down, already said
 			}
-			b.opens.Add(1)
-			var err error
-			if p := b.lastErr.Load(); p != nil {
-				err = *p
-			}
-			b.m.log.Error("depcache: backend unreachable; reads and fills skip it until a probe gets an answer",
-				"failures", b.m.cfg.breakerFailures, "probe_every", b.m.cfg.breakerOpenFor, "err", err)
-			b.m.emit(Event{Kind: EventBreakerOpen, Err: fmt.Errorf("%w: %w", ErrBreakerOpen, err)})
+			b.openedAt = time.Now()
+			say = append(say, announcement{opened: true})
 		case gobreaker.StateClosed:
 			if !b.down.Swap(false) {
 				continue
 			}
-			b.m.log.Warn("depcache: backend answers again; caching resumed", "down_for", downFor.Round(time.Millisecond))
-			b.m.emit(Event{Kind: EventBreakerClose})
+			say = append(say, announcement{downFor: time.Since(b.openedAt)})
 		}
+	}
+	b.changes = b.changes[:0]
+	b.mu.Unlock()
+	for _, a := range say {
+		if !a.opened {
+			b.m.log.Warn("depcache: backend answers again; caching resumed", "down_for", a.downFor.Round(time.Millisecond))
+			b.m.emit(Event{Kind: EventBreakerClose})
+			continue
+		}
+		b.opens.Add(1)
+		var err error
+		if p := b.lastErr.Load(); p != nil {
+			err = *p
+		}
+		b.m.log.Error("depcache: backend unreachable; reads and fills skip it until a probe gets an answer",
+			"failures", b.m.cfg.breakerFailures, "probe_every", b.m.cfg.breakerOpenFor, "err", err)
+		b.m.emit(Event{Kind: EventBreakerOpen, Err: fmt.Errorf("%w: %w", ErrBreakerOpen, err)})
 	}
 }
 
