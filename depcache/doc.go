@@ -74,7 +74,17 @@
 // logged, counted in Stats and reported to the observer, and the function
 // runs; WithStrictErrors returns such errors instead. Once a call's lookup
 // has failed, the rest of the call skips the cache, so a miss during an
-// outage costs one timeout. When the caller's context has a deadline, a
+// outage costs one timeout, and a circuit breaker (on by default;
+// WithBreaker, WithoutBreaker) stops paying even that: after
+// DefaultBreakerFailures consecutive failures (timeouts, connection errors,
+// a misconfigured client — not a refused stale fill or corrupt bytes) reads
+// and fills skip the backend with no round trip and no log line per call
+// (one line when it opens, one when it closes; Stats.BreakerSkips,
+// EventBreakerOpen, EventBreakerClose), and a strict manager returns an
+// error wrapping ErrBreakerOpen. Every DefaultBreakerOpenFor a background
+// probe, started by a read, tries one lookup; the first answer closes the
+// breaker. Invalidations never pass through it: they are always sent, and
+// one that fails is retried in the background. When the caller's context has a deadline, a
 // cache wait takes at most half of what remains of it, leaving the function
 // time to run. A value the codec cannot encode is returned uncached; bytes
 // it cannot decode are a miss and are deleted. Errors are cached only when

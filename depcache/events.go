@@ -26,9 +26,15 @@ const (
 	// EventSkip: a computed value was not stored (Err says why: a stale
 	// fill, SkipFill, a pending invalidation).
 	EventSkip
+	// EventBreakerOpen: the backend failed WithBreaker's number of times
+	// in a row, and reads and fills skip it (Err wraps ErrBreakerOpen and
+	// the last failure).
+	EventBreakerOpen
+	// EventBreakerClose: a probe got an answer; reads and fills resume.
+	EventBreakerClose
 )
 
-var eventNames = [...]string{"", "hit", "miss", "set", "delete", "invalidate", "clear", "error", "skip"}
+var eventNames = [...]string{"", "hit", "miss", "set", "delete", "invalidate", "clear", "error", "skip", "breaker-open", "breaker-close"}
 
 func (k EventKind) String() string {
 	if k > 0 && int(k) < len(eventNames) {
@@ -76,6 +82,11 @@ type Stats struct {
 	// TooLarge counts values not stored because their encoding was larger
 	// than WithMaxValueSize.
 	TooLarge uint64
+	// BreakerSkips counts reads, fills and lease releases not sent to the
+	// backend because the circuit breaker was open (WithBreaker).
+	BreakerSkips uint64
+	// BreakerOpens counts the times the breaker opened.
+	BreakerOpens uint64
 }
 
 // HitRatio is Hits / (Hits + Misses), or 0 before any lookup.

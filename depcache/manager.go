@@ -46,6 +46,7 @@ type Manager struct {
 	closures  sync.Map    // function identity -> *closureOwner (closures.go)
 	deadlines opDeadlines // shared operation deadlines (opdeadline.go)
 	tier      *tier       // WithLocalCache (localtier.go); nil when off
+	brk       *breaker    // WithBreaker (breaker.go); nil when off
 }
 
 // New returns a manager storing in b. It does not register the manager (see
@@ -94,6 +95,7 @@ func newManager(cfg config, b backends.Backend, release func() error) *Manager {
 	}
 	m.pending = newPendingSet(m)
 	m.tier = newTier(m)
+	m.brk = newBreaker(m)
 	if cfg.configErr != nil {
 		m.log.Error("depcache: manager misconfigured; it caches nothing", "err", cfg.configErr)
 	}
@@ -194,7 +196,10 @@ func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err
 // strict, or when ctx is done.
 func (m *Manager) lookup(ctx context.Context, key string) (result backends.Lookup, reached bool, err error) {
 	opCtx, cancel := m.opContext(ctx)
-	result, err = m.backend.Lookup(opCtx, m.ns, key)
+	err = m.brk.do(ctx, func() (err error) {
+		result, err = m.backend.Lookup(opCtx, m.ns, key)
+		return err
+	})
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -227,7 +232,11 @@ func (m *Manager) Exists(ctx context.Context, key string) (bool, error) {
 	}
 	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
-	result, err := m.backend.Lookup(opCtx, m.ns, key)
+	var result backends.Lookup
+	err := m.brk.do(ctx, func() (err error) {
+		result, err = m.backend.Lookup(opCtx, m.ns, key)
+		return err
+	})
 	if err != nil {
 		return false, m.failOpen("exists", key, err)
 	}
@@ -245,7 +254,11 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 	}
 	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
-	d, err := m.backend.TTL(opCtx, m.ns, key)
+	var d time.Duration
+	err := m.brk.do(ctx, func() (err error) {
+		d, err = m.backend.TTL(opCtx, m.ns, key)
+		return err
+	})
 	if err != nil && !errors.Is(err, backends.ErrNotFound) {
 		m.backendError("ttl", key, err)
 		return 0, fmt.Errorf("depcache: ttl %q: %w", key, err)
@@ -290,7 +303,7 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
 	// At the store's current epoch, in one step (Fill.Current).
-	if _, err := m.fill(opCtx, key, payload, deps, backends.Epoch{}, 0, ttl, "", true); err != nil {
+	if _, err := m.fill(ctx, opCtx, key, payload, deps, backends.Epoch{}, 0, ttl, "", true); err != nil {
 		return m.failOpen("fill", key, err)
 	}
 	// Tiers that hold the value Set replaced drop it (waiting, bounded,
@@ -307,17 +320,25 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 // memoized functions. A fill the backend refused as stale is not an error;
 // a backend failure is returned for the caller to report with failOpen.
 // current stores at the store's current epoch (Set: since is ignored).
-func (m *Manager) fill(ctx context.Context, key string, payload []byte, deps []string, since backends.Epoch, age, ttl time.Duration, lease string, current bool) (stored bool, err error) {
-	err = m.backend.Fill(ctx, m.ns, backends.Fill{
-		Key:     key,
-		Entry:   backends.Entry{Value: payload, Deps: deps, Since: since},
-		TTL:     ttl,
-		Since:   since,
-		Age:     age,
-		Lease:   lease,
-		Current: current,
+// ctx is the caller's, opCtx bounds the fill. A fill the breaker skips
+// sends nothing (no half-written entry) and returns ErrBreakerOpen; a
+// lease its lookup took is left to expire.
+func (m *Manager) fill(ctx, opCtx context.Context, key string, payload []byte, deps []string, since backends.Epoch, age, ttl time.Duration, lease string, current bool) (stored bool, err error) {
+	err = m.brk.do(ctx, func() error {
+		return m.backend.Fill(opCtx, m.ns, backends.Fill{
+			Key:     key,
+			Entry:   backends.Entry{Value: payload, Deps: deps, Since: since},
+			TTL:     ttl,
+			Since:   since,
+			Age:     age,
+			Lease:   lease,
+			Current: current,
+		})
 	})
 	switch {
+	case errors.Is(err, ErrBreakerOpen):
+		m.skipped(key, ErrBreakerOpen)
+		return false, err
 	case errors.Is(err, backends.ErrStale):
 		m.stats.staleFills.Add(1)
 		m.emit(Event{Kind: EventSkip, Key: key, Deps: deps, Err: err})
@@ -338,7 +359,9 @@ func (m *Manager) releaseLease(ctx context.Context, key, lease string) {
 	}
 	opCtx, cancel := m.opContext(context.WithoutCancel(ctx))
 	defer cancel()
-	if err := r.Release(opCtx, m.ns, key, lease); err != nil {
+	// While the breaker is open the lease is left to expire (its
+	// lifetime is bounded by the backend), as after a failed fill.
+	if err := m.brk.do(context.Background(), func() error { return r.Release(opCtx, m.ns, key, lease) }); err != nil {
 		m.backendError("release", key, err)
 	}
 }
@@ -449,6 +472,8 @@ func (m *Manager) Stats() Stats {
 		LocalHits:            m.stats.localHits.Load(),
 		PendingInvalidations: uint64(m.pending.len()),
 		TooLarge:             m.stats.tooLarge.Load(),
+		BreakerSkips:         m.brk.skipCount(),
+		BreakerOpens:         m.brk.openCount(),
 	}
 }
 
@@ -464,6 +489,7 @@ func (m *Manager) Close() error {
 	}
 	forgetPending(m)
 	m.tier.close()
+	m.brk.close()
 	if lost := m.pending.stop(); lost > 0 {
 		m.log.Error("depcache: manager closed with invalidations still failing", "tags", lost)
 	}
@@ -519,8 +545,20 @@ func (m *Manager) skipped(key string, why error) {
 }
 
 func (m *Manager) backendError(op, key string, err error) {
+	if errors.Is(err, ErrBreakerOpen) {
+		// Counted in Stats.BreakerSkips; the opening was logged once.
+		return
+	}
 	m.stats.errors.Add(1)
-	m.log.Warn("depcache: backend error", "op", op, "key", key, "err", err)
+	switch {
+	case permanentError(err):
+		// Every call would fail the same way: say so once.
+		m.logOnce("permanent:"+err.Error(), "depcache: backend misconfigured; reads and fills run uncached", "op", op, "err", err)
+	case m.brk.quiet():
+		// The breaker logged the outage when it opened.
+	default:
+		m.log.Warn("depcache: backend error", "op", op, "key", key, "err", err)
+	}
 	m.emit(Event{Kind: EventError, Key: key, Err: err})
 }
 

@@ -395,7 +395,10 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		// The entry was unusable (corrupt, or tagged with a pending
 		// invalidation): read the epoch now, before the computation.
 		ectx, cancel := m.opContext(ctx)
-		since, err = m.backend.Epoch(ectx)
+		err = m.brk.do(ctx, func() (err error) {
+			since, err = m.backend.Epoch(ectx)
+			return err
+		})
 		cancel()
 		if err != nil {
 			// Releasing the lease would wait on the backend that just
@@ -559,7 +562,7 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 	// gone: store it under the fill's own timeout, not the caller's ctx.
 	fctx, cancel := m.opContext(context.WithoutCancel(ctx))
 	defer cancel()
-	stored, err = m.fill(fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl, c.lease, false)
+	stored, err = m.fill(context.Background(), fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl, c.lease, false)
 	if err != nil {
 		return false, err
 	}

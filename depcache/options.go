@@ -34,7 +34,9 @@ type config struct {
 	invalidOpts  []error // options given values that cannot work
 	configErr    error   // an environment value or option New could not use
 
-	maxValueSize int // WithMaxValueSize (sizelimit.go)
+	maxValueSize    int           // WithMaxValueSize (sizelimit.go)
+	breakerFailures int           // WithBreaker (breaker.go); 0: off
+	breakerOpenFor  time.Duration // WithBreaker
 
 	localMax int           // WithLocalCache (localtier.go)
 	localTTL time.Duration // WithLocalCacheTTL
@@ -226,6 +228,9 @@ func defaultConfig() config {
 		retryMax:     5 * time.Second,
 		localTTL:     DefaultLocalCacheTTL,
 		maxValueSize: DefaultMaxValueSize,
+
+		breakerFailures: DefaultBreakerFailures,
+		breakerOpenFor:  DefaultBreakerOpenFor,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -36,6 +37,14 @@ func TestNoStaleReadsUnderEviction(t *testing.T) {
 					c.Set(ctx, fmt.Sprint("noise:", i), blob, 0x7fffffff*1e9)
 				}
 			}()
+			// Memory full before the run starts, so that it evicts
+			// throughout: a run whose reads fail fast (allkeys-*: no read
+			// is sent) can otherwise end before the noise fills it.
+			for deadline := time.Now().Add(30 * time.Second); evicted(c) == 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the noise evicted nothing in 30 s")
+				}
+			}
 			path := filepath.Join(t.TempDir(), "hot.db")
 			rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
 				DB: openSQLite(t, path), Backend: redisbackend.New(c, redisbackend.WithLogger(quietLog)),
@@ -62,4 +71,16 @@ func TestNoStaleReadsUnderEviction(t *testing.T) {
 			}
 		})
 	}
+}
+
+// evicted returns the server's evicted_keys.
+func evicted(c *redis.Client) int {
+	info := c.Info(context.Background(), "stats").Val()
+	i := strings.Index(info, "evicted_keys:")
+	if i < 0 {
+		return 0
+	}
+	var n int
+	fmt.Sscanf(info[i+len("evicted_keys:"):], "%d", &n)
+	return n
 }

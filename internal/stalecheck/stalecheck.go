@@ -197,7 +197,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "cache:" + name
 	}
-	opts := append([]depcache.Option{depcache.WithName(name), depcache.WithPrefix(cfg.Prefix)}, cfg.Options...)
+	// No breaker unless cfg.Options asks for one: lookups that time out
+	// on a loaded machine (-race, parallel packages) would open it, and a
+	// short run would then check uncached reads only.
+	opts := append([]depcache.Option{depcache.WithName(name), depcache.WithPrefix(cfg.Prefix), depcache.WithoutBreaker()}, cfg.Options...)
 	m := depcache.New(jb, opts...)
 	defer m.Close()
 	defer m.Clear(context.WithoutCancel(ctx))
