@@ -207,7 +207,8 @@ func (p *linkProxy) cut() {
 	}
 }
 
-// inSync waits until primary's replica acknowledges a write.
+// inSync waits until primary's replica acknowledges a write (a replica that
+// just loaded the master's snapshot gets the stream after its first ACK).
 func inSync(t *testing.T, primary *redis.Client) {
 	t.Helper()
 	eventually(t, "replica in sync", func() bool {

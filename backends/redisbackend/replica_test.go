@@ -1,7 +1,6 @@
 package redisbackend
 
 import (
-	"context"
 	"errors"
 	"net"
 	"os"
@@ -49,19 +48,7 @@ func TestReplicaWait(t *testing.T) {
 	_, port, _ := net.SplitHostPort(master)
 	replica, replicaProc := startRedis(t, "--replicaof", "127.0.0.1", port)
 	rc := newClient(t, &redis.Options{Addr: replica}, nil)
-	// In sync once it acknowledges a write (a replica that just loaded the
-	// master's snapshot gets the stream after its first ACK).
-	mc := newClient(t, &redis.Options{Addr: master}, nil)
-	eventually(t, "replica in sync", func() bool {
-		ctx := context.Background()
-		var wait *redis.IntCmd
-		_, err := mc.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.Set(ctx, "probe", "1", 0)
-			wait = redis.NewIntCmd(ctx, "WAIT", 1, 100)
-			return p.Process(ctx, wait)
-		})
-		return err == nil && wait.Val() == 1
-	})
+	inSync(t, newClient(t, &redis.Options{Addr: master}, nil))
 
 	var cnt counter
 	c := newClient(t, &redis.Options{Addr: master}, []redis.Hook{&cnt})
