@@ -41,7 +41,7 @@ func FuzzEntryRoundTrip(f *testing.F) {
 // either reads as an error or as one well-defined entry).
 func FuzzDecodeEntryReencode(f *testing.F) {
 	f.Add(EncodeEntry(Entry{Since: Epoch{Era: "e", N: 3}, Deps: []string{"a", ""}, Value: []byte("v")}))
-	f.Add([]byte("dc\x01\x80\x00\x00\x00"))               // non-minimal varint
+	f.Add([]byte("dc\x01\x80\x00\x00\x00"))             // non-minimal varint
 	f.Add([]byte("dc\x01\x00\x00\xff\xff\xff\xff\x0f")) // a huge dependency count
 	f.Add([]byte("dc\x02"))
 	f.Add([]byte(`{"json":true}`))
