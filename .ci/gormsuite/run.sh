@@ -195,7 +195,15 @@ one() {
 	{
 		$SUITEDIFF diff "$BASEDIR/baseline-$dialect.json" "$WORK/summary.json" "$WORK/ignore.txt"
 		rc=$?
-		echo "depcache stats over $(ls "$WORK"/stats.txt.* 2>/dev/null | wc -l) pass(es): $(totals "$WORK"/stats.txt.*)"
+		local stats
+		stats=$(totals "$WORK"/stats.txt.*)
+		echo "depcache stats over $(ls "$WORK"/stats.txt.* 2>/dev/null | wc -l) pass(es): $stats"
+		# In mode cached the suite must really go through the cache: no hit
+		# means the harness no longer marks queries as Cached does.
+		if [ "$mode" = cached ] && ! grep -Eq '(^| )hits=[1-9]' <<<"$stats"; then
+			echo "mode cached served no query from the cache: the harness does not exercise the plugin's cache"
+			exit 2
+		fi
 		exit $rc
 	} | tee "$WORK/diff.txt"
 	rc=${PIPESTATUS[0]}
