@@ -83,6 +83,10 @@ const (
 	outboxTagsPerRow = 1000 // tags per row: bounds a row's size
 	outboxPage       = 500  // rows read, or deleted, per statement
 	outboxDrainLimit = 30 * time.Second
+	// outboxDeleteDelay is how long delivered rows wait to be deleted
+	// together. Well under a poll interval: other processes must not
+	// take them for rows left behind.
+	outboxDeleteDelay = 20 * time.Millisecond
 )
 
 // outboxSQL is the outbox's SQL for one dialect.
@@ -388,7 +392,7 @@ func (o *outbox) drain(ctx context.Context) error {
 	}
 }
 
-// run is the flusher: it deletes delivered rows as they come, delivers
+// run is the flusher: it deletes delivered rows in batches, delivers
 // what is left after a failure (with backoff) and polls for rows that
 // other processes left behind.
 func (o *outbox) run() {
@@ -398,12 +402,32 @@ func (o *outbox) run() {
 	var seen map[string]bool // ids the last poll saw
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	due := time.Now() // when timer fires
+	reset := func(d time.Duration) {
+		timer.Reset(d)
+		due = time.Now().Add(d)
+	}
+	var batch <-chan time.Time // deletes waiting for company
 	for {
 		select {
 		case <-o.quit:
 			o.deleteQueued(context.Background())
 			return
 		case <-o.wake:
+			if batch == nil {
+				// One DELETE for the rows of many writes: each is a
+				// commit of its own (an fsync).
+				batch = time.After(outboxDeleteDelay)
+			}
+			o.mu.Lock()
+			failed := o.failed
+			o.mu.Unlock()
+			if failed && time.Until(due) > backoff {
+				reset(jitter(backoff))
+			}
+			continue
+		case <-batch:
+			batch = nil
 			o.deleteQueued(context.Background())
 			continue
 		case <-timer.C:
@@ -417,16 +441,16 @@ func (o *outbox) run() {
 			mustDrain = stuck
 		}
 		if !mustDrain {
-			timer.Reset(o.poll)
+			reset(o.poll)
 			continue
 		}
 		if err := o.deliverHeld(); err != nil {
 			backoff = min(2*backoff, maxWait)
-			timer.Reset(jitter(backoff))
+			reset(jitter(backoff))
 			continue
 		}
 		backoff, seen = minWait, nil
-		timer.Reset(o.poll)
+		reset(o.poll)
 	}
 }
 
