@@ -306,12 +306,25 @@ func (o *outbox) delivered(ids []string, err error) {
 		return
 	}
 	o.mu.Lock()
+	closed := o.closed
 	if err != nil {
 		o.failed = true
-	} else {
+	} else if !closed {
 		o.deletes = append(o.deletes, ids...)
 	}
 	o.mu.Unlock()
+	if closed {
+		// No flusher any more: delete now (or leave them for the next
+		// process to deliver).
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), outboxDrainLimit)
+			defer cancel()
+			if rerr := o.remove(ctx, ids); rerr != nil {
+				o.p.log.Warn("gormplugin: delivered outbox rows could not be deleted; they will be delivered again", "rows", len(ids), "err", rerr)
+			}
+		}
+		return
+	}
 	select {
 	case o.wake <- struct{}{}:
 	default:

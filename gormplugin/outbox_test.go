@@ -23,7 +23,8 @@ import (
 // what it held: a Redis restarted from a snapshot taken before the writes.
 type flakyBackend struct {
 	backends.Backend
-	down atomic.Bool
+	down         atomic.Bool
+	onInvalidate atomic.Pointer[func()] // runs (once) inside the next Invalidate
 }
 
 var errDown = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
@@ -52,6 +53,9 @@ func (f *flakyBackend) Epoch(ctx context.Context) (backends.Epoch, error) {
 func (f *flakyBackend) Invalidate(ctx context.Context, ns string, tags ...string) (int, error) {
 	if f.down.Load() {
 		return 0, errDown
+	}
+	if hook := f.onInvalidate.Swap(nil); hook != nil {
+		(*hook)()
 	}
 	return f.Backend.Invalidate(ctx, ns, tags...)
 }
@@ -456,5 +460,48 @@ func TestOutboxBadTableName(t *testing.T) {
 	defer p.Close()
 	if err := db.Use(p); !errors.Is(err, gormplugin.ErrOutbox) || !strings.Contains(err.Error(), "x; DROP TABLE y") {
 		t.Errorf("db.Use with a bad outbox table name: %v", err)
+	}
+}
+
+// A delivery deletes the rows it read, by id: a row committed for the same
+// tag while it delivers (another process's write, whose invalidation
+// failed) stays, for a later delivery.
+func TestOutboxDeliveryKeepsALaterRowForTheSameTag(t *testing.T) {
+	for _, c := range dbCases() {
+		t.Run(c.dialect, func(t *testing.T) {
+			w := newOutboxWorld(t, c)
+			p := w.start(true)
+			w.backend.down.Store(true)
+			if err := p.db.Model(&Item{ID: 1}).Update("title", "v1").Error; err != nil {
+				t.Fatal(err)
+			}
+			w.backend.down.Store(false)
+			later := func() {
+				// Another process's write to the same row commits while
+				// the delivery runs, and its invalidation fails.
+				if err := w.truth.Table(w.outbox).Create(map[string]any{
+					"prefix": w.ns, "id": "zzzz-later", "tags": `["` + gormplugin.RowTag(p.db.NamingStrategy.TableName("Item"), 1) + `"]`, "created_at": 0,
+				}).Error; err != nil {
+					t.Error(err)
+				}
+			}
+			w.backend.onInvalidate.Store(&later)
+			if err := p.plugin.FlushOutbox(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			if err := w.truth.Table(w.outbox).Pluck("id", &ids).Error; err != nil {
+				t.Fatal(err)
+			}
+			if len(ids) != 1 || ids[0] != "zzzz-later" {
+				t.Errorf("rows after a delivery that overlapped a later write: %v, want only the later one", ids)
+			}
+			if err := p.plugin.FlushOutbox(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if n := w.rows(); n != 0 {
+				t.Errorf("%d rows after the second delivery, want 0", n)
+			}
+		})
 	}
 }
