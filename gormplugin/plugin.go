@@ -86,6 +86,13 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return fmt.Errorf("gormplugin: New needs a manager")
 	}
 	p.wrapPool(db)
+	if p.cfg.outbox && p.ob == nil {
+		// Before the callbacks: if it fails, db.Use fails and may be
+		// called again.
+		if err := p.openOutbox(db); err != nil {
+			return err
+		}
+	}
 
 	processors := db.Callback()
 	if processors.Query().Get("depcache:restore_preloads") != nil {
@@ -122,9 +129,6 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		if err != nil {
 			return fmt.Errorf("gormplugin: register callbacks: %w", err)
 		}
-	}
-	if p.cfg.outbox {
-		return p.openOutbox(db)
 	}
 	return nil
 }
