@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 
@@ -180,6 +182,9 @@ func (p *Plugin) openOutbox(db *gorm.DB) error {
 	if poll < 0 {
 		return fmt.Errorf("%w: WithOutboxPoll(%v): want a positive interval", ErrOutbox, poll)
 	}
+	if n := len(p.m.Prefix()); n > 255 {
+		return fmt.Errorf("%w: the manager's key prefix is %d bytes; the outbox's prefix column holds 255", ErrOutbox, n)
+	}
 	q, err := newOutboxSQL(db.Dialector.Name(), table)
 	if err != nil {
 		return err
@@ -259,7 +264,7 @@ func (o *outbox) record(ctx context.Context, ex execer, tags []string) ([]string
 	)
 	now := time.Now().UnixMilli()
 	for chunk := range sliceChunks(tags, outboxTagsPerRow) {
-		b, err := json.Marshal(chunk)
+		b, err := encodeOutboxTags(chunk)
 		if err != nil {
 			return nil, fmt.Errorf("%w: encode tags: %w", ErrOutbox, err)
 		}
@@ -279,6 +284,45 @@ func (o *outbox) record(ctx context.Context, ex execer, tags []string) ([]string
 		return nil, fmt.Errorf("%w: insert into %s: %w", ErrOutbox, o.table, err)
 	}
 	return ids, nil
+}
+
+// encodeOutboxTags writes tags as a JSON array of strings, or, when one of
+// them is not valid UTF-8 (JSON would replace its bad bytes, and the
+// delivered tag would not be the tag), as {"b64": [base64 of each tag]}.
+func encodeOutboxTags(tags []string) ([]byte, error) {
+	for _, t := range tags {
+		if !utf8.ValidString(t) {
+			enc := make([]string, len(tags))
+			for i, t := range tags {
+				enc[i] = base64.StdEncoding.EncodeToString([]byte(t))
+			}
+			return json.Marshal(map[string][]string{"b64": enc})
+		}
+	}
+	return json.Marshal(tags)
+}
+
+func decodeOutboxTags(s string) ([]string, error) {
+	if strings.HasPrefix(s, "{") {
+		var obj struct {
+			B64 []string `json:"b64"`
+		}
+		if err := json.Unmarshal([]byte(s), &obj); err != nil {
+			return nil, err
+		}
+		tags := make([]string, len(obj.B64))
+		for i, e := range obj.B64 {
+			b, err := base64.StdEncoding.DecodeString(e)
+			if err != nil {
+				return nil, err
+			}
+			tags[i] = string(b)
+		}
+		return tags, nil
+	}
+	var tags []string
+	err := json.Unmarshal([]byte(s), &tags)
+	return tags, err
 }
 
 func sliceChunks(s []string, n int) func(func([]string) bool) {
@@ -366,8 +410,8 @@ func (o *outbox) drain(ctx context.Context) error {
 		var tags []string
 		clear := false
 		for _, r := range rows {
-			var ts []string
-			if err := json.Unmarshal([]byte(r.tags), &ts); err != nil {
+			ts, err := decodeOutboxTags(r.tags)
+			if err != nil {
 				clear = true
 				o.p.log.Error("gormplugin: an outbox row cannot be read; the manager's namespace is cleared instead", "table", o.table, "id", r.id, "err", err)
 				continue
@@ -717,11 +761,25 @@ func (p *Plugin) InvalidateDependency(ctx context.Context, deps ...string) (int,
 	if p.ob == nil {
 		return p.m.InvalidateDependency(ctx, deps...)
 	}
-	ids, err := p.ob.record(context.WithoutCancel(ctx), p.ob.db, dedupe(deps))
+	// Only tags the manager takes go into the outbox: a refused one would
+	// make every delivery clear the namespace. The manager reports it.
+	var valid []string
+	for _, d := range dedupe(deps) {
+		if backends.IsPlainTag(d) {
+			valid = append(valid, d)
+		}
+	}
+	ids, err := p.ob.record(context.WithoutCancel(ctx), p.ob.db, valid)
 	if err != nil {
 		return 0, err
 	}
 	n, err := p.m.InvalidateDependency(ctx, deps...)
-	p.ob.delivered(ids, err)
+	var deliveryErr error
+	if len(valid) > 0 && err != nil {
+		// The manager's error may only be about a refused tag; redelivering
+		// the valid ones is harmless.
+		deliveryErr = err
+	}
+	p.ob.delivered(ids, deliveryErr)
 	return n, err
 }

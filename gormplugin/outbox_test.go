@@ -505,3 +505,58 @@ func TestOutboxDeliveryKeepsALaterRowForTheSameTag(t *testing.T) {
 		})
 	}
 }
+
+// A process whose breaker never opened (it read nothing during the outage)
+// learns of the rows a dead writer left from its polls, and delivers them.
+func TestOutboxPollDeliversRowsLeftBehind(t *testing.T) {
+	w := newOutboxWorld(t, dbCases()[0])
+	b := w.start(true)
+	if title, _ := b.read(t); title != "v0" {
+		t.Fatal(title)
+	}
+	w.backend.down.Store(true)
+	a := w.start(true)
+	if err := a.db.Model(&Item{ID: 1}).Update("title", "v1").Error; err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	w.backend.down.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for w.rows() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the row a dead writer left was not delivered by the other process's polls within 10s")
+		}
+		time.Sleep(5 * time.Millisecond) // polls run every 20ms
+	}
+	if title, _ := b.read(t); title != "v1" {
+		t.Errorf("read after the poll delivered the row: %q, want v1", title)
+	}
+}
+
+// A tag that is not valid UTF-8 reaches the backend as it is (JSON alone
+// would replace its bad bytes).
+func TestOutboxKeepsTagBytes(t *testing.T) {
+	w := newOutboxWorld(t, dbCases()[0])
+	a := w.start(true)
+	ctx := context.Background()
+	tag := "bin::\xff\x00\xfe"
+	if err := a.m.Set(ctx, "k", "v", 0, tag); err != nil {
+		t.Fatal(err)
+	}
+	w.backend.down.Store(true)
+	if _, err := a.plugin.InvalidateDependency(ctx, tag); err == nil {
+		t.Fatal("InvalidateDependency with the backend down: no error")
+	}
+	a.stop() // its retry is lost: only the outbox row can deliver it
+	w.backend.down.Store(false)
+	c := w.start(true)
+	if err := c.plugin.FlushOutbox(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.rows(); n != 0 {
+		t.Fatalf("%d rows after FlushOutbox", n)
+	}
+	if ok, err := c.m.Exists(ctx, "k"); err != nil || ok {
+		t.Errorf("entry tagged %q still there after its durable invalidation (err %v)", tag, err)
+	}
+}
