@@ -219,6 +219,9 @@
 //
 // Invalidations made by hand get the same durability through the plugin:
 // Plugin.InvalidateDependency records the tags in the outbox (one INSERT
-// on the plugin's database) before it invalidates. The manager's own
+// on the plugin's database) before it invalidates. Without GORM,
+// NewSQLOutbox opens the same outbox on a *sql.DB: its InvalidateDependency
+// does the same, and InvalidateInTx records the tags of a database/sql
+// write in that write's own transaction. The manager's own
 // InvalidateDependency is retried in memory only.
 package gormplugin

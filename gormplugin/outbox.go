@@ -168,6 +168,19 @@ type outbox struct {
 // openOutbox creates the table, takes a hold on the manager if rows are
 // left from before, and starts the flusher.
 func (p *Plugin) openOutbox(db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("%w: the database handle: %w", ErrOutbox, err)
+	}
+	return p.openOutboxOn(sqlDB, db.Dialector.Name())
+}
+
+// openOutboxOn is openOutbox on a database/sql handle, of a dialect named
+// as GORM names them.
+func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string) error {
+	if p.m == nil {
+		return fmt.Errorf("%w: no manager", ErrOutbox)
+	}
 	table := p.cfg.outboxTable
 	if table == "" {
 		table = DefaultOutboxTable
@@ -185,13 +198,9 @@ func (p *Plugin) openOutbox(db *gorm.DB) error {
 	if n := len(p.m.Prefix()); n > 255 {
 		return fmt.Errorf("%w: the manager's key prefix is %d bytes; the outbox's prefix column holds 255", ErrOutbox, n)
 	}
-	q, err := newOutboxSQL(db.Dialector.Name(), table)
+	q, err := newOutboxSQL(dialect, table)
 	if err != nil {
 		return err
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return fmt.Errorf("%w: the database handle: %w", ErrOutbox, err)
 	}
 	o := &outbox{
 		p: p, db: sqlDB, table: table, prefix: p.m.Prefix(), q: q, poll: poll,

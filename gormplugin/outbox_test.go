@@ -574,3 +574,79 @@ func TestOutboxKeepsTagBytes(t *testing.T) {
 		t.Errorf("entry tagged %q still there after its durable invalidation (err %v)", tag, err)
 	}
 }
+
+// SQLOutbox gives writes made with database/sql, and invalidations by
+// hand, the same durability.
+func TestSQLOutbox(t *testing.T) {
+	for _, c := range dbCases() {
+		t.Run(c.dialect, func(t *testing.T) {
+			w := newOutboxWorld(t, c)
+			sqlDB, err := w.truth.DB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			open := func() (*gormplugin.SQLOutbox, *depcache.Manager) {
+				m := depcache.New(w.backend, depcache.WithPrefix(w.ns), depcache.WithLogger(testLogger()),
+					depcache.WithRetryBackoff(time.Hour, time.Hour)) // only the outbox delivers
+				o, err := gormplugin.NewSQLOutbox(m, sqlDB, c.dialect, gormplugin.WithOutboxTable(w.outbox), gormplugin.WithLogger(testLogger()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return o, m
+			}
+			a, am := open()
+			for _, tag := range []string{"users::1", "users::2"} {
+				if err := am.Set(ctx, tag, "v", 0, tag); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w.backend.down.Store(true)
+
+			tx, err := sqlDB.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, err := a.InvalidateInTx(ctx, tx, "users::1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			after()
+			if _, err := a.InvalidateDependency(ctx, "users::2"); err == nil {
+				t.Fatal("InvalidateDependency with the backend down: no error")
+			}
+			rolled, err := sqlDB.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.InvalidateInTx(ctx, rolled, "users::3"); err != nil {
+				t.Fatal(err)
+			}
+			rolled.Rollback()
+			if n := w.rows(); n != 2 {
+				t.Fatalf("%d outbox rows, want 2 (the rolled-back one left none)", n)
+			}
+			a.Close()
+			am.Close() // dies with its invalidations undelivered
+
+			w.backend.down.Store(false)
+			b, bm := open()
+			defer bm.Close()
+			defer b.Close()
+			if err := b.FlushOutbox(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, key := range []string{"users::1", "users::2"} {
+				if ok, err := bm.Exists(ctx, key); err != nil || ok {
+					t.Errorf("entry %s still there after the outbox was delivered (err %v)", key, err)
+				}
+			}
+			if n := w.rows(); n != 0 {
+				t.Errorf("%d rows left", n)
+			}
+		})
+	}
+}
