@@ -335,6 +335,13 @@ func TestOutboxEveryWritePath(t *testing.T) {
 				{"raw Exec, SkipDefaultTransaction", func() error {
 					return skip.db.Exec("DELETE FROM "+table+" WHERE title = ?", "nothing").Error
 				}},
+				{"a transaction the plugin did not begin", func() error {
+					return p.db.Connection(func(conn *gorm.DB) error {
+						return conn.Transaction(func(tx *gorm.DB) error {
+							return tx.Model(&Item{ID: 1}).Update("title", "g").Error
+						})
+					})
+				}},
 			}
 			w.backend.down.Store(true)
 			for i, wr := range writes {
