@@ -264,7 +264,7 @@ func (o *outbox) read(ctx context.Context, after string, limit int) ([]outboxRow
 // record inserts tags into the outbox through ex (a transaction, or the
 // pool) and returns the ids of the rows.
 func (o *outbox) record(ctx context.Context, ex execer, tags []string) ([]string, error) {
-	if len(tags) == 0 {
+	if tags = o.withoutOwnTags(tags); len(tags) == 0 {
 		return nil, nil
 	}
 	var (
@@ -332,6 +332,21 @@ func decodeOutboxTags(s string) ([]string, error) {
 	var tags []string
 	err := json.Unmarshal([]byte(s), &tags)
 	return tags, err
+}
+
+// withoutOwnTags drops the tags of the outbox table itself (a raw write to
+// it, DROP TABLE included): no cached read depends on it, and recording
+// them would write to the table being written, or dropped.
+func (o *outbox) withoutOwnTags(tags []string) []string {
+	own := tableName(o.table)
+	keep := tags[:0:0]
+	for _, t := range tags {
+		if t == own || strings.HasPrefix(t, own+"::") {
+			continue
+		}
+		keep = append(keep, t)
+	}
+	return keep
 }
 
 func sliceChunks(s []string, n int) func(func([]string) bool) {
@@ -701,7 +716,7 @@ func (p *Plugin) outboxBeginRaw(db *gorm.DB) {
 		return
 	}
 	sqlText := db.Statement.SQL.String()
-	if _, write := p.rawWriteTags(sqlText); !write {
+	if tags, write := p.rawWriteTags(sqlText); !write || len(p.ob.withoutOwnTags(tags)) == 0 {
 		return
 	}
 	toks := tokenize(sqlText)

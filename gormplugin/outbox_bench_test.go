@@ -76,10 +76,10 @@ func BenchmarkOutboxWrite(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer func() {
-					if tg.dialect == "postgres" {
-						db.Migrator().DropTable(&Item{}, prefix+"outbox")
-					}
 					if sqlDB, err := db.DB(); err == nil {
+						if tg.dialect == "postgres" { // not through the plugin
+							sqlDB.Exec("DROP TABLE IF EXISTS " + prefix + "items, " + prefix + "outbox")
+						}
 						sqlDB.Close()
 					}
 					m.Close()
