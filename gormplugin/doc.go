@@ -215,7 +215,7 @@
 // implicit transaction; go test -run '^$' -bench BenchmarkOutboxWrite
 // -benchmem ./gormplugin/): one more statement in the transaction and one
 // DELETE per batch, +32 allocations (+1.4 KB) per write on SQLite and +27
-// (+1.25 KB) on PostgreSQL; the time is in the README.
+// (+1.3 KB) on PostgreSQL; the time is in the README.
 //
 // Invalidations made by hand get the same durability through the plugin:
 // Plugin.InvalidateDependency records the tags in the outbox (one INSERT
