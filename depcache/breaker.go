@@ -215,6 +215,11 @@ func (b *breaker) probe() {
 	)
 	b.cb.Execute(func() (struct{}, error) { //nolint:errcheck // the breaker records the outcome
 		result, probeErr = b.m.backend.Lookup(ctx, b.m.ns, probeKey)
+		if probeErr == nil {
+			// It answers: close only once what must be delivered first
+			// (a durable outbox) is (recovery.go).
+			probeErr = b.m.runRecoveryChecks(b.ctx)
+		}
 		if b.ctx.Err() != nil {
 			return struct{}{}, errCallerLeft // closing, not the backend's failure
 		}

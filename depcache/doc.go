@@ -63,8 +63,11 @@
 // package backends for the argument.
 //
 // Outside the guarantee: an invalidation that failed (it is retried in the
-// background, and meanwhile this process serves nothing carrying its tags,
-// but other processes learn of it only when a retry succeeds); reads from
+// background, in this process's memory, and meanwhile this process serves
+// nothing carrying its tags, but other processes learn of it only when a
+// retry succeeds, and never if this process dies first — the GORM plugin's
+// WithOutbox makes it durable, for GORM writes and for invalidations made
+// through its Plugin.InvalidateDependency); reads from
 // database replicas; a Redis that loses acknowledged writes (use AOF with
 // appendfsync always, or WAITAOF).
 //
@@ -83,7 +86,9 @@
 // EventBreakerOpen, EventBreakerClose), and a strict manager returns an
 // error wrapping ErrBreakerOpen. Every DefaultBreakerOpenFor a background
 // probe, started by a read, tries one lookup; the first answer closes the
-// breaker. Invalidations never pass through it: they are always sent, and
+// breaker — once every AddRecoveryCheck passes (a durable outbox delivers
+// what it holds there). Hold stops serving and storing entirely until
+// released. Invalidations never pass through it: they are always sent, and
 // one that fails is retried in the background. When the caller's context has a deadline, a
 // cache wait takes at most half of what remains of it, leaving the function
 // time to run. A value the codec cannot encode is returned uncached; bytes

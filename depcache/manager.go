@@ -47,6 +47,7 @@ type Manager struct {
 	deadlines opDeadlines // shared operation deadlines (opdeadline.go)
 	tier      *tier       // WithLocalCache (localtier.go); nil when off
 	brk       *breaker    // WithBreaker (breaker.go); nil when off
+	rec       recovery    // Hold, AddRecoveryCheck (recovery.go)
 }
 
 // New returns a manager storing in b. It does not register the manager (see

@@ -53,7 +53,7 @@ func forgetPending(m *Manager) {
 // them) must not be served or stored: one of its tags, of m or of another
 // manager on m's backend, has an invalidation pending retry.
 func (m *Manager) pendingAffects(deps []string) bool {
-	if m.pending.affects(deps) {
+	if m.rec.holds.Load() > 0 || m.pending.affects(deps) {
 		return true
 	}
 	if !pendingIndex.any.Load() {

@@ -141,5 +141,87 @@
 //	m.InvalidateDependency(ctx, gormplugin.TableTag("users")) // everything that read users
 //
 // Invalidations that fail after a commit are logged, counted and retried by
-// the manager; they never become the write's error.
+// the manager; they never become the write's error. Without WithOutbox that
+// retry lives in the writing process's memory only (see below).
+//
+// # Durable invalidations (WithOutbox)
+//
+// Without the outbox, a write committed while Redis is unreachable is
+// invalidated only by the writing process's in-memory retry: if that
+// process dies first, or Redis comes back from a snapshot that still holds
+// the old entries, every process serves data from before the write until
+// its TTL. With WithOutbox (off by default):
+//
+//   - Every write transaction that invalidates tags also inserts them into
+//     the outbox table, in the same transaction, just before its COMMIT:
+//     GORM's per-statement transaction, db.Transaction, Begin/Commit, raw
+//     Exec, cascades — one multi-row INSERT per transaction, none for a
+//     transaction that wrote nothing. A write outside any transaction
+//     (SkipDefaultTransaction, a raw Exec outside a transaction) runs in a
+//     transaction the plugin opens for it, so that its row commits with
+//     it; where it cannot (a pool the plugin does not own, Exec of a
+//     statement that cannot run in a transaction — one with CONCURRENTLY,
+//     CALL — or a write sent as a query, Raw("UPDATE …").Scan), the row is
+//     written just after the write, not atomically with it. Inside a
+//     transaction the plugin did not begin, the row goes into that
+//     transaction and is delivered by a flusher once it commits. If the
+//     INSERT fails, the transaction is rolled back and Commit returns an
+//     error wrapping ErrOutbox: nothing is committed that the outbox does
+//     not hold.
+//   - Once the invalidation after COMMIT has returned without error, the
+//     rows are deleted, by id, by the process's flusher (one DELETE for the
+//     rows delivered within 20 ms). A failed invalidation leaves them.
+//   - The flusher of every process (one goroutine per plugin, stopped by
+//     Close) delivers what is left: at Initialize a process that finds rows
+//     for its manager's prefix holds the manager (nothing served from the
+//     cache, nothing stored: depcache.Manager.Hold) until it has delivered
+//     them; once the manager's circuit breaker has opened, it closes only
+//     after the outbox has been delivered (depcache.Manager.AddRecoveryCheck),
+//     so a process that saw Redis fail serves nothing from it until then;
+//     and every WithOutboxPoll (default 1 s) it reads the table, and a row
+//     seen by two polls in a row (not in flight: its writer would have
+//     deleted it) is delivered while the manager is held. Delivering twice
+//     is harmless (an invalidation is idempotent), and each process deletes
+//     only the rows it read, by id, so a later row for the same tag is
+//     never lost. FlushOutbox delivers now (for a readiness check, or a
+//     test).
+//
+// What it guarantees: a write committed while Redis was unreachable is
+// invalidated before any process that noticed the outage (its breaker
+// opened) or started during it or after it reads from the cache again,
+// whether or not the writer is still alive. A process whose breaker did not
+// open (it made fewer than WithBreaker's failures during the outage) can
+// serve such an entry until its next two polls find the row. A Redis that
+// loses invalidations it acknowledged (a restart from a snapshot older than
+// a delivered invalidation) is still outside the guarantee: use AOF.
+// Without the manager's breaker (depcache.WithoutBreaker) only the start
+// hold and the poll apply.
+//
+// The table, created at Initialize if it does not exist (DefaultOutboxTable,
+// or WithOutboxTable; SQLite, PostgreSQL and MySQL/MariaDB):
+//
+//	CREATE TABLE IF NOT EXISTS depcache_outbox (
+//		prefix     VARCHAR(255) NOT NULL, -- the manager's key prefix (Manager.Prefix)
+//		id         VARCHAR(32)  NOT NULL, -- random, 128 bits in hex
+//		tags       TEXT NOT NULL,         -- a JSON array of up to 1000 tags (LONGTEXT on MySQL)
+//		created_at BIGINT NOT NULL,       -- Unix milliseconds, for operators
+//		PRIMARY KEY (prefix, id))
+//
+// Several applications may share it: each reads and deletes only the rows
+// of its own prefix. A row that cannot be read (bad JSON, a tag the manager
+// refuses) is replaced by a Clear of the manager's namespace, never dropped.
+//
+// The cost, measured with BenchmarkOutboxWrite (one Update by key in GORM's
+// implicit transaction; go test -run '^$' -bench BenchmarkOutboxWrite
+// -benchmem ./gormplugin/): one more statement in the transaction and one
+// DELETE per batch, +32 allocations (+1.4 KB) per write on SQLite and +27
+// (+1.3 KB) on PostgreSQL; the time is in the README.
+//
+// Invalidations made by hand get the same durability through the plugin:
+// Plugin.InvalidateDependency records the tags in the outbox (one INSERT
+// on the plugin's database) before it invalidates. Without GORM,
+// NewSQLOutbox opens the same outbox on a *sql.DB: its InvalidateDependency
+// does the same, and InvalidateInTx records the tags of a database/sql
+// write in that write's own transaction. The manager's own
+// InvalidateDependency is retried in memory only.
 package gormplugin

@@ -29,6 +29,8 @@ type Plugin struct {
 	delayed sync.WaitGroup
 	timerMu sync.Mutex
 	timers  map[*time.Timer][]string
+
+	ob *outbox // WithOutbox (outbox.go); nil when off
 }
 
 var _ gorm.Plugin = (*Plugin)(nil)
@@ -40,6 +42,10 @@ type config struct {
 	foreignDelay time.Duration
 	foreignError bool
 	logger       *slog.Logger
+
+	outbox      bool          // WithOutbox (outbox.go)
+	outboxTable string        // WithOutboxTable
+	outboxPoll  time.Duration // WithOutboxPoll
 }
 
 // WithForeignTxDelay sets how long after a write inside a transaction the
@@ -80,6 +86,13 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return fmt.Errorf("gormplugin: New needs a manager")
 	}
 	p.wrapPool(db)
+	if p.cfg.outbox && p.ob == nil {
+		// Before the callbacks: if it fails, db.Use fails and may be
+		// called again.
+		if err := p.openOutbox(db); err != nil {
+			return err
+		}
+	}
 
 	processors := db.Callback()
 	if processors.Query().Get("depcache:restore_preloads") != nil {
@@ -107,6 +120,11 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		processors.Delete().Before("gorm:delete").Register("depcache:before_delete", p.beforeWrite(opDelete)),
 		processors.Delete().After("gorm:delete").Before("gorm:after_delete").Register("depcache:after_delete", p.afterWrite(opDelete)),
 	}
+	if p.cfg.outbox {
+		errs = append(errs,
+			processors.Raw().Before("gorm:raw").Register("depcache:outbox_begin_raw", p.outboxBeginRaw),
+			processors.Raw().After("depcache:after_raw").Register("depcache:outbox_end_raw", p.outboxEndRaw))
+	}
 	for _, err := range errs {
 		if err != nil {
 			return fmt.Errorf("gormplugin: register callbacks: %w", err)
@@ -129,20 +147,25 @@ func (p *Plugin) Close() error {
 		}
 	}
 	p.delayed.Wait()
+	if p.ob != nil {
+		p.ob.close()
+	}
 	return nil
 }
 
 // invalidate runs after a commit: a failure is logged and counted by the
 // manager, which retries it, and never becomes the write's error (the
 // caller would retry a write that happened).
-func (p *Plugin) invalidate(ctx context.Context, tags []string) {
+func (p *Plugin) invalidate(ctx context.Context, tags []string) error {
 	tags = dedupe(tags)
 	if len(tags) == 0 {
-		return
+		return nil
 	}
-	if _, err := p.m.InvalidateDependency(context.WithoutCancel(ctx), tags...); err != nil {
+	_, err := p.m.InvalidateDependency(context.WithoutCancel(ctx), tags...)
+	if err != nil {
 		p.log.Error("gormplugin: invalidation after commit failed; the manager retries it", "tags", tags, "err", err)
 	}
+	return err
 }
 
 // invalidateLater schedules the second invalidation for a write in a

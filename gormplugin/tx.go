@@ -71,11 +71,24 @@ func (t *txPool) Commit() error {
 	if !ok {
 		return gorm.ErrInvalidTransaction
 	}
+	// The outbox row (WithOutbox) commits with the transaction, or the
+	// transaction does not commit.
+	t.mu.Lock()
+	queued := t.queue
+	t.mu.Unlock()
+	ids, err := t.p.recordInTx(t.ConnPool, queued)
+	if err != nil {
+		committer.Rollback()
+		t.mu.Lock()
+		t.queue, t.done = nil, true
+		t.mu.Unlock()
+		return err
+	}
 	t.mu.Lock()
 	t.committed = true
 	t.mu.Unlock()
-	err := committer.Commit()
-	t.flush()
+	err = committer.Commit()
+	t.flush(ids)
 	return err
 }
 
@@ -95,13 +108,13 @@ func (t *txPool) Rollback() error {
 	return err
 }
 
-func (t *txPool) flush() {
+func (t *txPool) flush(ids []string) {
 	t.mu.Lock()
 	tags := t.queue
 	t.queue, t.done = nil, true
 	t.mu.Unlock()
 	if len(tags) > 0 {
-		t.p.invalidate(context.Background(), tags)
+		t.p.invalidateRecorded(context.Background(), tags, ids)
 	}
 }
 

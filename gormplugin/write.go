@@ -48,6 +48,8 @@ func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
 			db.AddError(ErrForeignTransaction)
 			return
 		}
+	case noTx:
+		p.outboxOwnTx(db) // WithOutbox: the outbox row commits with the write
 	}
 	s := db.Statement.Schema
 	if s == nil || len(s.PrimaryFields) == 0 || op == opCreate {
@@ -112,9 +114,14 @@ func (p *Plugin) dispatch(db *gorm.DB, tags []string) {
 		tx.enqueue(tags)
 	case foreignTx:
 		// The commit is out of sight: invalidate now and once more later.
+		p.recordInForeignTx(db, tags)
 		p.invalidate(db.Statement.Context, tags)
 		p.invalidateLater(tags)
 	default:
+		if p.ob != nil {
+			p.invalidateDurably(db.Statement.Context, tags)
+			return
+		}
 		p.invalidate(db.Statement.Context, tags)
 	}
 }

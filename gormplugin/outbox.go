@@ -1,0 +1,809 @@
+package gormplugin
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"gorm.io/gorm"
+
+	"github.com/depcache/go-depcache/backends"
+)
+
+// The durable outbox (WithOutbox). Without it, an invalidation that cannot
+// reach the backend after a commit is retried in memory by the writing
+// process only: if that process dies first, or the backend comes back from
+// a snapshot that still holds the old entries, other processes serve data
+// from before the write until its TTL.
+//
+// With it, every write transaction that invalidates tags also inserts them
+// into the outbox table, in the same transaction; after COMMIT and a
+// successful invalidation the rows are deleted (by id, in the background).
+// A row left behind — the invalidation failed, or the process died between
+// COMMIT and invalidation — is delivered by the flusher of any process on
+// the same table and prefix:
+//
+//   - at start (Initialize): a process that finds rows holds its manager
+//     (depcache.Manager.Hold: nothing served, nothing stored) until it has
+//     delivered them;
+//   - on recovery: the manager's circuit breaker closes only once the
+//     outbox has been delivered (depcache.Manager.AddRecoveryCheck), so a
+//     process that saw the backend fail serves nothing until then;
+//   - by polling (WithOutboxPoll): a row seen by two polls in a row is not
+//     in flight, and the process holds its manager while it delivers it.
+//
+// Delivery is idempotent: two processes may deliver one row; each deletes
+// only the rows it read, by id, so a later row for the same tag stays.
+
+// DefaultOutboxTable is the outbox table's name unless WithOutboxTable
+// names another.
+const DefaultOutboxTable = "depcache_outbox"
+
+// DefaultOutboxPoll is how often the flusher looks for rows left behind,
+// unless WithOutboxPoll says otherwise.
+const DefaultOutboxPoll = time.Second
+
+// ErrOutbox wraps the error of a write transaction whose outbox row could
+// not be written: the transaction was rolled back, nothing was committed.
+var ErrOutbox = errors.New("gormplugin: outbox")
+
+// WithOutbox makes invalidations durable: each write transaction records
+// the tags it invalidates in an outbox table (DefaultOutboxTable, created
+// at Initialize) in the same transaction, and every process delivers what
+// is left there before it serves from the cache. It adds one INSERT to
+// every write transaction and one batched DELETE after it (see the package
+// documentation for the measured cost). Off by default.
+func WithOutbox() Option { return func(c *config) { c.outbox = true } }
+
+// WithOutboxTable is WithOutbox with an outbox table of the given name: a
+// plain identifier, optionally schema-qualified (letters, digits,
+// underscores; used unquoted).
+func WithOutboxTable(name string) Option {
+	return func(c *config) { c.outbox, c.outboxTable = true, name }
+}
+
+// WithOutboxPoll sets how often the outbox flusher looks for rows left
+// behind by other processes (default DefaultOutboxPoll). A process whose
+// breaker never opened during an outage learns of such rows at the latest
+// two polls after they were committed.
+func WithOutboxPoll(d time.Duration) Option { return func(c *config) { c.outboxPoll = d } }
+
+var outboxTableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
+
+const (
+	outboxTagsPerRow = 1000 // tags per row: bounds a row's size
+	outboxPage       = 500  // rows read, or deleted, per statement
+	outboxDrainLimit = 30 * time.Second
+	// outboxDeleteDelay is how long delivered rows wait to be deleted
+	// together. Well under a poll interval: other processes must not
+	// take them for rows left behind.
+	outboxDeleteDelay = 20 * time.Millisecond
+)
+
+// outboxSQL is the outbox's SQL for one dialect.
+type outboxSQL struct {
+	create string
+	dollar bool // PostgreSQL placeholders: $1, $2…
+}
+
+func newOutboxSQL(dialect, table string) (outboxSQL, error) {
+	tagsType := "TEXT"
+	q := outboxSQL{}
+	switch dialect {
+	case "sqlite":
+	case "postgres":
+		q.dollar = true
+	case "mysql":
+		tagsType = "LONGTEXT" // TEXT holds 64 KiB
+	default:
+		return q, fmt.Errorf("%w: WithOutbox supports sqlite, postgres and mysql (MariaDB), not %q", ErrOutbox, dialect)
+	}
+	q.create = "CREATE TABLE IF NOT EXISTS " + table + " (" +
+		"prefix VARCHAR(255) NOT NULL, " +
+		"id VARCHAR(32) NOT NULL, " +
+		"tags " + tagsType + " NOT NULL, " +
+		"created_at BIGINT NOT NULL, " +
+		"PRIMARY KEY (prefix, id))"
+	return q, nil
+}
+
+// args returns n placeholders separated by commas, numbered from first.
+func (q outboxSQL) args(first, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if q.dollar {
+			fmt.Fprintf(&b, "$%d", first+i)
+		} else {
+			b.WriteByte('?')
+		}
+	}
+	return b.String()
+}
+
+// execer runs SQL: a *sql.DB, a *sql.Tx, a statement's gorm.ConnPool.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// outbox is one plugin's outbox: its table, and the flusher goroutine
+// that deletes delivered rows and delivers those left behind.
+type outbox struct {
+	p      *Plugin
+	db     *sql.DB
+	table  string
+	prefix string
+	q      outboxSQL
+	poll   time.Duration
+
+	drainMu sync.Mutex // one delivery at a time in this process
+
+	mu      sync.Mutex
+	deletes []string // delivered rows to delete
+	failed  bool     // an invalidation failed: deliver what is left
+	start   func()   // releases the hold taken at start; nil once released
+	closed  bool
+
+	base        context.Context // ends at close
+	stop        context.CancelFunc
+	wake        chan struct{}
+	quit        chan struct{}
+	done        chan struct{}
+	removeCheck func()
+}
+
+// openOutbox creates the table, takes a hold on the manager if rows are
+// left from before, and starts the flusher.
+func (p *Plugin) openOutbox(db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("%w: the database handle: %w", ErrOutbox, err)
+	}
+	return p.openOutboxOn(sqlDB, db.Dialector.Name())
+}
+
+// openOutboxOn is openOutbox on a database/sql handle, of a dialect named
+// as GORM names them.
+func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string) error {
+	if p.m == nil {
+		return fmt.Errorf("%w: no manager", ErrOutbox)
+	}
+	table := p.cfg.outboxTable
+	if table == "" {
+		table = DefaultOutboxTable
+	}
+	if !outboxTableName.MatchString(table) {
+		return fmt.Errorf("%w: table name %q: want an identifier (letters, digits, underscores), optionally schema-qualified", ErrOutbox, table)
+	}
+	poll := p.cfg.outboxPoll
+	if poll == 0 {
+		poll = DefaultOutboxPoll
+	}
+	if poll < 0 {
+		return fmt.Errorf("%w: WithOutboxPoll(%v): want a positive interval", ErrOutbox, poll)
+	}
+	if n := len(p.m.Prefix()); n > 255 {
+		return fmt.Errorf("%w: the manager's key prefix is %d bytes; the outbox's prefix column holds 255", ErrOutbox, n)
+	}
+	q, err := newOutboxSQL(dialect, table)
+	if err != nil {
+		return err
+	}
+	o := &outbox{
+		p: p, db: sqlDB, table: table, prefix: p.m.Prefix(), q: q, poll: poll,
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+	}
+	ctx := context.Background()
+	if _, err := sqlDB.ExecContext(ctx, q.create); err != nil {
+		// Two processes creating it at once: PostgreSQL may refuse the
+		// second CREATE TABLE IF NOT EXISTS. It is there all the same.
+		if _, rerr := o.read(ctx, "", 1); rerr != nil {
+			return fmt.Errorf("%w: create table %s: %w", ErrOutbox, table, err)
+		}
+	}
+	left, err := o.read(ctx, "", 1)
+	if err != nil {
+		return fmt.Errorf("%w: read table %s: %w", ErrOutbox, table, err)
+	}
+	if len(left) > 0 {
+		// Writes whose invalidation may not have reached the backend:
+		// serve nothing until they have.
+		o.start = p.m.Hold()
+		o.failed = true
+		p.log.Warn("gormplugin: the outbox holds invalidations not delivered yet; the cache is not used until they are", "table", table)
+	}
+	o.removeCheck = p.m.AddRecoveryCheck(func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, outboxDrainLimit)
+		defer cancel()
+		return o.drain(ctx)
+	})
+	o.base, o.stop = context.WithCancel(context.Background())
+	p.ob = o
+	go o.run()
+	return nil
+}
+
+type outboxRow struct {
+	id   string
+	tags string
+}
+
+// read returns up to limit rows of this prefix with ids after after.
+func (o *outbox) read(ctx context.Context, after string, limit int) ([]outboxRow, error) {
+	query := "SELECT id, tags FROM " + o.table + " WHERE prefix = " + o.q.args(1, 1) +
+		" AND id > " + o.q.args(2, 1) + " ORDER BY id LIMIT " + fmt.Sprint(limit)
+	rows, err := o.db.QueryContext(ctx, query, o.prefix, after)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []outboxRow
+	for rows.Next() {
+		var r outboxRow
+		if err := rows.Scan(&r.id, &r.tags); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// record inserts tags into the outbox through ex (a transaction, or the
+// pool) and returns the ids of the rows.
+func (o *outbox) record(ctx context.Context, ex execer, tags []string) ([]string, error) {
+	if tags = o.withoutOwnTags(tags); len(tags) == 0 {
+		return nil, nil
+	}
+	var (
+		ids  []string
+		args []any
+	)
+	now := time.Now().UnixMilli()
+	for chunk := range sliceChunks(tags, outboxTagsPerRow) {
+		b, err := encodeOutboxTags(chunk)
+		if err != nil {
+			return nil, fmt.Errorf("%w: encode tags: %w", ErrOutbox, err)
+		}
+		id := newOutboxID()
+		ids = append(ids, id)
+		args = append(args, o.prefix, id, string(b), now)
+	}
+	var values strings.Builder
+	for i := range ids {
+		if i > 0 {
+			values.WriteString(", ")
+		}
+		values.WriteString("(" + o.q.args(4*i+1, 4) + ")")
+	}
+	query := "INSERT INTO " + o.table + " (prefix, id, tags, created_at) VALUES " + values.String()
+	if _, err := ex.ExecContext(ctx, query, args...); err != nil {
+		return nil, fmt.Errorf("%w: insert into %s: %w", ErrOutbox, o.table, err)
+	}
+	return ids, nil
+}
+
+// encodeOutboxTags writes tags as a JSON array of strings, or, when one of
+// them is not valid UTF-8 (JSON would replace its bad bytes, and the
+// delivered tag would not be the tag), as {"b64": [base64 of each tag]}.
+func encodeOutboxTags(tags []string) ([]byte, error) {
+	for _, t := range tags {
+		if !utf8.ValidString(t) {
+			enc := make([]string, len(tags))
+			for i, t := range tags {
+				enc[i] = base64.StdEncoding.EncodeToString([]byte(t))
+			}
+			return json.Marshal(map[string][]string{"b64": enc})
+		}
+	}
+	return json.Marshal(tags)
+}
+
+func decodeOutboxTags(s string) ([]string, error) {
+	if strings.HasPrefix(s, "{") {
+		var obj struct {
+			B64 []string `json:"b64"`
+		}
+		if err := json.Unmarshal([]byte(s), &obj); err != nil {
+			return nil, err
+		}
+		tags := make([]string, len(obj.B64))
+		for i, e := range obj.B64 {
+			b, err := base64.StdEncoding.DecodeString(e)
+			if err != nil {
+				return nil, err
+			}
+			tags[i] = string(b)
+		}
+		return tags, nil
+	}
+	var tags []string
+	err := json.Unmarshal([]byte(s), &tags)
+	return tags, err
+}
+
+// withoutOwnTags drops the tags of the outbox table itself (a raw write to
+// it, DROP TABLE included): no cached read depends on it, and recording
+// them would write to the table being written, or dropped.
+func (o *outbox) withoutOwnTags(tags []string) []string {
+	own := tableName(o.table)
+	keep := tags[:0:0]
+	for _, t := range tags {
+		if t == own || strings.HasPrefix(t, own+"::") {
+			continue
+		}
+		keep = append(keep, t)
+	}
+	return keep
+}
+
+func sliceChunks(s []string, n int) func(func([]string) bool) {
+	return func(yield func([]string) bool) {
+		for len(s) > 0 {
+			k := min(n, len(s))
+			if !yield(s[:k]) {
+				return
+			}
+			s = s[k:]
+		}
+	}
+}
+
+func newOutboxID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+// delivered hands the rows of an invalidation that succeeded to the
+// flusher, which deletes them. A failed one leaves them for delivery.
+func (o *outbox) delivered(ids []string, err error) {
+	if len(ids) == 0 && err == nil {
+		return
+	}
+	o.mu.Lock()
+	closed := o.closed
+	if err != nil {
+		o.failed = true
+	} else if !closed {
+		o.deletes = append(o.deletes, ids...)
+	}
+	o.mu.Unlock()
+	if closed {
+		// No flusher any more: delete now (or leave them for the next
+		// process to deliver).
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), outboxDrainLimit)
+			defer cancel()
+			if rerr := o.remove(ctx, ids); rerr != nil {
+				o.p.log.Warn("gormplugin: delivered outbox rows could not be deleted; they will be delivered again", "rows", len(ids), "err", rerr)
+			}
+		}
+		return
+	}
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// remove deletes rows by id.
+func (o *outbox) remove(ctx context.Context, ids []string) error {
+	for chunk := range sliceChunks(ids, outboxPage) {
+		query := "DELETE FROM " + o.table + " WHERE prefix = " + o.q.args(1, 1) + " AND id IN (" + o.q.args(2, len(chunk)) + ")"
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, o.prefix)
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		if _, err := o.db.ExecContext(ctx, query, args...); err != nil {
+			return fmt.Errorf("%w: delete from %s: %w", ErrOutbox, o.table, err)
+		}
+	}
+	return nil
+}
+
+// drain delivers every row of this prefix present when it starts, and
+// deletes them: one pass in id order. Rows committed meanwhile are not
+// waited for (under steady writes there always are some, in flight): their
+// writers invalidate them, and the flusher's poll finds those left behind.
+func (o *outbox) drain(ctx context.Context) error {
+	o.drainMu.Lock()
+	defer o.drainMu.Unlock()
+	after := ""
+	for {
+		rows, err := o.read(ctx, after, outboxPage)
+		if err != nil {
+			return fmt.Errorf("%w: read %s: %w", ErrOutbox, o.table, err)
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		var tags []string
+		clear := false
+		for _, r := range rows {
+			ts, err := decodeOutboxTags(r.tags)
+			if err != nil {
+				clear = true
+				o.p.log.Error("gormplugin: an outbox row cannot be read; the manager's namespace is cleared instead", "table", o.table, "id", r.id, "err", err)
+				continue
+			}
+			for _, t := range ts {
+				if t == "" || !backends.IsPlainTag(t) {
+					clear = true
+					o.p.log.Error("gormplugin: an outbox row holds a tag the manager refuses; the manager's namespace is cleared instead", "table", o.table, "id", r.id, "tag", t)
+					continue
+				}
+				tags = append(tags, t)
+			}
+		}
+		if clear {
+			if _, err := o.p.m.Clear(ctx); err != nil {
+				return err
+			}
+		}
+		if tags = dedupe(tags); len(tags) > 0 {
+			if _, err := o.p.m.InvalidateDependency(ctx, tags...); err != nil {
+				return err
+			}
+		}
+		ids := make([]string, len(rows))
+		for i, r := range rows {
+			ids[i] = r.id
+		}
+		if err := o.remove(ctx, ids); err != nil {
+			return err
+		}
+		if len(rows) < outboxPage {
+			return nil
+		}
+		after = rows[len(rows)-1].id
+	}
+}
+
+// run is the flusher: it deletes delivered rows in batches, delivers
+// what is left after a failure (with backoff) and polls for rows that
+// other processes left behind.
+func (o *outbox) run() {
+	defer close(o.done)
+	const minWait, maxWait = 50 * time.Millisecond, 5 * time.Second
+	backoff := minWait
+	var seen map[string]bool // ids the last poll saw
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	due := time.Now() // when timer fires
+	reset := func(d time.Duration) {
+		timer.Reset(d)
+		due = time.Now().Add(d)
+	}
+	var batch <-chan time.Time // deletes waiting for company
+	for {
+		select {
+		case <-o.quit:
+			o.deleteQueued(context.Background())
+			return
+		case <-o.wake:
+			if batch == nil {
+				// One DELETE for the rows of many writes: each is a
+				// commit of its own (an fsync).
+				batch = time.After(outboxDeleteDelay)
+			}
+			o.mu.Lock()
+			failed := o.failed
+			o.mu.Unlock()
+			if failed && time.Until(due) > backoff {
+				reset(jitter(backoff))
+			}
+			continue
+		case <-batch:
+			batch = nil
+			o.deleteQueued(context.Background())
+			continue
+		case <-timer.C:
+		}
+		o.mu.Lock()
+		mustDrain := o.failed
+		o.mu.Unlock()
+		if !mustDrain {
+			stuck, now := o.pollStuck(seen)
+			seen = now
+			mustDrain = stuck
+		}
+		if !mustDrain {
+			reset(o.poll)
+			continue
+		}
+		if err := o.deliverHeld(); err != nil {
+			backoff = min(2*backoff, maxWait)
+			reset(jitter(backoff))
+			continue
+		}
+		backoff, seen = minWait, nil
+		reset(o.poll)
+	}
+}
+
+// deliverHeld holds the manager while it drains the outbox, and releases
+// the hold taken at start once a drain succeeded.
+func (o *outbox) deliverHeld() error {
+	o.mu.Lock()
+	o.failed = false
+	o.mu.Unlock()
+	release := o.p.m.Hold()
+	defer release()
+	ctx, cancel := o.ctx()
+	defer cancel()
+	if err := o.drain(ctx); err != nil {
+		o.mu.Lock()
+		o.failed = true
+		o.mu.Unlock()
+		return err
+	}
+	o.mu.Lock()
+	start := o.start
+	o.start = nil
+	o.mu.Unlock()
+	if start != nil {
+		start()
+		o.p.log.Info("gormplugin: outbox delivered; the cache is used again", "table", o.table)
+	}
+	return nil
+}
+
+// ctx bounds one delivery and ends when the flusher stops.
+func (o *outbox) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(o.base, outboxDrainLimit)
+}
+
+// pollStuck reads the ids of this prefix's rows and reports whether one of
+// them was already there at the previous poll: its writer is not about to
+// delete it.
+func (o *outbox) pollStuck(prev map[string]bool) (bool, map[string]bool) {
+	ctx, cancel := context.WithTimeout(o.base, o.poll)
+	defer cancel()
+	rows, err := o.read(ctx, "", outboxPage)
+	if err != nil {
+		o.p.logOnce("outbox-poll", "gormplugin: outbox poll failed", "table", o.table, "err", err)
+		return false, prev
+	}
+	now := make(map[string]bool, len(rows))
+	stuck := false
+	for _, r := range rows {
+		now[r.id] = true
+		stuck = stuck || prev[r.id]
+	}
+	return stuck, now
+}
+
+func (o *outbox) deleteQueued(ctx context.Context) {
+	o.mu.Lock()
+	ids := o.deletes
+	o.deletes = nil
+	o.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, outboxDrainLimit)
+	defer cancel()
+	if err := o.remove(ctx, ids); err != nil {
+		// Delivered already: a later drain delivers them again, harmlessly.
+		o.p.log.Warn("gormplugin: delivered outbox rows could not be deleted; they will be delivered again", "rows", len(ids), "err", err)
+	}
+}
+
+// close stops the flusher after deleting the rows already delivered.
+func (o *outbox) close() {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return
+	}
+	o.closed = true
+	start := o.start
+	o.start = nil
+	o.mu.Unlock()
+	o.removeCheck()
+	o.stop()
+	close(o.quit)
+	<-o.done
+	if start != nil {
+		start()
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	half := d / 2
+	if half <= 0 {
+		return d
+	}
+	return d - half + mrand.N(half+1)
+}
+
+// The outbox hooks of the write path.
+
+// recordInTx writes the tags a transaction queued into the outbox inside
+// that transaction, before its COMMIT. Nil ids and no error when the outbox
+// is off.
+func (p *Plugin) recordInTx(ex execer, tags []string) ([]string, error) {
+	if p.ob == nil {
+		return nil, nil
+	}
+	return p.ob.record(context.Background(), ex, dedupe(tags))
+}
+
+// invalidateRecorded invalidates after COMMIT and hands the rows to the
+// flusher.
+func (p *Plugin) invalidateRecorded(ctx context.Context, tags []string, ids []string) {
+	err := p.invalidate(ctx, tags)
+	if p.ob != nil {
+		p.ob.delivered(ids, err)
+	}
+}
+
+// invalidateDurably is the invalidation of a write that committed on its
+// own (no transaction the plugin could open): the outbox row comes after
+// the write, not atomically with it, which the docs say.
+func (p *Plugin) invalidateDurably(ctx context.Context, tags []string) {
+	tags = dedupe(tags)
+	if len(tags) == 0 {
+		return
+	}
+	ids, err := p.ob.record(context.WithoutCancel(ctx), p.ob.db, tags)
+	if err != nil {
+		p.log.Error("gormplugin: outbox row not written for a write outside a transaction; invalidating without it", "tags", tags, "err", err)
+	}
+	p.invalidateRecorded(ctx, tags, ids)
+}
+
+// recordInForeignTx writes the outbox row inside a transaction the plugin
+// does not own: it becomes visible when that transaction commits, and a
+// flusher delivers it then (the invalidations at statement time and after
+// WithForeignTxDelay still run).
+func (p *Plugin) recordInForeignTx(db *gorm.DB, tags []string) {
+	if p.ob == nil {
+		return
+	}
+	if _, err := p.ob.record(context.WithoutCancel(db.Statement.Context), db.Statement.ConnPool, dedupe(tags)); err != nil {
+		db.AddError(err)
+	}
+}
+
+// outboxOwnTx opens the plugin's own transaction around a GORM write that
+// runs in none (SkipDefaultTransaction), so that its outbox row commits
+// with it; afterWrite ends it.
+func (p *Plugin) outboxOwnTx(db *gorm.DB) {
+	if p.ob == nil {
+		return
+	}
+	connPool, tx, ok := beginOwnTx(db.Statement.Context, db.Statement.ConnPool)
+	if !ok {
+		p.logOnce("outbox-no-tx", "gormplugin: a write outside any transaction on a pool the plugin does not own: its outbox row is written after it, not atomically with it")
+		return
+	}
+	db.Statement.ConnPool = connPool
+	db.InstanceSet(settingOwnTx, tx)
+}
+
+const settingOutboxRawTx = "depcache:outbox_raw_tx"
+
+type rawTx struct {
+	tx     *txPool
+	before gorm.ConnPool
+}
+
+// outboxBeginRaw runs before gorm:raw: a raw write outside a transaction
+// runs in one the plugin opens, so that its outbox row commits with it.
+// Statements that cannot run in a transaction (… CONCURRENTLY, CALL)
+// are left alone and get their row after them.
+func (p *Plugin) outboxBeginRaw(db *gorm.DB) {
+	db.InstanceSet(settingOutboxRawTx, (*rawTx)(nil))
+	if p.ob == nil || db.Error != nil || db.DryRun {
+		return
+	}
+	if state, _ := txOf(db); state != noTx {
+		return
+	}
+	sqlText := db.Statement.SQL.String()
+	if tags, write := p.rawWriteTags(sqlText); !write || len(p.ob.withoutOwnTags(tags)) == 0 {
+		return
+	}
+	toks := tokenize(sqlText)
+	if len(toks) == 0 || strings.EqualFold(toks[0], "call") || containsWord(toks, "concurrently") {
+		return
+	}
+	before := db.Statement.ConnPool
+	connPool, tx, ok := beginOwnTx(db.Statement.Context, before)
+	if !ok {
+		return
+	}
+	db.Statement.ConnPool = connPool
+	db.InstanceSet(settingOutboxRawTx, &rawTx{tx: tx, before: before})
+}
+
+// outboxEndRaw runs after depcache:after_raw has queued the invalidation:
+// it commits (which writes the outbox row first) or rolls back.
+func (p *Plugin) outboxEndRaw(db *gorm.DB) {
+	v, ok := db.InstanceGet(settingOutboxRawTx)
+	if !ok {
+		return
+	}
+	rt, _ := v.(*rawTx)
+	if rt == nil {
+		return
+	}
+	db.InstanceSet(settingOutboxRawTx, (*rawTx)(nil))
+	db.Statement.ConnPool = rt.before
+	if db.Error != nil {
+		rt.tx.Rollback()
+		return
+	}
+	db.AddError(rt.tx.Commit())
+}
+
+// FlushOutbox delivers every invalidation left in the outbox now, and
+// deletes the rows: it returns nil once it found the outbox empty, and
+// releases the hold a process takes at start when rows were left. Without
+// WithOutbox it does nothing.
+func (p *Plugin) FlushOutbox(ctx context.Context) error {
+	if p.ob == nil {
+		return nil
+	}
+	if err := p.ob.drain(ctx); err != nil {
+		return err
+	}
+	o := p.ob
+	o.mu.Lock()
+	start := o.start
+	o.start = nil
+	o.failed = false
+	o.mu.Unlock()
+	if start != nil {
+		start()
+	}
+	return nil
+}
+
+// InvalidateDependency is the manager's InvalidateDependency made durable
+// by the outbox: the tags are recorded in the outbox table first (one
+// INSERT on the plugin's database), so that if the invalidation fails and
+// this process dies before its retry succeeds, another process delivers
+// it. Without WithOutbox it is the manager's InvalidateDependency (retried
+// in memory by this process only).
+func (p *Plugin) InvalidateDependency(ctx context.Context, deps ...string) (int, error) {
+	if p.ob == nil {
+		return p.m.InvalidateDependency(ctx, deps...)
+	}
+	// Only tags the manager takes go into the outbox: a refused one would
+	// make every delivery clear the namespace. The manager reports it.
+	var valid []string
+	for _, d := range dedupe(deps) {
+		if backends.IsPlainTag(d) {
+			valid = append(valid, d)
+		}
+	}
+	ids, err := p.ob.record(context.WithoutCancel(ctx), p.ob.db, valid)
+	if err != nil {
+		return 0, err
+	}
+	n, err := p.m.InvalidateDependency(ctx, deps...)
+	var deliveryErr error
+	if len(valid) > 0 && err != nil {
+		// The manager's error may only be about a refused tag; redelivering
+		// the valid ones is harmless.
+		deliveryErr = err
+	}
+	p.ob.delivered(ids, deliveryErr)
+	return n, err
+}
