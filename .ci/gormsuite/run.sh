@@ -20,6 +20,7 @@
 #   GORMSUITE_PG             libpq keywords of the PostgreSQL server (default
 #                            "host=127.0.0.1 port=5432 user=postgres sslmode=disable")
 #   DEPCACHE_SUITE_BACKEND   memory (default) or miniredis (in process)
+#   DEPCACHE_SUITE_OPTIONS   plugin options to turn on, comma-separated (outbox)
 #   GORMSUITE_TIMEOUT        go test -timeout of one pass (default 20m)
 #   GORMSUITE_IGNORE         top-level tests whose differences are shown but not
 #                            counted (GORM's lru_test.go tests always are: no database)
@@ -82,6 +83,7 @@ prepare() {
 	hash=$(printf '%s' "$checkout" | sha1sum | cut -c1-8)
 	WORK=$WORKROOT/gormsuite-$hash-$mode-$dialect
 	[ "$DEPCACHE_SUITE_BACKEND" = memory ] || WORK=$WORK-$DEPCACHE_SUITE_BACKEND
+	[ -z "${DEPCACHE_SUITE_OPTIONS:-}" ] || WORK=$WORK-${DEPCACHE_SUITE_OPTIONS//,/-}
 	# Two identical runs at once (same checkout, mode, dialect) take turns.
 	exec 8>"$WORK.lock" && flock 8
 	rm -rf "$WORK" && mkdir -p "$WORK/tmp" || return 1
