@@ -123,7 +123,9 @@ func startOnce(bin, dir, data string, cred *syscall.Credential, settings []strin
 		args = append(args, "-c", s)
 	}
 	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
+	// Pdeathsig: a test binary that dies (a panic, a timeout) takes its
+	// server with it; SIGQUIT is PostgreSQL's immediate shutdown.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGQUIT}
 	errPipe, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,282 @@
+package pgcdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/gormplugin"
+)
+
+// stream is one replication session. Everything runs on one goroutine:
+// messages are read, a transaction's tags gathered until its commit, then
+// invalidated before the next message is read, so positions are confirmed
+// strictly in commit order and only once their invalidations returned.
+type stream struct {
+	l           *Listener
+	repl, plain *pgconn.PgConn
+	rels        map[uint32]*relation
+
+	inTx bool
+	tags []string
+	seen map[string]bool
+
+	confirmed  LSN // last position sent to the server
+	nextStatus time.Time
+}
+
+func (s *stream) run(ctx context.Context) error {
+	s.nextStatus = time.Now().Add(s.l.cfg.status)
+	for {
+		if p := s.l.Processed(); p > s.confirmed || !time.Now().Before(s.nextStatus) {
+			if err := s.sendStatus(); err != nil {
+				return err
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, s.nextStatus)
+		msg, err := s.repl.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("pgcdc: receive: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.copyData(ctx, msg.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("pgcdc: replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return errors.New("pgcdc: the server ended the replication stream")
+		}
+	}
+}
+
+// sendStatus confirms Processed to the server: the slot keeps WAL from
+// there and a new session starts there.
+func (s *stream) sendStatus() error {
+	p := s.l.Processed()
+	if err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: p}); err != nil {
+		return fmt.Errorf("pgcdc: send status: %w", err)
+	}
+	s.nextStatus = time.Now().Add(s.l.cfg.status)
+	if p > s.confirmed {
+		s.confirmed = p
+		s.l.emit(Event{Kind: EventConfirmed, LSN: p})
+	}
+	return nil
+}
+
+func (s *stream) copyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		k, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("pgcdc: %w", err)
+		}
+		// The server has sent every commit before ServerWALEnd; between
+		// transactions all of them have been invalidated, so the position
+		// moves there (WAL that touched no published table, skipped
+		// transactions) and the slot can let that WAL go.
+		if !s.inTx {
+			s.l.advance(k.ServerWALEnd)
+		}
+		if k.ReplyRequested {
+			return s.sendStatus()
+		}
+	case pglogrepl.XLogDataByteID:
+		x, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("pgcdc: %w", err)
+		}
+		return s.logical(ctx, x.WALData)
+	}
+	return nil
+}
+
+func (s *stream) logical(ctx context.Context, data []byte) error {
+	msg, err := pglogrepl.Parse(data)
+	if err != nil {
+		return fmt.Errorf("pgcdc: parse pgoutput message: %w", err)
+	}
+	switch msg := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		return s.relation(ctx, msg)
+	case *pglogrepl.BeginMessage:
+		s.inTx = true
+		s.tags, s.seen = s.tags[:0], map[string]bool{}
+	case *pglogrepl.InsertMessage:
+		r, err := s.rel(msg.RelationID)
+		if err != nil {
+			return err
+		}
+		s.row(ctx, r, OpInsert, nil, msg.Tuple)
+	case *pglogrepl.UpdateMessage:
+		r, err := s.rel(msg.RelationID)
+		if err != nil {
+			return err
+		}
+		s.row(ctx, r, OpUpdate, msg.OldTuple, msg.NewTuple)
+	case *pglogrepl.DeleteMessage:
+		r, err := s.rel(msg.RelationID)
+		if err != nil {
+			return err
+		}
+		s.row(ctx, r, OpDelete, msg.OldTuple, nil)
+	case *pglogrepl.TruncateMessage:
+		for _, id := range msg.RelationIDs {
+			r, err := s.rel(id)
+			if err != nil {
+				return err
+			}
+			s.add(gormplugin.ListTag(r.table), gormplugin.TableTag(r.table))
+		}
+	case *pglogrepl.CommitMessage:
+		s.inTx = false
+		if len(s.tags) > 0 {
+			tags := append([]string(nil), s.tags...)
+			if err := s.invalidate(ctx, tags, msg); err != nil {
+				return err
+			}
+		}
+		s.l.advance(msg.TransactionEndLSN)
+	}
+	return nil
+}
+
+func (s *stream) rel(id uint32) (*relation, error) {
+	r, ok := s.rels[id]
+	if !ok {
+		// pgoutput always describes a relation before its first change.
+		return nil, fmt.Errorf("pgcdc: a change of relation %d before its description", id)
+	}
+	return r, nil
+}
+
+// relation records how a table's rows map to tags. The primary key comes
+// from the database unless a model names the table; it is read again on
+// every description, which pgoutput sends again after a schema change.
+func (s *stream) relation(ctx context.Context, msg *pglogrepl.RelationMessage) error {
+	var pk []string
+	if _, ok := s.l.models[gormplugin.TableTag(msg.Namespace+"."+msg.RelationName)]; !ok {
+		rows, err := query(ctx, s.plain, `SELECT a.attname FROM pg_index i
+			CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+			WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.ord`, fmt.Sprint(msg.RelationID))
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			pk = append(pk, r[0])
+		}
+	}
+	r, why := newRelation(msg, s.l.models, pk)
+	if why != "" {
+		if _, logged := s.l.unkeyedSeen.LoadOrStore(r.table, true); !logged {
+			s.l.log.Warn("pgcdc: rows of "+msg.Namespace+"."+msg.RelationName+" cannot be identified", "why", why)
+		}
+	}
+	s.rels[msg.RelationID] = r
+	return nil
+}
+
+// row gathers the tags of one row change: the list tag, the row tags of
+// the old and new keys, and the table tag where a key is unknown.
+func (s *stream) row(ctx context.Context, r *relation, op Op, old, new *pglogrepl.TupleData) {
+	s.add(gormplugin.ListTag(r.table))
+	identified := true
+	if old != nil {
+		tag, ok := r.rowTag(ctx, old)
+		identified = identified && ok
+		s.add(tag)
+	}
+	if new != nil {
+		tag, ok := r.rowTag(ctx, new)
+		if !ok && op == OpUpdate && old != nil {
+			// An unchanged TOASTed key: the key did not change, and the
+			// old tuple named it.
+			ok = true
+		}
+		identified = identified && ok
+		s.add(tag)
+	}
+	if op == OpDelete && old == nil {
+		identified = false
+	}
+	if !identified {
+		s.add(gormplugin.TableTag(r.table))
+	}
+	// TODO(issue 16): conjunction tags. Once the plugin tags queries by
+	// column values, the old and new values here (all of them under
+	// REPLICA IDENTITY FULL, else every conjunction tag of the table) map
+	// to those tags; until then WithChangeTags is the hook.
+	if fn := s.l.cfg.changeTags; fn != nil {
+		s.add(fn(Change{Op: op, Schema: r.msg.Namespace, Table: r.msg.RelationName,
+			Old: tupleValues(r.msg, old), New: tupleValues(r.msg, new)})...)
+	}
+}
+
+func (s *stream) add(tags ...string) {
+	for _, t := range tags {
+		if t == "" || s.seen[t] {
+			continue
+		}
+		if !backends.IsPlainTag(t) {
+			// No entry can depend on it; the plugin could not have
+			// registered it either.
+			s.l.log.Error("pgcdc: a tag starts with a reserved byte; no entry can depend on it, skipped", "tag", t)
+			continue
+		}
+		s.seen[t] = true
+		s.tags = append(s.tags, t)
+	}
+}
+
+// invalidate invalidates a committed transaction's tags, retrying with
+// backoff until it succeeds or ctx ends. Meanwhile it keeps the session
+// alive with status messages that confirm nothing new.
+func (s *stream) invalidate(ctx context.Context, tags []string, c *pglogrepl.CommitMessage) error {
+	backoff := s.l.cfg.minBackoff
+	for attempt := 1; ; attempt++ {
+		ictx, cancel := context.WithTimeout(ctx, s.l.cfg.invTimeout)
+		_, err := s.l.m.InvalidateDependency(ictx, tags...)
+		cancel()
+		if err == nil {
+			s.l.emit(Event{Kind: EventInvalidated, LSN: c.TransactionEndLSN, CommitTime: c.CommitTime, Tags: tags, Attempt: attempt})
+			return nil
+		}
+		if errors.Is(err, depcache.ErrClosed) {
+			return fmt.Errorf("pgcdc: %w", err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if attempt == 1 {
+			s.l.log.Warn("pgcdc: invalidation failed; retrying, nothing past it is confirmed", "lsn", c.TransactionEndLSN, "tags", tags, "err", err)
+		}
+		s.l.emit(Event{Kind: EventInvalidationFailed, LSN: c.TransactionEndLSN, CommitTime: c.CommitTime, Tags: tags, Attempt: attempt, Err: err})
+		if err := s.sendStatus(); err != nil {
+			return err
+		}
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, s.l.cfg.maxBackoff)
+	}
+}
