@@ -98,6 +98,8 @@ type Listener struct {
 	running     atomic.Bool
 	unkeyedSeen sync.Map // relation names logged as unkeyed
 
+	emitMu sync.Mutex // one observer call at a time
+
 	mu        sync.Mutex
 	processed LSN
 	advanced  chan struct{} // closed and replaced whenever processed grows
@@ -193,6 +195,8 @@ func (l *Listener) advance(lsn LSN) bool {
 
 func (l *Listener) emit(e Event) {
 	if l.cfg.observer != nil {
+		l.emitMu.Lock()
+		defer l.emitMu.Unlock()
 		l.cfg.observer(e)
 	}
 }
@@ -294,6 +298,9 @@ func (l *Listener) setup(ctx context.Context, plain, repl *pgconn.PgConn) (LSN, 
 				sql += quoteTable(t)
 			}
 		}
+		// A partitioned table's changes come under its own name, the one
+		// its model and the plugin's tags use, not its partitions'.
+		sql += " WITH (publish_via_partition_root = true)"
 		if _, err := plain.Exec(ctx, sql).ReadAll(); err != nil && !isCode(err, "42710") {
 			return 0, fmt.Errorf("pgcdc: create publication %s: %w", l.cfg.publication, err)
 		}
@@ -402,6 +409,8 @@ func fatal(err error) bool {
 	case len(pgErr.Code) == 5 && pgErr.Code[:2] == "28": // invalid authorization
 		return true
 	case pgErr.Code == "3D000": // the database does not exist
+		return true
+	case pgErr.Code == "55000": // object_not_in_prerequisite_state: a lost slot, logical decoding off
 		return true
 	}
 	return false

@@ -100,8 +100,8 @@ func WithModels(db *gorm.DB, models ...any) Option {
 // WithLogger sets where the listener logs (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
-// WithObserver calls fn, synchronously on the listener's goroutine, for
-// every Event: keep it fast.
+// WithObserver calls fn for every Event, one call at a time, on the
+// listener's goroutines: keep it fast, it holds up the stream.
 func WithObserver(fn func(Event)) Option { return func(c *config) { c.observer = fn } }
 
 // WithChangeTags adds tags of its own for each row change: fn gets the

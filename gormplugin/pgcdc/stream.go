@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -15,40 +17,91 @@ import (
 	"github.com/depcache/go-depcache/gormplugin"
 )
 
-// stream is one replication session. Everything runs on one goroutine:
-// messages are read, a transaction's tags gathered until its commit, then
-// invalidated before the next message is read, so positions are confirmed
-// strictly in commit order and only once their invalidations returned.
+// stream is one replication session, on two goroutines. The reader (the
+// session's) reads messages, gathers each transaction's tags until its
+// commit and queues them, in commit order, with the position the commit
+// ends at; keepalives between transactions queue a bare position. The
+// invalidator takes what is queued — every transaction waiting, up to
+// maxBatch, in one call — invalidates the union of their tags, retrying
+// until it succeeds, and only then advances Processed to the last position
+// taken. The reader confirms Processed to the server. So a position is
+// never confirmed before the invalidations of every commit before it
+// returned, and under load a Redis round trip serves many commits.
 type stream struct {
 	l           *Listener
 	repl, plain *pgconn.PgConn
 	rels        map[uint32]*relation
 
-	inTx bool
-	tags []string
-	seen map[string]bool
+	inTx   bool
+	tags   []string
+	seen   map[string]bool
+	queued LSN // last position queued
+
+	work chan batch
+	dead chan struct{} // closed when the invalidator has stopped
+	err  error         // why, once dead is closed
+
+	wakeMu sync.Mutex
+	wake   context.CancelFunc // ends the reader's current wait
 
 	confirmed  LSN // last position sent to the server
 	nextStatus time.Time
 }
 
+// batch is a committed transaction's tags (none for a bare position).
+type batch struct {
+	lsn        LSN
+	commitTime time.Time
+	tags       []string
+}
+
+// maxBatch bounds the transactions invalidated in one call.
+const maxBatch = 256
+
 func (s *stream) run(ctx context.Context) error {
+	s.work = make(chan batch, maxBatch)
+	s.dead = make(chan struct{})
+	ictx, stopInvalidator := context.WithCancel(ctx)
+	go func() {
+		defer close(s.dead)
+		s.err = s.invalidator(ictx)
+	}()
+	err := s.read(ctx)
+	stopInvalidator()
+	<-s.dead
+	// A stop confirms what is done, so that the next session does not
+	// replay it (a failure here costs only that replay).
+	if s.l.Processed() > s.confirmed {
+		s.sendStatus()
+	}
+	if s.err != nil && !errors.Is(s.err, context.Canceled) {
+		return s.err
+	}
+	return err
+}
+
+func (s *stream) read(ctx context.Context) error {
 	s.nextStatus = time.Now().Add(s.l.cfg.status)
 	for {
+		rctx, cancel := context.WithDeadline(ctx, s.nextStatus)
+		s.setWake(cancel)
+		// After setWake: an advance from here on cancels rctx, one before
+		// it is seen here.
 		if p := s.l.Processed(); p > s.confirmed || !time.Now().Before(s.nextStatus) {
 			if err := s.sendStatus(); err != nil {
+				cancel()
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, s.nextStatus)
 		msg, err := s.repl.ReceiveMessage(rctx)
+		s.setWake(nil)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if pgconn.Timeout(err) {
-				continue
+			if rctx.Err() != nil || pgconn.Timeout(err) {
+				continue // a status is due, or Processed moved
 			}
 			return fmt.Errorf("pgcdc: receive: %w", err)
 		}
@@ -62,6 +115,92 @@ func (s *stream) run(ctx context.Context) error {
 		case *pgproto3.CopyDone:
 			return errors.New("pgcdc: the server ended the replication stream")
 		}
+	}
+}
+
+func (s *stream) setWake(fn context.CancelFunc) {
+	s.wakeMu.Lock()
+	s.wake = fn
+	s.wakeMu.Unlock()
+}
+
+// poke ends the reader's wait so that it confirms the new position now.
+func (s *stream) poke() {
+	s.wakeMu.Lock()
+	if s.wake != nil {
+		s.wake()
+	}
+	s.wakeMu.Unlock()
+}
+
+// enqueue hands b to the invalidator. While the queue is full (the backend
+// is slow or down) it keeps the session alive with status messages, which
+// confirm nothing new.
+func (s *stream) enqueue(ctx context.Context, b batch) error {
+	for {
+		t := time.NewTimer(time.Until(s.nextStatus))
+		select {
+		case s.work <- b:
+			t.Stop()
+			s.queued = b.lsn
+			return nil
+		case <-s.dead:
+			t.Stop()
+			return s.err
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+			if err := s.sendStatus(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// invalidator runs until ctx ends or the manager is closed.
+func (s *stream) invalidator(ctx context.Context) error {
+	group := make([]batch, 0, maxBatch)
+	for {
+		group = group[:0]
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case b := <-s.work:
+			group = append(group, b)
+		}
+	drain:
+		for len(group) < maxBatch {
+			select {
+			case b := <-s.work:
+				group = append(group, b)
+			default:
+				break drain
+			}
+		}
+		var tags []string
+		seen := map[string]bool{}
+		for _, b := range group {
+			for _, t := range b.tags {
+				if !seen[t] {
+					seen[t] = true
+					tags = append(tags, t)
+				}
+			}
+		}
+		last := group[len(group)-1].lsn
+		if len(tags) > 0 {
+			if err := s.invalidate(ctx, tags, last); err != nil {
+				return err
+			}
+			for _, b := range group {
+				if len(b.tags) > 0 {
+					s.l.emit(Event{Kind: EventInvalidated, LSN: b.lsn, CommitTime: b.commitTime, Tags: b.tags})
+				}
+			}
+		}
+		s.l.advance(last)
+		s.poke()
 	}
 }
 
@@ -92,10 +231,12 @@ func (s *stream) copyData(ctx context.Context, data []byte) error {
 		}
 		// The server has sent every commit before ServerWALEnd; between
 		// transactions all of them have been invalidated, so the position
-		// moves there (WAL that touched no published table, skipped
-		// transactions) and the slot can let that WAL go.
-		if !s.inTx {
-			s.l.advance(k.ServerWALEnd)
+		// moves there once those are done (WAL that touched no published
+		// table, skipped transactions), and the slot can let that WAL go.
+		if !s.inTx && k.ServerWALEnd > s.queued {
+			if err := s.enqueue(ctx, batch{lsn: k.ServerWALEnd}); err != nil {
+				return err
+			}
 		}
 		if k.ReplyRequested {
 			return s.sendStatus()
@@ -149,13 +290,7 @@ func (s *stream) logical(ctx context.Context, data []byte) error {
 		}
 	case *pglogrepl.CommitMessage:
 		s.inTx = false
-		if len(s.tags) > 0 {
-			tags := append([]string(nil), s.tags...)
-			if err := s.invalidate(ctx, tags, msg); err != nil {
-				return err
-			}
-		}
-		s.l.advance(msg.TransactionEndLSN)
+		return s.enqueue(ctx, batch{lsn: msg.TransactionEndLSN, commitTime: msg.CommitTime, tags: slices.Clone(s.tags)})
 	}
 	return nil
 }
@@ -248,17 +383,15 @@ func (s *stream) add(tags ...string) {
 	}
 }
 
-// invalidate invalidates a committed transaction's tags, retrying with
-// backoff until it succeeds or ctx ends. Meanwhile it keeps the session
-// alive with status messages that confirm nothing new.
-func (s *stream) invalidate(ctx context.Context, tags []string, c *pglogrepl.CommitMessage) error {
+// invalidate invalidates tags, retrying with backoff until it succeeds or
+// ctx ends; lsn is where the batch ends, for the events.
+func (s *stream) invalidate(ctx context.Context, tags []string, lsn LSN) error {
 	backoff := s.l.cfg.minBackoff
 	for attempt := 1; ; attempt++ {
 		ictx, cancel := context.WithTimeout(ctx, s.l.cfg.invTimeout)
 		_, err := s.l.m.InvalidateDependency(ictx, tags...)
 		cancel()
 		if err == nil {
-			s.l.emit(Event{Kind: EventInvalidated, LSN: c.TransactionEndLSN, CommitTime: c.CommitTime, Tags: tags, Attempt: attempt})
 			return nil
 		}
 		if errors.Is(err, depcache.ErrClosed) {
@@ -268,12 +401,9 @@ func (s *stream) invalidate(ctx context.Context, tags []string, c *pglogrepl.Com
 			return ctx.Err()
 		}
 		if attempt == 1 {
-			s.l.log.Warn("pgcdc: invalidation failed; retrying, nothing past it is confirmed", "lsn", c.TransactionEndLSN, "tags", tags, "err", err)
+			s.l.log.Warn("pgcdc: invalidation failed; retrying, nothing past it is confirmed", "lsn", lsn, "tags", len(tags), "err", err)
 		}
-		s.l.emit(Event{Kind: EventInvalidationFailed, LSN: c.TransactionEndLSN, CommitTime: c.CommitTime, Tags: tags, Attempt: attempt, Err: err})
-		if err := s.sendStatus(); err != nil {
-			return err
-		}
+		s.l.emit(Event{Kind: EventInvalidationFailed, LSN: lsn, Tags: tags, Attempt: attempt, Err: err})
 		if !sleep(ctx, backoff) {
 			return ctx.Err()
 		}
