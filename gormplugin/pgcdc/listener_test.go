@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/depcache/go-depcache/depcache"
 	"github.com/depcache/go-depcache/gormplugin"
@@ -34,6 +35,14 @@ func TestChangesInvalidateTheirTags(t *testing.T) {
 			[]string{row("memberships", 1, 10), gormplugin.ListTag("memberships")}},
 		{"escaped string key", []string{`UPDATE codes SET n = 2 WHERE code = 'a:b'`},
 			[]string{row("codes", "a:b"), gormplugin.ListTag("codes")}},
+		{"timestamptz key", []string{`INSERT INTO events VALUES ('2026-01-02 03:04:05.123456+02', 1)`},
+			[]string{row("events", time.Date(2026, 1, 2, 1, 4, 5, 123456000, time.UTC)), gormplugin.ListTag("events")}},
+		{"timestamp key", []string{`INSERT INTO stamps VALUES ('2026-01-02 03:04:05', 1)`},
+			[]string{row("stamps", time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), gormplugin.ListTag("stamps")}},
+		{"uuid key", []string{`INSERT INTO docs VALUES ('6ba7b810-9dad-11d1-80b4-00c04fd430c8', 1)`},
+			[]string{row("docs", "6ba7b810-9dad-11d1-80b4-00c04fd430c8"), gormplugin.ListTag("docs")}},
+		{"date and boolean key", []string{`INSERT INTO days VALUES ('2026-03-04', true)`},
+			[]string{row("days", time.Date(2026, 3, 4, 0, 0, 0, 0, time.UTC), true), gormplugin.ListTag("days")}},
 		{"truncate", []string{`TRUNCATE codes`},
 			[]string{gormplugin.ListTag("codes"), gormplugin.TableTag("codes")}},
 		{"no primary key", []string{`INSERT INTO nokey VALUES (1, 'a')`},

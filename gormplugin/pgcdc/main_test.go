@@ -66,6 +66,10 @@ CREATE TABLE users (id bigint PRIMARY KEY, name text);
 CREATE TABLE memberships (user_id int, group_id int, role text, PRIMARY KEY (user_id, group_id));
 CREATE TABLE codes (code text PRIMARY KEY, n int);
 CREATE TABLE nokey (x int, y text);
+CREATE TABLE events (at timestamptz PRIMARY KEY, n int);
+CREATE TABLE stamps (at timestamp PRIMARY KEY, n int);
+CREATE TABLE docs (id uuid PRIMARY KEY, n int);
+CREATE TABLE days (d date, flag boolean, PRIMARY KEY (d, flag));
 `
 
 // env is a database with the test tables, a manager and a listener on it.
