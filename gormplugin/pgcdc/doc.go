@@ -35,6 +35,14 @@
 // read after it) never returns data from before it — the package's tests
 // check this with a writer on raw SQL and readers through the plugin.
 //
+// PostgreSQL writes a commit record, and may stream it, a moment before the
+// transaction becomes visible to other sessions' snapshots. Invalidating in
+// that moment would let a reader start after the invalidation, read the old
+// row and store it for good; so before each invalidation the listener
+// checks, in a snapshot it takes, that the transactions are no longer
+// running (pg_current_snapshot, PostgreSQL 13 or later). Without that
+// check the package's stale-read test failed in about one run in six.
+//
 // One listener streams from a slot at a time; PostgreSQL enforces it. Run
 // two for availability: the second finds the slot busy, waits
 // (EventSlotBusy) and takes over from the confirmed position when the first

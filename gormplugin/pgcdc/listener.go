@@ -362,7 +362,13 @@ func (l *Listener) session(ctx context.Context) (streamed bool, err error) {
 	l.advance(confirmed)
 	l.log.Info("pgcdc: streaming", "from", confirmed)
 	l.emit(Event{Kind: EventStreaming, LSN: confirmed})
-	s := &stream{l: l, repl: repl, plain: plain, rels: map[uint32]*relation{}, confirmed: confirmed}
+	// The invalidator's own connection, for its visibility checks.
+	vis, err := pgconn.ConnectConfig(ctx, l.plainCfg)
+	if err != nil {
+		return true, fmt.Errorf("pgcdc: connect: %w", err)
+	}
+	defer closeConn(vis)
+	s := &stream{l: l, repl: repl, plain: plain, vis: vis, rels: map[uint32]*relation{}, confirmed: confirmed}
 	return true, s.run(ctx)
 }
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
@@ -107,6 +109,9 @@ func newEnv(t testing.TB, ec envConfig) *env {
 	}
 	// Slot names are server-wide: one per database.
 	e := &env{t: t, dsn: dsn, db: db, m: m, events: &recorder{}, slot: slotFor(dsn)}
+	// Slots are server-wide and few: drop this one when every listener of
+	// the test has stopped (cleanups run last-in first-out).
+	t.Cleanup(func() { dropSlot(t, dsn, e.slot) })
 	e.l = e.listener(ec.opts...)
 	if err := e.l.Setup(context.Background()); err != nil {
 		t.Fatal(err)
@@ -308,4 +313,23 @@ func slotFor(dsn string) string {
 	db := dsn[strings.Index(dsn, "dbname=")+len("dbname="):]
 	db = strings.Fields(db)[0]
 	return "slot_" + db[strings.LastIndex(db, "_")+1:]
+}
+
+// dropSlot drops a slot once no one streams from it (WAIT).
+func dropSlot(t testing.TB, dsn, slot string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, dsn+" replication=database")
+	if err != nil {
+		t.Errorf("drop slot %s: %v", slot, err)
+		return
+	}
+	defer c.Close(context.Background())
+	if err := pglogrepl.DropReplicationSlot(ctx, c, slot, pglogrepl.DropReplicationSlotOptions{Wait: true}); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42704" { // never created
+			return
+		}
+		t.Errorf("drop slot %s: %v", slot, err)
+	}
 }

@@ -121,12 +121,21 @@ func TestNoStaleReadAfterProcessed(t *testing.T) {
 
 	var writers, readers sync.WaitGroup
 	stop := make(chan struct{})
+	readersGone := make(chan struct{})
+	// Each write waits for a read since the last one, so that reads
+	// interleave with writes however the scheduler favours either.
+	tokens := make(chan struct{}, 4)
 	var reads, violations atomic.Int64
 	for w := 0; w < 2; w++ {
 		writers.Add(1)
 		go func() {
 			defer writers.Done()
 			for i := 0; i < writes/2; i++ {
+				select {
+				case <-tokens:
+				case <-readersGone:
+					return
+				}
 				id := 1 + (i+w)%4
 				ver, lsn := r.write(t, id)
 				f.record(id, lsn, ver)
@@ -151,6 +160,10 @@ func TestNoStaleReadAfterProcessed(t *testing.T) {
 					return
 				}
 				reads.Add(1)
+				select {
+				case tokens <- struct{}{}:
+				default:
+				}
 				if h.Ver < want {
 					violations.Add(1)
 					t.Errorf("row %d: read version %d, but %d had been processed before the read began", id, h.Ver, want)
@@ -158,10 +171,14 @@ func TestNoStaleReadAfterProcessed(t *testing.T) {
 			}
 		}()
 	}
+	go func() {
+		readers.Wait()
+		close(readersGone)
+	}()
 	writers.Wait()
 	sync_(t, r.e.l, currentLSN(t, r.e.db))
 	close(stop)
-	readers.Wait()
+	<-readersGone
 	t.Logf("%d writes, %d reads (%d cache hits), %d stale", writes, reads.Load(), r.hits.Load(), violations.Load())
 	if r.hits.Load() == 0 {
 		t.Fatal("no read was served from the cache: the check proved nothing")

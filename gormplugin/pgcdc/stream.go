@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,10 +31,12 @@ import (
 // returned, and under load a Redis round trip serves many commits.
 type stream struct {
 	l           *Listener
-	repl, plain *pgconn.PgConn
+	repl, plain *pgconn.PgConn // the reader's
+	vis         *pgconn.PgConn // the invalidator's
 	rels        map[uint32]*relation
 
 	inTx   bool
+	xid    uint32 // of the transaction being read
 	tags   []string
 	seen   map[string]bool
 	queued LSN // last position queued
@@ -52,6 +56,7 @@ type stream struct {
 type batch struct {
 	lsn        LSN
 	commitTime time.Time
+	xid        uint32
 	tags       []string
 }
 
@@ -190,6 +195,9 @@ func (s *stream) invalidator(ctx context.Context) error {
 		}
 		last := group[len(group)-1].lsn
 		if len(tags) > 0 {
+			if err := s.waitVisible(ctx, group); err != nil {
+				return err
+			}
 			if err := s.invalidate(ctx, tags, last); err != nil {
 				return err
 			}
@@ -202,6 +210,64 @@ func (s *stream) invalidator(ctx context.Context) error {
 		s.l.advance(last)
 		s.poke()
 	}
+}
+
+// waitVisible returns once the transactions of group are visible to every
+// snapshot taken from now on. PostgreSQL writes a commit record, and a WAL
+// sender may decode and send it, a moment before the transaction leaves
+// the running set that snapshots consult: invalidating in that moment
+// would let a reader start after the invalidation, still read the old row,
+// and store it. So the listener checks that no xid of the group is running
+// in a snapshot taken after their commit records arrived; the wait, when
+// there is one, is that moment.
+func (s *stream) waitVisible(ctx context.Context, group []batch) error {
+	wait := 50 * time.Microsecond
+	for {
+		rows, err := query(ctx, s.vis, "SELECT pg_current_snapshot()::text")
+		if err != nil {
+			return err
+		}
+		running, err := snapshotXips(rows[0][0])
+		if err != nil {
+			return err
+		}
+		visible := true
+		for _, b := range group {
+			if len(b.tags) > 0 && running[b.xid] {
+				visible = false
+				break
+			}
+		}
+		if visible {
+			return nil
+		}
+		if !sleep(ctx, wait) {
+			return ctx.Err()
+		}
+		wait = min(2*wait, 10*time.Millisecond)
+	}
+}
+
+// snapshotXips returns the running transactions of a snapshot's text form
+// ("xmin:xmax:xip,xip,…"), by their 32-bit xids as the stream names them:
+// two running transactions four billion xids apart cannot exist.
+func snapshotXips(snap string) (map[uint32]bool, error) {
+	parts := strings.Split(snap, ":")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("pgcdc: unexpected snapshot %q", snap)
+	}
+	running := map[uint32]bool{}
+	if parts[2] == "" {
+		return running, nil
+	}
+	for _, x := range strings.Split(parts[2], ",") {
+		v, err := strconv.ParseUint(x, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("pgcdc: unexpected snapshot %q: %w", snap, err)
+		}
+		running[uint32(v)] = true
+	}
+	return running, nil
 }
 
 // sendStatus confirms Processed to the server: the slot keeps WAL from
@@ -260,7 +326,7 @@ func (s *stream) logical(ctx context.Context, data []byte) error {
 	case *pglogrepl.RelationMessage:
 		return s.relation(ctx, msg)
 	case *pglogrepl.BeginMessage:
-		s.inTx = true
+		s.inTx, s.xid = true, msg.Xid
 		s.tags, s.seen = s.tags[:0], map[string]bool{}
 	case *pglogrepl.InsertMessage:
 		r, err := s.rel(msg.RelationID)
@@ -290,7 +356,7 @@ func (s *stream) logical(ctx context.Context, data []byte) error {
 		}
 	case *pglogrepl.CommitMessage:
 		s.inTx = false
-		return s.enqueue(ctx, batch{lsn: msg.TransactionEndLSN, commitTime: msg.CommitTime, tags: slices.Clone(s.tags)})
+		return s.enqueue(ctx, batch{lsn: msg.TransactionEndLSN, commitTime: msg.CommitTime, xid: s.xid, tags: slices.Clone(s.tags)})
 	}
 	return nil
 }
