@@ -2,13 +2,16 @@ package pgcdc_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/depcache/go-depcache/backends/memory"
 	"github.com/depcache/go-depcache/depcache"
 	"github.com/depcache/go-depcache/gormplugin"
 	"github.com/depcache/go-depcache/gormplugin/pgcdc"
+	"github.com/depcache/go-depcache/internal/pgtest"
 )
 
 // Each kind of raw write invalidates exactly the plugin's tags for it, and
@@ -262,5 +265,43 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	if _, err := pgcdc.New(m, "host=127.0.0.1 replication=true"); err == nil {
 		t.Error("physical replication DSN: no error")
+	}
+}
+
+// WithTables makes a publication of those tables only; WithChangeTags adds
+// tags computed from the row's values to its transaction's.
+func TestTablesAndChangeTags(t *testing.T) {
+	e := newEnv(t, envConfig{opts: []pgcdc.Option{
+		pgcdc.WithPublication("only_users"),
+		pgcdc.WithTables("public.users"),
+		pgcdc.WithChangeTags(func(c pgcdc.Change) []string {
+			if c.Table != "users" || c.New == nil || c.New["name"] == nil {
+				return nil
+			}
+			return []string{"users:name=" + *c.New["name"]}
+		}),
+	}})
+	before := currentLSN(t, e.db)
+	lsn := e.exec(`INSERT INTO codes VALUES ('q', 1)`, `INSERT INTO users VALUES (9, 'ann')`)
+	sync_(t, e.l, lsn)
+	want := []string{gormplugin.RowTag("users", 9), "users:name=ann", gormplugin.ListTag("users")}
+	slices.Sort(want)
+	if got := e.events.tagsAfter(before, lsn); !slices.Equal(got, want) {
+		t.Fatalf("invalidated %q, want %q (codes is not published)", got, want)
+	}
+}
+
+// Run stops with ErrNotLogical on a server whose wal_level is not logical,
+// instead of retrying what only a restart of the server can fix.
+func TestRunRefusesWithoutLogicalWAL(t *testing.T) {
+	s := pgtest.Start(t, "wal_level=replica")
+	m := depcache.New(memory.New())
+	defer m.Close()
+	l, err := pgcdc.New(m, s.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Run(context.Background()); !errors.Is(err, pgcdc.ErrNotLogical) {
+		t.Fatalf("Run = %v, want ErrNotLogical", err)
 	}
 }

@@ -244,7 +244,7 @@ func (s *stream) waitVisible(ctx context.Context, group []batch) error {
 		if !sleep(ctx, wait) {
 			return ctx.Err()
 		}
-		wait = min(2*wait, 10*time.Millisecond)
+		wait = min(2*wait, time.Millisecond)
 	}
 }
 
