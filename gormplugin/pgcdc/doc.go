@@ -84,13 +84,17 @@
 // publish_via_partition_root, so changes to a partitioned table carry its
 // name, not its partitions'.
 //
-// A slot keeps the WAL from its confirmed position on. While no listener
-// runs, or while the backend is down and the listener retries, that WAL
-// grows without bound: monitor pg_replication_slots, and consider the
-// server's max_slot_wal_keep_size. A bound of the listener's own, past
-// which it would clear the affected cache prefixes and let the WAL go, is
-// not implemented yet; a slot PostgreSQL invalidated is an error from Run,
-// and the cache must then be cleared by hand, since changes were lost.
+// A slot keeps the WAL from its confirmed position on. While the backend
+// is down and the listener retries, WithMaxRetainedWAL bounds it: past the
+// bound the listener records in PostgreSQL (table depcache_pgcdc_debt) that
+// the manager's prefix must be cleared, confirms the failed commits so the
+// slot lets their WAL go, and clears the prefix (after invalidating the
+// tags it skipped) once the backend answers — also from the next listener,
+// if this one dies first. Without the option the WAL grows until the
+// invalidations succeed. While no listener runs at all, nothing bounds it
+// but the server's max_slot_wal_keep_size; a slot PostgreSQL invalidated
+// for it is an error from Run, and the cache must then be cleared by hand,
+// since changes were lost.
 //
 // # Limits
 //

@@ -55,6 +55,13 @@ const (
 	// EventConfirmed: the listener told PostgreSQL that everything up to
 	// LSN is done; the slot may release the WAL before it.
 	EventConfirmed
+	// EventOverBound: invalidations failed while the slot held more WAL
+	// than WithMaxRetainedWAL; a Clear of the manager's prefix is owed
+	// (recorded in PostgreSQL) and commits are confirmed without their own
+	// invalidations until it succeeds.
+	EventOverBound
+	// EventCleared: the owed Clear succeeded.
+	EventCleared
 )
 
 func (k EventKind) String() string {
@@ -71,6 +78,10 @@ func (k EventKind) String() string {
 		return "disconnected"
 	case EventConfirmed:
 		return "confirmed"
+	case EventOverBound:
+		return "over-bound"
+	case EventCleared:
+		return "cleared"
 	}
 	return fmt.Sprintf("event(%d)", uint8(k))
 }
@@ -369,6 +380,9 @@ func (l *Listener) session(ctx context.Context) (streamed bool, err error) {
 	}
 	defer closeConn(vis)
 	s := &stream{l: l, repl: repl, plain: plain, vis: vis, rels: map[uint32]*relation{}, confirmed: confirmed}
+	if err := s.loadDebt(ctx); err != nil {
+		return true, err
+	}
 	return true, s.run(ctx)
 }
 

@@ -22,6 +22,8 @@ type config struct {
 	maxBackoff        time.Duration
 	status            time.Duration
 	invTimeout        time.Duration
+	maxRetained       int64
+	debtTable         string
 	err               error // the first bad option, returned by New
 }
 
@@ -38,6 +40,7 @@ func defaults() config {
 		maxBackoff:  5 * time.Second,
 		status:      10 * time.Second,
 		invTimeout:  10 * time.Second,
+		debtTable:   "depcache_pgcdc_debt",
 	}
 }
 
@@ -142,6 +145,26 @@ func WithInvalidationTimeout(d time.Duration) Option {
 			c.fail(fmt.Errorf("%w: invalidation timeout %v", ErrBadOption, d))
 		}
 		c.invTimeout = d
+	}
+}
+
+// WithMaxRetainedWAL bounds the WAL the slot holds while invalidations
+// fail (Redis down): past bytes behind the server's WAL end, the listener
+// stops waiting for them. It records in PostgreSQL (table
+// depcache_pgcdc_debt, created on first need: the user needs CREATE on its
+// schema) that the manager's prefix must be cleared, confirms the pending
+// commits so that the slot lets their WAL go, and from then on tries the
+// Clear (every WithBackoff maximum, and before each later batch) until it
+// succeeds, confirming commits meanwhile; a listener that starts with the
+// record present clears first. It logs an error and emits EventOverBound
+// and EventCleared. Zero (the default) means no bound: the slot holds WAL
+// until the invalidations succeed.
+func WithMaxRetainedWAL(bytes int64) Option {
+	return func(c *config) {
+		if bytes < 0 {
+			c.fail(fmt.Errorf("%w: max retained WAL %d", ErrBadOption, bytes))
+		}
+		c.maxRetained = bytes
 	}
 }
 

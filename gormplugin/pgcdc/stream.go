@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -50,6 +51,14 @@ type stream struct {
 
 	confirmed  LSN // last position sent to the server
 	nextStatus time.Time
+
+	serverEnd atomic.Uint64 // the server's WAL end, as last reported
+	// The invalidator's: a Clear is owed, and when to try it next.
+	debt         bool
+	clearWait    time.Duration
+	nextClear    time.Time
+	owed         map[string]bool
+	owedOverflow bool
 }
 
 // batch is a committed transaction's tags (none for a bare position).
@@ -168,11 +177,25 @@ func (s *stream) invalidator(ctx context.Context) error {
 	group := make([]batch, 0, maxBatch)
 	for {
 		group = group[:0]
+		var retryClear <-chan time.Time
+		var clearTimer *time.Timer
+		if s.debt {
+			clearTimer = time.NewTimer(time.Until(s.nextClear))
+			retryClear = clearTimer.C
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-retryClear:
+			if err := s.settleDebt(ctx); err != nil {
+				return err
+			}
+			continue
 		case b := <-s.work:
 			group = append(group, b)
+		}
+		if clearTimer != nil {
+			clearTimer.Stop()
 		}
 	drain:
 		for len(group) < maxBatch {
@@ -194,22 +217,146 @@ func (s *stream) invalidator(ctx context.Context) error {
 			}
 		}
 		last := group[len(group)-1].lsn
-		if len(tags) > 0 {
+		switch {
+		case s.debt:
+			// A Clear is owed, durably: it covers these commits too, once
+			// they are visible.
 			if err := s.waitVisible(ctx, group); err != nil {
 				return err
 			}
-			if err := s.invalidate(ctx, tags, last); err != nil {
+			s.owe(tags)
+			if !time.Now().Before(s.nextClear) {
+				if err := s.settleDebt(ctx); err != nil {
+					return err
+				}
+			}
+		case len(tags) > 0:
+			if err := s.waitVisible(ctx, group); err != nil {
 				return err
 			}
-			for _, b := range group {
-				if len(b.tags) > 0 {
-					s.l.emit(Event{Kind: EventInvalidated, LSN: b.lsn, CommitTime: b.commitTime, Tags: b.tags})
+			covered, err := s.invalidate(ctx, tags, last)
+			if err != nil {
+				return err
+			}
+			if !covered {
+				for _, b := range group {
+					if len(b.tags) > 0 {
+						s.l.emit(Event{Kind: EventInvalidated, LSN: b.lsn, CommitTime: b.commitTime, Tags: b.tags})
+					}
 				}
 			}
 		}
 		s.l.advance(last)
 		s.poke()
 	}
+}
+
+// overBound reports whether the WAL the slot holds past Processed has
+// grown beyond WithMaxRetainedWAL.
+func (s *stream) overBound() bool {
+	b := s.l.cfg.maxRetained
+	if b <= 0 {
+		return false
+	}
+	end, p := LSN(s.serverEnd.Load()), s.l.Processed()
+	return end > p && uint64(end-p) > uint64(b)
+}
+
+// incurDebt records durably, in PostgreSQL, that the manager's prefix must
+// be cleared: from then on commits are confirmed without their own
+// invalidations, which the Clear replaces, and the slot lets their WAL go.
+func (s *stream) incurDebt(ctx context.Context, lsn LSN) error {
+	t := quoteIdent(s.l.cfg.debtTable)
+	if _, err := s.vis.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+t+" (slot text PRIMARY KEY, since timestamptz NOT NULL DEFAULT now())").ReadAll(); err != nil {
+		return fmt.Errorf("pgcdc: create %s: %w", s.l.cfg.debtTable, err)
+	}
+	if _, err := query(ctx, s.vis, "INSERT INTO "+t+" (slot) VALUES ($1) ON CONFLICT DO NOTHING", s.l.cfg.slot); err != nil {
+		return err
+	}
+	s.debt = true
+	s.clearWait = s.l.cfg.minBackoff
+	s.nextClear = time.Now().Add(s.clearWait)
+	s.l.log.Error("pgcdc: the slot holds more WAL than WithMaxRetainedWAL allows while invalidations fail; the cache prefix will be cleared instead",
+		"prefix", s.l.m.Prefix(), "lsn", lsn, "bound", s.l.cfg.maxRetained)
+	s.l.emit(Event{Kind: EventOverBound, LSN: lsn})
+	return nil
+}
+
+// maxOwed bounds the tags kept to invalidate with an owed Clear.
+const maxOwed = 100_000
+
+// owe keeps the tags of commits confirmed under a debt. The Clear removes
+// every entry but does not advance the tags' epochs: a fill that read the
+// old rows before those commits and stores after the Clear would pass the
+// fill guard. Invalidating the tags too (before the Clear) rejects it.
+// Past maxOwed, and after a restart, only the Clear is left; such a fill
+// is then refused only once older than the backend's longest allowed fill.
+func (s *stream) owe(tags []string) {
+	if s.owedOverflow {
+		return
+	}
+	if s.owed == nil {
+		s.owed = map[string]bool{}
+	}
+	for _, t := range tags {
+		s.owed[t] = true
+	}
+	if len(s.owed) > maxOwed {
+		s.owed, s.owedOverflow = nil, true
+	}
+}
+
+// settleDebt tries the Clear a debt owes, after invalidating the tags it
+// kept; on success the debt is gone. A failure is no error: the debt stays
+// and is tried again.
+func (s *stream) settleDebt(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, s.l.cfg.invTimeout)
+	var err error
+	if len(s.owed) > 0 {
+		owed := make([]string, 0, len(s.owed))
+		for t := range s.owed {
+			owed = append(owed, t)
+		}
+		_, err = s.l.m.InvalidateDependency(cctx, owed...)
+	}
+	if err == nil {
+		_, err = s.l.m.Clear(cctx)
+	}
+	cancel()
+	if errors.Is(err, depcache.ErrClosed) {
+		return fmt.Errorf("pgcdc: %w", err)
+	}
+	if err != nil {
+		s.clearWait = min(2*s.clearWait, s.l.cfg.maxBackoff)
+		s.nextClear = time.Now().Add(s.clearWait)
+		return nil
+	}
+	if _, err := query(ctx, s.vis, "DELETE FROM "+quoteIdent(s.l.cfg.debtTable)+" WHERE slot = $1", s.l.cfg.slot); err != nil {
+		return err
+	}
+	s.debt, s.owed, s.owedOverflow = false, nil, false
+	s.l.log.Warn("pgcdc: cleared the cache prefix the WAL bound owed", "prefix", s.l.m.Prefix())
+	s.l.emit(Event{Kind: EventCleared})
+	return nil
+}
+
+// loadDebt reads whether a Clear is owed (a predecessor may have incurred
+// it and died): the invalidator then clears before anything else.
+func (s *stream) loadDebt(ctx context.Context) error {
+	rows, err := query(ctx, s.vis, "SELECT to_regclass($1) IS NOT NULL", quoteIdent(s.l.cfg.debtTable))
+	if err != nil {
+		return err
+	}
+	if rows[0][0] != "t" {
+		return nil
+	}
+	rows, err = query(ctx, s.vis, "SELECT 1 FROM "+quoteIdent(s.l.cfg.debtTable)+" WHERE slot = $1", s.l.cfg.slot)
+	if err != nil {
+		return err
+	}
+	s.debt = len(rows) > 0
+	s.clearWait, s.nextClear = s.l.cfg.minBackoff, time.Now()
+	return nil
 }
 
 // waitVisible returns once the transactions of group are visible to every
@@ -299,6 +446,7 @@ func (s *stream) copyData(ctx context.Context, data []byte) error {
 		// transactions all of them have been invalidated, so the position
 		// moves there once those are done (WAL that touched no published
 		// table, skipped transactions), and the slot can let that WAL go.
+		s.noteServerEnd(k.ServerWALEnd)
 		if !s.inTx && k.ServerWALEnd > s.queued {
 			if err := s.enqueue(ctx, batch{lsn: k.ServerWALEnd}); err != nil {
 				return err
@@ -312,9 +460,16 @@ func (s *stream) copyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("pgcdc: %w", err)
 		}
+		s.noteServerEnd(x.ServerWALEnd)
 		return s.logical(ctx, x.WALData)
 	}
 	return nil
+}
+
+func (s *stream) noteServerEnd(lsn LSN) {
+	if uint64(lsn) > s.serverEnd.Load() {
+		s.serverEnd.Store(uint64(lsn))
+	}
 }
 
 func (s *stream) logical(ctx context.Context, data []byte) error {
@@ -400,6 +555,9 @@ func (s *stream) relation(ctx context.Context, msg *pglogrepl.RelationMessage) e
 // row gathers the tags of one row change: the list tag, the row tags of
 // the old and new keys, and the table tag where a key is unknown.
 func (s *stream) row(ctx context.Context, r *relation, op Op, old, new *pglogrepl.TupleData) {
+	if r.msg.RelationName == s.l.cfg.debtTable {
+		return // the listener's own bookkeeping
+	}
 	s.add(gormplugin.ListTag(r.table))
 	identified := true
 	if old != nil {
@@ -450,28 +608,36 @@ func (s *stream) add(tags ...string) {
 }
 
 // invalidate invalidates tags, retrying with backoff until it succeeds or
-// ctx ends; lsn is where the batch ends, for the events.
-func (s *stream) invalidate(ctx context.Context, tags []string, lsn LSN) error {
+// ctx ends; lsn is where the batch ends. covered reports that it gave up
+// past the WAL bound, a durable debt (a Clear) taking its place.
+func (s *stream) invalidate(ctx context.Context, tags []string, lsn LSN) (covered bool, err error) {
 	backoff := s.l.cfg.minBackoff
 	for attempt := 1; ; attempt++ {
 		ictx, cancel := context.WithTimeout(ctx, s.l.cfg.invTimeout)
 		_, err := s.l.m.InvalidateDependency(ictx, tags...)
 		cancel()
 		if err == nil {
-			return nil
+			return false, nil
 		}
 		if errors.Is(err, depcache.ErrClosed) {
-			return fmt.Errorf("pgcdc: %w", err)
+			return false, fmt.Errorf("pgcdc: %w", err)
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		if attempt == 1 {
 			s.l.log.Warn("pgcdc: invalidation failed; retrying, nothing past it is confirmed", "lsn", lsn, "tags", len(tags), "err", err)
 		}
 		s.l.emit(Event{Kind: EventInvalidationFailed, LSN: lsn, Tags: tags, Attempt: attempt, Err: err})
+		if s.overBound() {
+			if err := s.incurDebt(ctx, lsn); err != nil {
+				return false, err
+			}
+			s.owe(tags)
+			return true, nil
+		}
 		if !sleep(ctx, backoff) {
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		backoff = min(2*backoff, s.l.cfg.maxBackoff)
 	}
