@@ -77,8 +77,9 @@ func (s *stream) run(ctx context.Context) error {
 	s.dead = make(chan struct{})
 	ictx, stopInvalidator := context.WithCancel(ctx)
 	go func() {
-		defer close(s.dead)
 		s.err = s.invalidator(ictx)
+		close(s.dead)
+		s.poke() // the reader ends the session too
 	}()
 	err := s.read(ctx)
 	stopInvalidator()
@@ -99,8 +100,14 @@ func (s *stream) read(ctx context.Context) error {
 	for {
 		rctx, cancel := context.WithDeadline(ctx, s.nextStatus)
 		s.setWake(cancel)
-		// After setWake: an advance from here on cancels rctx, one before
-		// it is seen here.
+		// After setWake: an advance or the invalidator's end from here on
+		// cancels rctx, one before it is seen here.
+		select {
+		case <-s.dead:
+			cancel()
+			return s.err
+		default:
+		}
 		if p := s.l.Processed(); p > s.confirmed || !time.Now().Before(s.nextStatus) {
 			if err := s.sendStatus(); err != nil {
 				cancel()
