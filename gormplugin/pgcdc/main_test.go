@@ -72,6 +72,11 @@ CREATE TABLE events (at timestamptz PRIMARY KEY, n int);
 CREATE TABLE stamps (at timestamp PRIMARY KEY, n int);
 CREATE TABLE docs (id uuid PRIMARY KEY, n int);
 CREATE TABLE days (d date, flag boolean, PRIMARY KEY (d, flag));
+CREATE TABLE fulls (id int PRIMARY KEY, v text);
+ALTER TABLE fulls REPLICA IDENTITY FULL;
+CREATE TABLE parts (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+CREATE TABLE parts_low PARTITION OF parts FOR VALUES FROM (0) TO (100);
+INSERT INTO fulls VALUES (1, 'a');
 `
 
 // env is a database with the test tables, a manager and a listener on it.
