@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/gorm/schema"
 
 	"github.com/depcache/go-depcache/depcache"
 )
@@ -105,7 +106,7 @@ type Listener struct {
 	log         *slog.Logger
 	replCfg     *pgconn.Config
 	plainCfg    *pgconn.Config
-	models      map[string]*model
+	models      map[string]*schema.Schema // of WithModels, by table
 	running     atomic.Bool
 	unkeyedSeen sync.Map // relation names logged as unkeyed
 
@@ -167,7 +168,8 @@ func New(m *depcache.Manager, dsn string, opts ...Option) (*Listener, error) {
 // Processed returns the position up to which every committed change has
 // been invalidated: a read that begins after Processed passed a commit's
 // LSN never returns data from before that commit. Zero until Run has
-// streamed.
+// streamed. The exception is a debt past WithMaxRetainedWAL: commits it
+// covers count as processed before the owed Clear has run.
 func (l *Listener) Processed() LSN {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -192,16 +194,15 @@ func (l *Listener) WaitFor(ctx context.Context, lsn LSN) error {
 	}
 }
 
-func (l *Listener) advance(lsn LSN) bool {
+func (l *Listener) advance(lsn LSN) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if lsn <= l.processed {
-		return false
+		return
 	}
 	l.processed = lsn
 	close(l.advanced)
 	l.advanced = make(chan struct{})
-	return true
 }
 
 func (l *Listener) emit(e Event) {

@@ -50,12 +50,6 @@ type Change struct {
 	New    map[string]*string
 }
 
-// model is what the listener knows of a table from its GORM model.
-type model struct {
-	schema *schema.Schema
-	db     *gorm.DB
-}
-
 // relation is a table as the stream describes it, with how its rows map to
 // tags.
 type relation struct {
@@ -65,18 +59,18 @@ type relation struct {
 	// plugin joins them; nil when rows cannot be identified (no primary
 	// key, or a model key column the table lacks).
 	keyCols []int
-	model   *model
+	model   *schema.Schema // of WithModels, or nil
 }
 
 // newRelation maps a relation message to tags: keys from the model's
 // primary key if a model names the table, else from pk, the table's
 // primary-key columns in the database.
-func newRelation(msg *pglogrepl.RelationMessage, models map[string]*model, pk []string) (*relation, string) {
+func newRelation(msg *pglogrepl.RelationMessage, models map[string]*schema.Schema, pk []string) (*relation, string) {
 	r := &relation{msg: msg, table: gormplugin.TableTag(msg.Namespace + "." + msg.RelationName)}
 	cols := pk
 	if m, ok := models[r.table]; ok {
 		r.model = m
-		cols = m.schema.PrimaryFieldDBNames
+		cols = m.PrimaryFieldDBNames
 	}
 	if len(cols) == 0 {
 		return r, "no primary key: its changes invalidate the table tag"
@@ -120,7 +114,7 @@ func (r *relation) rowTag(ctx context.Context, tuple *pglogrepl.TupleData) (stri
 			return "", false
 		}
 		if r.model != nil {
-			if cv, ok := convert(ctx, r.model.schema.PrimaryFields[i], v); ok {
+			if cv, ok := convert(ctx, r.model.PrimaryFields[i], v); ok {
 				v = cv
 			}
 		}
@@ -180,8 +174,8 @@ func decode(oid uint32, s string) (any, error) {
 
 // loadModels parses the models of WithModels with their db's naming
 // strategy, keyed by the table name the plugin's tags use.
-func loadModels(sets []modelSet) (map[string]*model, error) {
-	out := map[string]*model{}
+func loadModels(sets []modelSet) (map[string]*schema.Schema, error) {
+	out := map[string]*schema.Schema{}
 	for _, set := range sets {
 		for _, m := range set.models {
 			stmt := &gorm.Statement{DB: set.db}
@@ -189,7 +183,7 @@ func loadModels(sets []modelSet) (map[string]*model, error) {
 				return nil, fmt.Errorf("%w: model %T: %v", ErrBadOption, m, err)
 			}
 			name := gormplugin.TableTag(stmt.Schema.Table)
-			out[name] = &model{schema: stmt.Schema, db: set.db}
+			out[name] = stmt.Schema
 		}
 	}
 	return out, nil
