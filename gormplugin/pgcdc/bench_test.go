@@ -1,0 +1,106 @@
+package pgcdc_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/depcache/go-depcache/backends/redisbackend"
+	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/gormplugin/pgcdc"
+	"github.com/depcache/go-depcache/internal/redistest"
+)
+
+// BenchmarkInvalidationLag writes rows with raw SQL at a fixed rate (b.N
+// writes, one per transaction) and reports the lag from each commit (its
+// commit time in the stream) to its invalidation returning, p50 and p99.
+// The backend is miniredis, or the Redis at REDIS_URL.
+//
+//	go test -run '^$' -bench InvalidationLag -benchtime 2000x ./gormplugin/pgcdc/
+func BenchmarkInvalidationLag(b *testing.B) {
+	for _, rate := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) { benchLag(b, rate) })
+	}
+}
+
+func benchLag(b *testing.B, rate int) {
+	var m *depcache.Manager
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		opt, err := redis.ParseURL(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		opt.ContextTimeoutEnabled = true
+		c := redis.NewClient(opt)
+		prefix := fmt.Sprintf("pgcdcbench%d", rand.Int64())
+		redistest.RemoveNamespaceAtEnd(b, url, prefix)
+		m = depcache.New(redisbackend.New(c), depcache.WithPrefix(prefix))
+		b.Cleanup(func() {
+			m.Close()
+			c.Close()
+		})
+	} else {
+		m = redisManager(b, startMiniredis(b).Addr(), "bench")
+	}
+	var mu sync.Mutex
+	var lags []time.Duration
+	e := newEnv(b, envConfig{manager: m, noRun: true})
+	l := e.listener(pgcdc.WithObserver(func(ev pgcdc.Event) {
+		if ev.Kind == pgcdc.EventInvalidated {
+			lag := time.Since(ev.CommitTime)
+			mu.Lock()
+			lags = append(lags, lag)
+			mu.Unlock()
+		}
+	}))
+	e.run(l)
+	e.db.SetMaxOpenConns(8)
+
+	ticks := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ticks {
+				if _, err := e.db.Exec(`INSERT INTO users VALUES ($1, 'x')`, i); err != nil {
+					b.Error(err)
+				}
+			}
+		}()
+	}
+	b.ResetTimer()
+	start := time.Now()
+	late := 0
+	for i := 0; i < b.N; i++ {
+		due := start.Add(time.Duration(i) * time.Second / time.Duration(rate))
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d) // pacing the load generator
+		} else if d < -10*time.Millisecond {
+			late++
+		}
+		ticks <- i + 1
+	}
+	close(ticks)
+	wg.Wait()
+	sync_(b, l, currentLSN(b, e.db))
+	b.StopTimer()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lags) < b.N {
+		b.Fatalf("%d invalidations for %d writes", len(lags), b.N)
+	}
+	slices.Sort(lags)
+	b.ReportMetric(float64(lags[len(lags)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
+	if late > b.N/10 {
+		b.Logf("the load generator fell behind on %d of %d writes: the rate was not reached", late, b.N)
+	}
+}

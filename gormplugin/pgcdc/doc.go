@@ -1,0 +1,109 @@
+// Package pgcdc invalidates the GORM plugin's tags for writes that bypass
+// GORM — another service, a migration, a cron job in another language,
+// psql — from PostgreSQL's logical replication stream, as Facebook's
+// mcsqueal replays memcache invalidations from MySQL's commit log.
+//
+// # Model
+//
+// A Listener holds a logical replication slot with the built-in pgoutput
+// plugin and a publication (names are options; Run creates both when
+// missing). PostgreSQL sends it every committed transaction, once, in
+// commit order; rolled-back transactions are never sent. For each row
+// change the listener computes the tags gormplugin invalidates for the same
+// write, with gormplugin's own RowTag, ListTag and TableTag so names match:
+//
+//   - insert, update, delete: the row tag of the key (the old and the new
+//     key when an update changes it) and the table's list tag;
+//   - TRUNCATE, and a change whose key is unknown (a table with no primary
+//     key and no model, an unchanged TOASTed key): the list and table tags.
+//
+// It gathers a transaction's tags and invalidates them in one call at its
+// commit. Deletes and key updates that cascade through foreign keys arrive
+// as changes of the referencing rows and are invalidated as such.
+//
+// # Nothing lost
+//
+// The listener confirms a position to PostgreSQL (a standby status update,
+// which advances the slot's confirmed_flush_lsn) only after the
+// invalidations of every transaction that committed before it have
+// returned without error. A failed invalidation is retried with backoff
+// (WithBackoff) and nothing past it is confirmed meanwhile, so a crash, a
+// Redis outage or a restart makes the next session replay from the slot:
+// delivery is at least once, and a replayed invalidation is harmless.
+// Processed reports that position and WaitFor waits for it: a read that
+// begins after Processed passed a commit (the value of pg_current_wal_lsn()
+// read after it) never returns data from before it — the package's tests
+// check this with a writer on raw SQL and readers through the plugin.
+//
+// PostgreSQL writes a commit record, and may stream it, a moment before the
+// transaction becomes visible to other sessions' snapshots. Invalidating in
+// that moment would let a reader start after the invalidation, read the old
+// row and store it for good; so before each invalidation the listener
+// checks, in a snapshot it takes, that the transactions are no longer
+// running (pg_current_snapshot, PostgreSQL 13 or later). Without that
+// check the package's stale-read test failed in about one run in six.
+//
+// One listener streams from a slot at a time; PostgreSQL enforces it. Run
+// two for availability: the second finds the slot busy, waits
+// (EventSlotBusy) and takes over from the confirmed position when the first
+// one's connection ends, also after a kill -9.
+//
+// # Keys
+//
+// Row tags must be formatted exactly as the plugin formats them. With
+// WithModels the listener reads each model with its *gorm.DB's naming
+// strategy and keys rows by the model's primary-key fields, in the model's
+// order, each value converted to its field's Go type — as the plugin does.
+// Tables without a model are keyed by their primary key in the database,
+// and each value by its column type: integer types as integers, boolean,
+// date and timestamps as time.Time in UTC, everything else (text, varchar,
+// uuid, numeric…) as its text. A model whose key field formats otherwise
+// (a string field on an integer column, a custom type) needs WithModels.
+// Table names follow the plugin: the schema is dropped ("app.users" and
+// "users" are both tagged users).
+//
+// # Setting up PostgreSQL
+//
+// The server needs wal_level=logical (a restart), and a free slot and WAL
+// sender (max_replication_slots, max_wal_senders). The DSN's user needs:
+//
+//   - the REPLICATION attribute (ALTER ROLE … REPLICATION) or superuser,
+//     and pg_hba.conf entries that let it connect to the database (a
+//     logical replication connection matches the database's name, not the
+//     "replication" keyword);
+//   - to create the publication, CREATE on the database; FOR ALL TABLES
+//     (the default) needs superuser, FOR TABLE (WithTables) ownership of
+//     the tables — or create the publication beforehand and name it with
+//     WithPublication;
+//   - to create the slot, REPLICATION again; it is created once.
+//
+// A publication that publishes updates and deletes makes PostgreSQL reject
+// UPDATE and DELETE on a published table with no replica identity (no
+// primary key): give such tables REPLICA IDENTITY FULL or leave them out
+// with WithTables. The publication is created with
+// publish_via_partition_root, so changes to a partitioned table carry its
+// name, not its partitions'.
+//
+// A slot keeps the WAL from its confirmed position on. While the backend
+// is down and the listener retries, WithMaxRetainedWAL bounds it: past the
+// bound the listener records in PostgreSQL (table depcache_pgcdc_debt) that
+// the manager's prefix must be cleared, confirms the failed commits so the
+// slot lets their WAL go, and clears the prefix (after invalidating the
+// tags it skipped) once the backend answers — also from the next listener,
+// if this one dies first. Without the option the WAL grows until the
+// invalidations succeed. While no listener runs at all, nothing bounds it
+// but the server's max_slot_wal_keep_size; a slot PostgreSQL invalidated
+// for it is an error from Run, and the cache must then be cleared by hand,
+// since changes were lost.
+//
+// # Limits
+//
+// Only PostgreSQL: MySQL/MariaDB binlog replication is out of scope. A
+// write made through GORM is invalidated twice, by the plugin and by the
+// listener (harmless; telling them apart is future work). Schema changes
+// (DDL) produce no changes: a dropped table's entries live until their
+// TTL. Conjunction tags (tags on column values) are not produced yet;
+// WithChangeTags is the hook, given each change's old and new values.
+//
+// A Listener is safe for concurrent use; Run runs once at a time.
+package pgcdc

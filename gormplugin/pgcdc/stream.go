@@ -1,0 +1,651 @@
+package pgcdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/gormplugin"
+)
+
+// stream is one replication session, on two goroutines. The reader (the
+// session's) reads messages, gathers each transaction's tags until its
+// commit and queues them, in commit order, with the position the commit
+// ends at; keepalives between transactions queue a bare position. The
+// invalidator takes what is queued — every transaction waiting, up to
+// maxBatch, in one call — invalidates the union of their tags, retrying
+// until it succeeds, and only then advances Processed to the last position
+// taken. The reader confirms Processed to the server. So a position is
+// never confirmed before the invalidations of every commit before it
+// returned, and under load a Redis round trip serves many commits.
+type stream struct {
+	l           *Listener
+	repl, plain *pgconn.PgConn // the reader's
+	vis         *pgconn.PgConn // the invalidator's
+	rels        map[uint32]*relation
+
+	inTx   bool
+	xid    uint32 // of the transaction being read
+	tags   []string
+	seen   map[string]bool
+	queued LSN // last position queued
+
+	work chan batch
+	dead chan struct{} // closed when the invalidator has stopped
+	err  error         // why, once dead is closed
+
+	wakeMu sync.Mutex
+	wake   context.CancelFunc // ends the reader's current wait
+
+	confirmed  LSN // last position sent to the server
+	nextStatus time.Time
+
+	serverEnd atomic.Uint64 // the server's WAL end, as last reported
+	// The invalidator's: a Clear is owed, and when to try it next.
+	debt         bool
+	clearWait    time.Duration
+	nextClear    time.Time
+	owed         map[string]bool
+	owedOverflow bool
+}
+
+// batch is a committed transaction's tags (none for a bare position).
+type batch struct {
+	lsn        LSN
+	commitTime time.Time
+	xid        uint32
+	tags       []string
+}
+
+// maxBatch bounds the transactions invalidated in one call.
+const maxBatch = 256
+
+func (s *stream) run(ctx context.Context) error {
+	s.work = make(chan batch, maxBatch)
+	s.dead = make(chan struct{})
+	ictx, stopInvalidator := context.WithCancel(ctx)
+	go func() {
+		s.err = s.invalidator(ictx)
+		close(s.dead)
+		s.poke() // the reader ends the session too
+	}()
+	err := s.read(ctx)
+	stopInvalidator()
+	<-s.dead
+	// A stop confirms what is done, so that the next session does not
+	// replay it (a failure here costs only that replay).
+	if s.l.Processed() > s.confirmed {
+		s.sendStatus()
+	}
+	if s.err != nil && !errors.Is(s.err, context.Canceled) {
+		return s.err
+	}
+	return err
+}
+
+func (s *stream) read(ctx context.Context) error {
+	s.nextStatus = time.Now().Add(s.l.cfg.status)
+	for {
+		rctx, cancel := context.WithDeadline(ctx, s.nextStatus)
+		s.setWake(cancel)
+		// After setWake: an advance or the invalidator's end from here on
+		// cancels rctx, one before it is seen here.
+		select {
+		case <-s.dead:
+			cancel()
+			return s.err
+		default:
+		}
+		if p := s.l.Processed(); p > s.confirmed || !time.Now().Before(s.nextStatus) {
+			if err := s.sendStatus(); err != nil {
+				cancel()
+				return err
+			}
+		}
+		msg, err := s.repl.ReceiveMessage(rctx)
+		s.setWake(nil)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if rctx.Err() != nil || pgconn.Timeout(err) {
+				continue // a status is due, or Processed moved
+			}
+			return fmt.Errorf("pgcdc: receive: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.copyData(ctx, msg.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("pgcdc: replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return errors.New("pgcdc: the server ended the replication stream")
+		}
+	}
+}
+
+func (s *stream) setWake(fn context.CancelFunc) {
+	s.wakeMu.Lock()
+	s.wake = fn
+	s.wakeMu.Unlock()
+}
+
+// poke ends the reader's wait so that it confirms the new position now.
+func (s *stream) poke() {
+	s.wakeMu.Lock()
+	if s.wake != nil {
+		s.wake()
+	}
+	s.wakeMu.Unlock()
+}
+
+// enqueue hands b to the invalidator. While the queue is full (the backend
+// is slow or down) it keeps the session alive with status messages, which
+// confirm nothing new.
+func (s *stream) enqueue(ctx context.Context, b batch) error {
+	for {
+		t := time.NewTimer(time.Until(s.nextStatus))
+		select {
+		case s.work <- b:
+			t.Stop()
+			s.queued = b.lsn
+			return nil
+		case <-s.dead:
+			t.Stop()
+			return s.err
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+			if err := s.sendStatus(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// invalidator runs until ctx ends or the manager is closed.
+func (s *stream) invalidator(ctx context.Context) error {
+	group := make([]batch, 0, maxBatch)
+	for {
+		group = group[:0]
+		var retryClear <-chan time.Time
+		var clearTimer *time.Timer
+		if s.debt {
+			clearTimer = time.NewTimer(time.Until(s.nextClear))
+			retryClear = clearTimer.C
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-retryClear:
+			if err := s.settleDebt(ctx); err != nil {
+				return err
+			}
+			continue
+		case b := <-s.work:
+			group = append(group, b)
+		}
+		if clearTimer != nil {
+			clearTimer.Stop()
+		}
+	drain:
+		for len(group) < maxBatch {
+			select {
+			case b := <-s.work:
+				group = append(group, b)
+			default:
+				break drain
+			}
+		}
+		var tags []string
+		seen := map[string]bool{}
+		for _, b := range group {
+			for _, t := range b.tags {
+				if !seen[t] {
+					seen[t] = true
+					tags = append(tags, t)
+				}
+			}
+		}
+		last := group[len(group)-1].lsn
+		switch {
+		case s.debt:
+			// A Clear is owed, durably: it covers these commits too, once
+			// they are visible.
+			if err := s.waitVisible(ctx, group); err != nil {
+				return err
+			}
+			s.owe(tags)
+			if !time.Now().Before(s.nextClear) {
+				if err := s.settleDebt(ctx); err != nil {
+					return err
+				}
+			}
+		case len(tags) > 0:
+			if err := s.waitVisible(ctx, group); err != nil {
+				return err
+			}
+			covered, err := s.invalidate(ctx, tags, last)
+			if err != nil {
+				return err
+			}
+			if !covered {
+				for _, b := range group {
+					if len(b.tags) > 0 {
+						s.l.emit(Event{Kind: EventInvalidated, LSN: b.lsn, CommitTime: b.commitTime, Tags: b.tags})
+					}
+				}
+			}
+		}
+		s.l.advance(last)
+		s.poke()
+	}
+}
+
+// overBound reports whether the WAL the slot holds past Processed has
+// grown beyond WithMaxRetainedWAL.
+func (s *stream) overBound() bool {
+	b := s.l.cfg.maxRetained
+	if b <= 0 {
+		return false
+	}
+	end, p := LSN(s.serverEnd.Load()), s.l.Processed()
+	return end > p && uint64(end-p) > uint64(b)
+}
+
+// incurDebt records durably, in PostgreSQL, that the manager's prefix must
+// be cleared: from then on commits are confirmed without their own
+// invalidations, which the Clear replaces, and the slot lets their WAL go.
+func (s *stream) incurDebt(ctx context.Context, lsn LSN) error {
+	t := quoteIdent(s.l.cfg.debtTable)
+	if _, err := s.vis.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+t+" (slot text PRIMARY KEY, since timestamptz NOT NULL DEFAULT now())").ReadAll(); err != nil {
+		return fmt.Errorf("pgcdc: create %s: %w", s.l.cfg.debtTable, err)
+	}
+	if _, err := query(ctx, s.vis, "INSERT INTO "+t+" (slot) VALUES ($1) ON CONFLICT DO NOTHING", s.l.cfg.slot); err != nil {
+		return err
+	}
+	s.debt = true
+	s.clearWait = s.l.cfg.minBackoff
+	s.nextClear = time.Now().Add(s.clearWait)
+	s.l.log.Error("pgcdc: the slot holds more WAL than WithMaxRetainedWAL allows while invalidations fail; the cache prefix will be cleared instead",
+		"prefix", s.l.m.Prefix(), "lsn", lsn, "bound", s.l.cfg.maxRetained)
+	s.l.emit(Event{Kind: EventOverBound, LSN: lsn})
+	return nil
+}
+
+// maxOwed bounds the tags kept to invalidate with an owed Clear.
+const maxOwed = 100_000
+
+// owe keeps the tags of commits confirmed under a debt. The Clear removes
+// every entry but does not advance the tags' epochs: a fill that read the
+// old rows before those commits and stores after the Clear would pass the
+// fill guard. Invalidating the tags too (before the Clear) rejects it.
+// Past maxOwed, and after a restart, only the Clear is left; such a fill
+// is then refused only once older than the backend's longest allowed fill.
+func (s *stream) owe(tags []string) {
+	if s.owedOverflow {
+		return
+	}
+	if s.owed == nil {
+		s.owed = map[string]bool{}
+	}
+	for _, t := range tags {
+		s.owed[t] = true
+	}
+	if len(s.owed) > maxOwed {
+		s.owed, s.owedOverflow = nil, true
+	}
+}
+
+// settleDebt tries the Clear a debt owes, after invalidating the tags it
+// kept; on success the debt is gone. A failure is no error: the debt stays
+// and is tried again.
+func (s *stream) settleDebt(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, s.l.cfg.invTimeout)
+	var err error
+	if len(s.owed) > 0 {
+		owed := make([]string, 0, len(s.owed))
+		for t := range s.owed {
+			owed = append(owed, t)
+		}
+		_, err = s.l.m.InvalidateDependency(cctx, owed...)
+	}
+	if err == nil {
+		_, err = s.l.m.Clear(cctx)
+	}
+	cancel()
+	if errors.Is(err, depcache.ErrClosed) {
+		return fmt.Errorf("pgcdc: %w", err)
+	}
+	if err != nil {
+		s.clearWait = min(2*s.clearWait, s.l.cfg.maxBackoff)
+		s.nextClear = time.Now().Add(s.clearWait)
+		return nil
+	}
+	if _, err := query(ctx, s.vis, "DELETE FROM "+quoteIdent(s.l.cfg.debtTable)+" WHERE slot = $1", s.l.cfg.slot); err != nil {
+		return err
+	}
+	s.debt, s.owed, s.owedOverflow = false, nil, false
+	s.l.log.Warn("pgcdc: cleared the cache prefix the WAL bound owed", "prefix", s.l.m.Prefix())
+	s.l.emit(Event{Kind: EventCleared})
+	return nil
+}
+
+// loadDebt reads whether a Clear is owed (a predecessor may have incurred
+// it and died): the invalidator then clears before anything else.
+func (s *stream) loadDebt(ctx context.Context) error {
+	rows, err := query(ctx, s.vis, "SELECT to_regclass($1) IS NOT NULL", quoteIdent(s.l.cfg.debtTable))
+	if err != nil {
+		return err
+	}
+	if rows[0][0] != "t" {
+		return nil
+	}
+	rows, err = query(ctx, s.vis, "SELECT 1 FROM "+quoteIdent(s.l.cfg.debtTable)+" WHERE slot = $1", s.l.cfg.slot)
+	if err != nil {
+		return err
+	}
+	s.debt = len(rows) > 0
+	s.clearWait, s.nextClear = s.l.cfg.minBackoff, time.Now()
+	return nil
+}
+
+// waitVisible returns once the transactions of group are visible to every
+// snapshot taken from now on. PostgreSQL writes a commit record, and a WAL
+// sender may decode and send it, a moment before the transaction leaves
+// the running set that snapshots consult: invalidating in that moment
+// would let a reader start after the invalidation, still read the old row,
+// and store it. So the listener checks that no xid of the group is running
+// in a snapshot taken after their commit records arrived; the wait, when
+// there is one, is that moment.
+func (s *stream) waitVisible(ctx context.Context, group []batch) error {
+	wait := 50 * time.Microsecond
+	for {
+		rows, err := query(ctx, s.vis, "SELECT pg_current_snapshot()::text")
+		if err != nil {
+			return err
+		}
+		running, err := snapshotXips(rows[0][0])
+		if err != nil {
+			return err
+		}
+		visible := true
+		for _, b := range group {
+			if len(b.tags) > 0 && running[b.xid] {
+				visible = false
+				break
+			}
+		}
+		if visible {
+			return nil
+		}
+		if !sleep(ctx, wait) {
+			return ctx.Err()
+		}
+		wait = min(2*wait, time.Millisecond)
+	}
+}
+
+// snapshotXips returns the running transactions of a snapshot's text form
+// ("xmin:xmax:xip,xip,…"), by their 32-bit xids as the stream names them:
+// two running transactions four billion xids apart cannot exist.
+func snapshotXips(snap string) (map[uint32]bool, error) {
+	parts := strings.Split(snap, ":")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("pgcdc: unexpected snapshot %q", snap)
+	}
+	running := map[uint32]bool{}
+	if parts[2] == "" {
+		return running, nil
+	}
+	for _, x := range strings.Split(parts[2], ",") {
+		v, err := strconv.ParseUint(x, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("pgcdc: unexpected snapshot %q: %w", snap, err)
+		}
+		running[uint32(v)] = true
+	}
+	return running, nil
+}
+
+// sendStatus confirms Processed to the server: the slot keeps WAL from
+// there and a new session starts there.
+func (s *stream) sendStatus() error {
+	p := s.l.Processed()
+	if err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: p}); err != nil {
+		return fmt.Errorf("pgcdc: send status: %w", err)
+	}
+	s.nextStatus = time.Now().Add(s.l.cfg.status)
+	if p > s.confirmed {
+		s.confirmed = p
+		s.l.emit(Event{Kind: EventConfirmed, LSN: p})
+	}
+	return nil
+}
+
+func (s *stream) copyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		k, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("pgcdc: %w", err)
+		}
+		// The server has sent every commit before ServerWALEnd; between
+		// transactions all of them have been invalidated, so the position
+		// moves there once those are done (WAL that touched no published
+		// table, skipped transactions), and the slot can let that WAL go.
+		s.noteServerEnd(k.ServerWALEnd)
+		if !s.inTx && k.ServerWALEnd > s.queued {
+			if err := s.enqueue(ctx, batch{lsn: k.ServerWALEnd}); err != nil {
+				return err
+			}
+		}
+		if k.ReplyRequested {
+			return s.sendStatus()
+		}
+	case pglogrepl.XLogDataByteID:
+		x, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("pgcdc: %w", err)
+		}
+		s.noteServerEnd(x.ServerWALEnd)
+		return s.logical(ctx, x.WALData)
+	}
+	return nil
+}
+
+func (s *stream) noteServerEnd(lsn LSN) {
+	if uint64(lsn) > s.serverEnd.Load() {
+		s.serverEnd.Store(uint64(lsn))
+	}
+}
+
+func (s *stream) logical(ctx context.Context, data []byte) error {
+	msg, err := pglogrepl.Parse(data)
+	if err != nil {
+		return fmt.Errorf("pgcdc: parse pgoutput message: %w", err)
+	}
+	switch msg := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		return s.relation(ctx, msg)
+	case *pglogrepl.BeginMessage:
+		s.inTx, s.xid = true, msg.Xid
+		s.tags, s.seen = s.tags[:0], map[string]bool{}
+	case *pglogrepl.InsertMessage:
+		r, err := s.rel(msg.RelationID)
+		if err != nil {
+			return err
+		}
+		s.row(ctx, r, OpInsert, nil, msg.Tuple)
+	case *pglogrepl.UpdateMessage:
+		r, err := s.rel(msg.RelationID)
+		if err != nil {
+			return err
+		}
+		s.row(ctx, r, OpUpdate, msg.OldTuple, msg.NewTuple)
+	case *pglogrepl.DeleteMessage:
+		r, err := s.rel(msg.RelationID)
+		if err != nil {
+			return err
+		}
+		s.row(ctx, r, OpDelete, msg.OldTuple, nil)
+	case *pglogrepl.TruncateMessage:
+		for _, id := range msg.RelationIDs {
+			r, err := s.rel(id)
+			if err != nil {
+				return err
+			}
+			s.add(gormplugin.ListTag(r.table), gormplugin.TableTag(r.table))
+		}
+	case *pglogrepl.CommitMessage:
+		s.inTx = false
+		return s.enqueue(ctx, batch{lsn: msg.TransactionEndLSN, commitTime: msg.CommitTime, xid: s.xid, tags: slices.Clone(s.tags)})
+	}
+	return nil
+}
+
+func (s *stream) rel(id uint32) (*relation, error) {
+	r, ok := s.rels[id]
+	if !ok {
+		// pgoutput always describes a relation before its first change.
+		return nil, fmt.Errorf("pgcdc: a change of relation %d before its description", id)
+	}
+	return r, nil
+}
+
+// relation records how a table's rows map to tags. The primary key comes
+// from the database unless a model names the table; it is read again on
+// every description, which pgoutput sends again after a schema change.
+func (s *stream) relation(ctx context.Context, msg *pglogrepl.RelationMessage) error {
+	var pk []string
+	if _, ok := s.l.models[gormplugin.TableTag(msg.Namespace+"."+msg.RelationName)]; !ok {
+		rows, err := query(ctx, s.plain, `SELECT a.attname FROM pg_index i
+			CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+			WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.ord`, fmt.Sprint(msg.RelationID))
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			pk = append(pk, r[0])
+		}
+	}
+	r, why := newRelation(msg, s.l.models, pk)
+	if why != "" {
+		if _, logged := s.l.unkeyedSeen.LoadOrStore(r.table, true); !logged {
+			s.l.log.Warn("pgcdc: rows of "+msg.Namespace+"."+msg.RelationName+" cannot be identified", "why", why)
+		}
+	}
+	s.rels[msg.RelationID] = r
+	return nil
+}
+
+// row gathers the tags of one row change: the list tag, the row tags of
+// the old and new keys, and the table tag where a key is unknown.
+func (s *stream) row(ctx context.Context, r *relation, op Op, old, new *pglogrepl.TupleData) {
+	if r.msg.RelationName == s.l.cfg.debtTable {
+		return // the listener's own bookkeeping
+	}
+	s.add(gormplugin.ListTag(r.table))
+	identified := true
+	if old != nil {
+		tag, ok := r.rowTag(ctx, old)
+		identified = identified && ok
+		s.add(tag)
+	}
+	if new != nil {
+		tag, ok := r.rowTag(ctx, new)
+		if !ok && op == OpUpdate && old != nil {
+			// An unchanged TOASTed key: the key did not change, and the
+			// old tuple named it.
+			ok = true
+		}
+		identified = identified && ok
+		s.add(tag)
+	}
+	if op == OpDelete && old == nil {
+		identified = false
+	}
+	if !identified {
+		s.add(gormplugin.TableTag(r.table))
+	}
+	// TODO(issue 16): conjunction tags. Once the plugin tags queries by
+	// column values, the old and new values here (all of them under
+	// REPLICA IDENTITY FULL, else every conjunction tag of the table) map
+	// to those tags; until then WithChangeTags is the hook.
+	if fn := s.l.cfg.changeTags; fn != nil {
+		s.add(fn(Change{Op: op, Schema: r.msg.Namespace, Table: r.msg.RelationName,
+			Old: tupleValues(r.msg, old), New: tupleValues(r.msg, new)})...)
+	}
+}
+
+func (s *stream) add(tags ...string) {
+	for _, t := range tags {
+		if t == "" || s.seen[t] {
+			continue
+		}
+		if !backends.IsPlainTag(t) {
+			// No entry can depend on it; the plugin could not have
+			// registered it either.
+			s.l.log.Error("pgcdc: a tag starts with a reserved byte; no entry can depend on it, skipped", "tag", t)
+			continue
+		}
+		s.seen[t] = true
+		s.tags = append(s.tags, t)
+	}
+}
+
+// invalidate invalidates tags, retrying with backoff until it succeeds or
+// ctx ends; lsn is where the batch ends. covered reports that it gave up
+// past the WAL bound, a durable debt (a Clear) taking its place.
+func (s *stream) invalidate(ctx context.Context, tags []string, lsn LSN) (covered bool, err error) {
+	backoff := s.l.cfg.minBackoff
+	for attempt := 1; ; attempt++ {
+		ictx, cancel := context.WithTimeout(ctx, s.l.cfg.invTimeout)
+		_, err := s.l.m.InvalidateDependency(ictx, tags...)
+		cancel()
+		if err == nil {
+			return false, nil
+		}
+		if errors.Is(err, depcache.ErrClosed) {
+			return false, fmt.Errorf("pgcdc: %w", err)
+		}
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		if attempt == 1 {
+			s.l.log.Warn("pgcdc: invalidation failed; retrying, nothing past it is confirmed", "lsn", lsn, "tags", len(tags), "err", err)
+		}
+		s.l.emit(Event{Kind: EventInvalidationFailed, LSN: lsn, Tags: tags, Attempt: attempt, Err: err})
+		if s.overBound() {
+			if err := s.incurDebt(ctx, lsn); err != nil {
+				return false, err
+			}
+			s.owe(tags)
+			return true, nil
+		}
+		if !sleep(ctx, backoff) {
+			return false, ctx.Err()
+		}
+		backoff = min(2*backoff, s.l.cfg.maxBackoff)
+	}
+}
