@@ -26,6 +26,8 @@ type Plugin struct {
 	schemas sync.Map
 	logged  sync.Map // messages logged once
 
+	conj *conjState // WithConjunctionTags (schemes.go); nil when off
+
 	delayed sync.WaitGroup
 	timerMu sync.Mutex
 	timers  map[*time.Timer][]string
@@ -40,6 +42,7 @@ type config struct {
 	foreignDelay time.Duration
 	foreignError bool
 	logger       *slog.Logger
+	conjSchemes  int // WithConjunctionTags: schemes per table; 0 is off
 }
 
 // WithForeignTxDelay sets how long after a write inside a transaction the
@@ -80,6 +83,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return fmt.Errorf("gormplugin: New needs a manager")
 	}
 	p.wrapPool(db)
+	p.initConjunctions()
 
 	processors := db.Callback()
 	if processors.Query().Get("depcache:restore_preloads") != nil {
@@ -136,7 +140,7 @@ func (p *Plugin) Close() error {
 // manager, which retries it, and never becomes the write's error (the
 // caller would retry a write that happened).
 func (p *Plugin) invalidate(ctx context.Context, tags []string) {
-	tags = dedupe(tags)
+	tags = dedupe(p.resolveConjunctions(ctx, tags))
 	if len(tags) == 0 {
 		return
 	}

@@ -85,7 +85,7 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 			return // nothing ran
 		}
 		p.remember(db.Statement.Schema)
-		p.dispatch(db, p.writeTags(db, op, capture))
+		p.dispatch(db, p.withConjunction(db, op, p.writeTags(db, op, capture)))
 		if v, ok := db.InstanceGet(settingOwnTx); ok {
 			if tx, _ := v.(*txPool); tx != nil {
 				// The transaction selectForUpdate opened: end it, which
