@@ -1,8 +1,11 @@
 package gormplugin
 
 import (
+	"context"
+	"database/sql"
 	"reflect"
 	"slices"
+	"strings"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -30,13 +33,11 @@ func (p *Plugin) withConjunction(db *gorm.DB, op writeOp, tags []string) []strin
 		if _, soft := stmt.Clauses["SET"]; !soft {
 			return tags // rows only leave lists: their row tags go
 		}
-		w.Update = true
-		w.Rows, w.All = updatedRow(db)
+		w.Set, w.Where, w.All = updatedColumns(db)
 	case opUpdate:
-		w.Update = true
-		w.Rows, w.All = updatedRow(db)
+		w.Set, w.Where, w.All = updatedColumns(db)
 	}
-	if !w.All && len(w.Rows) == 0 {
+	if !w.All && len(w.Rows) == 0 && len(w.Set) == 0 {
 		return tags
 	}
 	return append(tags, w.marker())
@@ -115,33 +116,175 @@ func columnValue(stmt *gorm.Statement, f *schema.Field, class columnClass, v any
 	return "?"
 }
 
-// updatedRow returns the columns an UPDATE assigns, with their values
-// (the same for every row it changed). all=true where its assignments
-// cannot be read or name a column the model does not have (a raw name the
-// database may resolve to any column).
-func updatedRow(db *gorm.DB) (rows []map[string]string, all bool) {
+// updatedColumns returns the columns an UPDATE assigns, with their values
+// (the same for every row it changed), and the values its WHERE confines
+// other columns to. all=true where its assignments cannot be read or name
+// a column the model does not have (a raw name the database may resolve
+// to any column).
+func updatedColumns(db *gorm.DB) (set map[string]string, where map[string][]string, all bool) {
 	stmt := db.Statement
-	set, ok := assignments(stmt)
+	assigned, ok := assignments(stmt)
+	if v, snap := db.InstanceGet(settingSetSnapshot); snap {
+		// GORM removes the SET it built when gorm:update returns: the one
+		// the statement ran with was kept at execution.
+		if s, _ := v.(*setSnapshot); s != nil && s.ran {
+			assigned, ok = s.set, s.ok
+		}
+	}
 	if !ok {
-		return nil, true
+		return nil, nil, true
 	}
 	dialect := db.Dialector.Name()
-	row := make(map[string]string, len(set))
-	for _, a := range set {
+	set = make(map[string]string, len(assigned))
+	for _, a := range assigned {
 		if a.Column.Raw || a.Column.Table != "" && a.Column.Table != clause.CurrentTable && tableName(a.Column.Table) != tableName(stmt.Table) {
-			return nil, true
+			return nil, nil, true
 		}
 		f := stmt.Schema.FieldsByDBName[a.Column.Name]
 		if f == nil {
 			if a.Column.Name == clause.PrimaryKey {
 				continue // assignsKey made the write invalidate the table tag
 			}
-			return nil, true
+			return nil, nil, true
 		}
-		row[f.DBName] = columnValue(stmt, f, classOf(f, dialect), a.Value)
+		set[f.DBName] = columnValue(stmt, f, classOf(f, dialect), a.Value)
 	}
-	if len(row) == 0 {
-		return nil, false
+	if len(set) == 0 {
+		return nil, nil, false
 	}
-	return []map[string]string{row}, false
+	return set, whereColumns(db, set), false
+}
+
+// whereColumns returns, for columns not in set, the values an UPDATE's
+// WHERE confines them to, from the conditions it understands among those
+// ANDed at the top (any OR at the top, and it uses none).
+func whereColumns(db *gorm.DB, set map[string]string) map[string][]string {
+	stmt := db.Statement
+	c, ok := stmt.Clauses["WHERE"]
+	if !ok {
+		return nil
+	}
+	w, ok := c.Expression.(clause.Where)
+	if !ok {
+		return nil
+	}
+	for _, e := range w.Exprs {
+		switch x := e.(type) {
+		case clause.OrConditions:
+			return nil
+		case clause.Expr:
+			if hasOrOrPipes(x.SQL) {
+				return nil
+			}
+		case clause.NamedExpr:
+			if hasOrOrPipes(x.SQL) {
+				return nil
+			}
+		}
+	}
+	conds := map[string][]any{}
+	for _, e := range w.Exprs {
+		one := map[string][]any{}
+		if !collectConds(stmt, []clause.Expression{e}, one) {
+			continue // not understood: it narrows the rows, and says nothing
+		}
+		for col, vals := range one {
+			if prev, ok := conds[col]; ok && len(prev) <= len(vals) {
+				continue // keep the narrower
+			}
+			conds[col] = vals
+		}
+	}
+	dialect := db.Dialector.Name()
+	out := map[string][]string{}
+	for col, vals := range conds {
+		if _, assigned := set[col]; assigned {
+			continue
+		}
+		f := stmt.Schema.FieldsByDBName[col]
+		if f == nil || len(vals) == 0 || len(vals) > maxConjTags {
+			continue
+		}
+		class := classOf(f, dialect)
+		formatted := make([]string, 0, len(vals))
+		for _, v := range vals {
+			s := columnValue(stmt, f, class, v)
+			if s == "?" {
+				formatted = nil
+				break
+			}
+			formatted = append(formatted, s)
+		}
+		if formatted != nil {
+			out[col] = formatted
+		}
+	}
+	return out
+}
+
+// hasOrOrPipes reports SQL with an OR (or MySQL's ||) among its tokens:
+// GORM puts parentheses around a condition only when it sees " OR ".
+func hasOrOrPipes(sql string) bool {
+	for _, t := range tokenize(sql) {
+		if t == "|" || strings.EqualFold(t, "or") {
+			return true
+		}
+	}
+	return false
+}
+
+const settingSetSnapshot = "depcache:set_snapshot"
+
+// setSnapshot is the connection pool an UPDATE runs on with conjunction
+// tags: it keeps the statement's SET clause as it was when the statement
+// ran (gorm:update builds it, runs it and deletes it).
+type setSnapshot struct {
+	gorm.ConnPool
+	stmt *gorm.Statement
+	ran  bool
+	set  clause.Set
+	ok   bool
+}
+
+func (s *setSnapshot) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	s.keep()
+	return s.ConnPool.ExecContext(ctx, query, args...)
+}
+
+func (s *setSnapshot) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	s.keep() // UPDATE … RETURNING that the user asked for runs as a query
+	return s.ConnPool.QueryContext(ctx, query, args...)
+}
+
+func (s *setSnapshot) keep() {
+	if !s.ran {
+		s.ran = true
+		if set, ok := assignments(s.stmt); ok {
+			s.set, s.ok = slices.Clone(set), true
+		}
+	}
+}
+
+// snapshotSet installs a setSnapshot for an UPDATE (or a soft delete),
+// right before gorm:update runs it.
+func (p *Plugin) snapshotSet(db *gorm.DB, op writeOp) {
+	db.InstanceSet(settingSetSnapshot, (*setSnapshot)(nil))
+	if p.conj == nil || op == opCreate || db.Error != nil || db.DryRun || db.Statement.Schema == nil {
+		return
+	}
+	s := &setSnapshot{ConnPool: db.Statement.ConnPool, stmt: db.Statement}
+	db.Statement.ConnPool = s
+	db.InstanceSet(settingSetSnapshot, s)
+}
+
+// unsnapshotSet puts back the pool snapshotSet replaced, first thing
+// after the write.
+func unsnapshotSet(db *gorm.DB) {
+	v, ok := db.InstanceGet(settingSetSnapshot)
+	if !ok {
+		return
+	}
+	if s, _ := v.(*setSnapshot); s != nil && db.Statement.ConnPool == gorm.ConnPool(s) {
+		db.Statement.ConnPool = s.ConnPool
+	}
 }

@@ -185,17 +185,22 @@ func (p *Plugin) conjunctionTags(db *gorm.DB, rowTags int) []string {
 
 const conjMarkerPrefix = "~depcache-conjunction~"
 
-// conjWrite describes the rows a write may have put into lists.
+// conjWrite describes the rows a write may have put into lists. Values
+// are "=" + the formatted value, "?" (unknown) or "!" (a non-NULL value in
+// a column lists know only as NULL: no list of a scheme with it holds the
+// row).
 type conjWrite struct {
 	Table string `json:"t"`
-	// Update: a row's columns not in Rows[i] did not change (an UPDATE);
-	// otherwise they are unknown (an INSERT).
-	Update bool `json:"u,omitempty"`
 	// All: the values are unknown altogether: every scheme of the table.
 	All bool `json:"a,omitempty"`
-	// Rows: per row, column → "=" + formatted value, "?" (unknown), or
-	// "!" (a non-NULL value in a column lists know only as NULL).
+	// Rows: an INSERT's rows, column → value (a column left out is unknown).
 	Rows []map[string]string `json:"r,omitempty"`
+	// Set: an UPDATE's assignments, column → value, the same for every
+	// row it changed; the other columns did not change.
+	Set map[string]string `json:"s,omitempty"`
+	// Where: for columns the UPDATE did not assign, the values its WHERE
+	// confines them to (so known before and after).
+	Where map[string][]string `json:"w,omitempty"`
 }
 
 func (w *conjWrite) marker() string {
@@ -257,53 +262,104 @@ func (p *Plugin) conjWriteTags(ctx context.Context, w *conjWrite) []string {
 }
 
 // enteredTags returns the tags of scheme cols that the write's rows may
-// have entered: for each row, the tag of its values when they are all
-// known, nothing when the row cannot be in any list of the scheme (an
-// update that changed none of its columns, a non-NULL value where lists
-// know only NULL), else the scheme's tag. A row leaving a list needs no
-// tag here: every list with conjunction tags depends on the row tags of
-// the rows it holds, which the write invalidates.
+// have entered: the tag of each row's values when they are all known,
+// nothing for a row that cannot be in any list of the scheme (an update
+// that changed none of its columns, a non-NULL value where lists know only
+// NULL), else the scheme's tag. A row leaving a list needs no tag here:
+// every list with conjunction tags depends on the row tags of the rows it
+// holds, which the write invalidates.
 func enteredTags(w *conjWrite, cols []string) []string {
-	whole := SchemeTag(w.Table, cols...)
+	whole := []string{SchemeTag(w.Table, cols...)}
 	if w.All {
-		return []string{whole}
+		return whole
+	}
+	if w.Set != nil {
+		changed := false
+		vals := make([][]string, len(cols))
+		for i, col := range cols {
+			if v, ok := w.Set[col]; ok {
+				changed = true
+				vals[i] = []string{v}
+			} else if vs, ok := w.Where[col]; ok {
+				vals[i] = vs
+			} else {
+				vals[i] = []string{"?"}
+			}
+		}
+		if !changed {
+			return nil
+		}
+		tags, ok := combinationTags(w.Table, cols, vals)
+		if !ok {
+			return whole
+		}
+		return tags
 	}
 	var tags []string
 	for _, row := range w.Rows {
-		var b strings.Builder
-		b.WriteString(w.Table)
-		b.WriteByte(':')
-		changed, gone, unknown := !w.Update, false, false
+		vals := make([][]string, len(cols))
 		for i, col := range cols {
 			v, ok := row[col]
-			switch {
-			case !ok && w.Update:
-				v = "?" // unchanged, but its value is not known to the write
-			case !ok:
+			if !ok {
 				v = "?"
-			default:
-				changed = true
 			}
-			switch v {
+			vals[i] = []string{v}
+		}
+		t, ok := combinationTags(w.Table, cols, vals)
+		if !ok {
+			return whole
+		}
+		tags = append(tags, t...)
+	}
+	return tags
+}
+
+// combinationTags names the tag of every combination of vals (per column,
+// its possible values as conjWrite carries them), skipping combinations
+// with a "!"; false when one has a "?" or there are too many.
+func combinationTags(table string, cols []string, vals [][]string) ([]string, bool) {
+	n := 1
+	for _, vs := range vals {
+		if n *= len(vs); n > maxConjTags {
+			return nil, false
+		}
+	}
+	var tags []string
+	idx := make([]int, len(cols))
+	for range n {
+		gone, unknown := false, false
+		for i := range cols {
+			switch vals[i][idx[i]] {
 			case "!":
 				gone = true
 			case "?":
 				unknown = true
 			}
-			if i > 0 {
-				b.WriteByte('&')
-			}
-			b.WriteString(col)
-			b.WriteByte('=')
-			b.WriteString(strings.TrimPrefix(v, "="))
 		}
 		switch {
-		case !changed, gone:
+		case gone: // in no list of the scheme
 		case unknown:
-			return []string{whole}
+			return nil, false
 		default:
+			var b strings.Builder
+			b.WriteString(table)
+			b.WriteByte(':')
+			for i, col := range cols {
+				if i > 0 {
+					b.WriteByte('&')
+				}
+				b.WriteString(col)
+				b.WriteByte('=')
+				b.WriteString(strings.TrimPrefix(vals[i][idx[i]], "="))
+			}
 			tags = append(tags, b.String())
 		}
+		for i := len(idx) - 1; i >= 0; i-- {
+			if idx[i]++; idx[i] < len(vals[i]) {
+				break
+			}
+			idx[i] = 0
+		}
 	}
-	return tags
+	return tags, true
 }

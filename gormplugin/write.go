@@ -30,7 +30,10 @@ const (
 // UPDATE/DELETE … RETURNING, swaps in a pool that appends RETURNING <pk> to
 // the statement GORM built and collects the keys of the rows it changed.
 func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
-	return func(db *gorm.DB) { p.prepareWrite(db, op) }
+	return func(db *gorm.DB) {
+		p.prepareWrite(db, op)
+		p.snapshotSet(db, op)
+	}
 }
 
 func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
@@ -73,6 +76,7 @@ func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
 // begins per statement, or an explicit one), at once otherwise.
 func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 	return func(db *gorm.DB) {
+		unsnapshotSet(db)
 		var capture *returningCapture
 		if v, ok := db.InstanceGet(settingCapture); ok {
 			capture, _ = v.(*returningCapture)

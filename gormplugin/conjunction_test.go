@@ -1,0 +1,355 @@
+package gormplugin_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/gormplugin"
+)
+
+var withConjunctions = envSetup{plugin: []gormplugin.Option{gormplugin.WithConjunctionTags(0)}}
+
+// What a read depends on with conjunction tags: the tags of the values its
+// WHERE names (and its scheme's tag) where the plugin understands it all,
+// else the list tag as without them.
+func TestConjunctionReadTags(t *testing.T) {
+	forEachDBWith(t, withConjunctions, func(t *testing.T, e *env) {
+		posts, comments := e.table(&Post{}), e.table(&Comment{})
+		byAuthor := func(a uint) string {
+			return gormplugin.ConjunctionTag(posts, map[string]any{"author_id": a, "deleted_at": nil})
+		}
+		scheme := gormplugin.SchemeTag(posts, "author_id", "deleted_at")
+		precise := map[string]func(db *gorm.DB) error{
+			`Where("author_id = ?")`: func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = ?", alice).Find(&ps).Error
+			},
+			`Where(&Post{AuthorID})`: func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where(&Post{AuthorID: alice}).Find(&ps).Error
+			},
+			`Where(map)`: func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where(map[string]any{"author_id": alice}).Find(&ps).Error
+			},
+			`clause.Eq`: func(db *gorm.DB) error {
+				var ps []Post
+				return db.Clauses(clause.Eq{Column: clause.Column{Name: "author_id"}, Value: alice}).Find(&ps).Error
+			},
+			`quoted and qualified column`: func(db *gorm.DB) error {
+				var ps []Post
+				q := e.db.Statement.Quote(posts + ".author_id")
+				return db.Where(q+" = ?", alice).Find(&ps).Error
+			},
+			`Limit without Order`: func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = ?", alice).Limit(2).Find(&ps).Error
+			},
+			`First (ordered by key)`: func(db *gorm.DB) error {
+				var p Post
+				return db.Where("author_id = ?", alice).First(&p).Error
+			},
+			`Order("id DESC").Offset`: func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = ?", alice).Order("id DESC").Limit(2).Offset(1).Find(&ps).Error
+			},
+			`a column named twice`: func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = ? AND author_id = ?", alice, alice).Find(&ps).Error
+			},
+		}
+		for name, read := range precise {
+			expectTags(t, e, name, read, map[string]bool{
+				byAuthor(alice):            true,
+				scheme:                     true,
+				gormplugin.TableTag(posts): true,
+				byAuthor(bob):              false,
+				gormplugin.ListTag(posts):  false,
+			})
+		}
+		expectTags(t, e, "nothing found", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Where("author_id = ?", 99).Find(&ps).Error
+		}, map[string]bool{
+			byAuthor(99):              true,
+			gormplugin.ListTag(posts): false,
+		})
+		expectTags(t, e, "IN expands to one tag per value", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Where("author_id IN ?", []uint{alice, bob}).Find(&ps).Error
+		}, map[string]bool{
+			byAuthor(alice):           true,
+			byAuthor(bob):             true,
+			byAuthor(carol):           false,
+			gormplugin.ListTag(posts): false,
+		})
+		expectTags(t, e, "clause.IN", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Clauses(clause.IN{Column: clause.Column{Name: "author_id"}, Values: []any{bob, carol}}).Find(&ps).Error
+		}, map[string]bool{
+			byAuthor(alice):           false,
+			byAuthor(bob):             true,
+			byAuthor(carol):           true,
+			gormplugin.ListTag(posts): false,
+		})
+		expectTags(t, e, "two columns", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Where("author_id = ?", alice).Where("title = ?", "Seven").Find(&ps).Error
+		}, map[string]bool{
+			// MariaDB compares strings case-insensitively: list tag.
+			gormplugin.ConjunctionTag(posts, map[string]any{"author_id": alice, "deleted_at": nil, "title": "Seven"}): e.dialect != "mysql",
+			gormplugin.ListTag(posts): e.dialect == "mysql",
+		})
+		expectTags(t, e, "no condition but soft delete's", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Find(&ps).Error
+		}, map[string]bool{
+			gormplugin.ConjunctionTag(posts, map[string]any{"deleted_at": nil}): true,
+			gormplugin.ListTag(posts): false,
+		})
+		expectTags(t, e, "Preload has-many: post_id IN (…)", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Preload("Comments").Where("id IN ?", []uint{7, 8}).Find(&ps).Error
+		}, map[string]bool{
+			gormplugin.ConjunctionTag(comments, map[string]any{"post_id": 7}): true,
+			gormplugin.ConjunctionTag(comments, map[string]any{"post_id": 8}): true,
+			gormplugin.ConjunctionTag(comments, map[string]any{"post_id": 1}): false,
+			gormplugin.ListTag(comments):                                      false,
+			gormplugin.RowTag(comments, 1):                                    true,
+		})
+
+		fallback := map[string]func(db *gorm.DB) error{
+			"a range": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id > ?", alice).Find(&ps).Error
+			},
+			"Or": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = ?", alice).Or("author_id = ?", bob).Find(&ps).Error
+			},
+			"OR inside the string": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = ? OR author_id = ?", alice, bob).Find(&ps).Error
+			},
+			"Not": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Not("author_id = ?", bob).Find(&ps).Error
+			},
+			"LIKE": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = ? AND title LIKE ?", alice, "S%").Find(&ps).Error
+			},
+			"a literal": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = 1").Find(&ps).Error
+			},
+			"a subquery": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id IN (?)", e.db.Model(&User{}).Select("id").Where("name = ?", "alice")).Find(&ps).Error
+			},
+			"a page ordered by another column": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = ?", alice).Order("title").Limit(2).Find(&ps).Error
+			},
+			"rows without their key (Select)": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Select("title").Where("author_id = ?", alice).Find(&ps).Error
+			},
+			"Count": func(db *gorm.DB) error {
+				var n int64
+				return db.Model(&Post{}).Where("author_id = ?", alice).Count(&n).Error
+			},
+			"Pluck": func(db *gorm.DB) error {
+				var titles []string
+				return db.Model(&Post{}).Where("author_id = ?", alice).Pluck("title", &titles).Error
+			},
+			"Group": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Select("author_id, max(id) as id").Where("author_id = ?", alice).Group("author_id").Find(&ps).Error
+			},
+			"Distinct": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Distinct("author_id").Where("author_id = ?", alice).Find(&ps).Error
+			},
+			"a non-NULL value of a time column": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Unscoped().Where("deleted_at = ?", time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)).Find(&ps).Error
+			},
+			"a value of another kind": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = ?", "1").Find(&ps).Error
+			},
+		}
+		for name, read := range fallback {
+			expectTags(t, e, name, read, map[string]bool{gormplugin.ListTag(posts): true})
+		}
+		expectTags(t, e, "Joins", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Joins("Author").Where(posts+".author_id = ?", alice).Find(&ps).Error
+		}, map[string]bool{gormplugin.ListTag(posts): true, gormplugin.ListTag(e.table(&User{})): true})
+	})
+}
+
+// Without the option, conjunctive reads depend on the list tag as always.
+func TestConjunctionTagsOffByDefault(t *testing.T) {
+	if conjunctionMode() {
+		t.Skip("DEPCACHE_CONJUNCTION turns the option on for every test")
+	}
+	forEachDB(t, func(t *testing.T, e *env) {
+		posts := e.table(&Post{})
+		expectTags(t, e, "posts by alice", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Where("author_id = ?", alice).Find(&ps).Error
+		}, map[string]bool{
+			gormplugin.ListTag(posts): true,
+			gormplugin.ConjunctionTag(posts, map[string]any{"author_id": alice, "deleted_at": nil}): false,
+		})
+	})
+}
+
+// authorLists caches the posts of each author, counting the runs.
+type authorLists struct {
+	e    *env
+	mu   sync.Mutex
+	runs map[uint]int
+	list func(context.Context, uint) ([]Post, error)
+}
+
+func newAuthorLists(e *env) *authorLists {
+	l := &authorLists{e: e, runs: map[uint]int{}}
+	l.list = depcache.Memoize(func(ctx context.Context, author uint) ([]Post, error) {
+		l.mu.Lock()
+		l.runs[author]++
+		l.mu.Unlock()
+		var ps []Post
+		err := e.db.WithContext(ctx).Where("author_id = ?", author).Order("id").Find(&ps).Error
+		return ps, err
+	}, depcache.Using(e.m), depcache.KeyName(fmt.Sprintf("authorLists/%p", l)))
+	return l
+}
+
+// check reads every author's list and compares it with the database; it
+// returns the authors whose list ran again.
+func (l *authorLists) check(t *testing.T) map[uint]bool {
+	t.Helper()
+	l.mu.Lock()
+	before := map[uint]int{}
+	for a, n := range l.runs {
+		before[a] = n
+	}
+	l.mu.Unlock()
+	for _, a := range []uint{alice, bob, carol} {
+		got, err := l.list(l.e.ctx, a)
+		noErr(t, "list", err)
+		var want []Post
+		noErr(t, "true list", l.e.raw.Where("author_id = ?", a).Order("id").Find(&want).Error)
+		sameJSON(t, fmt.Sprintf("posts of author %d", a), got, want)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ran := map[uint]bool{}
+	for a, n := range l.runs {
+		if n != before[a] {
+			ran[a] = true
+		}
+	}
+	return ran
+}
+
+// Writes with conjunction tags: every list stays fresh, and a write
+// re-runs only the lists its rows were in or entered.
+func TestConjunctionWrites(t *testing.T) {
+	steps := []struct {
+		name  string
+		write func(t *testing.T, e *env) error
+		// rerun: the lists that must run again; others must not, except
+		// where the database cannot name the rows (any: all may).
+		rerun []uint
+		any   func(dialect string) bool
+	}{
+		{"Create", func(t *testing.T, e *env) error {
+			return e.db.Create(&Post{AuthorID: bob, Title: "Eleven"}).Error
+		}, []uint{bob}, nil},
+		{"Create batch", func(t *testing.T, e *env) error {
+			return e.db.Create(&[]Post{{AuthorID: bob, Title: "Twelve"}, {AuthorID: carol, Title: "Thirteen"}}).Error
+		}, []uint{bob, carol}, nil},
+		{"move a post: Update author_id", func(t *testing.T, e *env) error {
+			return e.db.Model(&Post{ID: 7}).Update("author_id", carol).Error
+		}, []uint{alice, carol}, nil},
+		{"update a column no list filters on", func(t *testing.T, e *env) error {
+			return e.db.Model(&Post{ID: 1}).Update("title", "Uno").Error
+		}, []uint{alice}, nil},
+		{"Save moves a loaded post", func(t *testing.T, e *env) error {
+			var p Post
+			noErr(t, "load", e.raw.First(&p, 2).Error)
+			p.AuthorID = bob
+			return e.db.Save(&p).Error
+		}, []uint{alice, bob}, nil},
+		{"Updates struct", func(t *testing.T, e *env) error {
+			return e.db.Model(&Post{ID: 3}).Updates(Post{AuthorID: carol, Title: "Tres"}).Error
+		}, []uint{alice, carol}, nil},
+		{"mass update moves rows", func(t *testing.T, e *env) error {
+			return e.db.Model(&Post{}).Where("author_id = ?", bob).Update("author_id", carol).Error
+		}, []uint{bob, carol}, nil},
+		{"soft Delete", func(t *testing.T, e *env) error {
+			return e.db.Delete(&Post{}, 6).Error
+		}, []uint{alice}, nil},
+		{"Unscoped Delete", func(t *testing.T, e *env) error {
+			return e.db.Unscoped().Delete(&Post{}, 10).Error
+		}, []uint{alice}, nil},
+		{"mass Delete", func(t *testing.T, e *env) error {
+			return e.db.Where("author_id = ?", carol).Delete(&Post{}).Error
+		}, []uint{carol}, nil},
+		{"undelete: Unscoped update of deleted_at to NULL", func(t *testing.T, e *env) error {
+			// The author of the row it restores is unknown: the scheme's tag.
+			return e.db.Unscoped().Model(&Post{ID: 6}).Update("deleted_at", nil).Error
+		}, []uint{alice, bob, carol}, nil},
+		{"an expression: every list of the scheme", func(t *testing.T, e *env) error {
+			return e.db.Model(&Post{ID: 1}).Update("author_id", gorm.Expr("author_id + 1")).Error
+		}, []uint{alice, bob, carol}, nil},
+		{"upsert: every list of the scheme", func(t *testing.T, e *env) error {
+			return e.db.Clauses(upsertTitle).Create(&Post{ID: 1, AuthorID: bob, Title: "Upserted"}).Error
+		}, []uint{alice, bob, carol}, nil},
+		{"raw Exec: the table tag", func(t *testing.T, e *env) error {
+			return e.db.Exec("UPDATE "+e.table(&Post{})+" SET author_id = ? WHERE id = ?", alice, 1).Error
+		}, []uint{alice, bob, carol}, nil},
+		{"in a transaction", func(t *testing.T, e *env) error {
+			return e.db.Transaction(func(tx *gorm.DB) error {
+				if err := tx.Model(&Post{ID: 1}).Update("author_id", carol).Error; err != nil {
+					return err
+				}
+				return tx.Create(&Post{AuthorID: carol, Title: "Fourteen"}).Error
+			})
+		}, []uint{alice, carol}, nil},
+	}
+	forEachDBWith(t, withConjunctions, func(t *testing.T, e *env) {
+		l := newAuthorLists(e)
+		l.check(t)
+		if ran := l.check(t); len(ran) != 0 {
+			t.Fatalf("lists ran again with no write: %v", ran)
+		}
+		for _, s := range steps {
+			noErr(t, s.name, s.write(t, e))
+			ran := l.check(t)
+			for _, a := range []uint{alice, bob, carol} {
+				must := false
+				for _, r := range s.rerun {
+					must = must || r == a
+				}
+				switch {
+				case must && !ran[a]:
+					t.Errorf("%s: the list of author %d was served from the cache", s.name, a)
+				case !must && ran[a] && (s.any == nil || !s.any(e.dialect)):
+					t.Errorf("%s: the list of author %d ran again, though no row of it changed", s.name, a)
+				}
+			}
+		}
+	})
+}
