@@ -3,13 +3,18 @@ package gormplugin_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+	"gorm.io/gorm/logger"
 
+	"github.com/depcache/go-depcache/backends/memory"
 	"github.com/depcache/go-depcache/depcache"
 	"github.com/depcache/go-depcache/gormplugin"
 )
@@ -352,4 +357,85 @@ func TestConjunctionWrites(t *testing.T) {
 			}
 		}
 	})
+}
+
+// schemeHookBackend runs a function when a writer reads a table's
+// schemes, before (or after) the read: a reader that first uses a scheme
+// while a write is in flight.
+type schemeHookBackend struct {
+	*memory.Backend
+	mu     sync.Mutex
+	hook   func()
+	before bool
+}
+
+func (b *schemeHookBackend) Members(ctx context.Context, ns, name string) ([]string, error) {
+	b.mu.Lock()
+	hook := b.hook
+	b.hook = nil
+	b.mu.Unlock()
+	if hook != nil && b.before {
+		hook()
+	}
+	ms, err := b.Backend.Members(ctx, ns, name)
+	if hook != nil && !b.before {
+		hook()
+	}
+	return ms, err
+}
+
+// A scheme first used while a write is in flight: the writer reads the
+// schemes only after its COMMIT, and the reader registers its scheme
+// before its query, so whichever comes first, the list is fresh after the
+// write returns. (Were the schemes read before COMMIT, the reader in the
+// hook would register and fill from before the write, and the write would
+// not invalidate its tag.)
+func TestConjunctionSchemeSeenDuringWrite(t *testing.T) {
+	for _, before := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reader before the writer's read: %v", before), func(t *testing.T) {
+			backend := &schemeHookBackend{Backend: memory.New(), before: before}
+			t.Cleanup(func() { backend.Close() })
+			m := depcache.New(backend, depcache.WithName("scheme-race"), depcache.WithLogger(testLogger()))
+			t.Cleanup(func() { m.Close() })
+			db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "race.db")+"?_txlock=immediate&_busy_timeout=5000"), &gorm.Config{Logger: logger.Discard})
+			noErr(t, "open", err)
+			t.Cleanup(func() {
+				if sqlDB, err := db.DB(); err == nil {
+					sqlDB.Close()
+				}
+			})
+			noErr(t, "use", db.Use(gormplugin.New(m, gormplugin.WithConjunctionTags(0), gormplugin.WithLogger(testLogger()))))
+			noErr(t, "migrate", db.AutoMigrate(&User{}, &Post{}))
+			noErr(t, "users", db.Create(&[]User{{Name: "a"}, {Name: "b"}}).Error)
+			noErr(t, "posts", db.Create(&[]Post{{AuthorID: alice, Title: "x"}, {AuthorID: bob, Title: "y"}}).Error)
+
+			var runs atomic.Int64
+			titled := depcache.Memoize(func(ctx context.Context, author uint) ([]Post, error) {
+				runs.Add(1)
+				var ps []Post
+				err := db.WithContext(ctx).Where("author_id = ? AND title = ?", author, "x").Find(&ps).Error
+				return ps, err
+			}, depcache.Using(m), depcache.KeyName("titled"))
+
+			var inHook []Post
+			backend.mu.Lock()
+			backend.hook = func() {
+				ps, err := titled(context.Background(), bob)
+				noErr(t, "read in the hook", err)
+				inHook = ps
+			}
+			backend.mu.Unlock()
+			noErr(t, "write", db.Transaction(func(tx *gorm.DB) error {
+				return tx.Model(&Post{ID: 2}).Update("title", "x").Error
+			}))
+			got, err := titled(context.Background(), bob)
+			noErr(t, "read after the write", err)
+			if len(got) != 1 || got[0].ID != 2 {
+				t.Errorf("bob's posts titled x after the write: %v, want post 2", got)
+			}
+			if len(inHook) != 1 {
+				t.Errorf("the read in the hook found %d posts, want 1: the schemes were read before COMMIT", len(inHook))
+			}
+		})
+	}
 }
