@@ -439,3 +439,21 @@ func TestConjunctionSchemeSeenDuringWrite(t *testing.T) {
 		})
 	}
 }
+
+// An insert that leaves a column out (Omit, Select) lets the database
+// fill it: lists of schemes with that column die by the scheme's tag,
+// the others only where the new row enters.
+func TestConjunctionCreateOmit(t *testing.T) {
+	forEachDBWith(t, withConjunctions, func(t *testing.T, e *env) {
+		l := newAuthorLists(e)
+		l.check(t)
+		noErr(t, "create", e.db.Omit("title").Create(&Post{AuthorID: bob, Title: "ignored"}).Error)
+		if ran := l.check(t); !ran[bob] || ran[alice] || ran[carol] {
+			t.Errorf("Omit(title).Create of bob's post re-ran %v, want bob's list only", ran)
+		}
+		noErr(t, "create", e.db.Omit("author_id").Create(&Post{AuthorID: bob, Title: "authorless"}).Error)
+		if ran := l.check(t); !ran[alice] || !ran[bob] || !ran[carol] {
+			t.Errorf("Omit(author_id).Create re-ran %v, want every list (its author is the database's)", ran)
+		}
+	})
+}

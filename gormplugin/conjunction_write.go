@@ -46,14 +46,10 @@ func (p *Plugin) withConjunction(db *gorm.DB, op writeOp, tags []string) []strin
 // createdRows returns the column values of the rows an INSERT wrote, from
 // the model after the insert (GORM has set keys, defaults it read back and
 // hook changes). all=true where they cannot be known: an upsert (which
-// may have updated other rows instead), a map or a Select/Omit (the
-// database's defaults fill what the model does not say).
+// may have updated other rows instead) or a map.
 func createdRows(db *gorm.DB) (rows []map[string]string, all bool) {
 	stmt := db.Statement
 	if _, upsert := stmt.Clauses["ON CONFLICT"]; upsert || insertReplaces(stmt) {
-		return nil, true
-	}
-	if len(stmt.Selects) > 0 || len(stmt.Omits) > 0 {
 		return nil, true
 	}
 	rv := reflect.Indirect(stmt.ReflectValue)
@@ -88,14 +84,19 @@ func createdRows(db *gorm.DB) (rows []map[string]string, all bool) {
 func modelColumns(db *gorm.DB, v reflect.Value) map[string]string {
 	stmt := db.Statement
 	dialect := db.Dialector.Name()
+	// The columns the INSERT names, as gorm:create chooses them: the
+	// database fills the others, whatever the model says.
+	selected, restricted := stmt.SelectAndOmitColumns(true, false)
 	out := make(map[string]string, len(stmt.Schema.DBNames))
 	for _, name := range stmt.Schema.DBNames {
 		f := stmt.Schema.FieldsByDBName[name]
 		if f == nil {
 			continue
 		}
+		sel, named := selected[name]
+		inserted := named && sel || !named && (!restricted || f.AutoCreateTime > 0 || f.AutoUpdateTime > 0)
 		val, zero := f.ValueOf(stmt.Context, v)
-		if !f.Creatable || zero && f.HasDefaultValue {
+		if !inserted || !f.Creatable || zero && f.HasDefaultValue {
 			out[name] = "?"
 			continue
 		}
