@@ -315,16 +315,21 @@ func deriveConjunction(db *gorm.DB) (*conjunction, bool) {
 	return out, true
 }
 
-// pageOrderedByKey reports a query whose rows do not depend on an order
-// the plugin cannot follow: no LIMIT or OFFSET, or one ordered by nothing
+// pageOrderedByKey reports a query whose rows do not depend on rows it
+// did not return: no LIMIT, or a LIMIT without OFFSET, ordered by nothing
 // or by the primary key only. (A page ordered by another column changes
-// when a row outside it is updated in that column.)
+// when a row outside it is updated in that column; an OFFSET page when a
+// row before it leaves.)
 func pageOrderedByKey(stmt *gorm.Statement) bool {
 	c, ok := stmt.Clauses["LIMIT"]
 	if !ok || c.Expression == nil {
 		return true
 	}
-	if l, ok := c.Expression.(clause.Limit); ok && l.Limit == nil && l.Offset == 0 {
+	l, ok := c.Expression.(clause.Limit)
+	if !ok || l.Offset != 0 {
+		return false
+	}
+	if l.Limit == nil {
 		return true
 	}
 	oc, ok := stmt.Clauses["ORDER BY"]

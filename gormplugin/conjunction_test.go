@@ -61,9 +61,9 @@ func TestConjunctionReadTags(t *testing.T) {
 				var p Post
 				return db.Where("author_id = ?", alice).First(&p).Error
 			},
-			`Order("id DESC").Offset`: func(db *gorm.DB) error {
+			`Order("id DESC").Limit`: func(db *gorm.DB) error {
 				var ps []Post
-				return db.Where("author_id = ?", alice).Order("id DESC").Limit(2).Offset(1).Find(&ps).Error
+				return db.Where("author_id = ?", alice).Order("id DESC").Limit(2).Find(&ps).Error
 			},
 			`a column named twice`: func(db *gorm.DB) error {
 				var ps []Post
@@ -162,6 +162,10 @@ func TestConjunctionReadTags(t *testing.T) {
 			"a page ordered by another column": func(db *gorm.DB) error {
 				var ps []Post
 				return db.Where("author_id = ?", alice).Order("title").Limit(2).Find(&ps).Error
+			},
+			"an OFFSET page (a row before it may leave)": func(db *gorm.DB) error {
+				var ps []Post
+				return db.Where("author_id = ?", alice).Order("id").Limit(2).Offset(1).Find(&ps).Error
 			},
 			"rows without their key (Select)": func(db *gorm.DB) error {
 				var ps []Post

@@ -30,8 +30,8 @@ func (p *Plugin) query(db *gorm.DB) {
 		p.cachedQuery(db, cached, raw)
 		return
 	}
-	if !raw {
-		callbacks.BuildQuerySQL(db)
+	if !raw && p.conj != nil && db.Error == nil {
+		callbacks.BuildQuerySQL(db) // the conjunction is read from the built clauses
 		p.prepareConjunction(db)
 	}
 	callbacks.Query(db)
