@@ -19,6 +19,9 @@ import (
 //
 // (1% and 20% writes run only with DEPCACHE_LONG.)
 func TestConjunctionHitRatio(t *testing.T) {
+	if conjunctionMode() {
+		t.Skip("DEPCACHE_CONJUNCTION turns the option on for the baseline too")
+	}
 	const (
 		authors = 20
 		ops     = 3000
