@@ -201,8 +201,18 @@ func fieldValue(stmt *gorm.Statement, f *schema.Field, class columnClass, v any)
 	if isNil(out) {
 		return keys.NilValue, false, true
 	}
-	return formatConjValue(out), false, true
+	s = formatConjValue(out)
+	if len(s) > maxConjValue {
+		return "", false, false // no list names it: a write carrying it stays small
+	}
+	return s, false, true
 }
+
+// maxConjValue bounds a value in a conjunction tag, in bytes: a read
+// asking for a longer one keeps the list tag, and a write with one names
+// its scheme's tag instead (so a batch insert of long texts does not carry
+// them all to its invalidation).
+const maxConjValue = 128
 
 func isNil(v any) bool {
 	if v == nil {

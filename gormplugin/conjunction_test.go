@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -458,6 +459,47 @@ func TestConjunctionCreateOmit(t *testing.T) {
 		noErr(t, "create", e.db.Omit("author_id").Create(&Post{AuthorID: bob, Title: "authorless"}).Error)
 		if ran := l.check(t); !ran[alice] || !ran[bob] || !ran[carol] {
 			t.Errorf("Omit(author_id).Create re-ran %v, want every list (its author is the database's)", ran)
+		}
+	})
+}
+
+// A value longer than the plugin names in a tag: the read keeps the list
+// tag, and an insert of such a value invalidates the scheme's tag.
+func TestConjunctionLongValues(t *testing.T) {
+	forEachDBWith(t, withConjunctions, func(t *testing.T, e *env) {
+		if e.dialect == "mysql" {
+			t.Skip("strings are not precise on MySQL")
+		}
+		posts := e.table(&Post{})
+		long := strings.Repeat("x", 150)
+		expectTags(t, e, "a long value", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Where("title = ?", long).Find(&ps).Error
+		}, map[string]bool{gormplugin.ListTag(posts): true})
+		scheme := gormplugin.SchemeTag(posts, "deleted_at", "title")
+		expectTags(t, e, "a short value", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Where("title = ?", "Seven").Find(&ps).Error
+		}, map[string]bool{gormplugin.ListTag(posts): false, scheme: true})
+
+		var runs atomic.Int64
+		titled := depcache.Memoize(func(ctx context.Context, title string) ([]Post, error) {
+			runs.Add(1)
+			var ps []Post
+			err := e.db.WithContext(ctx).Where("title = ?", title).Find(&ps).Error
+			return ps, err
+		}, depcache.Using(e.m), depcache.KeyName("titled"))
+		for range 2 {
+			_, err := titled(e.ctx, "Seven")
+			noErr(t, "titled", err)
+		}
+		noErr(t, "create", e.db.Create(&Post{AuthorID: alice, Title: long[:100], Body: long}).Error)
+		if _, err := titled(e.ctx, "Seven"); err != nil || runs.Load() != 1 {
+			t.Errorf("a post titled otherwise re-ran the list of Seven: %d runs, %v", runs.Load(), err)
+		}
+		noErr(t, "create", e.db.Create(&Post{AuthorID: alice, Title: long}).Error)
+		if _, err := titled(e.ctx, "Seven"); err != nil || runs.Load() != 2 {
+			t.Errorf("a post whose title is too long to name did not re-run the lists by title: %d runs, %v", runs.Load(), err)
 		}
 	})
 }

@@ -223,6 +223,7 @@ func (p *Plugin) resolveConjunctions(ctx context.Context, tags []string) []strin
 		return tags
 	}
 	out := make([]string, 0, len(tags))
+	schemes := map[string][]string{} // per table, read once per call
 	for _, t := range tags {
 		if !strings.HasPrefix(t, conjMarkerPrefix) {
 			out = append(out, t)
@@ -234,21 +235,25 @@ func (p *Plugin) resolveConjunctions(ctx context.Context, tags []string) []strin
 			out = append(out, p.everyTable(t)...)
 			continue
 		}
-		out = append(out, p.conjWriteTags(ctx, &w)...)
+		out = append(out, p.conjWriteTags(ctx, &w, schemes)...)
 	}
 	return out
 }
 
-func (p *Plugin) conjWriteTags(ctx context.Context, w *conjWrite) []string {
+func (p *Plugin) conjWriteTags(ctx context.Context, w *conjWrite, read map[string][]string) []string {
 	if p.conj == nil {
 		return []string{TableTag(w.Table)}
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), schemeOpTimeout)
-	defer cancel()
-	schemes, err := p.conj.sets.Members(rctx, p.conj.ns, setName(w.Table))
-	if err != nil {
-		p.log.Error("gormplugin: cannot read the table's conjunction schemes after a write; invalidating its table tag", "table", w.Table, "err", err)
-		return []string{TableTag(w.Table)}
+	schemes, ok := read[w.Table]
+	if !ok {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), schemeOpTimeout)
+		defer cancel()
+		var err error
+		if schemes, err = p.conj.sets.Members(rctx, p.conj.ns, setName(w.Table)); err != nil {
+			p.log.Error("gormplugin: cannot read the table's conjunction schemes after a write; invalidating its table tag", "table", w.Table, "err", err)
+			return []string{TableTag(w.Table)}
+		}
+		read[w.Table] = schemes
 	}
 	var tags []string
 	for _, scheme := range schemes {
