@@ -127,9 +127,16 @@ const (
 	// exact: integers, booleans and (outside MySQL) strings, compared by
 	// the database exactly as keys.FormatValue tells them apart.
 	exact
+	// unnamed: a column GORM never writes (read-only "->", such as one
+	// the database generates from other columns): its value may change
+	// with no write naming it, so no tag names it.
+	unnamed
 )
 
 func classOf(f *schema.Field, dialect string) columnClass {
+	if !f.Creatable && !f.Updatable {
+		return unnamed
+	}
 	t := f.FieldType
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -170,6 +177,9 @@ var valuerType = reflect.TypeFor[driver.Valuer]()
 // SQL expression, a value of another kind than the field's, a non-NULL
 // value of a nullOnly column (gone=true then: no list can hold the row).
 func fieldValue(stmt *gorm.Statement, f *schema.Field, class columnClass, v any) (s string, gone, ok bool) {
+	if class == unnamed {
+		return "", false, false
+	}
 	if isNil(v) {
 		return keys.NilValue, false, true
 	}

@@ -503,3 +503,27 @@ func TestConjunctionLongValues(t *testing.T) {
 		}
 	})
 }
+
+// Shout is a post with a column the database computes: GORM never writes
+// it, so its value changes with no write naming it.
+type Shout struct {
+	ID    uint `gorm:"primaryKey"`
+	Title string
+	Upper string `gorm:"->"`
+}
+
+func TestConjunctionReadOnlyColumnKeepsListTag(t *testing.T) {
+	forEachDBWith(t, withConjunctions, func(t *testing.T, e *env) {
+		noErr(t, "migrate", e.db.AutoMigrate(&Shout{}))
+		t.Cleanup(func() { e.raw.Migrator().DropTable(&Shout{}) })
+		shouts := e.table(&Shout{})
+		expectTags(t, e, "a read-only column", func(db *gorm.DB) error {
+			var ss []Shout
+			return db.Where("upper = ?", "HI").Find(&ss).Error
+		}, map[string]bool{gormplugin.ListTag(shouts): true})
+		expectTags(t, e, "a column GORM writes", func(db *gorm.DB) error {
+			var ss []Shout
+			return db.Where("title = ?", "hi").Find(&ss).Error
+		}, map[string]bool{gormplugin.ListTag(shouts): e.dialect == "mysql"})
+	})
+}

@@ -97,7 +97,8 @@
 // LIMIT or OFFSET with no ORDER BY or one by the primary key. Precise
 // values: integers, booleans, and strings except on MySQL/MariaDB (whose
 // collations compare loosely); other columns (times, floats, custom
-// types) only as IS NULL. Everything else keeps ListTag: ranges, LIKE, OR,
+// types) only as IS NULL; read-only columns ("->") and values longer than
+// 128 bytes not at all. Everything else keeps ListTag: ranges, LIKE, OR,
 // NOT, literals in the SQL, subqueries, joins, GROUP BY, DISTINCT, a page
 // ordered by another column, Count and Pluck (no row tags), a Select
 // without the key, raw SQL, values of another kind than the column's.
