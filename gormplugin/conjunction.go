@@ -301,7 +301,7 @@ func deriveConjunction(db *gorm.DB) (*conjunction, bool) {
 		return nil, false
 	}
 	table := tableName(stmt.Table)
-	conds := map[string][]any{}
+	conds := map[string][][]any{}
 	if c, ok := stmt.Clauses["WHERE"]; ok && c.Expression != nil {
 		where, ok := c.Expression.(clause.Where)
 		if !ok || !collectConds(stmt, where.Exprs, conds) {
@@ -319,9 +319,25 @@ func deriveConjunction(db *gorm.DB) (*conjunction, bool) {
 		if f == nil {
 			return nil, false
 		}
-		class := classOf(f, dialect)
+		vals, ok := formatValues(stmt, f, classOf(f, dialect), conds[col])
+		if !ok {
+			return nil, false
+		}
+		out.values = append(out.values, vals)
+	}
+	return out, true
+}
+
+// formatValues formats the values each condition on column f allows and
+// returns those every condition allows (the database compares an exact
+// column as the formatted values tell them apart, so the intersection of
+// the formatted sets is the set of values a row can hold). False if a
+// value cannot be named.
+func formatValues(stmt *gorm.Statement, f *schema.Field, class columnClass, sets [][]any) ([]string, bool) {
+	var out []string
+	for i, set := range sets {
 		var vals []string
-		for _, v := range conds[col] {
+		for _, v := range set {
 			fv, _, ok := fieldValue(stmt, f, class, v)
 			if !ok {
 				return nil, false
@@ -330,7 +346,14 @@ func deriveConjunction(db *gorm.DB) (*conjunction, bool) {
 				vals = append(vals, fv)
 			}
 		}
-		out.values = append(out.values, vals)
+		if i == 0 {
+			out = vals
+			continue
+		}
+		out = slices.DeleteFunc(out, func(v string) bool { return !slices.Contains(vals, v) })
+	}
+	if out == nil {
+		out = []string{}
 	}
 	return out, true
 }
@@ -388,23 +411,14 @@ func pageOrderedByKey(stmt *gorm.Statement) bool {
 }
 
 // collectConds adds the equalities and IN lists of exprs to conds (column
-// → the values it may hold; a column named twice keeps the values both
-// allow). False for anything else.
-func collectConds(stmt *gorm.Statement, exprs []clause.Expression, conds map[string][]any) bool {
+// → for each condition on it, the values it allows; formatValues
+// intersects them). False for anything else.
+func collectConds(stmt *gorm.Statement, exprs []clause.Expression, conds map[string][][]any) bool {
 	add := func(col string, vals []any) {
-		if prev, ok := conds[col]; ok {
-			var both []any
-			for _, v := range vals {
-				if slices.ContainsFunc(prev, func(p any) bool { return reflect.DeepEqual(p, v) }) {
-					both = append(both, v)
-				}
-			}
-			vals = both
-		}
 		if vals == nil {
 			vals = []any{}
 		}
-		conds[col] = vals
+		conds[col] = append(conds[col], vals)
 	}
 	for _, e := range exprs {
 		switch x := e.(type) {

@@ -527,3 +527,18 @@ func TestConjunctionReadOnlyColumnKeepsListTag(t *testing.T) {
 		}, map[string]bool{gormplugin.ListTag(shouts): e.dialect == "mysql"})
 	})
 }
+
+// Two conditions on one column with values of different Go types: the
+// read depends on the values both allow, as the database compares them.
+func TestConjunctionColumnTwiceAcrossTypes(t *testing.T) {
+	forEachDBWith(t, withConjunctions, func(t *testing.T, e *env) {
+		posts := e.table(&Post{})
+		expectTags(t, e, "author_id = int 1 AND author_id IN []uint{1, 2}", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Where("author_id = ?", 1).Where("author_id IN ?", []uint{alice, bob}).Find(&ps).Error
+		}, map[string]bool{
+			gormplugin.ConjunctionTag(posts, map[string]any{"author_id": alice, "deleted_at": nil}): true,
+			gormplugin.ConjunctionTag(posts, map[string]any{"author_id": bob, "deleted_at": nil}):   false,
+		})
+	})
+}

@@ -183,42 +183,44 @@ func whereColumns(db *gorm.DB, set map[string]string) map[string][]string {
 			}
 		}
 	}
-	conds := map[string][]any{}
+	conds := map[string][][]any{}
 	for _, e := range w.Exprs {
-		one := map[string][]any{}
+		one := map[string][][]any{}
 		if !collectConds(stmt, []clause.Expression{e}, one) {
 			continue // not understood: it narrows the rows, and says nothing
 		}
-		for col, vals := range one {
-			if prev, ok := conds[col]; ok && len(prev) <= len(vals) {
-				continue // keep the narrower
-			}
-			conds[col] = vals
+		for col, sets := range one {
+			conds[col] = append(conds[col], sets...)
 		}
 	}
 	dialect := db.Dialector.Name()
 	out := map[string][]string{}
-	for col, vals := range conds {
+	for col, sets := range conds {
 		if _, assigned := set[col]; assigned {
 			continue
 		}
 		f := stmt.Schema.FieldsByDBName[col]
-		if f == nil || len(vals) == 0 || len(vals) > maxConjTags {
+		if f == nil {
 			continue
 		}
 		class := classOf(f, dialect)
-		formatted := make([]string, 0, len(vals))
-		for _, v := range vals {
-			s := columnValue(stmt, f, class, v)
-			if s == "?" {
-				formatted = nil
-				break
+		if class == nullOnly {
+			// Lists know only NULL: the rows hold NULL if every condition
+			// allows only NULL, else none of them is in a list with it.
+			out[col] = []string{"!"}
+			if vals, ok := formatValues(stmt, f, class, sets); ok && len(vals) == 1 {
+				out[col] = []string{"=" + vals[0]}
 			}
-			formatted = append(formatted, s)
+			continue
 		}
-		if formatted != nil {
-			out[col] = formatted
+		vals, ok := formatValues(stmt, f, class, sets)
+		if !ok || len(vals) > maxConjTags {
+			continue
 		}
+		for i, v := range vals {
+			vals[i] = "=" + v
+		}
+		out[col] = vals
 	}
 	return out
 }
