@@ -30,7 +30,13 @@ func (p *Plugin) withConjunction(db *gorm.DB, op writeOp, tags []string) []strin
 	case opCreate:
 		w.Rows, w.All = createdRows(db)
 	case opDelete:
-		if _, soft := stmt.Clauses["SET"]; !soft {
+		_, soft := stmt.Clauses["SET"]
+		if v, ok := db.InstanceGet(settingSetSnapshot); ok {
+			if snap, _ := v.(*setSnapshot); snap != nil && snap.ran && snap.ok {
+				soft = true // a soft delete is an UPDATE
+			}
+		}
+		if !soft {
 			return tags // rows only leave lists: their row tags go
 		}
 		w.Set, w.Where, w.All = updatedColumns(db)
