@@ -522,7 +522,9 @@ func (o *outbox) drain(ctx context.Context) error {
 				o.p.log.Error("gormplugin: an outbox row cannot be read; the manager's namespace is cleared instead", "table", o.table, "id", r.id, "err", err)
 				continue
 			}
-			for _, t := range ts {
+			// A write's conjunction part is recorded as a marker (the
+			// schemes it meets are read after COMMIT): it is committed now.
+			for _, t := range o.p.resolveConjunctions(ctx, ts) {
 				if t == "" || !backends.IsPlainTag(t) {
 					clear = true
 					o.p.log.Error("gormplugin: an outbox row holds a tag the manager refuses; the manager's namespace is cleared instead", "table", o.table, "id", r.id, "tag", t)
