@@ -140,6 +140,9 @@ func (b *Backend) Close() error {
 		return nil
 	}
 	b.notify.close()
+	if w, ok := b.topo.(interface{ waitBackground() }); ok {
+		w.waitBackground() // late lease releases, each bounded
+	}
 	if !b.owned {
 		return nil
 	}
