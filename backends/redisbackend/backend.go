@@ -466,6 +466,25 @@ func infoField(info, name string) string {
 	return ""
 }
 
+// The log lines of a first use that an ACL restricts (doc.go, "Security").
+const (
+	policyRefusedMsg = "redisbackend: CONFIG GET maxmemory-policy refused (managed Redis, or an ACL user without CONFIG); assuming the configured policy (WithAssumedPolicy): set it to the server's real policy"
+	infoRefusedMsg   = "redisbackend: INFO refused (an ACL user without +info): replicas and failovers cannot be detected, so invalidations would not wait for a replica and eras would not follow a failover; grant +info"
+)
+
+// isNoPerm reports an ACL refusal.
+func isNoPerm(err error) bool { return redis.HasErrorPrefix(err, "NOPERM") }
+
+// firstErrOf returns the first non-nil error of errs.
+func firstErrOf(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // isServerError reports an error the server replied with, as opposed to a
 // failure to reach it.
 func isServerError(err error) bool {

@@ -47,6 +47,7 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 		refused  error
 		major    = -1
 		replicas int
+		noInfo   error
 	)
 	err := c.client.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
 		pipe := m.Pipeline()
@@ -61,6 +62,12 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if isNoPerm(info.Err()) || isNoPerm(repl.Err()) {
+			// Without INFO neither the version nor the replicas can be
+			// known, nor can the scripts bind eras to a replication
+			// history: a permanent failure, logged once.
+			noInfo = firstErrOf(info.Err(), repl.Err())
+		}
 		if p := policy.Val()["maxmemory-policy"]; policy.Err() == nil && p != "" {
 			policies = append(policies, p)
 		} else {
@@ -86,6 +93,10 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 	if len(policies) == 0 {
 		return nil, fmt.Errorf("redisbackend: connect: the cluster has no master")
 	}
+	if noInfo != nil {
+		c.log.Error(infoRefusedMsg, "err", noInfo)
+		return &server{err: fmt.Errorf("%s: %w", infoRefusedMsg, noInfo)}, nil
+	}
 	srv := &server{replicas: replicas, scripts: shebangScripts}
 	c.replicated.Store(replicas > 0)
 	if major < 7 {
@@ -93,8 +104,7 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 		return srv, nil
 	}
 	if refused != nil {
-		c.log.Info("redisbackend: CONFIG GET maxmemory-policy refused; assuming the configured policy (WithAssumedPolicy)",
-			"policy", c.cfg.assumedPolicy, "err", refused)
+		c.log.Info(policyRefusedMsg, "policy", c.cfg.assumedPolicy, "err", refused)
 	}
 	worst := policies[0]
 	for _, p := range policies[1:] {

@@ -1,12 +1,15 @@
 package redisbackend
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,8 +19,19 @@ import (
 // (redis://, rediss:// or unix://) when set, else REDIS_HOST (default
 // 127.0.0.1), REDIS_PORT (default 6379), REDIS_PASSWORD and REDIS_DB
 // (default 0). A value that cannot be parsed is an error naming the
-// variable. Nothing is dialled until the Backend is first used. The Backend
-// owns its client: Close closes it.
+// variable, and never quoting a password. Nothing is dialled until the
+// Backend is first used. The Backend owns its client: Close closes it.
+//
+// Credentials: redis://:password@host (AUTH with requirepass) or
+// redis://user:password@host (an ACL user), percent-encoding the
+// characters : / ? # @ % in them; or REDIS_PASSWORD with REDIS_HOST.
+//
+// TLS: a rediss:// URL verifies the server's certificate against the
+// system's roots and the URL's host name (go-redis ParseURL).
+// REDIS_TLS_CA_FILE names a PEM file of CA certificates to trust instead
+// (a private CA); REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE name a client
+// certificate and its key, for a server that requires one
+// (tls-auth-clients). These are an error without a rediss:// URL.
 //
 // The client honours context deadlines (ContextTimeoutEnabled), so each
 // cache operation ends within the manager's timeout even on a server that
@@ -35,27 +49,42 @@ func FromEnv() (*Backend, error) {
 	return b, nil
 }
 
+// The variables that configure TLS on a rediss:// URL.
+const (
+	EnvTLSCAFile   = "REDIS_TLS_CA_FILE"
+	EnvTLSCertFile = "REDIS_TLS_CERT_FILE"
+	EnvTLSKeyFile  = "REDIS_TLS_KEY_FILE"
+)
+
 // envOptions reads the client options from the environment through lookup.
 func envOptions(lookup func(string) (string, bool)) (*redis.Options, error) {
-	if u, ok := lookup("REDIS_URL"); ok && u != "" {
-		opt, err := redis.ParseURL(u)
-		if err != nil {
-			// url.Error quotes the whole URL, password included: keep only
-			// its reason.
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err
-			}
-			return nil, fmt.Errorf("redisbackend: REDIS_URL: %w", err)
+	get := func(k string) string { v, _ := lookup(k); return v }
+	var opt *redis.Options
+	if u := get("REDIS_URL"); u != "" {
+		var err error
+		if opt, err = redis.ParseURL(u); err != nil {
+			return nil, fmt.Errorf("redisbackend: REDIS_URL: %w", urlError(u, err))
 		}
-		return opt, nil
+	} else {
+		var err error
+		if opt, err = hostOptions(get); err != nil {
+			return nil, err
+		}
 	}
+	if err := envTLS(opt, get); err != nil {
+		return nil, err
+	}
+	return opt, nil
+}
+
+// hostOptions reads REDIS_HOST, REDIS_PORT, REDIS_PASSWORD and REDIS_DB.
+func hostOptions(get func(string) string) (*redis.Options, error) {
 	host := "127.0.0.1"
-	if h, ok := lookup("REDIS_HOST"); ok && h != "" {
+	if h := get("REDIS_HOST"); h != "" {
 		host = h
 	}
 	port := "6379"
-	if p, ok := lookup("REDIS_PORT"); ok && p != "" {
+	if p := get("REDIS_PORT"); p != "" {
 		n, err := strconv.ParseUint(p, 10, 16)
 		if err == nil && n == 0 {
 			err = errors.New("port 0")
@@ -66,7 +95,7 @@ func envOptions(lookup func(string) (string, bool)) (*redis.Options, error) {
 		port = p
 	}
 	db := 0
-	if d, ok := lookup("REDIS_DB"); ok && d != "" {
+	if d := get("REDIS_DB"); d != "" {
 		n, err := strconv.Atoi(d)
 		if err == nil && n < 0 {
 			err = errors.New("negative database")
@@ -76,12 +105,82 @@ func envOptions(lookup func(string) (string, bool)) (*redis.Options, error) {
 		}
 		db = n
 	}
-	password, _ := lookup("REDIS_PASSWORD")
 	return &redis.Options{
 		Addr:     net.JoinHostPort(host, port),
-		Password: password,
+		Password: get("REDIS_PASSWORD"),
 		DB:       db,
 	}, nil
+}
+
+// urlError is ParseURL's error on raw without any part of its user
+// information. ParseURL's errors quote parts of the URL (url.Error the
+// whole of it; "invalid URL path", "invalid database number" and "invalid
+// port" the text after a "/", "#" or ":" that a password left unescaped
+// moves into the path or the port), so the error reported is the one of
+// the URL with everything before its last "@" replaced; if that one
+// parses, the fault was in what was replaced.
+func urlError(raw string, err error) error {
+	at := strings.LastIndexByte(raw, '@')
+	if at < 0 {
+		return bareURLError(err)
+	}
+	head := ""
+	if i := strings.Index(raw[:at], "://"); i >= 0 {
+		head = raw[:i+3]
+	}
+	if _, rerr := redis.ParseURL(head + "REDACTED" + raw[at:]); rerr != nil {
+		return bareURLError(rerr)
+	}
+	return errors.New("the part before the host (user, password) cannot be parsed: percent-encode the characters : / ? # @ % in a user name or password")
+}
+
+// bareURLError drops url.Error's quote of the whole URL.
+func bareURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// envTLS applies REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and
+// REDIS_TLS_KEY_FILE to the TLS configuration of a rediss:// URL.
+func envTLS(opt *redis.Options, get func(string) string) error {
+	caFile, certFile, keyFile := get(EnvTLSCAFile), get(EnvTLSCertFile), get(EnvTLSKeyFile)
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil
+	}
+	if opt.TLSConfig == nil {
+		for _, v := range []string{EnvTLSCAFile, EnvTLSCertFile, EnvTLSKeyFile} {
+			if get(v) != "" {
+				return fmt.Errorf("redisbackend: %s is set but the connection is not TLS: use a rediss:// REDIS_URL", v)
+			}
+		}
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return fmt.Errorf("redisbackend: %s: %w", EnvTLSCAFile, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("redisbackend: %s=%q: no PEM certificate in the file", EnvTLSCAFile, caFile)
+		}
+		opt.TLSConfig.RootCAs = pool
+	}
+	switch {
+	case certFile != "" && keyFile != "":
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("redisbackend: %s, %s: %w", EnvTLSCertFile, EnvTLSKeyFile, err)
+		}
+		opt.TLSConfig.Certificates = []tls.Certificate{cert}
+	case certFile != "":
+		return fmt.Errorf("redisbackend: %s is set without %s", EnvTLSCertFile, EnvTLSKeyFile)
+	case keyFile != "":
+		return fmt.Errorf("redisbackend: %s is set without %s", EnvTLSKeyFile, EnvTLSCertFile)
+	}
+	return nil
 }
 
 // The timeouts of the client FromEnv builds, for what the context does not
