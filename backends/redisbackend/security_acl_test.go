@@ -18,7 +18,7 @@ import (
 	"github.com/depcache/go-depcache/internal/redistest"
 )
 
-// ACLRule is the ACL line the README and doc.go give for the user depcache
+// aclCommands is the ACL command set the README and doc.go give for the user depcache
 // connects as: every command it sends (outside and inside its scripts) and
 // nothing else; no CONFIG, KEYS, FLUSH*, DEBUG or other admin command.
 // Key and channel patterns are the test's: see aclKeysTight.
@@ -229,5 +229,85 @@ func TestACLUserWithoutInfo(t *testing.T) {
 	}
 	if srv := b.srv.Load(); srv == nil || srv.scripts != shebangScripts {
 		t.Error("without INFO the Backend did not load the allow-oom (shebang) scripts of Redis 7")
+	}
+}
+
+// aclClusterCommands are what Redis Cluster needs beyond aclCommands:
+// go-redis reads the slot layout (CLUSTER SLOTS) and the commands' key
+// positions (COMMAND).
+var aclClusterCommands = "+cluster|slots +command"
+
+// TestACLUserOnCluster runs every operation on the shared Cluster as a
+// user of its own granted aclCommands and aclClusterCommands on every
+// node: nothing but CONFIG GET is refused.
+func TestACLUserOnCluster(t *testing.T) {
+	tc := sharedCluster(t)
+	user := randomName(t, "dcacl")
+	rule := "~* &* " + aclCommands + " " + aclClusterCommands
+	if r := os.Getenv("DEPCACHE_ACL_CLUSTER_RULE"); r != "" {
+		rule = r
+	}
+	ctx := t.Context()
+	var admins []*redis.Client
+	for _, nd := range tc.live() {
+		a := redis.NewClient(&redis.Options{Addr: nd.addr})
+		t.Cleanup(func() {
+			a.Do(context.Background(), "ACL", "DELUSER", user)
+			a.Close()
+		})
+		args := []any{"ACL", "SETUSER", user, "on", ">pw"}
+		for _, f := range strings.Fields(rule) {
+			args = append(args, f)
+		}
+		if err := a.Do(ctx, args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		admins = append(admins, a)
+	}
+	var addrs []string
+	for _, nd := range tc.live() {
+		addrs = append(addrs, nd.addr)
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Username: user, Password: "pw", ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	var log safeLog
+	b := New(c, WithLogger(log.logger()))
+	t.Cleanup(func() { b.Close() })
+	ns := clusterNS(t, b, "cacl")
+	l, err := b.Lookup(ctx, ns, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Fill(ctx, ns, backends.Fill{Key: "k", Entry: backends.Entry{Value: []byte("v"), Deps: []string{"a", "b"}}, Since: l.Epoch, Lease: l.Lease}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Fill(ctx, ns, backends.Fill{Key: "k2", Entry: backends.Entry{Value: []byte("v"), Deps: []string{"a"}}, Current: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.TTL(ctx, ns, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.Invalidate(ctx, ns, "a"); err != nil || n != 2 {
+		t.Fatalf("Invalidate = %d, %v; want 2", n, err)
+	}
+	if _, err := b.Delete(ctx, ns, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Prune(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Clear(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "CONFIG GET maxmemory-policy refused") {
+		t.Errorf("the refused CONFIG GET was not logged:\n%s", log.String())
+	}
+	for _, a := range admins {
+		d := slices.DeleteFunc(aclDenials(t, a), func(s string) bool {
+			return !strings.Contains(s, user) || strings.HasPrefix(s, "command config|get ")
+		})
+		if len(d) > 0 {
+			t.Errorf("%s refused the ACL user: %q", a.Options().Addr, d)
+		}
 	}
 }
