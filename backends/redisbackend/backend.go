@@ -31,7 +31,22 @@ var (
 	// within the wait timeout: it was applied on the master, but a failover
 	// could undo it. Retry it.
 	ErrNotReplicated = errors.New("redisbackend: invalidation not acknowledged by any replica")
+
+	// ErrNamespace reports a namespace (a manager's prefix) that contains
+	// "{": the key layout relies on the first "{" of a key following the
+	// namespace, so that no key of one namespace is a key of another or
+	// matches its SCAN patterns (and on Redis Cluster the braces are hash
+	// tags). Every call on such a namespace fails with it.
+	ErrNamespace = errors.New(`redisbackend: a namespace must not contain "{"`)
 )
+
+// checkNS returns an error wrapping ErrNamespace if ns cannot be used.
+func checkNS(ns string) error {
+	if strings.IndexByte(ns, '{') >= 0 {
+		return fmt.Errorf("%w: %q", ErrNamespace, ns)
+	}
+	return nil
+}
 
 // Backend is a backends.Backend on a go-redis client. It is safe for
 // concurrent use. Build one with New or FromEnv.
@@ -221,6 +236,9 @@ func (b *Backend) Epoch(ctx context.Context) (backends.Epoch, error) {
 // Fill. Bytes that are not an entry envelope are deleted and reported as a
 // miss with Corrupt set.
 func (b *Backend) Lookup(ctx context.Context, ns, key string) (backends.Lookup, error) {
+	if err := checkNS(ns); err != nil {
+		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: %w", key, err)
+	}
 	srv, err := b.usable(ctx)
 	if err != nil {
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: %w", key, err)
@@ -233,6 +251,20 @@ func (b *Backend) Lookup(ctx context.Context, ns, key string) (backends.Lookup, 
 // changed, or f is older than the maximum fill age: then it stores nothing
 // and returns an error wrapping backends.ErrStale.
 func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
+	if err := checkNS(ns); err != nil {
+		return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
+	}
+	for _, d := range f.Entry.Deps {
+		// A dependency of another namespace is registered in that
+		// namespace's tag hash: its name must be as safe as ours.
+		if !backends.IsPlainTag(d) {
+			if dep := backends.ParseDep(ns, d); !dep.Carried && dep.NS != ns {
+				if err := checkNS(dep.NS); err != nil {
+					return fmt.Errorf("redisbackend: fill %q: dependency %q: %w", f.Key, dep.Tag, err)
+				}
+			}
+		}
+	}
 	srv, err := b.usable(ctx)
 	if err != nil {
 		return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
@@ -278,6 +310,9 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 // Where the server has replicas an invalidation no replica acknowledged
 // fails with ErrNotReplicated.
 func (b *Backend) Invalidate(ctx context.Context, ns string, tags ...string) (int, error) {
+	if err := checkNS(ns); err != nil {
+		return 0, fmt.Errorf("redisbackend: invalidate: %w", err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: invalidate: %w", err)
@@ -293,6 +328,9 @@ func (b *Backend) Invalidate(ctx context.Context, ns string, tags ...string) (in
 // Their registrations stay until an invalidation, a fill's pruning or Clear
 // removes them.
 func (b *Backend) Delete(ctx context.Context, ns string, keys ...string) (int, error) {
+	if err := checkNS(ns); err != nil {
+		return 0, fmt.Errorf("redisbackend: delete: %w", err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: delete: %w", err)
@@ -310,6 +348,9 @@ func (b *Backend) Delete(ctx context.Context, ns string, keys ...string) (int, e
 // TTL reports the remaining lifetime of the entry under key: NoExpiry if
 // it has none, an error wrapping backends.ErrNotFound if there is no entry.
 func (b *Backend) TTL(ctx context.Context, ns, key string) (time.Duration, error) {
+	if err := checkNS(ns); err != nil {
+		return 0, fmt.Errorf("redisbackend: ttl %q: %w", key, err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: ttl %q: %w", key, err)
@@ -335,6 +376,9 @@ func (b *Backend) Release(ctx context.Context, ns, key, lease string) error {
 	if lease == "" {
 		return nil
 	}
+	if err := checkNS(ns); err != nil {
+		return fmt.Errorf("redisbackend: release %q: %w", key, err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return fmt.Errorf("redisbackend: release %q: %w", key, err)
@@ -358,6 +402,9 @@ func (b *Backend) Release(ctx context.Context, ns, key, lease string) error {
 // neither matters. Clear never deletes or resets the epoch, and never
 // uses KEYS or FLUSHDB.
 func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
+	if err := checkNS(ns); err != nil {
+		return 0, fmt.Errorf("redisbackend: clear: %w", err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: clear %q: %w", ns, err)
@@ -376,6 +423,9 @@ func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 // (doc.go, "Pruning"); Prune SCANs the namespace to clean everything at
 // once.
 func (b *Backend) Prune(ctx context.Context, ns string) error {
+	if err := checkNS(ns); err != nil {
+		return fmt.Errorf("redisbackend: prune: %w", err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return fmt.Errorf("redisbackend: prune %q: %w", ns, err)
