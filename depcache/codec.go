@@ -37,8 +37,8 @@ var Msgpack Codec = msgpackCodec{}
 // value is returned uncached. Gob bytes name the concrete types of
 // interface values, and decoding builds whichever type registered with
 // gob.Register they name: use Gob only for data the application alone
-// writes (doc.go, "Security"). JSON, the default, and Msgpack decode into
-// the caller's types only.
+// writes (doc.go, "Security"). JSON, the default, never builds a type the
+// bytes name.
 var Gob Codec = gobCodec{}
 
 type jsonCodec struct{}

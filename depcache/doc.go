@@ -167,11 +167,13 @@
 // wrote: the cache trusts its store. What a codec does with bytes it did
 // not write is the limit of that trust. The default codec, JSON, decodes
 // into the type the caller declared (the memoized function's result, the
-// destination of Get) and never into a type the bytes name; nor does
-// msgpack, whose headers are checked against the bytes' length first.
-// Gob names the concrete types of interface values in its bytes and
-// builds any type given to gob.Register: use it for data only the
-// application writes. A cached error (CacheErrorsAs) is rebuilt only by
+// destination of Get), and into an interface only maps, slices, strings,
+// numbers and booleans: never a type the bytes name. Msgpack does the
+// same (its headers are checked against the bytes' length first) unless
+// the application registered extension types (msgpack.RegisterExt),
+// which it builds for interface destinations. Gob names the concrete
+// types of interface values in its bytes and builds any type given to
+// gob.Register: use it for data only the application writes. A cached error (CacheErrorsAs) is rebuilt only by
 // the rules of the function reading it. Prefixes keep managers apart: one
 // manager never reads, invalidates or clears the entries of another with a
 // different prefix (a prefix that is a prefix of another's, or that holds
