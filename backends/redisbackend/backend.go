@@ -32,17 +32,18 @@ var (
 	// could undo it. Retry it.
 	ErrNotReplicated = errors.New("redisbackend: invalidation not acknowledged by any replica")
 
-	// ErrNamespace reports a namespace (a manager's prefix) that contains
-	// "{": the key layout relies on the first "{" of a key following the
-	// namespace, so that no key of one namespace is a key of another or
-	// matches its SCAN patterns (and on Redis Cluster the braces are hash
-	// tags). Every call on such a namespace fails with it.
-	ErrNamespace = errors.New(`redisbackend: a namespace must not contain "{"`)
+	// ErrNamespace reports a namespace (a manager's prefix) that holds
+	// ":e:{" or ":t:{", the separators of the key layout: its keys could be
+	// those of a shorter namespace (namespace "a:e:{x" and key "k" make the
+	// key of namespace "a" and key "x:e:{k"), which that namespace's Clear
+	// and Prune would take as its own. Every call on such a namespace fails
+	// with it.
+	ErrNamespace = errors.New(`redisbackend: a namespace must not hold ":e:{" or ":t:{"`)
 )
 
 // checkNS returns an error wrapping ErrNamespace if ns cannot be used.
 func checkNS(ns string) error {
-	if strings.IndexByte(ns, '{') >= 0 {
+	if strings.IndexByte(ns, '{') >= 0 && (strings.Contains(ns, ":e:{") || strings.Contains(ns, ":t:{")) {
 		return fmt.Errorf("%w: %q", ErrNamespace, ns)
 	}
 	return nil

@@ -67,8 +67,8 @@
 //
 // Namespaces are isolated: no key of one is a key of another, or matches
 // the SCAN patterns of another's Clear and Prune (glob characters are
-// escaped), as long as neither holds "{", which every call refuses
-// (ErrNamespace). Registrations of another namespace's entries
+// escaped), as long as neither holds ":e:{" or ":t:{", which every call
+// refuses (ErrNamespace). Registrations of another namespace's entries
 // (backends.ForeignDep) are the one designed crossing: an invalidation or
 // Clear of a namespace removes the entries registered under its tags.
 // The epoch, the pruned key and the tier registry and channel are shared
@@ -111,9 +111,11 @@
 // replication id too.
 //
 // Braces are Redis Cluster hash tags: a tag's registrations and stamp share
-// one slot, so one script sees both. A namespace holding "{" is refused
-// (ErrNamespace): the first "{" of every key follows the namespace, which
-// is what keeps one namespace's keys from looking like another's. Registrations and stamps carry no TTL: they are
+// one slot, so one script sees both. A namespace holding ":e:{" or ":t:{"
+// is refused (ErrNamespace): without them no key of one namespace is a
+// key of another, nor matches another's SCAN patterns, whatever the keys
+// and tags hold. Other braces in a namespace are allowed; on Cluster they
+// make its keys hash by what they enclose. Registrations and stamps carry no TTL: they are
 // never evicted under noeviction or volatile-* and are pruned by the
 // scripts instead (below).
 //

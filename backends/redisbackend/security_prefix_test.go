@@ -24,6 +24,7 @@ var namespacePairs = [][2]string{
 	{"a:", "a"}, {"a", "a:"},
 	{"a:e", "a"}, {"a", "a:e"}, {"a:t", "a"},
 	{"a*", "ab"}, {"a?", "ab"}, {"a[b]", "ab"}, {"[ab]", "a"}, {"a*", "a"},
+	{"a", "a:{x}"}, {"a:{x}", "a"}, {"a{", "a"}, {"a", "a:e{"},
 }
 
 // TestPrefixIsolation: every operation of a Backend on namespace A —
@@ -226,13 +227,22 @@ func describeKey(ctx context.Context, c redis.Cmdable, k string) (string, error)
 	return fmt.Sprintf("%s expires=%v %q", typ, ttl > 0, v), err
 }
 
-// A namespace holding "{" is refused by every call, before anything is
-// sent: its keys could be taken for another namespace's.
-func TestNamespaceWithBraceRefused(t *testing.T) {
+// A namespace holding the layout's separators is refused by every call,
+// before anything is sent: its keys could be another namespace's.
+func TestNamespaceWithSeparatorRefused(t *testing.T) {
+	for _, ns := range []string{"a:e:{x", "a:t:{", "x:t:{y}:z"} {
+		namespaceRefused(t, ns)
+	}
+	// Other braces are fine (the conformance suite's AwkwardNames).
+	if err := checkNS("a:{e}:t{"); err != nil {
+		t.Errorf("checkNS(%q) = %v", "a:{e}:t{", err)
+	}
+}
+
+func namespaceRefused(t *testing.T, ns string) {
 	tg := miniTarget(t)
 	b := newBackend(t, tg)
 	ctx := t.Context()
-	ns := "a:e:{x"
 	calls := map[string]error{}
 	_, calls["Lookup"] = b.Lookup(ctx, ns, "k")
 	calls["Fill"] = b.Fill(ctx, ns, backends.Fill{Key: "k", Current: true})
@@ -246,7 +256,7 @@ func TestNamespaceWithBraceRefused(t *testing.T) {
 	calls["Prune"] = b.Prune(ctx, ns)
 	for name, err := range calls {
 		if !errors.Is(err, ErrNamespace) {
-			t.Errorf("%s: %v, want ErrNamespace", name, err)
+			t.Errorf("%s in %q: %v, want ErrNamespace", name, ns, err)
 		}
 	}
 	if keys := tg.mini.Keys(); len(keys) != 0 {
