@@ -118,3 +118,34 @@ func TestClusterFrozenNodeCallsEndAtTheirDeadline(t *testing.T) {
 		t.Fatalf("Clear after the thaw: %v", err)
 	}
 }
+
+// TestClusterFrozenReplicaWaitsEndAtTheirDeadline: where masters have
+// replicas, fills register and invalidations and Clear write with WAIT 1
+// on each master's connection, which the server holds up to the wait
+// timeout (1 s) when the replica does not answer. The caller's context
+// still ends each call: a frozen replica costs no more than the timeout.
+func TestClusterFrozenReplicaWaitsEndAtTheirDeadline(t *testing.T) {
+	longOnly(t) // a cluster of its own with replicas: ~5 s
+	tc := ownCluster(t, true)
+	b := clusterBackend(t, tc, WithLogger(quietLog))
+	ctx := t.Context()
+	if _, err := b.Epoch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ns := clusterNS(t, b, "cfr")
+	tag := "t"
+	master := masterOf(t, b, tagKey(ns, tag))
+	l, err := b.Lookup(ctx, ns, "k")
+	if err != nil || l.Lease == "" {
+		t.Fatalf("Lookup = %+v, %v; want a miss with a lease", l, err)
+	}
+	r := freezeReplica(t, tc, master)
+	boundedCall(t, "Fill (registration waits for the frozen replica)", func(ctx context.Context) error {
+		return b.Fill(ctx, ns, backends.Fill{Key: "k", Entry: backends.Entry{Value: []byte("v"), Deps: []string{tag}}, Since: l.Epoch, Lease: l.Lease})
+	})
+	boundedCall(t, "Invalidate (stamp waits for the frozen replica)", func(ctx context.Context) error {
+		_, err := b.Invalidate(ctx, ns, tag)
+		return err
+	})
+	r.thaw(context.Background())
+}
