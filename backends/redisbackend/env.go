@@ -106,8 +106,8 @@ func envOptions(lookup func(string) (string, bool)) (*redis.Options, error) {
 	var opt *redis.Options
 	if u := get("REDIS_URL"); u != "" {
 		var err error
-		if opt, err = redis.ParseURL(u); err != nil {
-			return nil, fmt.Errorf("redisbackend: REDIS_URL: %w", urlError(u, err))
+		if opt, err = ParseURL(u); err != nil {
+			return nil, fmt.Errorf("redisbackend: REDIS_URL: %w", err)
 		}
 	} else {
 		var err error
@@ -156,7 +156,18 @@ func hostOptions(get func(string) string) (*redis.Options, error) {
 	}, nil
 }
 
-// urlError is ParseURL's error on raw without any part of its user
+// ParseURL is redis.ParseURL, with errors that never quote the URL's user
+// information (a password), for programs that build their own client
+// from a URL (a ClusterClient, options of their own). FromEnv uses it.
+func ParseURL(raw string) (*redis.Options, error) {
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		return nil, urlError(raw, err)
+	}
+	return opt, nil
+}
+
+// urlError is redis.ParseURL's error on raw without any part of its user
 // information. ParseURL's errors quote parts of the URL (url.Error the
 // whole of it; "invalid URL path", "invalid database number" and "invalid
 // port" the text after a "/", "#" or ":" that a password left unescaped

@@ -75,6 +75,11 @@ func TestFromEnvParseErrorsNeverQuoteThePassword(t *testing.T) {
 			t.Errorf("error %q does not name REDIS_URL", err)
 		}
 		assertNoSecret(t, fmt.Sprintf("the error for %q", u), err.Error())
+		if _, err := redisbackend.ParseURL(u); err == nil {
+			t.Errorf("ParseURL(%q) succeeded", u)
+		} else {
+			assertNoSecret(t, fmt.Sprintf("ParseURL's error for %q", u), err.Error())
+		}
 	}
 }
 
