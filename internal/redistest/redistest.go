@@ -113,6 +113,9 @@ func startOnce(t testing.TB, bin, ready string, args []string) (*os.Process, err
 	if err != nil {
 		return nil, err
 	}
+	// Configuration errors (an unknown directive, such as tls-port on a
+	// build without TLS) go to standard error: read them too.
+	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
