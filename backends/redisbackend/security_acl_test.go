@@ -248,28 +248,7 @@ func TestACLUserOnCluster(t *testing.T) {
 		rule = r
 	}
 	ctx := t.Context()
-	var admins []*redis.Client
-	for _, nd := range tc.live() {
-		a := redis.NewClient(&redis.Options{Addr: nd.addr})
-		t.Cleanup(func() {
-			a.Do(context.Background(), "ACL", "DELUSER", user)
-			a.Close()
-		})
-		args := []any{"ACL", "SETUSER", user, "on", ">pw"}
-		for _, f := range strings.Fields(rule) {
-			args = append(args, f)
-		}
-		if err := a.Do(ctx, args...).Err(); err != nil {
-			t.Fatal(err)
-		}
-		admins = append(admins, a)
-	}
-	var addrs []string
-	for _, nd := range tc.live() {
-		addrs = append(addrs, nd.addr)
-	}
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Username: user, Password: "pw", ContextTimeoutEnabled: true})
-	t.Cleanup(func() { c.Close() })
+	c, admins := clusterACLUser(t, tc, user, rule)
 	var log safeLog
 	b := New(c, WithLogger(log.logger()))
 	t.Cleanup(func() { b.Close() })
@@ -309,5 +288,58 @@ func TestACLUserOnCluster(t *testing.T) {
 		if len(d) > 0 {
 			t.Errorf("%s refused the ACL user: %q", a.Options().Addr, d)
 		}
+	}
+}
+
+// clusterACLUser creates user under rule on every node of tc (removed at
+// the test's end) and returns a client as that user and admin clients of
+// the nodes.
+func clusterACLUser(t *testing.T, tc *testCluster, user, rule string) (*redis.ClusterClient, []*redis.Client) {
+	t.Helper()
+	var admins []*redis.Client
+	var addrs []string
+	for _, nd := range tc.live() {
+		a := redis.NewClient(&redis.Options{Addr: nd.addr})
+		t.Cleanup(func() {
+			a.Do(context.Background(), "ACL", "DELUSER", user)
+			a.Close()
+		})
+		args := []any{"ACL", "SETUSER", user, "on", ">pw"}
+		for _, f := range strings.Fields(rule) {
+			args = append(args, f)
+		}
+		if err := a.Do(t.Context(), args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		admins = append(admins, a)
+		addrs = append(addrs, nd.addr)
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Username: user, Password: "pw", ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	return c, admins
+}
+
+// TestACLUserWithoutInfoOnCluster: on Cluster a user without INFO cannot
+// be served safely (no replicas seen, eras not bound to a replication
+// history): every call fails with an error that says to grant +info, and
+// the Backend logs it once.
+func TestACLUserWithoutInfoOnCluster(t *testing.T) {
+	tc := sharedCluster(t)
+	user := randomName(t, "dcacl")
+	c, _ := clusterACLUser(t, tc, user, "~* &* +@all -@admin -@dangerous")
+	var log safeLog
+	b := New(c, WithLogger(log.logger()))
+	t.Cleanup(func() { b.Close() })
+	for range 2 {
+		_, err := b.Lookup(t.Context(), "cache:x", "k")
+		if err == nil || !strings.Contains(err.Error(), "grant +info") {
+			t.Fatalf("Lookup as a user without INFO: %v, want an error saying to grant +info", err)
+		}
+		if _, err := b.Invalidate(t.Context(), "cache:x", "t"); err == nil {
+			t.Fatal("Invalidate as a user without INFO succeeded")
+		}
+	}
+	if n := strings.Count(log.String(), "INFO refused"); n != 1 {
+		t.Errorf("the refused INFO was logged %d times, want once:\n%s", n, log.String())
 	}
 }
