@@ -219,7 +219,12 @@
 //     not hold.
 //   - Once the invalidation after COMMIT has returned without error, the
 //     rows are deleted, by id, by the process's flusher (one DELETE for the
-//     rows delivered within 20 ms). A failed invalidation leaves them.
+//     rows delivered within 20 ms). A failed invalidation leaves them. On
+//     SQLite, which has one writer at a time, the flusher never writes while
+//     the application runs (a transaction of the application that read
+//     before writing would fail at once with "database is locked" while it
+//     commits): the next write transaction deletes them with the INSERT of
+//     its own row, and Close and FlushOutbox delete them directly.
 //   - The flusher of every process (one goroutine per plugin, stopped by
 //     Close) delivers what is left: at Initialize a process that finds rows
 //     for its manager's prefix holds the manager (nothing served from the

@@ -51,8 +51,7 @@ func (s *single) connect(ctx context.Context) (*server, error) {
 	if p := policy.Val()["maxmemory-policy"]; policy.Err() == nil && p != "" {
 		applyPolicy(srv, p, s.log)
 	} else {
-		s.log.Info("redisbackend: CONFIG GET maxmemory-policy refused; assuming the configured policy (WithAssumedPolicy)",
-			"policy", s.cfg.assumedPolicy, "err", policy.Err())
+		s.log.Info(policyRefusedMsg, "policy", s.cfg.assumedPolicy, "err", policy.Err())
 		applyPolicy(srv, s.cfg.assumedPolicy, s.log)
 	}
 	version := ""
@@ -62,13 +61,18 @@ func (s *single) connect(ctx context.Context) (*server, error) {
 	if repl.Err() == nil {
 		srv.replicas, _ = strconv.Atoi(infoField(repl.Val(), "connected_slaves"))
 	}
+	infoRefused := isNoPerm(info.Err()) || isNoPerm(repl.Err())
+	if infoRefused {
+		s.log.Error(infoRefusedMsg, "err", firstErrOf(info.Err(), repl.Err()))
+	}
 
 	// Redis 7 reads the flags of a shebang line; older servers and
 	// miniredis get the plain scripts. A server that refuses the shebang
-	// variant gets the plain one too.
+	// variant gets the plain one too, and so does one whose version an
+	// ACL hides, after trying the shebang.
 	major, _ := strconv.Atoi(strings.SplitN(version, ".", 2)[0])
 	sets := []*scriptSet{plainScripts}
-	if major >= 7 {
+	if major >= 7 || infoRefused {
 		sets = []*scriptSet{shebangScripts, plainScripts}
 	}
 	var lerr error
