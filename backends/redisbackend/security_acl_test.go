@@ -24,7 +24,7 @@ import (
 // Key and channel patterns are the test's: see aclKeysTight.
 var aclCommands = "-@all +get +set +mget +unlink +del +exists +pttl +getrange +scan +zcard " +
 	"+evalsha +eval +script|load +info +wait +publish +subscribe +zrem +ping +hello +auth +select" +
-	" +time +hget +hset +hdel +hgetall +hlen +hrandfield +hscan +zadd +zrangebyscore +zremrangebyscore +zscore"
+	" +time +hget +hset +hdel +hgetall +hlen +hrandfield +hscan +zadd +zrangebyscore +zremrangebyscore +zscore +sadd +scard +sismember +smembers"
 
 // safeLog is a logger whose output a test can read while the Backend logs.
 type safeLog struct {
