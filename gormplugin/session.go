@@ -2,6 +2,7 @@ package gormplugin
 
 import (
 	"context"
+	"database/sql/driver"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -161,8 +162,22 @@ func decodeEntry(b []byte) ([]recordedQuery, error) {
 		return nil, fmt.Errorf("%w: entry version %d", errCorruptResult, v)
 	}
 	n := d.count()
-	qs := make([]recordedQuery, 0, n)
-	for range n {
+	var qs []recordedQuery
+	var rows [][]driver.Value // room for the first query's rows
+	var first *resultSet
+	if n == 1 {
+		// The common entry, one query of one row (a First), in one
+		// allocation.
+		one := new(struct {
+			q   [1]recordedQuery
+			rs  resultSet
+			row [1][]driver.Value
+		})
+		qs, rows, first = one.q[:0], one.row[:], &one.rs
+	} else {
+		qs = make([]recordedQuery, 0, n)
+	}
+	for i := range n {
 		fp := d.string()
 		size := d.count()
 		if d.err != nil {
@@ -171,10 +186,14 @@ func decodeEntry(b []byte) ([]recordedQuery, error) {
 		// The rows' strings share d's one copy of the entry.
 		end := d.off + size
 		sub := decoder{b: d.b[:end], s: d.s[:end], off: d.off}
-		rs, err := sub.resultSet()
-		if err != nil {
+		rs := first
+		if i > 0 || rs == nil {
+			rs = &resultSet{}
+		}
+		if err := sub.resultSet(rs, rows); err != nil {
 			return nil, err
 		}
+		rows = nil
 		d.off = end
 		qs = append(qs, recordedQuery{fingerprint: fp, rs: rs})
 	}

@@ -114,24 +114,29 @@ func (s *single) run(ctx context.Context, srv *server, id scriptID, keys []strin
 func (s *single) lookup(ctx context.Context, srv *server, ns, key string) (backends.Lookup, error) {
 	ek := entryKey(ns, key)
 	// MGET of the entry and the epoch, as client.MGet would send it but
-	// with the epoch key's argument boxed once (epochArg).
-	cmd := redis.NewSliceCmd(ctx, "mget", ek, s.epochArg)
+	// with the epoch key's argument boxed once (epochArg), read as strings:
+	// a nil reads as "", which neither an envelope, a lease nor an epoch
+	// is, and go-redis then boxes neither value (two allocations a hit).
+	cmd := redis.NewStringSliceCmd(ctx, "mget", ek, s.epochArg)
 	_ = s.client.Process(ctx, cmd)
 	vals, err := cmd.Result()
 	if err != nil {
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: %w", key, err)
 	}
+	if len(vals) != 2 {
+		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: MGET returned %d values", key, len(vals))
+	}
 	var res backends.Lookup
-	if v, ok := vals[0].(string); ok && isLease(v) {
+	if v := vals[0]; isLease(v) {
 		// Another process, with WithFillLock, is filling the key.
 		res.Busy = true
-	} else if ok {
+	} else if v != "" {
 		if res, err = s.decode(ctx, key, ek, v); err != nil || res.Found {
 			return res, err
 		}
 	}
-	v, found := vals[1].(string)
-	if res.Epoch, err = ensureEpoch(ctx, s.client, srv, s.cfg.epochKey, v, found); err != nil {
+	v := vals[1]
+	if res.Epoch, err = ensureEpoch(ctx, s.client, srv, s.cfg.epochKey, v, v != ""); err != nil {
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: epoch: %w", key, err)
 	}
 	return res, nil
