@@ -110,7 +110,9 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 	}
 
 	ran := false
-	blob, err := depcache.Fetch(ctx, p.m, key, func(fctx context.Context) ([]byte, error) {
+	// pluginapi.Bytes: a hit gets the entry as the backend returned it,
+	// uncopied; decodeEntry only reads it.
+	blob, err := depcache.Fetch(ctx, p.m, key, func(fctx context.Context) (pluginapi.Bytes, error) {
 		ran = true
 		stmt.Context = fctx
 		defer func() { stmt.Context = ctx }()
@@ -142,7 +144,7 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 		db.AddError(err)
 		return
 	}
-	qs, err := decodeEntry(blob)
+	qs, err := decodeEntry([]byte(blob))
 	if err != nil {
 		// Not ours, or from another version: run the query instead.
 		p.m.Delete(context.WithoutCancel(ctx), key)
@@ -185,7 +187,7 @@ func (p *Plugin) replay(db *gorm.DB, rs *resultSet) {
 	if rs.err != nil && errors.Is(rs.err, driver.ErrBadConn) {
 		db.AddError(rs.err) // kept from the replay connection (replayDriverRows.Next)
 	}
-	db.AddError(rows.Close())
+	db.AddError(rows.release())
 	if db.Statement.Result != nil {
 		db.Statement.Result.RowsAffected = db.RowsAffected
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"reflect"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -40,7 +41,20 @@ func newHitRows(rs *resultSet, renames bool) *hitRows {
 	if renames {
 		cols = append(make([]string, 0, len(cols)), cols...)
 	}
-	return &hitRows{rs: rs, cols: cols}
+	r := hitRowsPool.Get().(*hitRows)
+	*r = hitRows{rs: rs, cols: cols}
+	return r
+}
+
+// hitRowsPool recycles hitRows: gorm.Scan keeps none.
+var hitRowsPool = sync.Pool{New: func() any { return new(hitRows) }}
+
+// release closes r and gives it back; r must not be used afterwards.
+func (r *hitRows) release() error {
+	err := r.Close()
+	*r = hitRows{}
+	hitRowsPool.Put(r)
+	return err
 }
 
 // toSlow replays rs through database/sql from where the fast path is.

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // A Cached() query stores what the database returned — column names, the
@@ -263,7 +264,13 @@ func (d *decoder) resultSet(rs *resultSet, rows [][]driver.Value) error {
 		} else {
 			rs.rows = make([][]driver.Value, nrows)
 		}
-		values := make([]driver.Value, nrows*ncols)
+		var values []driver.Value
+		if n := nrows * ncols; n <= cap(d.valBuf) {
+			values = d.valBuf[:n:n]
+		} else {
+			values = make([]driver.Value, n)
+		}
+		d.cells = len(values)
 		for r := range rs.rows {
 			rs.rows[r] = values[r*ncols : (r+1)*ncols : (r+1)*ncols]
 			for c := range ncols {
@@ -354,6 +361,57 @@ type decoder struct {
 	s   string // b as a string, so that decoded strings share it
 	off int
 	err error
+
+	// Slabs for the values of a result's strings and integers, made on
+	// first use with room for cells values: boxing each in a driver.Value
+	// would cost an allocation apiece (see boxString).
+	cells int
+	strs  []string
+	ints  []int64
+
+	valBuf []driver.Value // room for the values, if long enough
+}
+
+// eface is the layout of an interface value with methods-free type (any).
+type eface struct{ typ, data unsafe.Pointer }
+
+// boxString returns s as a driver.Value whose data points into d's slab
+// instead of a copy of its own: one allocation for all of a result's
+// strings. The slab is never written again once a value points into it.
+func (d *decoder) boxString(s string) driver.Value {
+	if d.strs == nil {
+		if d.cells <= 1 {
+			return s
+		}
+		d.strs = make([]string, 0, d.cells)
+	}
+	if len(d.strs) == cap(d.strs) {
+		return s
+	}
+	d.strs = append(d.strs, s)
+	var v driver.Value = "" // the type word of a string; no allocation
+	(*eface)(unsafe.Pointer(&v)).data = unsafe.Pointer(&d.strs[len(d.strs)-1])
+	return v
+}
+
+// boxInt is boxString for an int64 (Go boxes 0–255 without allocating).
+func (d *decoder) boxInt(i int64) driver.Value {
+	if 0 <= i && i < 256 {
+		return i
+	}
+	if d.ints == nil {
+		if d.cells <= 1 {
+			return i
+		}
+		d.ints = make([]int64, 0, d.cells)
+	}
+	if len(d.ints) == cap(d.ints) {
+		return i
+	}
+	d.ints = append(d.ints, i)
+	var v driver.Value = int64(0)
+	(*eface)(unsafe.Pointer(&v)).data = unsafe.Pointer(&d.ints[len(d.ints)-1])
+	return v
 }
 
 func (d *decoder) fail() {
@@ -422,7 +480,7 @@ func (d *decoder) value() driver.Value {
 	case tagNil:
 		return nil
 	case tagInt64:
-		return d.varint()
+		return d.boxInt(d.varint())
 	case tagUint64:
 		return d.uvarint()
 	case tagFloat64:
@@ -440,7 +498,7 @@ func (d *decoder) value() driver.Value {
 	case tagNilBytes:
 		return []byte(nil)
 	case tagString:
-		return d.string()
+		return d.boxString(d.string())
 	case tagTime:
 		return d.time()
 	}

@@ -153,9 +153,10 @@ func encodeEntry(qs []recordedQuery) ([]byte, error) {
 	return b, nil
 }
 
-// decodeEntry reads what encodeEntry wrote. It takes b over: the decoded
-// strings share its memory, so nothing may modify b afterwards (a hit's
-// bytes are a copy of the cache's, which no one else holds).
+// decodeEntry reads what encodeEntry wrote. The decoded strings share b's
+// memory, so nothing may modify b afterwards: a hit's bytes are the
+// backend's reply (pluginapi.Bytes), which no one writes to. Byte values
+// are copied (a Scanner may keep and modify them).
 func decodeEntry(b []byte) ([]recordedQuery, error) {
 	d := decoder{b: b, s: unsafe.String(unsafe.SliceData(b), len(b))}
 	if v := d.byte(); v != entryVersion {
@@ -165,15 +166,20 @@ func decodeEntry(b []byte) ([]recordedQuery, error) {
 	var qs []recordedQuery
 	var rows [][]driver.Value // room for the first query's rows
 	var first *resultSet
+	var sub decoder // the decoder of each query's rows
 	if n == 1 {
-		// The common entry, one query of one row (a First), in one
-		// allocation.
+		// The common entry, one query of one row (a First) of up to 16
+		// columns, in one allocation.
 		one := new(struct {
-			q   [1]recordedQuery
-			rs  resultSet
-			row [1][]driver.Value
+			q    [1]recordedQuery
+			rs   resultSet
+			row  [1][]driver.Value
+			vals [16]driver.Value
+			strs [16]string
+			ints [16]int64
 		})
 		qs, rows, first = one.q[:0], one.row[:], &one.rs
+		sub.valBuf, sub.strs, sub.ints = one.vals[:0], one.strs[:0], one.ints[:0]
 	} else {
 		qs = make([]recordedQuery, 0, n)
 	}
@@ -185,7 +191,7 @@ func decodeEntry(b []byte) ([]recordedQuery, error) {
 		}
 		// The rows' strings share d's one copy of the entry.
 		end := d.off + size
-		sub := decoder{b: d.b[:end], s: d.s[:end], off: d.off}
+		sub.b, sub.s, sub.off = d.b[:end], d.s[:end], d.off
 		rs := first
 		if i > 0 || rs == nil {
 			rs = &resultSet{}
