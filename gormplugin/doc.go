@@ -40,8 +40,10 @@
 // entry holds what the database returned — column names and the driver's
 // values, for the query and for each query its preloads ran — not the
 // filled destination, and a hit replays those rows through GORM's own scan
-// and preload code (on a database/sql connection of the plugin's own that
-// serves them). So a hit leaves the destination, RowsAffected, Error and
+// and preload code. The rows reach GORM's scan converted as database/sql
+// converts a driver's values (the conversions GORM meets are made in
+// place, the others by database/sql itself, on a connection of the
+// plugin's own that serves the stored rows). So a hit leaves the destination, RowsAffected, Error and
 // the hooks as the query would: for structs, slices, maps and values held
 // in an interface{}, with Select and Omit, into pre-filled structs (the
 // fields not selected keep the caller's values), and for fields a codec
