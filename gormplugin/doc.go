@@ -270,8 +270,9 @@
 // The cost, measured with BenchmarkOutboxWrite (one Update by key in GORM's
 // implicit transaction; go test -run '^$' -bench BenchmarkOutboxWrite
 // -benchmem ./gormplugin/): one more statement in the transaction and one
-// DELETE per batch, +32 allocations (+1.4 KB) per write on SQLite and +27
-// (+1.3 KB) on PostgreSQL; the time is in the README.
+// DELETE per batch (on SQLite, in the next write's transaction), +53
+// allocations (+1.8 KB) per write on SQLite and +27 (+1.3 KB) on
+// PostgreSQL; the time is in the README.
 //
 // Invalidations made by hand get the same durability through the plugin:
 // Plugin.InvalidateDependency records the tags in the outbox (one INSERT
