@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -540,5 +541,36 @@ func TestConjunctionColumnTwiceAcrossTypes(t *testing.T) {
 			gormplugin.ConjunctionTag(posts, map[string]any{"author_id": alice, "deleted_at": nil}): true,
 			gormplugin.ConjunctionTag(posts, map[string]any{"author_id": bob, "deleted_at": nil}):   false,
 		})
+	})
+}
+
+// A write the plugin does not see (gormplugin/pgcdc reads such writes from
+// the database's log) reaches the lists with conjunction tags through
+// SchemeTags: the list tag and the new row's tag, all such a writer knew
+// before, leave them stale.
+func TestSchemeTagsReachConjunctiveLists(t *testing.T) {
+	forEachDBWith(t, withConjunctions, func(t *testing.T, e *env) {
+		l := newAuthorLists(e)
+		l.check(t)
+		posts := e.table(&Post{})
+		p := Post{AuthorID: bob, Title: "outside"}
+		noErr(t, "insert the plugin does not see", e.raw.Create(&p).Error)
+		_, err := e.m.InvalidateDependency(e.ctx, gormplugin.ListTag(posts), gormplugin.RowTag(posts, p.ID))
+		noErr(t, "invalidate the list and row tags", err)
+		got, err := l.list(e.ctx, bob)
+		noErr(t, "list", err)
+		var want []Post
+		noErr(t, "true list", e.raw.Where("author_id = ?", bob).Order("id").Find(&want).Error)
+		if len(got) == len(want) {
+			t.Fatalf("the list tag refreshed bob's list: it does not show what SchemeTags is for")
+		}
+		tags, err := gormplugin.SchemeTags(e.ctx, e.m, posts)
+		noErr(t, "SchemeTags", err)
+		if !slices.Contains(tags, gormplugin.SchemeTag(posts, "author_id", "deleted_at")) {
+			t.Fatalf("SchemeTags(%q) = %v, want the scheme of the author lists among them", posts, tags)
+		}
+		_, err = e.m.InvalidateDependency(e.ctx, tags...)
+		noErr(t, "invalidate the scheme tags", err)
+		l.check(t) // fails the test where a list is stale
 	})
 }

@@ -3,6 +3,7 @@ package gormplugin
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/depcache"
 	"github.com/depcache/go-depcache/internal/pluginapi"
 )
 
@@ -367,4 +369,31 @@ func combinationTags(table string, cols []string, vals [][]string) ([]string, bo
 		}
 	}
 	return tags, true
+}
+
+// SchemeTags returns the SchemeTag of every conjunction scheme registered
+// for table under m's prefix: what a write the plugin did not see (a
+// change read from the database's log by gormplugin/pgcdc, a script)
+// invalidates so that no list with conjunction tags misses a row it
+// entered. Call it after the write has committed — the schemes protocol
+// above, with the caller as the writer. None when m's backend keeps no
+// schemes (it does not implement backends.Sets).
+func SchemeTags(ctx context.Context, m *depcache.Manager, table string) ([]string, error) {
+	sets, ok := m.Backend().(backends.Sets)
+	if !ok {
+		return nil, nil
+	}
+	schemes, err := sets.Members(ctx, m.Prefix(), setName(table))
+	if err != nil {
+		return nil, fmt.Errorf("gormplugin: read the conjunction schemes of %q: %w", table, err)
+	}
+	tags := make([]string, 0, len(schemes))
+	for _, scheme := range schemes {
+		var cols []string
+		if scheme != "" {
+			cols = strings.Split(scheme, "&")
+		}
+		tags = append(tags, SchemeTag(table, cols...))
+	}
+	return tags, nil
 }
