@@ -90,6 +90,9 @@ type Config struct {
 	Others []Other
 	// Options apply to every manager (WithLocalCache, for instance).
 	Options []depcache.Option
+	// CDC, on PostgreSQL with wal_level=logical, adds writers that bypass
+	// GORM and a pgcdc listener that invalidates their writes.
+	CDC *CDC
 	// Midway, if set, runs once when half the reads are done and, where
 	// managers have in-process tiers, the tiers have served (to kill a
 	// subscription mid-run, for instance).
@@ -106,6 +109,7 @@ type Other struct {
 type Report struct {
 	Mode                 Mode
 	Reads, Writes        int64
+	RawWrites            int64 // of Writes, made with plain SQL (CDC)
 	Stale                int64 // (a)
 	Diverged             int64 // (b)
 	PoisonRead           int64 // (c)
@@ -117,8 +121,8 @@ type Report struct {
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("%s: %d reads (%d hits, %d misses), %d writes, %d fills stored, %d refused as stale in %v; violations: (a) stale %d, (b) diverged %d, (c) poison %d",
-		r.Mode, r.Reads, r.Hits, r.Misses, r.Writes, r.Stored, r.StaleFills, r.Elapsed.Round(time.Millisecond), r.Stale, r.Diverged, r.PoisonRead)
+	return fmt.Sprintf("%s: %d reads (%d hits, %d misses), %d writes (%d with plain SQL), %d fills stored, %d refused as stale in %v; violations: (a) stale %d, (b) diverged %d, (c) poison %d",
+		r.Mode, r.Reads, r.Hits, r.Misses, r.Writes, r.RawWrites, r.Stored, r.StaleFills, r.Elapsed.Round(time.Millisecond), r.Stale, r.Diverged, r.PoisonRead)
 }
 
 // state is one committed state of a row.
@@ -175,7 +179,7 @@ func (l *ledger) fresh(row int, acked state, got state) bool {
 }
 
 // Run runs the harness once.
-func Run(ctx context.Context, cfg Config) (Report, error) {
+func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	if cfg.Rows == 0 {
 		cfg.Rows = 10
 	}
@@ -191,7 +195,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Jitter == 0 {
 		cfg.Jitter = 200 * time.Microsecond
 	}
-	rep := Report{Mode: cfg.Mode}
+	rep = Report{Mode: cfg.Mode}
 	jb := &jitterBackend{Backend: cfg.Backend, max: cfg.Jitter, naive: cfg.Mode == Naive}
 	name := fmt.Sprintf("stalecheck-%d", rand.Int64())
 	if cfg.Prefix == "" {
@@ -236,6 +240,14 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		led.history[i] = []state{{v, true}}
 		led.acked[i] = state{v, true}
 	}
+	var cdc *cdcRun
+	if cfg.CDC != nil {
+		cc := *cfg.CDC
+		if cdc, err = startCDC(ctx, &cc, m, readDB); err != nil {
+			return rep, err
+		}
+		defer func() { err = errors.Join(err, cdc.stop()) }()
+	}
 
 	type reader struct {
 		m    *depcache.Manager
@@ -273,6 +285,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	start := time.Now()
 	var (
 		reads, writes, stale, poisoned atomic.Int64
+		rawWrites                      atomic.Int64
 		wg                             sync.WaitGroup
 		errOnce                        sync.Once
 		runErr                         error
@@ -376,11 +389,41 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			}
 		}()
 	}
+	if cdc != nil {
+		for range cdc.cfg.Writers {
+			ww.Add(1)
+			go func() {
+				defer ww.Done()
+				rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if err := cdc.rawWrite(ctx, cfg, rng, led, &seq); err != nil {
+						fail(err)
+						return
+					}
+					writes.Add(1)
+					rawWrites.Add(1)
+					pause(4 * cfg.Jitter)
+				}
+			}()
+		}
+	}
 	wg.Wait()
 	close(stop)
 	ww.Wait()
 	if runErr != nil {
 		return rep, runErr
+	}
+	if cdc != nil {
+		// (b) compares with the database: the listener must have caught up
+		// (it has, unless AckAtCommit).
+		if err := cdc.settle(ctx); err != nil {
+			return rep, err
+		}
 	}
 
 	// (b): every cached query equals a direct read, through every manager.
@@ -402,7 +445,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 	}
 
-	rep.Reads, rep.Writes = reads.Load(), writes.Load()
+	rep.Reads, rep.Writes, rep.RawWrites = reads.Load(), writes.Load(), rawWrites.Load()
 	rep.Stale, rep.PoisonRead, rep.Diverged = stale.Load(), poisoned.Load(), diverged
 	for _, r := range readers {
 		st := r.m.Stats()
