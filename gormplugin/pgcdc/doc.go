@@ -55,10 +55,17 @@
 // strategy and keys rows by the model's primary-key fields, in the model's
 // order, each value converted to its field's Go type — as the plugin does.
 // Tables without a model are keyed by their primary key in the database,
-// and each value by its column type: integer types as integers, boolean,
-// date and timestamps as time.Time in UTC, everything else (text, varchar,
-// uuid, numeric…) as its text. A model whose key field formats otherwise
-// (a string field on an integer column, a custom type) needs WithModels.
+// and each value as the plugin formats the Go type GORM maps its column
+// type to: smallint, integer, bigint as integers; real as a float32 and
+// double precision and numeric (GORM's column for a float64) as a float64
+// — so a numeric(10,2) key of 100.00 is "100" and a float key of 1000000
+// is "1e+06", as in the plugin's tags; boolean; bytea as bytes; date and
+// timestamps as time.Time in UTC; everything else (text, varchar, uuid,
+// enums, and domains whatever their base type) as its text. The session fixes the text forms these are
+// read from (TimeZone, DateStyle, bytea_output, extra_float_digits). A
+// model whose key field formats otherwise (a string field on an integer
+// column, a decimal type on numeric, a custom type) needs WithModels; with
+// it a numeric reaches the field as text, not rounded to a float64.
 // Table names follow the plugin: the schema is dropped ("app.users" and
 // "users" are both tagged users).
 //
