@@ -33,7 +33,9 @@
 // Processed reports that position and WaitFor waits for it: a read that
 // begins after Processed passed a commit (the value of pg_current_wal_lsn()
 // read after it) never returns data from before it — the package's tests
-// check this with a writer on raw SQL and readers through the plugin.
+// check this with a writer on raw SQL and readers through the plugin, and
+// the stale-read harness (internal/stalecheck, go run ./cmd/stalecheck
+// -postgres DSN -cdc 2) with raw writers beside GORM's.
 //
 // PostgreSQL writes a commit record, and may stream it, a moment before the
 // transaction becomes visible to other sessions' snapshots. Invalidating in
@@ -61,8 +63,9 @@
 // — so a numeric(10,2) key of 100.00 is "100" and a float key of 1000000
 // is "1e+06", as in the plugin's tags; boolean; bytea as bytes; date and
 // timestamps as time.Time in UTC; everything else (text, varchar, uuid,
-// enums, and domains whatever their base type) as its text. The session fixes the text forms these are
-// read from (TimeZone, DateStyle, bytea_output, extra_float_digits). A
+// enums, and domains whatever their base type) as its text. The session
+// fixes the text forms these are read from (TimeZone, DateStyle,
+// bytea_output, extra_float_digits). A
 // model whose key field formats otherwise (a string field on an integer
 // column, a decimal type on numeric, a custom type) needs WithModels; with
 // it a numeric reaches the field as text, not rounded to a float64.

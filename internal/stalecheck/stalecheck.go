@@ -16,6 +16,13 @@
 //
 // Modes that break the protocol on purpose (Naive, InvalidateBeforeCommit)
 // show that the harness bites.
+//
+// With Config.CDC (PostgreSQL with wal_level=logical) more writers bypass
+// GORM — the same writes in plain SQL on their own connections — and a
+// gormplugin/pgcdc listener invalidates them; a raw write is acknowledged
+// once the listener's Processed passed pg_current_wal_lsn() read after its
+// commit, so (a) checks the listener's guarantee. CDC.AckAtCommit breaks
+// it on purpose.
 package stalecheck
 
 import (
