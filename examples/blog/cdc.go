@@ -58,11 +58,11 @@ func cdcMode(ctx context.Context, in *infra, dsn string, o options, stdout io.Wr
 		return err
 	}
 	// The slot must exist before the raw write, or the stream would start
-	// after it.
+	// after it. A Setup that fails half-way may leave the publication.
+	defer func() { err = errors.Join(err, dropSlot(context.WithoutCancel(ctx), raw)) }()
 	if err := l.Setup(ctx); err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, dropSlot(context.WithoutCancel(ctx), raw)) }()
 	runCtx, stopListener := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
 	go func() { runErr <- l.Run(runCtx) }()
