@@ -122,7 +122,10 @@
 // passes the commit: Processed and WaitFor would no longer mean what they
 // say. A sound skip would hold Processed at such a commit until the
 // stream shows the outbox row's DELETE (the plugin deletes it only after
-// its invalidation returned); that is not built. The cost of the second
+// its invalidation returned): that holds every later commit, raw ones
+// included, for the flusher's batch (20 ms) and, when the writer died,
+// for another process's outbox poll (seconds) — a worse price than the
+// Redis call it saves, so it is not built. The cost of the second
 // invalidation, one Update by key at a time (BenchmarkGORMWrite, the local
 // Redis, a throwaway PostgreSQL on the same 2-core machine): the listener
 // makes one invalidation call of 2 tags per write when writes come one at
