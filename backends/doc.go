@@ -41,5 +41,11 @@
 // also carry tags it does not depend on (CarriedDep), which the store keeps
 // and otherwise ignores. See ParseDep.
 //
+// Optional interfaces: Releaser (fill leases), Notifier (in-process
+// tiers) and Sets, small shared sets that only grow and survive Clear,
+// which the GORM plugin keeps its conjunction schemes in (a writer must
+// see every column set any process's reads depend on). The Redis store
+// implements all three, the memory store Notifier and Sets.
+//
 // Every store must pass the conformance suite in backends/backendtest.
 package backends

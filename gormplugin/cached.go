@@ -145,6 +145,7 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 // a miss then fills the destination through the very path a hit takes.
 func (p *Plugin) runQuery(db *gorm.DB) *resultSet {
 	stmt := db.Statement
+	p.prepareConjunction(db)
 	rows, err := stmt.ConnPool.QueryContext(stmt.Context, stmt.SQL.String(), stmt.Vars...)
 	if err != nil {
 		db.AddError(err)

@@ -32,7 +32,8 @@ import (
 //
 // Every test gets its own tables (a random prefix, dropped at the end), its
 // own manager on a fresh memory backend, and the seeded blog below.
-// DEPCACHE_TEST_LOG=1 shows what the manager and the plugin log.
+// DEPCACHE_TEST_LOG=1 shows what the manager and the plugin log;
+// DEPCACHE_CONJUNCTION=1 runs every test with WithConjunctionTags.
 
 func TestMain(m *testing.M) {
 	// PrepareStmt sessions start GORM's statement LRU, whose expiry
@@ -183,7 +184,13 @@ func newEnv(t *testing.T, c dbCase, setup envSetup) *env {
 	}
 	backend := memory.New()
 	m := depcache.New(backend, depcache.WithName("gormplugin-test"), depcache.WithLogger(testLogger()))
-	plugin := gormplugin.New(m, append([]gormplugin.Option{gormplugin.WithLogger(testLogger())}, setup.plugin...)...)
+	opts := []gormplugin.Option{gormplugin.WithLogger(testLogger())}
+	if conjunctionMode() {
+		// The whole suite again with conjunction tags: every freshness
+		// check holds with them too.
+		opts = append(opts, gormplugin.WithConjunctionTags(0))
+	}
+	plugin := gormplugin.New(m, append(opts, setup.plugin...)...)
 
 	dbCfg := cfg()
 	if setup.gorm != nil {
@@ -351,3 +358,8 @@ func noErr(t *testing.T, what string, err error) {
 		t.Fatalf("%s: %v", what, err)
 	}
 }
+
+// conjunctionMode reports DEPCACHE_CONJUNCTION: the suite runs with
+// WithConjunctionTags, and conjunctive lists depend on conjunction tags
+// instead of the list tag.
+func conjunctionMode() bool { return os.Getenv("DEPCACHE_CONJUNCTION") != "" }

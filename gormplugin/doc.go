@@ -79,6 +79,55 @@
 // …").Scan or Find) is treated as Exec is, and never served by Cached().
 // DryRun and ToSQL run nothing and invalidate nothing.
 //
+// # Conjunction tags (WithConjunctionTags, off by default)
+//
+// Without them every insert, update and delete of a post invalidates
+// posts::*, and with it every cached list of posts. With
+// WithConjunctionTags a read whose WHERE is a conjunction of equalities
+// and IN lists on columns of its own table depends, instead of ListTag,
+// on one tag per combination of the values it asks for, with the columns
+// sorted: Where("author_id = ?", 1) on a soft-deletable Post depends on
+// "posts:author_id=1&deleted_at=\N" (ConjunctionTag), IN (1, 2) on one tag
+// per value, plus SchemeTag(table, columns…), the table tag and the row
+// tag of every row it returned. Understood: Where strings made of "col =
+// ?", "col IN ?", "col IN (?)", "col IS NULL" joined by AND (columns
+// optionally qualified by the table, quoted); struct and map conditions;
+// clause.Eq and clause.IN; soft delete's deleted_at IS NULL; no condition
+// at all; Preload's has-many and belongs-to queries (post_id IN (…)); a
+// LIMIT or OFFSET with no ORDER BY or one by the primary key. Precise
+// values: integers, booleans, and strings except on MySQL/MariaDB (whose
+// collations compare loosely); other columns (times, floats, custom
+// types) only as IS NULL; read-only columns ("->") and values longer than
+// 128 bytes not at all. Everything else keeps ListTag: ranges, LIKE, OR,
+// NOT, literals in the SQL, subqueries, joins, GROUP BY, DISTINCT, a page
+// ordered by another column, Count and Pluck (no row tags), a Select
+// without the key, raw SQL, values of another kind than the column's.
+//
+// A write invalidates, besides its row tags and ListTag, the tags its
+// rows enter: an insert, the tag of each new row's values; an update that
+// assigns a column of a scheme, the tag of the new values, with the other
+// columns of the scheme taken from its WHERE (soft delete's IS NULL, an
+// equality); a soft delete, nothing more (its rows leave every list, and
+// lists depend on their row tags). Where the values are unknown (a SQL
+// expression, an upsert, a Select/Omit insert, a column the WHERE does not
+// name) the write invalidates the scheme's tag, so every list of that
+// column set dies, never fewer. Writes that invalidate the table tag
+// (raw SQL, unidentified rows) need nothing more.
+//
+// The column sets in use (schemes) are kept in the manager's backend
+// (backends.Sets: the memory and Redis stores), one set per table, at most
+// the bound WithConjunctionTags names (beyond it, new column sets keep
+// ListTag). A reader puts its scheme there before its query runs; a
+// writer reads the set after its COMMIT; schemes.go argues why a scheme
+// first used during a write cannot make that write miss it. The cost: a
+// write with conjunction tags reads its table's schemes once (one round
+// trip) after it commits, and a process registers each scheme once. The
+// sets survive Manager.Clear. Every process sharing a manager's prefix
+// must run with the same setting: a process without it invalidates
+// ListTag where lists of a process with it depend on conjunction tags, so
+// while a fleet switches, reads may be stale: Clear once every process
+// runs the new setting.
+//
 // # After commit
 //
 // GORM has no callback after an explicit transaction's COMMIT, so the plugin

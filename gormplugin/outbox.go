@@ -45,6 +45,15 @@ import (
 //
 // Delivery is idempotent: two processes may deliver one row; each deletes
 // only the rows it read, by id, so a later row for the same tag stays.
+//
+// SQLite has one writer at a time, and a transaction that read before it
+// writes gets SQLITE_BUSY at once, without waiting, when another connection
+// is committing: a flusher deleting rows on a connection of its own would
+// make the application's writes fail. On SQLite the flusher therefore never
+// writes while the application runs: the rows delivered are deleted by the
+// next write transaction, with the INSERT of its own row (at Close, and by
+// FlushOutbox, directly). Until then the process knows them delivered and
+// neither its poll nor its drain delivers them again.
 
 // DefaultOutboxTable is the outbox table's name unless WithOutboxTable
 // names another.
@@ -83,7 +92,11 @@ var outboxTableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-
 
 const (
 	outboxTagsPerRow = 1000 // tags per row: bounds a row's size
-	outboxPage       = 500  // rows read, or deleted, per statement
+	// outboxQueueMax bounds the delivered rows a single-writer (SQLite)
+	// outbox keeps for the next write to delete; past it the oldest are
+	// forgotten, and delivered once more if they are still there.
+	outboxQueueMax   = 10000
+	outboxPage       = 500 // rows read, or deleted, per statement
 	outboxDrainLimit = 30 * time.Second
 	// outboxDeleteDelay is how long delivered rows wait to be deleted
 	// together. Well under a poll interval: other processes must not
@@ -148,6 +161,10 @@ type outbox struct {
 	prefix string
 	q      outboxSQL
 	poll   time.Duration
+	// singleWriter: the database has one writer at a time (SQLite), so
+	// delivered rows are deleted by the application's next write
+	// transaction, never by the flusher while the application runs.
+	singleWriter bool
 
 	drainMu sync.Mutex // one delivery at a time in this process
 
@@ -204,7 +221,8 @@ func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string) error {
 	}
 	o := &outbox{
 		p: p, db: sqlDB, table: table, prefix: p.m.Prefix(), q: q, poll: poll,
-		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		singleWriter: dialect == "sqlite",
+		wake:         make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	ctx := context.Background()
 	if _, err := sqlDB.ExecContext(ctx, q.create); err != nil {
@@ -292,7 +310,53 @@ func (o *outbox) record(ctx context.Context, ex execer, tags []string) ([]string
 	if _, err := ex.ExecContext(ctx, query, args...); err != nil {
 		return nil, fmt.Errorf("%w: insert into %s: %w", ErrOutbox, o.table, err)
 	}
+	if o.singleWriter && ex != execer(o.db) {
+		o.deleteInTx(ctx, ex)
+	}
 	return ids, nil
+}
+
+// deleteInTx deletes, in a write transaction of the application, rows
+// delivered before it (single-writer databases). A failure leaves them
+// queued; a rollback leaves them in the table, where a poll finds them and
+// delivers them once more.
+func (o *outbox) deleteInTx(ctx context.Context, ex execer) {
+	o.mu.Lock()
+	n := min(len(o.deletes), outboxPage)
+	ids := o.deletes[:n:n]
+	o.deletes = o.deletes[n:]
+	o.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	if err := o.removeWith(ctx, ex, ids); err != nil {
+		o.queue(ids)
+	}
+}
+
+// queue adds delivered rows to those waiting to be deleted.
+func (o *outbox) queue(ids []string) {
+	o.mu.Lock()
+	o.queueLocked(ids)
+	o.mu.Unlock()
+}
+
+func (o *outbox) queueLocked(ids []string) {
+	o.deletes = append(o.deletes, ids...)
+	if over := len(o.deletes) - outboxQueueMax; over > 0 {
+		o.deletes = append(o.deletes[:0:0], o.deletes[over:]...)
+	}
+}
+
+// queued returns the set of delivered rows waiting to be deleted.
+func (o *outbox) queued() map[string]bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	set := make(map[string]bool, len(o.deletes))
+	for _, id := range o.deletes {
+		set[id] = true
+	}
+	return set
 }
 
 // encodeOutboxTags writes tags as a JSON array of strings, or, when one of
@@ -378,7 +442,7 @@ func (o *outbox) delivered(ids []string, err error) {
 	if err != nil {
 		o.failed = true
 	} else if !closed {
-		o.deletes = append(o.deletes, ids...)
+		o.queueLocked(ids)
 	}
 	o.mu.Unlock()
 	if closed {
@@ -401,6 +465,11 @@ func (o *outbox) delivered(ids []string, err error) {
 
 // remove deletes rows by id.
 func (o *outbox) remove(ctx context.Context, ids []string) error {
+	return o.removeWith(ctx, o.db, ids)
+}
+
+// removeWith deletes rows by id through ex.
+func (o *outbox) removeWith(ctx context.Context, ex execer, ids []string) error {
 	for chunk := range sliceChunks(ids, outboxPage) {
 		query := "DELETE FROM " + o.table + " WHERE prefix = " + o.q.args(1, 1) + " AND id IN (" + o.q.args(2, len(chunk)) + ")"
 		args := make([]any, 0, len(chunk)+1)
@@ -408,7 +477,7 @@ func (o *outbox) remove(ctx context.Context, ids []string) error {
 		for _, id := range chunk {
 			args = append(args, id)
 		}
-		if _, err := o.db.ExecContext(ctx, query, args...); err != nil {
+		if _, err := ex.ExecContext(ctx, query, args...); err != nil {
 			return fmt.Errorf("%w: delete from %s: %w", ErrOutbox, o.table, err)
 		}
 	}
@@ -422,14 +491,27 @@ func (o *outbox) remove(ctx context.Context, ids []string) error {
 func (o *outbox) drain(ctx context.Context) error {
 	o.drainMu.Lock()
 	defer o.drainMu.Unlock()
+	var done map[string]bool // single writer: delivered, not deleted yet
+	if o.singleWriter {
+		done = o.queued()
+	}
 	after := ""
 	for {
-		rows, err := o.read(ctx, after, outboxPage)
+		page, err := o.read(ctx, after, outboxPage)
 		if err != nil {
 			return fmt.Errorf("%w: read %s: %w", ErrOutbox, o.table, err)
 		}
-		if len(rows) == 0 {
+		if len(page) == 0 {
 			return nil
+		}
+		rows := page
+		if done != nil {
+			rows = make([]outboxRow, 0, len(page))
+			for _, r := range page {
+				if !done[r.id] {
+					rows = append(rows, r)
+				}
+			}
 		}
 		var tags []string
 		clear := false
@@ -440,7 +522,9 @@ func (o *outbox) drain(ctx context.Context) error {
 				o.p.log.Error("gormplugin: an outbox row cannot be read; the manager's namespace is cleared instead", "table", o.table, "id", r.id, "err", err)
 				continue
 			}
-			for _, t := range ts {
+			// A write's conjunction part is recorded as a marker (the
+			// schemes it meets are read after COMMIT): it is committed now.
+			for _, t := range o.p.resolveConjunctions(ctx, ts) {
 				if t == "" || !backends.IsPlainTag(t) {
 					clear = true
 					o.p.log.Error("gormplugin: an outbox row holds a tag the manager refuses; the manager's namespace is cleared instead", "table", o.table, "id", r.id, "tag", t)
@@ -463,13 +547,15 @@ func (o *outbox) drain(ctx context.Context) error {
 		for i, r := range rows {
 			ids[i] = r.id
 		}
-		if err := o.remove(ctx, ids); err != nil {
+		if o.singleWriter {
+			o.queue(ids)
+		} else if err := o.remove(ctx, ids); err != nil {
 			return err
 		}
-		if len(rows) < outboxPage {
+		if len(page) < outboxPage {
 			return nil
 		}
-		after = rows[len(rows)-1].id
+		after = page[len(page)-1].id
 	}
 }
 
@@ -481,9 +567,20 @@ func (o *outbox) run() {
 	const minWait, maxWait = 50 * time.Millisecond, 5 * time.Second
 	backoff := minWait
 	var seen map[string]bool // ids the last poll saw
-	timer := time.NewTimer(0)
+	// Initialize has just read the table: the first poll waits a period
+	// unless rows were left. Polling at once would take a second
+	// connection while the application runs its first statements, and
+	// a setting made per connection (SQLite's PRAGMA foreign_keys through
+	// Exec, as GORM's own tests do) would miss the one they then get.
+	o.mu.Lock()
+	first := o.poll
+	if o.failed {
+		first = 0
+	}
+	o.mu.Unlock()
+	timer := time.NewTimer(first)
 	defer timer.Stop()
-	due := time.Now() // when timer fires
+	due := time.Now().Add(first) // when timer fires
 	reset := func(d time.Duration) {
 		timer.Reset(d)
 		due = time.Now().Add(d)
@@ -509,7 +606,9 @@ func (o *outbox) run() {
 			continue
 		case <-batch:
 			batch = nil
-			o.deleteQueued(context.Background())
+			if !o.singleWriter {
+				o.deleteQueued(context.Background())
+			}
 			continue
 		case <-timer.C:
 		}
@@ -578,9 +677,16 @@ func (o *outbox) pollStuck(prev map[string]bool) (bool, map[string]bool) {
 		o.p.logOnce("outbox-poll", "gormplugin: outbox poll failed", "table", o.table, "err", err)
 		return false, prev
 	}
+	var done map[string]bool
+	if o.singleWriter {
+		done = o.queued()
+	}
 	now := make(map[string]bool, len(rows))
 	stuck := false
 	for _, r := range rows {
+		if done[r.id] {
+			continue // delivered; the next write deletes it
+		}
 		now[r.id] = true
 		stuck = stuck || prev[r.id]
 	}
@@ -764,6 +870,9 @@ func (p *Plugin) FlushOutbox(ctx context.Context) error {
 		return err
 	}
 	o := p.ob
+	if o.singleWriter {
+		o.deleteQueued(ctx) // called by the application: its own time to write
+	}
 	o.mu.Lock()
 	start := o.start
 	o.start = nil

@@ -26,6 +26,8 @@ type Plugin struct {
 	schemas sync.Map
 	logged  sync.Map // messages logged once
 
+	conj *conjState // WithConjunctionTags (schemes.go); nil when off
+
 	delayed sync.WaitGroup
 	timerMu sync.Mutex
 	timers  map[*time.Timer][]string
@@ -42,6 +44,7 @@ type config struct {
 	foreignDelay time.Duration
 	foreignError bool
 	logger       *slog.Logger
+	conjSchemes  int // WithConjunctionTags: schemes per table; 0 is off
 
 	outbox      bool          // WithOutbox (outbox.go)
 	outboxTable string        // WithOutboxTable
@@ -86,6 +89,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return fmt.Errorf("gormplugin: New needs a manager")
 	}
 	p.wrapPool(db)
+	p.initConjunctions()
 	if p.cfg.outbox && p.ob == nil {
 		// Before the callbacks: if it fails, db.Use fails and may be
 		// called again.
@@ -157,7 +161,7 @@ func (p *Plugin) Close() error {
 // manager, which retries it, and never becomes the write's error (the
 // caller would retry a write that happened).
 func (p *Plugin) invalidate(ctx context.Context, tags []string) error {
-	tags = dedupe(tags)
+	tags = dedupe(p.resolveConjunctions(ctx, tags))
 	if len(tags) == 0 {
 		return nil
 	}

@@ -30,6 +30,10 @@ func (p *Plugin) query(db *gorm.DB) {
 		p.cachedQuery(db, cached, raw)
 		return
 	}
+	if !raw && p.conj != nil && db.Error == nil {
+		callbacks.BuildQuerySQL(db) // the conjunction is read from the built clauses
+		p.prepareConjunction(db)
+	}
 	callbacks.Query(db)
 	p.tagRead(db, raw, false)
 }
@@ -107,11 +111,14 @@ func (p *Plugin) readTags(db *gorm.DB, raw, rowsOnly bool) ([]string, error) {
 			return tags, nil
 		}
 	}
-	tags = append(tags, ListTag(table))
 	if !rowsOnly && isModel {
+		n := len(tags)
 		tags = appendRowTags(tags, stmt, stmt.ReflectValue)
+		if conj := p.conjunctionTags(db, len(tags)-n); conj != nil && len(joined) == 0 {
+			return append(tags, conj...), nil
+		}
 	}
-	return tags, nil
+	return append(tags, ListTag(table)), nil
 }
 
 // rawReadTags tags a read whose tables come from SQL text.

@@ -30,7 +30,10 @@ const (
 // UPDATE/DELETE … RETURNING, swaps in a pool that appends RETURNING <pk> to
 // the statement GORM built and collects the keys of the rows it changed.
 func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
-	return func(db *gorm.DB) { p.prepareWrite(db, op) }
+	return func(db *gorm.DB) {
+		p.prepareWrite(db, op)
+		p.snapshotSet(db, op)
+	}
 }
 
 func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
@@ -75,6 +78,7 @@ func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
 // begins per statement, or an explicit one), at once otherwise.
 func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 	return func(db *gorm.DB) {
+		unsnapshotSet(db)
 		var capture *returningCapture
 		if v, ok := db.InstanceGet(settingCapture); ok {
 			capture, _ = v.(*returningCapture)
@@ -87,7 +91,7 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 			return // nothing ran
 		}
 		p.remember(db.Statement.Schema)
-		p.dispatch(db, p.writeTags(db, op, capture))
+		p.dispatch(db, p.withConjunction(db, op, p.writeTags(db, op, capture)))
 		if v, ok := db.InstanceGet(settingOwnTx); ok {
 			if tx, _ := v.(*txPool); tx != nil {
 				// The transaction selectForUpdate opened: end it, which

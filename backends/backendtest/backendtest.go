@@ -100,6 +100,7 @@ var cases = []struct {
 	{"Concurrent", testConcurrent},
 	{"NoStaleReads", testNoStaleReads},
 	{"NaiveFill", testNaiveFill},
+	{"Sets", testSets},
 }
 
 // env is one case's store, namespace and context.

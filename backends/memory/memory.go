@@ -86,6 +86,8 @@ type Backend struct {
 	fillQueued func()
 
 	hub hub // in-process tiers (notify.go)
+
+	sets map[setKey]map[string]struct{} // backends.Sets (sets.go), under mu
 }
 
 var _ backends.Backend = (*Backend)(nil)
@@ -535,6 +537,7 @@ func (b *Backend) Close() error {
 	b.lru.next, b.lru.prev = &b.lru, &b.lru
 	b.expiries = nil
 	b.stamps, b.stampsAt = nil, 0
+	b.sets = nil
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/depcache/go-depcache/backends/backendtest"
 	"github.com/depcache/go-depcache/backends/redisbackend"
+	"github.com/depcache/go-depcache/gormplugin"
 	"github.com/depcache/go-depcache/internal/stalecheck"
 )
 
@@ -26,6 +27,16 @@ import (
 // fill's stale values, so the count there is small (51 in 20,000 reads in
 // one run) and not asserted.
 func TestClusterNoStaleReads(t *testing.T) {
+	for _, conj := range []bool{false, true} {
+		name := "list tag"
+		if conj {
+			name = "conjunction tags and moves"
+		}
+		t.Run(name, func(t *testing.T) { clusterNoStaleReads(t, conj) })
+	}
+}
+
+func clusterNoStaleReads(t *testing.T, conj bool) {
 	c := redisbackend.SharedClusterClient(t)
 	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "hot.db")+"?_txlock=immediate&_busy_timeout=10000&_journal_mode=WAL"),
 		&gorm.Config{Logger: logger.Discard})
@@ -34,12 +45,18 @@ func TestClusterNoStaleReads(t *testing.T) {
 	}
 	sqlDB, _ := db.DB()
 	defer sqlDB.Close()
-	b := redisbackend.New(c, redisbackend.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := redisbackend.New(c, redisbackend.WithLogger(quiet))
 	reads := 3_000
 	if backendtest.Long() {
 		reads = 20_000
 	}
-	rep, err := stalecheck.Run(context.Background(), stalecheck.Config{DB: db, Backend: b, Reads: reads})
+	cfg := stalecheck.Config{DB: db, Backend: b, Reads: reads}
+	if conj {
+		cfg.Moves = true
+		cfg.PluginOptions = []gormplugin.Option{gormplugin.WithConjunctionTags(0), gormplugin.WithLogger(quiet)}
+	}
+	rep, err := stalecheck.Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

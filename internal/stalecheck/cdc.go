@@ -146,48 +146,36 @@ func (c *cdcRun) ack(ctx context.Context) error {
 }
 
 // rawWrite makes one random write with plain SQL, as another service
-// would, and acknowledges it once the listener has invalidated it.
+// would — the writes write makes through GORM, moves included — and
+// acknowledges it once the listener has invalidated it.
 func (c *cdcRun) rawWrite(ctx context.Context, cfg Config, rng *rand.Rand, led *ledger, seq *atomic.Int64) error {
 	t := quoteIdent(c.table)
 	kind := rng.IntN(10)
 	if kind == 9 { // a mass UPDATE … WHERE grp = ? on a non-key column
 		grp := rng.IntN(3)
-		var rows []int
+		// Every row's lock: with Moves, which rows are in grp changes.
 		for i := range cfg.Rows {
-			if i%3 == grp {
-				rows = append(rows, i)
-			}
-		}
-		for _, i := range rows {
 			led.locks[i].Lock()
 		}
 		defer func() {
-			for _, i := range rows {
+			for i := range cfg.Rows {
 				led.locks[i].Unlock()
 			}
 		}()
 		v := seq.Add(1)
-		res, err := c.db.QueryContext(ctx, "UPDATE "+t+" SET ver = $1 WHERE grp = $2 RETURNING id", v, grp)
+		newGrp := -1
+		if cfg.Moves && rng.IntN(2) == 0 {
+			newGrp = (grp + 1 + rng.IntN(2)) % 3 // moves the group's rows
+		}
+		changed, err := c.massUpdate(ctx, t, grp, newGrp, v, led)
 		if err != nil {
-			return fmt.Errorf("raw mass update: %w", err)
-		}
-		var changed []int
-		for res.Next() {
-			var id int
-			if err := res.Scan(&id); err != nil {
-				res.Close()
-				return err
-			}
-			changed = append(changed, id)
-		}
-		if err := errors.Join(res.Err(), res.Close()); err != nil {
 			return fmt.Errorf("raw mass update: %w", err)
 		}
 		if err := c.ack(ctx); err != nil {
 			return err
 		}
-		for _, id := range changed {
-			led.ack(id-1, state{v, true})
+		for _, s := range changed {
+			led.ack(s.row, s.state)
 		}
 		return nil
 	}
@@ -196,13 +184,16 @@ func (c *cdcRun) rawWrite(ctx context.Context, cfg Config, rng *rand.Rand, led *
 	led.locks[i].Lock()
 	defer led.locks[i].Unlock()
 	id := i + 1
-	var exists int
-	if err := c.db.QueryRowContext(ctx, "SELECT count(*) FROM "+t+" WHERE id = $1", id).Scan(&exists); err != nil {
+	grp, exists := i%3, true
+	switch err := c.db.QueryRowContext(ctx, "SELECT grp FROM "+t+" WHERE id = $1", id).Scan(&grp); {
+	case errors.Is(err, sql.ErrNoRows):
+		exists = false
+	case err != nil:
 		return err
 	}
 	v := seq.Add(1)
 	if kind == 8 { // poison, rolled back: the stream never carries it
-		if exists == 0 {
+		if !exists {
 			return nil
 		}
 		tx, err := c.db.BeginTx(ctx, nil)
@@ -215,21 +206,30 @@ func (c *cdcRun) rawWrite(ctx context.Context, cfg Config, rng *rand.Rand, led *
 		}
 		return tx.Rollback()
 	}
-	next := state{v, true}
-	var err error
-	switch {
-	case exists == 0:
-		led.commit(i, next)
-		_, err = c.db.ExecContext(ctx, "INSERT INTO "+t+" (id, ver, grp, val) VALUES ($1, $2, $3, 'ok')", id, v, i%3)
-	case kind < 2:
-		next = state{v, false}
-		led.commit(i, next)
-		_, err = c.db.ExecContext(ctx, "DELETE FROM "+t+" WHERE id = $1", id)
-	default:
-		led.commit(i, next)
-		_, err = c.db.ExecContext(ctx, "UPDATE "+t+" SET ver = $1 WHERE id = $2", v, id)
+	move := cfg.Moves && kind >= 5 // an update by key that moves the row
+	if cfg.Moves && (move || !exists) {
+		grp = (grp + 1 + rng.IntN(2)) % 3
 	}
-	if err != nil {
+	next := state{v, true, grp}
+	var (
+		query string
+		args  []any
+	)
+	switch {
+	case !exists:
+		query, args = "INSERT INTO "+t+" (id, ver, grp, val) VALUES ($1, $2, $3, 'ok')", []any{id, v, grp}
+	case kind < 2:
+		next = state{v, false, grp}
+		query, args = "DELETE FROM "+t+" WHERE id = $1", []any{id}
+	case move:
+		query, args = "UPDATE "+t+" SET ver = $1, grp = $2 WHERE id = $3", []any{v, grp, id}
+	default:
+		query, args = "UPDATE "+t+" SET ver = $1 WHERE id = $2", []any{v, id}
+	}
+	// Recorded before COMMIT: a reader may see it as soon as the database
+	// has it.
+	led.commit(i, next)
+	if _, err := c.db.ExecContext(ctx, query, args...); err != nil {
 		return fmt.Errorf("raw write row %d: %w", id, err)
 	}
 	if err := c.ack(ctx); err != nil {
@@ -237,6 +237,53 @@ func (c *cdcRun) rawWrite(ctx context.Context, cfg Config, rng *rand.Rand, led *
 	}
 	led.ack(i, next)
 	return nil
+}
+
+type rowState struct {
+	row   int
+	state state
+}
+
+// massUpdate sets ver (and grp, unless newGrp < 0) of the rows of group
+// grp in one transaction, recording their new states before COMMIT.
+func (c *cdcRun) massUpdate(ctx context.Context, t string, grp, newGrp int, v int64, led *ledger) ([]rowState, error) {
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, "SELECT id FROM "+t+" WHERE grp = $1", grp)
+	if err != nil {
+		return nil, err
+	}
+	var changed []rowState
+	for rows.Next() {
+		var id int
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		g := grp
+		if newGrp >= 0 {
+			g = newGrp
+		}
+		changed = append(changed, rowState{id - 1, state{v, true, g}})
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
+	}
+	for _, s := range changed {
+		led.commit(s.row, s.state)
+	}
+	if newGrp >= 0 {
+		_, err = tx.ExecContext(ctx, "UPDATE "+t+" SET ver = $1, grp = $2 WHERE grp = $3", v, newGrp, grp)
+	} else {
+		_, err = tx.ExecContext(ctx, "UPDATE "+t+" SET ver = $1 WHERE grp = $2", v, grp)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return changed, tx.Commit()
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

@@ -100,6 +100,13 @@ type Config struct {
 	// CDC, on PostgreSQL with wal_level=logical, adds writers that bypass
 	// GORM and a pgcdc listener that invalidates their writes.
 	CDC *CDC
+	// PluginOptions apply to every manager's GORM plugin
+	// (gormplugin.WithConjunctionTags, for instance).
+	PluginOptions []gormplugin.Option
+	// Moves adds reads of each group's rows (Where("grp = ?"): a
+	// conjunctive list), writes that move rows between groups (by key, and
+	// mass updates of grp), and inserts into random groups.
+	Moves bool
 	// Midway, if set, runs once when half the reads are done and, where
 	// managers have in-process tiers, the tiers have served (to kill a
 	// subscription mid-run, for instance).
@@ -132,10 +139,12 @@ func (r Report) String() string {
 		r.Mode, r.Reads, r.Hits, r.Misses, r.Writes, r.RawWrites, r.Stored, r.StaleFills, r.Elapsed.Round(time.Millisecond), r.Stale, r.Diverged, r.PoisonRead)
 }
 
-// state is one committed state of a row.
+// state is one committed state of a row. Every write gives a row a new
+// ver, so ver names the state.
 type state struct {
 	ver     int64
 	present bool
+	grp     int
 }
 
 // ledger records, per row, the committed states in commit order, and the
@@ -185,6 +194,23 @@ func (l *ledger) fresh(row int, acked state, got state) bool {
 	return false
 }
 
+// freshOutside reports whether a read of group g that did not see row
+// row is fresh: some state of the row at least as new as acked is absent
+// or in another group.
+func (l *ledger) freshOutside(row int, acked state, g int) bool {
+	if !(acked.present && acked.grp == g) {
+		return true
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, s := range l.history[row] {
+		if s.ver >= acked.ver && !(s.present && s.grp == g) {
+			return true
+		}
+	}
+	return false
+}
+
 // Run runs the harness once.
 func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	if cfg.Rows == 0 {
@@ -222,7 +248,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		return rep, err
 	}
 	readDB.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(&HotRow{})
-	plugin := gormplugin.New(m)
+	plugin := gormplugin.New(m, cfg.PluginOptions...)
 	readDB = readDB.Session(&gorm.Session{NewDB: true})
 	if err := readDB.Use(plugin); err != nil && !errors.Is(err, gorm.ErrRegistered) {
 		return rep, err
@@ -244,8 +270,8 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		if err := readDB.Create(&HotRow{ID: i + 1, Ver: v, Grp: i % 3, Val: "ok"}).Error; err != nil {
 			return rep, err
 		}
-		led.history[i] = []state{{v, true}}
-		led.acked[i] = state{v, true}
+		led.history[i] = []state{{v, true, i % 3}}
+		led.acked[i] = state{v, true, i % 3}
 	}
 	var cdc *cdcRun
 	if cfg.CDC != nil {
@@ -283,7 +309,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		om := depcache.New(&jitterBackend{Backend: o.Backend, max: cfg.Jitter, naive: cfg.Mode == Naive}, opts...)
 		defer om.Close()
 		odb := o.DB.Session(&gorm.Session{NewDB: true})
-		if err := odb.Use(gormplugin.New(om)); err != nil && !errors.Is(err, gorm.ErrRegistered) {
+		if err := odb.Use(gormplugin.New(om, cfg.PluginOptions...)); err != nil && !errors.Is(err, gorm.ErrRegistered) {
 			return rep, err
 		}
 		readers = append(readers, newReader(om, odb))
@@ -300,6 +326,29 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	fail := func(err error) { errOnce.Do(func() { runErr = err }) }
 	stop := make(chan struct{})
 
+	// checkGroup checks a read of group g's rows.
+	checkGroup := func(snap []state, rows []HotRow, g int) {
+		seen := make([]bool, cfg.Rows)
+		for _, r := range rows {
+			i := r.ID - 1
+			if i < 0 || i >= cfg.Rows {
+				continue
+			}
+			seen[i] = true
+			if r.Val == poison {
+				poisoned.Add(1)
+			}
+			if r.Grp != g || !led.fresh(i, snap[i], state{ver: r.Ver, present: true}) {
+				stale.Add(1)
+			}
+		}
+		for i := range cfg.Rows {
+			if !seen[i] && !led.freshOutside(i, snap[i], g) {
+				stale.Add(1)
+			}
+		}
+	}
+
 	check := func(snap []state, rows []HotRow, all bool, only int) {
 		seen := make([]bool, cfg.Rows)
 		for _, r := range rows {
@@ -311,7 +360,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 			if r.Val == poison {
 				poisoned.Add(1)
 			}
-			if !led.fresh(i, snap[i], state{r.Ver, true}) {
+			if !led.fresh(i, snap[i], state{ver: r.Ver, present: true}) {
 				stale.Add(1)
 			}
 		}
@@ -363,12 +412,20 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 						check(snap, []HotRow{r}, false, id)
 					}
 				} else {
-					rs, err := list(ctx, -1)
+					grp := -1
+					if cfg.Moves {
+						grp = rng.IntN(4) - 1
+					}
+					rs, err := list(ctx, grp)
 					if err != nil {
 						fail(fmt.Errorf("list: %w", err))
 						return
 					}
-					check(snap, rs, true, -1)
+					if grp < 0 {
+						check(snap, rs, true, -1)
+					} else {
+						checkGroup(snap, rs, grp)
+					}
 				}
 				reads.Add(1)
 			}
@@ -450,6 +507,14 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		if fmt.Sprint(direct) != fmt.Sprint(cachedList) {
 			diverged++
 		}
+		for g := 0; cfg.Moves && g < 3; g++ {
+			var direct []HotRow
+			cfg.DB.Where("grp = ?", g).Order("id").Find(&direct)
+			cachedList, _ := r.list(ctx, g)
+			if fmt.Sprint(direct) != fmt.Sprint(cachedList) {
+				diverged++
+			}
+		}
 	}
 
 	rep.Reads, rep.Writes, rep.RawWrites = reads.Load(), writes.Load(), rawWrites.Load()
@@ -472,27 +537,33 @@ func write(ctx context.Context, cfg Config, rng *rand.Rand, db *gorm.DB, m *depc
 	kind := rng.IntN(10)
 	if kind == 9 { // a mass UPDATE … WHERE grp = ? on a non-key column
 		grp := rng.IntN(3)
-		rows := make([]int, 0, cfg.Rows)
+		// Every row's lock: with Moves, which rows are in grp changes.
 		for i := range cfg.Rows {
-			if i%3 == grp {
-				rows = append(rows, i)
-			}
-		}
-		for _, i := range rows {
 			led.locks[i].Lock()
 		}
 		defer func() {
-			for _, i := range rows {
+			for i := range cfg.Rows {
 				led.locks[i].Unlock()
 			}
 		}()
 		v := seq.Add(1)
+		set := map[string]any{"ver": v}
+		if cfg.Moves && rng.IntN(2) == 0 {
+			set["grp"] = (grp + 1 + rng.IntN(2)) % 3 // moves the group's rows
+		}
 		var changed []HotRow
 		err := db.Transaction(func(tx *gorm.DB) error {
 			if err := tx.Where("grp = ?", grp).Find(&changed).Error; err != nil {
 				return err
 			}
-			if err := tx.Model(&HotRow{}).Where("grp = ?", grp).Update("ver", v).Error; err != nil {
+			for _, r := range changed {
+				g := r.Grp
+				if ng, ok := set["grp"].(int); ok {
+					g = ng
+				}
+				led.commit(r.ID-1, state{v, true, g})
+			}
+			if err := tx.Model(&HotRow{}).Where("grp = ?", grp).Updates(set).Error; err != nil {
 				return err
 			}
 			if manual {
@@ -506,7 +577,11 @@ func write(ctx context.Context, cfg Config, rng *rand.Rand, db *gorm.DB, m *depc
 			return fmt.Errorf("mass update: %w", err)
 		}
 		for _, r := range changed {
-			led.ack(r.ID-1, state{v, true})
+			g := r.Grp
+			if ng, ok := set["grp"].(int); ok {
+				g = ng
+			}
+			led.ack(r.ID-1, state{v, true, g})
 		}
 		return nil
 	}
@@ -515,17 +590,26 @@ func write(ctx context.Context, cfg Config, rng *rand.Rand, db *gorm.DB, m *depc
 	led.locks[i].Lock()
 	defer led.locks[i].Unlock()
 	id := i + 1
-	var exists int64
-	if err := db.Model(&HotRow{}).Where("id = ?", id).Count(&exists).Error; err != nil {
+	var cur []HotRow
+	if err := db.Where("id = ?", id).Find(&cur).Error; err != nil {
 		return err
 	}
+	exists := len(cur)
 	v := seq.Add(1)
-	next := state{v, true}
+	grp := i % 3
+	if exists > 0 {
+		grp = cur[0].Grp
+	}
+	move := cfg.Moves && kind >= 5 && kind < 8 // an update by key that moves the row
+	if cfg.Moves && (move || exists == 0) {
+		grp = (grp + 1 + rng.IntN(2)) % 3
+	}
+	next := state{v, true, grp}
 	switch {
 	case kind == 8:
 	case exists == 0:
 	case kind < 2:
-		next = state{v, false}
+		next = state{v, false, grp}
 	}
 	// Record the state before COMMIT: a reader may see it as soon as the
 	// database has it, before this writer is back.
@@ -541,11 +625,15 @@ func write(ctx context.Context, cfg Config, rng *rand.Rand, db *gorm.DB, m *depc
 			tx.WithContext(gormplugin.TxContext(tx)).First(&r, id)
 			return errRollback
 		case exists == 0: // insert
-			if err := tx.Create(&HotRow{ID: id, Ver: v, Grp: i % 3, Val: "ok"}).Error; err != nil {
+			if err := tx.Create(&HotRow{ID: id, Ver: v, Grp: grp, Val: "ok"}).Error; err != nil {
 				return err
 			}
 		case kind < 2: // delete
 			if err := tx.Delete(&HotRow{ID: id}).Error; err != nil {
+				return err
+			}
+		case move: // update by key of the group's column
+			if err := tx.Model(&HotRow{ID: id}).Updates(map[string]any{"ver": v, "grp": grp}).Error; err != nil {
 				return err
 			}
 		default: // update by key
@@ -624,4 +712,30 @@ func (j *jitterBackend) Notify(ctx context.Context, c backends.Change) error {
 func (j *jitterBackend) Invalidate(ctx context.Context, ns string, tags ...string) (int, error) {
 	j.pause()
 	return j.Backend.Invalidate(ctx, ns, tags...)
+}
+
+// AddMember, Members and RemoveSet pass the store's sets through
+// (backends.Sets), for conjunction tags.
+func (j *jitterBackend) AddMember(ctx context.Context, ns, name, member string, limit int) (bool, error) {
+	s, ok := j.Backend.(backends.Sets)
+	if !ok {
+		return false, fmt.Errorf("stalecheck: %T has no sets", j.Backend)
+	}
+	return s.AddMember(ctx, ns, name, member, limit)
+}
+
+func (j *jitterBackend) Members(ctx context.Context, ns, name string) ([]string, error) {
+	s, ok := j.Backend.(backends.Sets)
+	if !ok {
+		return nil, fmt.Errorf("stalecheck: %T has no sets", j.Backend)
+	}
+	j.pause() // between a write's commit and its reading of the schemes
+	return s.Members(ctx, ns, name)
+}
+
+func (j *jitterBackend) RemoveSet(ctx context.Context, ns, name string) error {
+	if s, ok := j.Backend.(backends.Sets); ok {
+		return s.RemoveSet(ctx, ns, name)
+	}
+	return nil
 }

@@ -74,6 +74,11 @@ func closeDB(db *gorm.DB) {
 
 // withDepcache opens the blog with depcache's GORM plugin on a manager of its own.
 func (e *env) withDepcache(dir, file, name string, opts ...depcache.Option) (*gorm.DB, *depcache.Manager, *bench.Client, error) {
+	return e.withDepcachePlugin(dir, file, name, nil, opts...)
+}
+
+// withDepcachePlugin is withDepcache with options for the plugin.
+func (e *env) withDepcachePlugin(dir, file, name string, popts []gormplugin.Option, opts ...depcache.Option) (*gorm.DB, *depcache.Manager, *bench.Client, error) {
 	db, err := openBlog(dir, file)
 	if err != nil {
 		return nil, nil, nil, err
@@ -82,7 +87,7 @@ func (e *env) withDepcache(dir, file, name string, opts ...depcache.Option) (*go
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := db.Use(gormplugin.New(m, gormplugin.WithLogger(e.quiet))); err != nil {
+	if err := db.Use(gormplugin.New(m, append([]gormplugin.Option{gormplugin.WithLogger(e.quiet)}, popts...)...)); err != nil {
 		return nil, nil, nil, err
 	}
 	return db, m, c, nil
@@ -225,6 +230,10 @@ func mixWorkload(ctx context.Context, e *env, w io.Writer) error {
 		if err != nil {
 			return err
 		}
+		dcc, mc, _, err := e.withDepcachePlugin(dir, "dcc.db", fmt.Sprint("mixdcc", int(rate*100)), []gormplugin.Option{gormplugin.WithConjunctionTags(0)})
+		if err != nil {
+			return err
+		}
 		type side struct {
 			name  string
 			db    *gorm.DB
@@ -233,18 +242,19 @@ func mixWorkload(ctx context.Context, e *env, w io.Writer) error {
 		sides := []*side{
 			{name: "depcache gormplugin Cached (row + list tags)", db: dc.Scopes(gormplugin.Cached(time.Hour))},
 			{name: "go-gorm/caches (flush on write)", db: gc},
+			{name: "depcache gormplugin Cached (row + conjunction tags)", db: dcc.Scopes(gormplugin.Cached(time.Hour))},
 		}
-		writers := []*gorm.DB{dc, gc}
+		writers := []*gorm.DB{dc, gc, dcc}
 		rng := rand.New(rand.NewPCG(1, uint64(rate*1000)))
 		zipf := rand.NewZipf(rng, 1.2, 1, articles-1)
 		// The first third warms the caches and is not counted: the table
 		// compares what writes cost, not the cold start.
 		warm := ops / 3
-		var s0 = m.Stats()
+		var s0, c0 = m.Stats(), mc.Stats()
 		var gcHits0, gcMisses0 int64
 		for i := range ops {
 			if i == warm {
-				s0 = m.Stats()
+				s0, c0 = m.Stats(), mc.Stats()
 				gcHits0, gcMisses0 = cacher.Hits.Load(), cacher.Misses.Load()
 			}
 			if err := ctx.Err(); err != nil {
@@ -281,15 +291,20 @@ func mixWorkload(ctx context.Context, e *env, w io.Writer) error {
 		s1 := m.Stats()
 		dcHits, dcMisses := float64(s1.Hits-s0.Hits), float64(s1.Misses-s0.Misses)
 		gcHits, gcMisses := float64(cacher.Hits.Load()-gcHits0), float64(cacher.Misses.Load()-gcMisses0)
-		ratios := []float64{dcHits / (dcHits + dcMisses), gcHits / (gcHits + gcMisses)}
+		c1 := mc.Stats()
+		ccHits, ccMisses := float64(c1.Hits-c0.Hits), float64(c1.Misses-c0.Misses)
+		ratios := []float64{dcHits / (dcHits + dcMisses), gcHits / (gcHits + gcMisses), ccHits / (ccHits + ccMisses)}
 		for j, s := range sides {
 			sp := bench.SpreadOf(s.reads)
 			fmt.Fprintf(w, "| %.0f%% | %s | %.1f%% | %.0f (%.0f–%.0f) |\n", rate*100, s.name, ratios[j]*100, sp.Median, sp.P10, sp.P90)
 		}
 		m.Clear(context.Background())
 		m.Close()
+		mc.Clear(context.Background())
+		mc.Close()
 		closeDB(dc)
 		closeDB(gc)
+		closeDB(dcc)
 		os.RemoveAll(dir)
 	}
 	return nil
