@@ -135,10 +135,25 @@
 // it the CPU the server's WAL sender and the listener take from the writer
 // on two cores — a skip would save the Redis call, not the decoding.
 //
-// Schema changes
-// (DDL) produce no changes: a dropped table's entries live until their
-// TTL. Conjunction tags (tags on column values) are not produced yet;
-// WithChangeTags is the hook, given each change's old and new values.
+// Schema changes (DDL) produce no changes: a dropped table's entries live
+// until their TTL.
+//
+// # Conjunction tags
+//
+// With the plugin's WithConjunctionTags, a list read by column values
+// (Where("author_id = ?", 1)) depends on tags of those values and the
+// scheme tag of its column set, not on the list tag. For every
+// transaction that inserted or updated rows of a table, the listener also
+// invalidates the scheme tag (gormplugin.SchemeTag) of each of the table's
+// column sets in use, which it reads from the manager's backend (the set
+// the plugin keeps, backends.Sets) once the commit is visible — as the
+// plugin reads it after its COMMIT. That is coarser than the plugin, which
+// names the values a row entered: a raw insert or update drops every
+// conjunction list of its table, as the list tag did without conjunction
+// tags. Deletes need nothing more (lists depend on the row tags of their
+// rows). It costs one read of the set per table per batch of commits,
+// where the backend keeps sets (the memory and Redis stores). Old and new
+// values are given to WithChangeTags for finer tags of your own.
 //
 // A Listener is safe for concurrent use; Run runs once at a time.
 package pgcdc

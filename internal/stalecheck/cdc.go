@@ -21,9 +21,6 @@ import (
 
 // CDC adds writers that bypass GORM, and a pgcdc listener that
 // invalidates their writes, to a run on PostgreSQL (with wal_level=logical).
-// Not with gormplugin.WithConjunctionTags in PluginOptions: the listener
-// does not produce conjunction tags yet, and reads that depend on them
-// would miss the raw writes.
 type CDC struct {
 	// DSN is the database of Config.DB, for the raw writers' own
 	// connections and the listener (its user needs REPLICATION, and

@@ -8,6 +8,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/depcache/go-depcache/gormplugin"
 	"github.com/depcache/go-depcache/internal/pgtest"
 	"github.com/depcache/go-depcache/internal/stalecheck"
 )
@@ -25,21 +26,23 @@ func TestBypassWritesWithListener(t *testing.T) {
 		name  string
 		cdc   stalecheck.CDC
 		moves bool
+		conj  bool // the plugin's conjunction tags
 		quick int
 		long  int
 	}{
-		{"acked after the listener", stalecheck.CDC{}, false, 5_000, 50_000},
-		{"acked after the listener, rows moving between groups", stalecheck.CDC{}, true, 20_000, 100_000},
+		{"acked after the listener", stalecheck.CDC{}, false, false, 5_000, 50_000},
+		{"acked after the listener, rows moving between groups", stalecheck.CDC{}, true, false, 20_000, 100_000},
+		{"acked after the listener, conjunction tags", stalecheck.CDC{}, true, true, 20_000, 100_000},
 		// Acknowledging at commit, before the listener invalidated, must be
 		// caught: the harness bites.
-		{"acked at commit", stalecheck.CDC{AckAtCommit: true}, false, 3_000, 10_000},
+		{"acked at commit", stalecheck.CDC{AckAtCommit: true}, false, false, 3_000, 10_000},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			// A run that should bite gets three tries: on a loaded machine
 			// one may make few raw writes.
 			for try := 1; ; try++ {
-				rep := runCDC(t, s, c.cdc, c.moves, reads(t, c.quick, c.long))
+				rep := runCDC(t, s, c.cdc, c.moves, c.conj, reads(t, c.quick, c.long))
 				switch {
 				case !c.cdc.AckAtCommit:
 					if rep.Stale != 0 || rep.Diverged != 0 || rep.PoisonRead != 0 {
@@ -56,7 +59,7 @@ func TestBypassWritesWithListener(t *testing.T) {
 	}
 }
 
-func runCDC(t *testing.T, s *pgtest.Server, cdc stalecheck.CDC, moves bool, reads int) stalecheck.Report {
+func runCDC(t *testing.T, s *pgtest.Server, cdc stalecheck.CDC, moves, conj bool, reads int) stalecheck.Report {
 	t.Helper()
 	dsn := s.CreateDatabase(t)
 	db, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Discard})
@@ -66,9 +69,13 @@ func runCDC(t *testing.T, s *pgtest.Server, cdc stalecheck.CDC, moves bool, read
 	sqlDB, _ := db.DB()
 	defer sqlDB.Close()
 	cdc.DSN = dsn
+	var plugin []gormplugin.Option
+	if conj {
+		plugin = append(plugin, gormplugin.WithConjunctionTags(0))
+	}
 	rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
 		DB: db, Backend: targets(t)[0].backend(t), Reads: reads,
-		Prefix: testPrefix(t), CDC: &cdc, Writers: 2, Moves: moves,
+		Prefix: testPrefix(t), CDC: &cdc, Writers: 2, Moves: moves, PluginOptions: plugin,
 	})
 	if err != nil {
 		t.Fatal(err)
