@@ -34,7 +34,11 @@ var JSON Codec = jsonCodec{}
 var Msgpack Codec = msgpackCodec{}
 
 // Gob is encoding/gob. It cannot encode nil pointers at top level; such a
-// value is returned uncached.
+// value is returned uncached. Gob bytes name the concrete types of
+// interface values, and decoding builds whichever type registered with
+// gob.Register they name: use Gob only for data the application alone
+// writes (doc.go, "Security"). JSON, the default, never builds a type the
+// bytes name.
 var Gob Codec = gobCodec{}
 
 type jsonCodec struct{}

@@ -162,7 +162,29 @@
 // and DEP_CACHE_BACKEND (redis, the default; memory; or a name given to
 // backends.Register), and the Redis variables REDIS_URL, else REDIS_HOST,
 // REDIS_PORT, REDIS_PASSWORD and REDIS_DB. A value that cannot be parsed is an
-// error naming the variable.
+// error naming the variable. Errors and log lines never quote a password
+// from REDIS_URL or REDIS_PASSWORD; TLS (rediss://), AUTH and ACL users are
+// described in package redisbackend ("Security").
+//
+// # Security
+//
+// Whoever can write to the Redis can make any process read what they
+// wrote: the cache trusts its store. What a codec does with bytes it did
+// not write is the limit of that trust. The default codec, JSON, decodes
+// into the type the caller declared (the memoized function's result, the
+// destination of Get), and into an interface only maps, slices, strings,
+// numbers and booleans: never a type the bytes name. Msgpack does the
+// same (its headers are checked against the bytes' length first) unless
+// the application registered extension types (msgpack.RegisterExt),
+// which it builds for interface destinations. Gob names the concrete
+// types of interface values in its bytes and builds any type given to
+// gob.Register: use it for data only the application writes. A cached error (CacheErrorsAs) is rebuilt only by
+// the rules of the function reading it. Prefixes keep managers apart: one
+// manager never reads, invalidates or clears the entries of another with a
+// different prefix (a prefix that is a prefix of another's, or that holds
+// glob characters, included); it is not an access control between
+// applications sharing a Redis — give each its own ACL user and key
+// pattern for that.
 //
 // Managers, memoized functions and Registries are safe for concurrent use.
 package depcache

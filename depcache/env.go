@@ -78,7 +78,8 @@ func envBackendName() (string, error) {
 func backendConfigKey(name string) string {
 	var b strings.Builder
 	b.WriteString(name)
-	for _, v := range []string{"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB"} {
+	for _, v := range []string{"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB",
+		"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"} {
 		b.WriteByte(0)
 		b.WriteString(os.Getenv(v))
 	}

@@ -345,10 +345,9 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 			return runUncached(ctx, s, m, parent, key, args, fn)
 		}
 		if l.Found {
-			var v R
-			cached, derr := decodePayload(m.cfg.codec, s.errRules, l.Entry.Value, &v)
+			v, cached, derr := decodeResult[R](m.cfg.codec, s.errRules, l.Entry.Value)
 			if derr == nil {
-				if cached == nil {
+				if cached == nil && m.tier != nil { // (v boxed only for a tier)
 					m.tier.keep(seq, key, v, l.Entry.Deps, l.Entry.Since)
 				}
 				m.hit(key, l.Entry.Deps)

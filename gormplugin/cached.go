@@ -14,6 +14,7 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
+	"gorm.io/gorm/clause"
 
 	"github.com/depcache/go-depcache/depcache"
 	"github.com/depcache/go-depcache/internal/pluginapi"
@@ -43,22 +44,37 @@ func Cached(ttl time.Duration) func(*gorm.DB) *gorm.DB {
 	// Made once, not in every query.
 	s := &cachedSetting{ttl: ttl, opt: depcache.TTL(ttl)}
 	return func(db *gorm.DB) *gorm.DB {
-		return db.Set(settingCached, s)
+		return db.Clauses(s)
 	}
 }
 
-// cachedSetting is what Cached leaves in a statement's settings.
+// cachedSetting is what Cached leaves in a statement: a clause of its own
+// name that builds no SQL. A clause, not db.Set: a setting costs every
+// query three allocations (the boxed key and sync.Map's nodes), a clause
+// none (the statement's clause map has room).
 type cachedSetting struct {
 	ttl time.Duration
 	opt depcache.MemoOption // depcache.TTL(ttl)
 }
 
+// ModifyStatement puts s in the statement's clauses (db.Clauses calls it).
+func (s *cachedSetting) ModifyStatement(stmt *gorm.Statement) {
+	if stmt.Clauses == nil {
+		stmt.Clauses = map[string]clause.Clause{}
+	}
+	stmt.Clauses[settingCached] = clause.Clause{Name: settingCached, Expression: s}
+}
+
+// Build writes nothing: the clause is not SQL, and no statement names it
+// in its BuildClauses.
+func (*cachedSetting) Build(clause.Builder) {}
+
 func cachedTTL(db *gorm.DB) (*cachedSetting, bool) {
-	v, ok := db.Get(settingCached)
+	c, ok := db.Statement.Clauses[settingCached]
 	if !ok {
 		return nil, false
 	}
-	s, ok := v.(*cachedSetting)
+	s, ok := c.Expression.(*cachedSetting)
 	return s, ok
 }
 
@@ -94,7 +110,9 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 	}
 
 	ran := false
-	blob, err := depcache.Fetch(ctx, p.m, key, func(fctx context.Context) ([]byte, error) {
+	// pluginapi.Bytes: a hit gets the entry as the backend returned it,
+	// uncopied; decodeEntry only reads it.
+	blob, err := depcache.Fetch(ctx, p.m, key, func(fctx context.Context) (pluginapi.Bytes, error) {
 		ran = true
 		stmt.Context = fctx
 		defer func() { stmt.Context = ctx }()
@@ -126,7 +144,7 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 		db.AddError(err)
 		return
 	}
-	qs, err := decodeEntry(blob)
+	qs, err := decodeEntry([]byte(blob))
 	if err != nil {
 		// Not ours, or from another version: run the query instead.
 		p.m.Delete(context.WithoutCancel(ctx), key)
@@ -162,16 +180,15 @@ func (p *Plugin) runQuery(db *gorm.DB) *resultSet {
 // replay scans rs into the statement's destination as gorm:query scans
 // the database's rows.
 func (p *Plugin) replay(db *gorm.DB, rs *resultSet) {
-	rows, err := replayRows(rs)
-	if err != nil {
-		db.AddError(fmt.Errorf("gormplugin: replay a cached result: %w", err))
-		return
-	}
+	rows := newHitRows(rs, len(db.Statement.ColumnMapping) > 0)
 	gorm.Scan(rows, db, 0)
+	if rows.err != nil {
+		db.AddError(fmt.Errorf("gormplugin: replay a cached result: %w", rows.err))
+	}
 	if rs.err != nil && errors.Is(rs.err, driver.ErrBadConn) {
 		db.AddError(rs.err) // kept from the replay connection (replayDriverRows.Next)
 	}
-	db.AddError(rows.Close())
+	db.AddError(rows.release())
 	if db.Statement.Result != nil {
 		db.Statement.Result.RowsAffected = db.RowsAffected
 	}
@@ -216,16 +233,18 @@ const resultKeyVersion = "rows2"
 // uses the driver's), and keep the key as DESIGN.md fixes it.
 func queryKey(db *gorm.DB) (string, error) {
 	stmt := db.Statement
-	vars, err := keys.OfErr(stmt.Vars...)
-	if err != nil {
-		return "", fmt.Errorf("query variables: %w", err)
-	}
 	bp := keyBuffers.Get().(*[]byte)
 	defer keyBuffers.Put(bp)
 	b := (*bp)[:0]
-	for _, part := range []string{resultKeyVersion, db.Dialector.Name(), stmt.SQL.String(), vars} {
+	for _, part := range []string{resultKeyVersion, db.Dialector.Name(), stmt.SQL.String()} {
 		b = append(append(b, part...), 0)
 	}
+	// The variables as keys.Of writes them, in place (no string of them).
+	b, err := keys.AppendOf(b, stmt.Vars...)
+	if err != nil {
+		return "", fmt.Errorf("query variables: %w", err)
+	}
+	b = append(b, 0)
 	b = appendDestTypes(b, stmt)
 	if len(stmt.Preloads) > 0 {
 		names := make([]string, 0, len(stmt.Preloads))

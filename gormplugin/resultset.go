@@ -6,10 +6,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // A Cached() query stores what the database returned — column names, the
@@ -231,31 +235,42 @@ func appendTime(b []byte, t time.Time) []byte {
 // made from b.
 func decodeResultSet(b []byte) (*resultSet, error) {
 	d := decoder{b: b, s: string(b)}
-	return d.resultSet()
+	rs := &resultSet{}
+	if err := d.resultSet(rs, nil); err != nil {
+		return nil, err
+	}
+	return rs, nil
 }
 
-// resultSet reads a resultSet that takes the rest of d's input.
-func (d *decoder) resultSet() (*resultSet, error) {
+// resultSet reads into rs a resultSet that takes the rest of d's input;
+// rows, if long enough, holds its rows.
+func (d *decoder) resultSet(rs *resultSet, rows [][]driver.Value) error {
 	if v := d.byte(); v != resultSetVersion {
-		return nil, fmt.Errorf("%w: version %d", errCorruptResult, v)
+		return fmt.Errorf("%w: version %d", errCorruptResult, v)
 	}
-	ncols := d.count()
-	rs := &resultSet{columns: make([]string, ncols), scanTypes: make([]reflect.Type, ncols)}
-	for i := range ncols {
-		rs.columns[i] = d.string()
-		if c := int(d.byte()); c < len(scanTypeCodes) {
-			rs.scanTypes[i] = scanTypeCodes[c]
-		} else {
-			d.fail()
-		}
+	h := d.header()
+	if d.err != nil {
+		return errCorruptResult
 	}
+	ncols := len(h.columns)
+	rs.columns, rs.scanTypes = h.columns, h.scanTypes
 	nrows := d.count()
 	if ncols > 0 && nrows > (len(d.b)-d.off)/ncols {
 		d.fail() // every value takes a byte at least
 	}
 	if d.err == nil {
-		rs.rows = make([][]driver.Value, nrows)
-		values := make([]driver.Value, nrows*ncols)
+		if nrows <= len(rows) {
+			rs.rows = rows[:nrows:nrows]
+		} else {
+			rs.rows = make([][]driver.Value, nrows)
+		}
+		var values []driver.Value
+		if n := nrows * ncols; n <= cap(d.valBuf) {
+			values = d.valBuf[:n:n]
+		} else {
+			values = make([]driver.Value, n)
+		}
+		d.cells = len(values)
 		for r := range rs.rows {
 			rs.rows[r] = values[r*ncols : (r+1)*ncols : (r+1)*ncols]
 			for c := range ncols {
@@ -264,9 +279,81 @@ func (d *decoder) resultSet() (*resultSet, error) {
 		}
 	}
 	if d.err != nil || d.off != len(d.b) {
-		return nil, errCorruptResult
+		return errCorruptResult
 	}
-	return rs, nil
+	return nil
+}
+
+// A header is a result's columns and their scan types. A query's hits
+// all read the same one: it is decoded once and shared (read only: GORM
+// gets a copy of the columns where it renames them, newHitRows).
+type header struct {
+	columns   []string
+	scanTypes []reflect.Type
+}
+
+// headers holds the headers decoded so far, by their encoding; it is
+// replaced, never modified, so that a hit reads it without a lock.
+var (
+	headers   atomic.Pointer[map[string]*header]
+	headersMu sync.Mutex // serialises the replacements
+)
+
+// maxHeaders bounds headers; past it, headers are decoded for each hit.
+const maxHeaders = 4096
+
+// header reads the column count, names and scan-type codes.
+func (d *decoder) header() *header {
+	start := d.off
+	ncols := d.count()
+	for range ncols {
+		d.off += d.count() // the name
+		d.byte()           // its scan type
+	}
+	if d.err != nil {
+		return nil
+	}
+	enc := d.b[start:d.off]
+	if m := headers.Load(); m != nil {
+		if h, ok := (*m)[string(enc)]; ok {
+			return h
+		}
+	}
+	end := d.off
+	d.off = start
+	d.count()
+	h := &header{columns: make([]string, ncols), scanTypes: make([]reflect.Type, ncols)}
+	for i := range ncols {
+		// A copy: the decoder's strings share the hit's bytes.
+		h.columns[i] = strings.Clone(d.string())
+		if c := int(d.byte()); c < len(scanTypeCodes) {
+			h.scanTypes[i] = scanTypeCodes[c]
+		} else {
+			d.fail()
+			return nil
+		}
+	}
+	d.off = end
+	headersMu.Lock()
+	defer headersMu.Unlock()
+	old := headers.Load()
+	if old != nil && len(*old) >= maxHeaders {
+		return h
+	}
+	m := make(map[string]*header, 1+lenOf(old))
+	if old != nil {
+		maps.Copy(m, *old)
+	}
+	m[string(enc)] = h
+	headers.Store(&m)
+	return h
+}
+
+func lenOf(m *map[string]*header) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }
 
 type decoder struct {
@@ -274,6 +361,57 @@ type decoder struct {
 	s   string // b as a string, so that decoded strings share it
 	off int
 	err error
+
+	// Slabs for the values of a result's strings and integers, made on
+	// first use with room for cells values: boxing each in a driver.Value
+	// would cost an allocation apiece (see boxString).
+	cells int
+	strs  []string
+	ints  []int64
+
+	valBuf []driver.Value // room for the values, if long enough
+}
+
+// eface is the layout of an interface value with methods-free type (any).
+type eface struct{ typ, data unsafe.Pointer }
+
+// boxString returns s as a driver.Value whose data points into d's slab
+// instead of a copy of its own: one allocation for all of a result's
+// strings. The slab is never written again once a value points into it.
+func (d *decoder) boxString(s string) driver.Value {
+	if d.strs == nil {
+		if d.cells <= 1 {
+			return s
+		}
+		d.strs = make([]string, 0, d.cells)
+	}
+	if len(d.strs) == cap(d.strs) {
+		return s
+	}
+	d.strs = append(d.strs, s)
+	var v driver.Value = "" // the type word of a string; no allocation
+	(*eface)(unsafe.Pointer(&v)).data = unsafe.Pointer(&d.strs[len(d.strs)-1])
+	return v
+}
+
+// boxInt is boxString for an int64 (Go boxes 0–255 without allocating).
+func (d *decoder) boxInt(i int64) driver.Value {
+	if 0 <= i && i < 256 {
+		return i
+	}
+	if d.ints == nil {
+		if d.cells <= 1 {
+			return i
+		}
+		d.ints = make([]int64, 0, d.cells)
+	}
+	if len(d.ints) == cap(d.ints) {
+		return i
+	}
+	d.ints = append(d.ints, i)
+	var v driver.Value = int64(0)
+	(*eface)(unsafe.Pointer(&v)).data = unsafe.Pointer(&d.ints[len(d.ints)-1])
+	return v
 }
 
 func (d *decoder) fail() {
@@ -342,7 +480,7 @@ func (d *decoder) value() driver.Value {
 	case tagNil:
 		return nil
 	case tagInt64:
-		return d.varint()
+		return d.boxInt(d.varint())
 	case tagUint64:
 		return d.uvarint()
 	case tagFloat64:
@@ -360,7 +498,7 @@ func (d *decoder) value() driver.Value {
 	case tagNilBytes:
 		return []byte(nil)
 	case tagString:
-		return d.string()
+		return d.boxString(d.string())
 	case tagTime:
 		return d.time()
 	}

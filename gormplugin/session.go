@@ -2,6 +2,7 @@ package gormplugin
 
 import (
 	"context"
+	"database/sql/driver"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -152,17 +153,37 @@ func encodeEntry(qs []recordedQuery) ([]byte, error) {
 	return b, nil
 }
 
-// decodeEntry reads what encodeEntry wrote. It takes b over: the decoded
-// strings share its memory, so nothing may modify b afterwards (a hit's
-// bytes are a copy of the cache's, which no one else holds).
+// decodeEntry reads what encodeEntry wrote. The decoded strings share b's
+// memory, so nothing may modify b afterwards: a hit's bytes are the
+// backend's reply (pluginapi.Bytes), which no one writes to. Byte values
+// are copied (a Scanner may keep and modify them).
 func decodeEntry(b []byte) ([]recordedQuery, error) {
 	d := decoder{b: b, s: unsafe.String(unsafe.SliceData(b), len(b))}
 	if v := d.byte(); v != entryVersion {
 		return nil, fmt.Errorf("%w: entry version %d", errCorruptResult, v)
 	}
 	n := d.count()
-	qs := make([]recordedQuery, 0, n)
-	for range n {
+	var qs []recordedQuery
+	var rows [][]driver.Value // room for the first query's rows
+	var first *resultSet
+	var sub decoder // the decoder of each query's rows
+	if n == 1 {
+		// The common entry, one query of one row (a First) of up to 16
+		// columns, in one allocation.
+		one := new(struct {
+			q    [1]recordedQuery
+			rs   resultSet
+			row  [1][]driver.Value
+			vals [16]driver.Value
+			strs [16]string
+			ints [16]int64
+		})
+		qs, rows, first = one.q[:0], one.row[:], &one.rs
+		sub.valBuf, sub.strs, sub.ints = one.vals[:0], one.strs[:0], one.ints[:0]
+	} else {
+		qs = make([]recordedQuery, 0, n)
+	}
+	for i := range n {
 		fp := d.string()
 		size := d.count()
 		if d.err != nil {
@@ -170,11 +191,15 @@ func decodeEntry(b []byte) ([]recordedQuery, error) {
 		}
 		// The rows' strings share d's one copy of the entry.
 		end := d.off + size
-		sub := decoder{b: d.b[:end], s: d.s[:end], off: d.off}
-		rs, err := sub.resultSet()
-		if err != nil {
+		sub.b, sub.s, sub.off = d.b[:end], d.s[:end], d.off
+		rs := first
+		if i > 0 || rs == nil {
+			rs = &resultSet{}
+		}
+		if err := sub.resultSet(rs, rows); err != nil {
 			return nil, err
 		}
+		rows = nil
 		d.off = end
 		qs = append(qs, recordedQuery{fingerprint: fp, rs: rs})
 	}

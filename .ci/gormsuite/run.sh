@@ -20,7 +20,7 @@
 #   GORMSUITE_PG             libpq keywords of the PostgreSQL server (default
 #                            "host=127.0.0.1 port=5432 user=postgres sslmode=disable")
 #   DEPCACHE_SUITE_BACKEND   memory (default) or miniredis (in process)
-#   DEPCACHE_SUITE_OPTIONS   plugin options to turn on, comma-separated (outbox)
+#   DEPCACHE_SUITE_OPTIONS   plugin options to turn on, comma-separated (outbox, conjunction)
 #   GORMSUITE_TIMEOUT        go test -timeout of one pass (default 20m)
 #   GORMSUITE_IGNORE         top-level tests whose differences are shown but not
 #                            counted (GORM's lru_test.go tests always are: no database)

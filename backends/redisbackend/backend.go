@@ -31,7 +31,23 @@ var (
 	// within the wait timeout: it was applied on the master, but a failover
 	// could undo it. Retry it.
 	ErrNotReplicated = errors.New("redisbackend: invalidation not acknowledged by any replica")
+
+	// ErrNamespace reports a namespace (a manager's prefix) that holds
+	// ":e:{" or ":t:{", the separators of the key layout: its keys could be
+	// those of a shorter namespace (namespace "a:e:{x" and key "k" make the
+	// key of namespace "a" and key "x:e:{k"), which that namespace's Clear
+	// and Prune would take as its own. Every call on such a namespace fails
+	// with it.
+	ErrNamespace = errors.New(`redisbackend: a namespace must not hold ":e:{" or ":t:{"`)
 )
+
+// checkNS returns an error wrapping ErrNamespace if ns cannot be used.
+func checkNS(ns string) error {
+	if strings.IndexByte(ns, '{') >= 0 && (strings.Contains(ns, ":e:{") || strings.Contains(ns, ":t:{")) {
+		return fmt.Errorf("%w: %q", ErrNamespace, ns)
+	}
+	return nil
+}
 
 // Backend is a backends.Backend on a go-redis client. It is safe for
 // concurrent use. Build one with New or FromEnv.
@@ -140,6 +156,9 @@ func (b *Backend) Close() error {
 		return nil
 	}
 	b.notify.close()
+	if w, ok := b.topo.(interface{ waitBackground() }); ok {
+		w.waitBackground() // late lease releases, each bounded
+	}
 	if !b.owned {
 		return nil
 	}
@@ -218,6 +237,9 @@ func (b *Backend) Epoch(ctx context.Context) (backends.Epoch, error) {
 // Fill. Bytes that are not an entry envelope are deleted and reported as a
 // miss with Corrupt set.
 func (b *Backend) Lookup(ctx context.Context, ns, key string) (backends.Lookup, error) {
+	if err := checkNS(ns); err != nil {
+		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: %w", key, err)
+	}
 	srv, err := b.usable(ctx)
 	if err != nil {
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: %w", key, err)
@@ -230,6 +252,20 @@ func (b *Backend) Lookup(ctx context.Context, ns, key string) (backends.Lookup, 
 // changed, or f is older than the maximum fill age: then it stores nothing
 // and returns an error wrapping backends.ErrStale.
 func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
+	if err := checkNS(ns); err != nil {
+		return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
+	}
+	for _, d := range f.Entry.Deps {
+		// A dependency of another namespace is registered in that
+		// namespace's tag hash: its name must be as safe as ours.
+		if !backends.IsPlainTag(d) {
+			if dep := backends.ParseDep(ns, d); !dep.Carried && dep.NS != ns {
+				if err := checkNS(dep.NS); err != nil {
+					return fmt.Errorf("redisbackend: fill %q: dependency %q: %w", f.Key, dep.Tag, err)
+				}
+			}
+		}
+	}
 	srv, err := b.usable(ctx)
 	if err != nil {
 		return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
@@ -275,6 +311,9 @@ func (b *Backend) Fill(ctx context.Context, ns string, f backends.Fill) error {
 // Where the server has replicas an invalidation no replica acknowledged
 // fails with ErrNotReplicated.
 func (b *Backend) Invalidate(ctx context.Context, ns string, tags ...string) (int, error) {
+	if err := checkNS(ns); err != nil {
+		return 0, fmt.Errorf("redisbackend: invalidate: %w", err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: invalidate: %w", err)
@@ -290,6 +329,9 @@ func (b *Backend) Invalidate(ctx context.Context, ns string, tags ...string) (in
 // Their registrations stay until an invalidation, a fill's pruning or Clear
 // removes them.
 func (b *Backend) Delete(ctx context.Context, ns string, keys ...string) (int, error) {
+	if err := checkNS(ns); err != nil {
+		return 0, fmt.Errorf("redisbackend: delete: %w", err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: delete: %w", err)
@@ -307,6 +349,9 @@ func (b *Backend) Delete(ctx context.Context, ns string, keys ...string) (int, e
 // TTL reports the remaining lifetime of the entry under key: NoExpiry if
 // it has none, an error wrapping backends.ErrNotFound if there is no entry.
 func (b *Backend) TTL(ctx context.Context, ns, key string) (time.Duration, error) {
+	if err := checkNS(ns); err != nil {
+		return 0, fmt.Errorf("redisbackend: ttl %q: %w", key, err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: ttl %q: %w", key, err)
@@ -332,6 +377,9 @@ func (b *Backend) Release(ctx context.Context, ns, key, lease string) error {
 	if lease == "" {
 		return nil
 	}
+	if err := checkNS(ns); err != nil {
+		return fmt.Errorf("redisbackend: release %q: %w", key, err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return fmt.Errorf("redisbackend: release %q: %w", key, err)
@@ -355,6 +403,9 @@ func (b *Backend) Release(ctx context.Context, ns, key, lease string) error {
 // neither matters. Clear never deletes or resets the epoch, and never
 // uses KEYS or FLUSHDB.
 func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
+	if err := checkNS(ns); err != nil {
+		return 0, fmt.Errorf("redisbackend: clear: %w", err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("redisbackend: clear %q: %w", ns, err)
@@ -373,6 +424,9 @@ func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 // (doc.go, "Pruning"); Prune SCANs the namespace to clean everything at
 // once.
 func (b *Backend) Prune(ctx context.Context, ns string) error {
+	if err := checkNS(ns); err != nil {
+		return fmt.Errorf("redisbackend: prune: %w", err)
+	}
 	srv, err := b.connected(ctx)
 	if err != nil {
 		return fmt.Errorf("redisbackend: prune %q: %w", ns, err)
@@ -461,6 +515,25 @@ func infoField(info, name string) string {
 		}
 	}
 	return ""
+}
+
+// The log lines of a first use that an ACL restricts (doc.go, "Security").
+const (
+	policyRefusedMsg = "redisbackend: CONFIG GET maxmemory-policy refused (managed Redis, or an ACL user without CONFIG); assuming the configured policy (WithAssumedPolicy): set it to the server's real policy"
+	infoRefusedMsg   = "redisbackend: INFO refused (an ACL user without +info): replicas and failovers cannot be detected, so invalidations would not wait for a replica and eras would not follow a failover; grant +info"
+)
+
+// isNoPerm reports an ACL refusal.
+func isNoPerm(err error) bool { return redis.HasErrorPrefix(err, "NOPERM") }
+
+// firstErrOf returns the first non-nil error of errs.
+func firstErrOf(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // isServerError reports an error the server replied with, as opposed to a

@@ -30,6 +30,8 @@ type cluster struct {
 	// then goes only once its entry's removal reached a replica
 	// (existsOp).
 	replicated atomic.Bool
+	// releases gives back leases whose operation ran out of time.
+	releases lateReleases
 }
 
 // errClusterVersion reports a cluster older than Redis 7.
@@ -45,6 +47,7 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 		refused  error
 		major    = -1
 		replicas int
+		noInfo   error
 	)
 	err := c.client.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
 		pipe := m.Pipeline()
@@ -59,6 +62,12 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if isNoPerm(info.Err()) || isNoPerm(repl.Err()) {
+			// Without INFO neither the version nor the replicas can be
+			// known, nor can the scripts bind eras to a replication
+			// history: a permanent failure, logged once.
+			noInfo = firstErrOf(info.Err(), repl.Err())
+		}
 		if p := policy.Val()["maxmemory-policy"]; policy.Err() == nil && p != "" {
 			policies = append(policies, p)
 		} else {
@@ -84,6 +93,10 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 	if len(policies) == 0 {
 		return nil, fmt.Errorf("redisbackend: connect: the cluster has no master")
 	}
+	if noInfo != nil {
+		c.log.Error(infoRefusedMsg, "err", noInfo)
+		return &server{err: fmt.Errorf("%s: %w", infoRefusedMsg, noInfo)}, nil
+	}
 	srv := &server{replicas: replicas, scripts: shebangScripts}
 	c.replicated.Store(replicas > 0)
 	if major < 7 {
@@ -91,8 +104,7 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 		return srv, nil
 	}
 	if refused != nil {
-		c.log.Info("redisbackend: CONFIG GET maxmemory-policy refused; assuming the configured policy (WithAssumedPolicy)",
-			"policy", c.cfg.assumedPolicy, "err", refused)
+		c.log.Info(policyRefusedMsg, "policy", c.cfg.assumedPolicy, "err", refused)
 	}
 	worst := policies[0]
 	for _, p := range policies[1:] {
@@ -165,7 +177,7 @@ func (c *cluster) lookup(ctx context.Context, srv *server, ns, key string) (back
 	}
 	if err != nil {
 		if res.Lease != "" {
-			_ = c.release(context.WithoutCancel(ctx), srv, ek, res.Lease)
+			c.giveBack(ctx, srv, ek, res.Lease)
 		}
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: epoch: %w", key, err)
 	}
@@ -176,6 +188,24 @@ func (c *cluster) lookup(ctx context.Context, srv *server, ns, key string) (back
 func (c *cluster) release(ctx context.Context, _ *server, ek, lease string) error {
 	return clusterScripts[clusterReleaseLease].Run(ctx, c.client, []string{ek}, lease).Err()
 }
+
+// giveBack releases the lease of an operation that failed, within the
+// operation's context while it has time left. Once it has none (the
+// failure was the deadline: a frozen or overloaded master), the release
+// goes on in the background, bounded by lateReleaseTimeout, and the caller
+// returns at its deadline: a release without a deadline would wait for the
+// client's read timeout, several times over as go-redis retries (20 s
+// measured with one master stopped), and one skipped would leave the key
+// served uncached (Busy) until the lease expires.
+func (c *cluster) giveBack(ctx context.Context, srv *server, ek, lease string) {
+	if ctx.Err() == nil && c.release(ctx, srv, ek, lease) == nil {
+		return
+	}
+	c.releases.start(func(ctx context.Context) { _ = c.release(ctx, srv, ek, lease) })
+}
+
+// waitBackground waits for the late releases under way (Backend.Close).
+func (c *cluster) waitBackground() { c.releases.wait() }
 
 // fill is the lease-based fill (consistency-notes.md, "Redis Cluster"):
 //
@@ -217,7 +247,7 @@ func (c *cluster) fill(ctx context.Context, srv *server, ns string, f backends.F
 	lease := f.Lease
 	refuse := func(err error) error {
 		if lease != "" {
-			_ = c.release(context.WithoutCancel(ctx), srv, ek, lease)
+			c.giveBack(ctx, srv, ek, lease)
 		}
 		return err
 	}

@@ -1,8 +1,12 @@
 package redisbackend
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -39,3 +43,35 @@ func clientHonoursDeadlines(c redis.UniversalClient) error {
 	}
 	return fmt.Errorf("%w (%s)", ErrNoContextTimeout, kind)
 }
+
+// Late releases (cluster.giveBack): at most maxLateReleases at once, each
+// bounded by lateReleaseTimeout. Beyond that, during an outage, a lease is
+// left to expire (WithLeaseTTL).
+const (
+	maxLateReleases    = 64
+	lateReleaseTimeout = time.Second
+)
+
+// lateReleases runs lease releases that outlived their operation's
+// context, each in a goroutine of its own that ends within
+// lateReleaseTimeout; wait waits for those under way. The zero value is
+// ready to use.
+type lateReleases struct {
+	wg     sync.WaitGroup
+	active atomic.Int32
+}
+
+func (l *lateReleases) start(release func(ctx context.Context)) {
+	if l.active.Add(1) > maxLateReleases {
+		l.active.Add(-1)
+		return
+	}
+	l.wg.Go(func() {
+		defer l.active.Add(-1)
+		ctx, cancel := context.WithTimeout(context.Background(), lateReleaseTimeout)
+		defer cancel()
+		release(ctx)
+	})
+}
+
+func (l *lateReleases) wait() { l.wg.Wait() }

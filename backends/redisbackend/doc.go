@@ -17,8 +17,11 @@
 // backlog): go-redis honours deadlines only with ContextTimeoutEnabled, and
 // otherwise waits for its ReadTimeout (3 s) or DialTimeout (5 s) however
 // short the context. FromEnv's client sets it, with a 1 s dial timeout and
-// 3 s read and write timeouts for calls whose context has no deadline (a
-// REDIS_URL's own dial_timeout, read_timeout and write_timeout win). A
+// 3 s read and write timeouts (a REDIS_URL's own dial_timeout,
+// read_timeout and write_timeout win), and gives a command or pipeline
+// sent without a deadline one of dial plus read timeout, retries included
+// (go-redis retries a read that timed out: without it, 4 read timeouts per
+// round trip). A
 // *redis.Client (standalone or failover), *redis.ClusterClient or
 // *redis.Ring given to New must be built with ContextTimeoutEnabled: true;
 // without it Lookup and Fill fail with ErrNoContextTimeout (served
@@ -29,6 +32,47 @@
 // another type is trusted to honour deadlines. Callers arriving while the
 // first call learns the server wait for it no longer than their own
 // context.
+//
+// On Redis Cluster a fill or lookup that fails after taking a fill lease
+// gives the lease back within its own context while that has time left;
+// once it has none (a master that stopped answering), the release goes on
+// in the background, bounded by a second, and the call returns at its
+// deadline. Close waits for those releases.
+//
+// # Security
+//
+// AUTH and ACL users come in REDIS_URL (redis://:password@host,
+// redis://user:password@host) or REDIS_PASSWORD; no error or log line of
+// this package quotes them (a REDIS_URL that does not parse is reported by
+// the error of the same URL without its user information, since go-redis
+// quotes the path and port a stray "/" or "#" in a password turns it
+// into). TLS: rediss:// verifies the server against the system roots,
+// or the CA certificates of the PEM file REDIS_TLS_CA_FILE names, and
+// presents the client certificate of REDIS_TLS_CERT_FILE and
+// REDIS_TLS_KEY_FILE where the server requires one.
+//
+// An ACL user needs exactly these commands (the README gives the line):
+// GET SET MGET UNLINK DEL EXISTS PTTL GETRANGE SCAN ZCARD EVALSHA EVAL
+// SCRIPT|LOAD INFO WAIT PUBLISH SUBSCRIBE ZREM PING HELLO AUTH SELECT, and
+// inside the scripts TIME HGET HSET HDEL HGETALL HLEN HRANDFIELD HSCAN ZADD
+// ZRANGEBYSCORE ZREMRANGEBYSCORE ZSCORE; on Cluster also CLUSTER|SLOTS and
+// COMMAND (go-redis), on Redis 7.2 or later CLIENT|SETINFO (go-redis, at
+// connect). Nothing of @admin; of @dangerous only INFO. Keys: the
+// namespaces, the epoch key, its pruned key and the tier registry;
+// channels: <epoch key>:tiers:*. Without CONFIG the eviction policy is
+// assumed (WithAssumedPolicy) and that is logged once at Info. Without
+// INFO, replicas and failovers cannot be seen: a single Redis logs an
+// error once and runs on without WAIT and with eras not bound to the
+// replication history; Cluster fails every call with that error.
+//
+// Namespaces are isolated: no key of one is a key of another, or matches
+// the SCAN patterns of another's Clear and Prune (glob characters are
+// escaped), as long as neither holds ":e:{" or ":t:{", which every call
+// refuses (ErrNamespace). Registrations of another namespace's entries
+// (backends.ForeignDep) are the one designed crossing: an invalidation or
+// Clear of a namespace removes the entries registered under its tags.
+// The epoch, the pruned key and the tier registry and channel are shared
+// by every namespace on a Redis; tier changes name their namespace.
 //
 // # Key layout
 //
@@ -67,9 +111,11 @@
 // replication id too.
 //
 // Braces are Redis Cluster hash tags: a tag's registrations and stamp share
-// one slot, so one script sees both. Namespaces should not contain "{", nor
-// the sequences ":e:{" and ":t:{", which would make one namespace's keys
-// look like another's. Registrations and stamps carry no TTL: they are
+// one slot, so one script sees both. A namespace holding ":e:{" or ":t:{"
+// is refused (ErrNamespace): without them no key of one namespace is a
+// key of another, nor matches another's SCAN patterns, whatever the keys
+// and tags hold. Other braces in a namespace are allowed; on Cluster they
+// make its keys hash by what they enclose. Registrations and stamps carry no TTL: they are
 // never evicted under noeviction or volatile-* and are pruned by the
 // scripts instead (below).
 //

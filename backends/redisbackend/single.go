@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 
@@ -51,8 +52,7 @@ func (s *single) connect(ctx context.Context) (*server, error) {
 	if p := policy.Val()["maxmemory-policy"]; policy.Err() == nil && p != "" {
 		applyPolicy(srv, p, s.log)
 	} else {
-		s.log.Info("redisbackend: CONFIG GET maxmemory-policy refused; assuming the configured policy (WithAssumedPolicy)",
-			"policy", s.cfg.assumedPolicy, "err", policy.Err())
+		s.log.Info(policyRefusedMsg, "policy", s.cfg.assumedPolicy, "err", policy.Err())
 		applyPolicy(srv, s.cfg.assumedPolicy, s.log)
 	}
 	version := ""
@@ -62,13 +62,18 @@ func (s *single) connect(ctx context.Context) (*server, error) {
 	if repl.Err() == nil {
 		srv.replicas, _ = strconv.Atoi(infoField(repl.Val(), "connected_slaves"))
 	}
+	infoRefused := isNoPerm(info.Err()) || isNoPerm(repl.Err())
+	if infoRefused {
+		s.log.Error(infoRefusedMsg, "err", firstErrOf(info.Err(), repl.Err()))
+	}
 
 	// Redis 7 reads the flags of a shebang line; older servers and
 	// miniredis get the plain scripts. A server that refuses the shebang
-	// variant gets the plain one too.
+	// variant gets the plain one too, and so does one whose version an
+	// ACL hides, after trying the shebang.
 	major, _ := strconv.Atoi(strings.SplitN(version, ".", 2)[0])
 	sets := []*scriptSet{plainScripts}
-	if major >= 7 {
+	if major >= 7 || infoRefused {
 		sets = []*scriptSet{shebangScripts, plainScripts}
 	}
 	var lerr error
@@ -112,26 +117,32 @@ func (s *single) run(ctx context.Context, srv *server, id scriptID, keys []strin
 
 // lookup reads the entry and the epoch in one MGET.
 func (s *single) lookup(ctx context.Context, srv *server, ns, key string) (backends.Lookup, error) {
-	ek := entryKey(ns, key)
+	a := newLookupArgs(ns, key, s.epochArg)
+	ek := a.ek
 	// MGET of the entry and the epoch, as client.MGet would send it but
-	// with the epoch key's argument boxed once (epochArg).
-	cmd := redis.NewSliceCmd(ctx, "mget", ek, s.epochArg)
+	// with its arguments made in one allocation (lookupArgs), read as
+	// strings: a nil reads as "", which neither an envelope, a lease nor an
+	// epoch is, and go-redis then boxes neither value.
+	cmd := redis.NewStringSliceCmd(ctx, a.args[:]...)
 	_ = s.client.Process(ctx, cmd)
 	vals, err := cmd.Result()
 	if err != nil {
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: %w", key, err)
 	}
+	if len(vals) != 2 {
+		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: MGET returned %d values", key, len(vals))
+	}
 	var res backends.Lookup
-	if v, ok := vals[0].(string); ok && isLease(v) {
+	if v := vals[0]; isLease(v) {
 		// Another process, with WithFillLock, is filling the key.
 		res.Busy = true
-	} else if ok {
+	} else if v != "" {
 		if res, err = s.decode(ctx, key, ek, v); err != nil || res.Found {
 			return res, err
 		}
 	}
-	v, found := vals[1].(string)
-	if res.Epoch, err = ensureEpoch(ctx, s.client, srv, s.cfg.epochKey, v, found); err != nil {
+	v := vals[1]
+	if res.Epoch, err = ensureEpoch(ctx, s.client, srv, s.cfg.epochKey, v, v != ""); err != nil {
 		return backends.Lookup{}, fmt.Errorf("redisbackend: lookup %q: epoch: %w", key, err)
 	}
 	return res, nil
@@ -477,4 +488,29 @@ func (s *single) cleanTags(ctx context.Context, srv *server, ns, drain string) e
 		return err
 	}
 	return s.trim(ctx, srv, ns, -1)
+}
+
+// lookupArgs are a lookup's MGET arguments in one allocation: the entry key
+// (in buf when it fits), and the argument list, whose key is an interface
+// pointing at ek rather than at a boxed copy. A hit spends two allocations
+// fewer than with entryKey and a plain argument list. Nothing writes to a
+// lookupArgs once made.
+type lookupArgs struct {
+	args [3]any
+	ek   string
+	buf  [128]byte
+}
+
+func newLookupArgs(ns, key string, epochArg any) *lookupArgs {
+	a := new(lookupArgs)
+	if n := len(ns) + len(":e:{}") + len(key); n <= len(a.buf) {
+		b := append(append(append(append(a.buf[:0], ns...), ":e:{"...), key...), '}')
+		a.ek = unsafe.String(&a.buf[0], len(b))
+	} else {
+		a.ek = entryKey(ns, key)
+	}
+	var ek any = "" // the type word of a string; no allocation
+	(*[2]unsafe.Pointer)(unsafe.Pointer(&ek))[1] = unsafe.Pointer(&a.ek)
+	a.args = [3]any{"mget", ek, epochArg}
+	return a
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/depcache/go-depcache/backends/redisbackend"
 	"github.com/depcache/go-depcache/internal/soak"
 )
 
@@ -24,7 +25,7 @@ func main() {
 	settle := flag.Duration("settle", 30*time.Second, "how long to wait for the baseline afterwards")
 	workers := flag.Int("workers", 4, "concurrent callers")
 	flag.Parse()
-	opt, err := redis.ParseURL(*url)
+	opt, err := redisbackend.ParseURL(*url) // errors never quote a password
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		os.Exit(2)

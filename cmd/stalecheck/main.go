@@ -98,7 +98,7 @@ func run(reads, readers, writers, rows int, modeName, redisURL, pgDSN string, cd
 	}
 	var backend backends.Backend = memory.New()
 	if redisURL != "" {
-		opt, err := redis.ParseURL(redisURL)
+		opt, err := redisbackend.ParseURL(redisURL) // errors never quote a password
 		if err != nil {
 			return fmt.Errorf("-redis: %w", err)
 		}

@@ -83,7 +83,7 @@ func openInfra(dsn, store string) (in *infra, err error) {
 	case store == "memory":
 		in.cacheDesc = "depcache's in-process memory store"
 	case url != "":
-		opt, err := redis.ParseURL(url)
+		opt, err := redisbackend.ParseURL(url) // its errors never quote a password
 		if err != nil {
 			return nil, fmt.Errorf("REDIS_URL: %w", err)
 		}

@@ -71,3 +71,9 @@ func Allowed(ctx context.Context) (read, fill bool) {
 	}
 	return true, true
 }
+
+// Bytes is a memoized result of raw bytes that the caller only reads: a
+// hit hands it the backend's reply as it is, where a []byte result gets a
+// copy of its own (the GORM plugin's entries, which it decodes in place).
+// It is stored as a []byte is.
+type Bytes []byte

@@ -6,6 +6,7 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -94,7 +95,10 @@ func start(t testing.TB, ready string, args func(port int) []string) (string, *o
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		defer c.Close()
-		if err := c.Ping(context.Background()).Err(); err != nil {
+		// A reply, even NOAUTH from a server with requirepass or ACL
+		// users, means it serves.
+		var rerr redis.Error
+		if err := c.Ping(context.Background()).Err(); err != nil && !errors.As(err, &rerr) {
 			t.Fatal(err)
 		}
 		return addr, proc
@@ -109,6 +113,9 @@ func startOnce(t testing.TB, bin, ready string, args []string) (*os.Process, err
 	if err != nil {
 		return nil, err
 	}
+	// Configuration errors (an unknown directive, such as tls-port on a
+	// build without TLS) go to standard error: read them too.
+	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
