@@ -65,7 +65,7 @@ func openInfra(dsn, store string) (in *infra, err error) {
 		path := filepath.Join(dir, "blog.db")
 		in.dialector = func() gorm.Dialector { return sqlite.Open(path + sqliteParams) }
 		in.dbDesc = "SQLite " + path
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"), strings.Contains(dsn, "host="):
+	case isPostgres(dsn):
 		in.dialector = func() gorm.Dialector { return postgres.Open(dsn) }
 		in.dbDesc = "PostgreSQL"
 	case strings.Contains(dsn, "@tcp("), strings.Contains(dsn, "@unix("):
@@ -104,6 +104,11 @@ func openInfra(dsn, store string) (in *infra, err error) {
 		in.redis, in.cacheDesc = c, "in-process miniredis at "+mr.Addr()
 	}
 	return in, nil
+}
+
+// isPostgres reports whether dsn is a PostgreSQL URL or key=value DSN.
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") || strings.Contains(dsn, "host=")
 }
 
 // Close closes the Redis client, stops miniredis and removes the temporary

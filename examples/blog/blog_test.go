@@ -489,7 +489,7 @@ func TestHelp(t *testing.T) {
 	if err := run(context.Background(), []string{"-h"}, &out, &errs); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"-addr", "-db", "-store", "-seed", "-demo", "-load", "-duration", "-readers", "-writers", "-write-interval"} {
+	for _, f := range []string{"-addr", "-db", "-cdc", "-store", "-seed", "-demo", "-load", "-duration", "-readers", "-writers", "-write-interval"} {
 		if !strings.Contains(errs.String(), f+" ") && !strings.Contains(errs.String(), f+"\n") {
 			t.Errorf("-h does not document %s:\n%s", f, errs.String())
 		}

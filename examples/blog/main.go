@@ -6,6 +6,7 @@
 //	go run ./examples/blog            # serve on 127.0.0.1:8080
 //	go run ./examples/blog -demo      # a scripted tour over HTTP, then exit
 //	go run ./examples/blog -load      # throughput with and without the cache
+//	go run ./examples/blog -cdc 'host=… dbname=…'  # a psql UPDATE invalidating a cached page
 //
 // With no setup it runs on a SQLite file in a temporary directory, seeded
 // from testdata/blog/seed.json, and an in-process Redis (miniredis); with
@@ -32,6 +33,10 @@
 //     comments::* and any new comment invalidates every post page, while
 //     the front page, which reads no comments, stays cached. -load shows
 //     what that costs under concurrent writers.
+//   - Writes that bypass GORM (-cdc, PostgreSQL with wal_level=logical): a
+//     gormplugin/pgcdc listener reads the database's logical replication
+//     stream and invalidates what the plugin would have; an UPDATE made
+//     with plain SQL on a connection of its own leaves the cache too.
 //
 // Endpoints: GET / (HTML), GET /posts?page=&author=&tag=, GET /posts/{id},
 // POST /posts, PUT /posts/{id}, DELETE /posts/{id},
@@ -68,6 +73,7 @@ type options struct {
 	db       string
 	store    string
 	seed     string
+	cdc      string
 	demo     bool
 	load     bool
 	duration time.Duration
@@ -90,6 +96,7 @@ Redis of REDIS_URL when it is set.
 Examples:
   go run ./examples/blog -demo
   go run ./examples/blog -load -duration 3s
+  go run ./examples/blog -cdc "$DEPCACHE_POSTGRES_DSN"    # needs wal_level=logical
   REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/blog -db 'postgres://postgres@127.0.0.1/blog?sslmode=disable'
 
 Flags:
@@ -109,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.seed, "seed", "testdata/blog/seed.json", "seed file loaded into an empty database; \"\" skips seeding")
 	fs.BoolVar(&o.demo, "demo", false, "run a scripted tour over HTTP against a server of its own, print each step, and exit\n(non-zero, naming the step, if a step misbehaved)")
 	fs.BoolVar(&o.load, "load", false, "generate a few thousand rows, then drive a server of its own with concurrent\nreaders and writers, once with the cache and once without, and print\nrequests/s, p50/p99 latency, hit ratio and the speedup")
+	fs.StringVar(&o.cdc, "cdc", "", "a PostgreSQL DSN (with wal_level=logical, a user with REPLICATION): run the blog\non it with a gormplugin/pgcdc listener, show an UPDATE made with plain SQL\n(as psql would) invalidating a cached page, and exit. The listener's slot and\npublication, "+cdcSlot+", are dropped at the end")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "with -load: how long each of the two runs lasts")
 	fs.IntVar(&o.readers, "readers", 8, "with -load: concurrent readers (each sends its next request as soon as the last is answered)")
 	fs.IntVar(&o.writers, "writers", 2, "with -load: concurrent writers (comments, post edits, new posts)")
@@ -122,8 +130,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch {
 	case fs.NArg() > 0:
 		return fmt.Errorf("unexpected arguments %q (see -h)", fs.Args())
-	case o.demo && o.load:
-		return errors.New("-demo and -load are exclusive")
+	case o.demo && o.load, o.cdc != "" && (o.demo || o.load):
+		return errors.New("-demo, -load and -cdc are exclusive")
+	case o.cdc != "" && o.db != "" && o.db != o.cdc:
+		return errors.New("-cdc runs the blog on its own DSN: leave -db out")
+	case o.cdc != "" && !isPostgres(o.cdc):
+		return fmt.Errorf("-cdc %q: want a PostgreSQL DSN (postgres://… or host=…)", o.cdc)
 	case o.store != "" && o.store != "redis" && o.store != "memory":
 		return fmt.Errorf("-store %q: want redis or memory", o.store)
 	case o.load && (o.duration <= 0 || o.readers < 1 || o.writers < 0 || o.interval < 0):
@@ -139,12 +151,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			o.store = "memory"
 		}
 	}
+	if o.cdc != "" {
+		o.db = o.cdc
+	}
 	in, err := openInfra(o.db, o.store)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
 	switch {
+	case o.cdc != "":
+		return cdcMode(ctx, in, o.cdc, o, stdout, log)
 	case o.demo:
 		return demoMode(ctx, in, o, stdout, log)
 	case o.load:

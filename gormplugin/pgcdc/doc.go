@@ -33,7 +33,9 @@
 // Processed reports that position and WaitFor waits for it: a read that
 // begins after Processed passed a commit (the value of pg_current_wal_lsn()
 // read after it) never returns data from before it — the package's tests
-// check this with a writer on raw SQL and readers through the plugin.
+// check this with a writer on raw SQL and readers through the plugin, and
+// the stale-read harness (internal/stalecheck, go run ./cmd/stalecheck
+// -postgres DSN -cdc 2) with raw writers beside GORM's.
 //
 // PostgreSQL writes a commit record, and may stream it, a moment before the
 // transaction becomes visible to other sessions' snapshots. Invalidating in
@@ -55,10 +57,18 @@
 // strategy and keys rows by the model's primary-key fields, in the model's
 // order, each value converted to its field's Go type — as the plugin does.
 // Tables without a model are keyed by their primary key in the database,
-// and each value by its column type: integer types as integers, boolean,
-// date and timestamps as time.Time in UTC, everything else (text, varchar,
-// uuid, numeric…) as its text. A model whose key field formats otherwise
-// (a string field on an integer column, a custom type) needs WithModels.
+// and each value as the plugin formats the Go type GORM maps its column
+// type to: smallint, integer, bigint as integers; real as a float32 and
+// double precision and numeric (GORM's column for a float64) as a float64
+// — so a numeric(10,2) key of 100.00 is "100" and a float key of 1000000
+// is "1e+06", as in the plugin's tags; boolean; bytea as bytes; date and
+// timestamps as time.Time in UTC; everything else (text, varchar, uuid,
+// enums, and domains whatever their base type) as its text. The session
+// fixes the text forms these are read from (TimeZone, DateStyle,
+// bytea_output, extra_float_digits). A
+// model whose key field formats otherwise (a string field on an integer
+// column, a decimal type on numeric, a custom type) needs WithModels; with
+// it a numeric reaches the field as text, not rounded to a float64.
 // Table names follow the plugin: the schema is dropped ("app.users" and
 // "users" are both tagged users).
 //
@@ -98,12 +108,52 @@
 //
 // # Limits
 //
-// Only PostgreSQL: MySQL/MariaDB binlog replication is out of scope. A
-// write made through GORM is invalidated twice, by the plugin and by the
-// listener (harmless; telling them apart is future work). Schema changes
-// (DDL) produce no changes: a dropped table's entries live until their
-// TTL. Conjunction tags (tags on column values) are not produced yet;
-// WithChangeTags is the hook, given each change's old and new values.
+// Only PostgreSQL: MySQL/MariaDB binlog replication is out of scope.
+//
+// A write made through GORM is invalidated twice, by the plugin and by the
+// listener, on purpose. The plugin invalidates after COMMIT, from the
+// writing process's memory: if that process dies in between, or its
+// invalidation fails and it dies before the retry, the listener's is the
+// only one. Skipping the plugin's tags (told apart by a logical message, or
+// by the outbox row WithOutbox inserts in the same transaction, which the
+// stream carries anyway) would lose exactly those writes without
+// WithOutbox. With it they are not lost, but they would be invalidated by
+// whichever process's outbox poll finds the row, not before Processed
+// passes the commit: Processed and WaitFor would no longer mean what they
+// say. A sound skip would hold Processed at such a commit until the
+// stream shows the outbox row's DELETE (the plugin deletes it only after
+// its invalidation returned): that holds every later commit, raw ones
+// included, for the flusher's batch (20 ms) and, when the writer died,
+// for another process's outbox poll (seconds) — a worse price than the
+// Redis call it saves, so it is not built. The cost of the second
+// invalidation, one Update by key at a time (BenchmarkGORMWrite, the local
+// Redis, a throwaway PostgreSQL on the same 2-core machine): the listener
+// makes one invalidation call of 2 tags per write when writes come one at
+// a time (it batches the commits waiting in its queue), and the process
+// makes 184 allocations per write with the plugin alone, 318 with the
+// listener as well; writes/s fell from 2,600–3,000 to about 1,600, most of
+// it the CPU the server's WAL sender and the listener take from the writer
+// on two cores — a skip would save the Redis call, not the decoding.
+//
+// Schema changes (DDL) produce no changes: a dropped table's entries live
+// until their TTL.
+//
+// # Conjunction tags
+//
+// With the plugin's WithConjunctionTags, a list read by column values
+// (Where("author_id = ?", 1)) depends on tags of those values and the
+// scheme tag of its column set, not on the list tag. For every
+// transaction that inserted or updated rows of a table, the listener also
+// invalidates the scheme tag (gormplugin.SchemeTag) of each of the table's
+// column sets in use, which it reads from the manager's backend (the set
+// the plugin keeps, backends.Sets) once the commit is visible — as the
+// plugin reads it after its COMMIT. That is coarser than the plugin, which
+// names the values a row entered: a raw insert or update drops every
+// conjunction list of its table, as the list tag did without conjunction
+// tags. Deletes need nothing more (lists depend on the row tags of their
+// rows). It costs one read of the set per table per batch of commits,
+// where the backend keeps sets (the memory and Redis stores). Old and new
+// values are given to WithChangeTags for finer tags of your own.
 //
 // A Listener is safe for concurrent use; Run runs once at a time.
 package pgcdc

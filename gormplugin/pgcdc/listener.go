@@ -145,6 +145,8 @@ func New(m *depcache.Manager, dsn string, opts ...Option) (*Listener, error) {
 	// The session's settings fix the text form of the values decode reads.
 	plain.RuntimeParams["TimeZone"] = "UTC"
 	plain.RuntimeParams["DateStyle"] = "ISO, YMD"
+	plain.RuntimeParams["bytea_output"] = "hex"
+	plain.RuntimeParams["extra_float_digits"] = "1" // shortest exact floats, whatever the server's default
 	if plain.RuntimeParams["application_name"] == "" {
 		plain.RuntimeParams["application_name"] = "depcache-pgcdc"
 	}

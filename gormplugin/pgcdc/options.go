@@ -109,8 +109,9 @@ func WithObserver(fn func(Event)) Option { return func(c *config) { c.observer =
 
 // WithChangeTags adds tags of its own for each row change: fn gets the
 // change's table and its old and new column values, and its tags are
-// invalidated with the transaction's other tags. This is where conjunction
-// tags (tags on column values, issue 16) join once the plugin has them.
+// invalidated with the transaction's other tags (for instance the
+// plugin's ConjunctionTag of a row's new values, finer than the scheme
+// tags the listener invalidates; see the package documentation).
 func WithChangeTags(fn func(Change) []string) Option { return func(c *config) { c.changeTags = fn } }
 
 // WithBackoff sets the waits between attempts of a failed invalidation and

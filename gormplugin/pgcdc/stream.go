@@ -36,11 +36,12 @@ type stream struct {
 	vis         *pgconn.PgConn // the invalidator's
 	rels        map[uint32]*relation
 
-	inTx   bool
-	xid    uint32 // of the transaction being read
-	tags   []string
-	seen   map[string]bool
-	queued LSN // last position queued
+	inTx    bool
+	xid     uint32 // of the transaction being read
+	tags    []string
+	seen    map[string]bool
+	entered []string // tables whose rows the transaction inserted or updated
+	queued  LSN      // last position queued
 
 	work chan batch
 	dead chan struct{} // closed when the invalidator has stopped
@@ -67,6 +68,7 @@ type batch struct {
 	commitTime time.Time
 	xid        uint32
 	tags       []string
+	entered    []string // tables rows were inserted into or updated in
 }
 
 // maxBatch bounds the transactions invalidated in one call.
@@ -241,6 +243,18 @@ func (s *stream) invalidator(ctx context.Context) error {
 			if err := s.waitVisible(ctx, group); err != nil {
 				return err
 			}
+			// After waitVisible: see schemeTags.
+			byTable := s.schemeTags(ctx, group)
+			for _, b := range group {
+				for _, table := range b.entered {
+					for _, t := range byTable[table] {
+						if !seen[t] {
+							seen[t] = true
+							tags = append(tags, t)
+						}
+					}
+				}
+			}
 			covered, err := s.invalidate(ctx, tags, last)
 			if err != nil {
 				return err
@@ -248,7 +262,11 @@ func (s *stream) invalidator(ctx context.Context) error {
 			if !covered {
 				for _, b := range group {
 					if len(b.tags) > 0 {
-						s.l.emit(Event{Kind: EventInvalidated, LSN: b.lsn, CommitTime: b.commitTime, Tags: b.tags})
+						bt := b.tags
+						for _, table := range b.entered {
+							bt = append(slices.Clip(bt), byTable[table]...)
+						}
+						s.l.emit(Event{Kind: EventInvalidated, LSN: b.lsn, CommitTime: b.commitTime, Tags: bt})
 					}
 				}
 			}
@@ -489,7 +507,7 @@ func (s *stream) logical(ctx context.Context, data []byte) error {
 		return s.relation(ctx, msg)
 	case *pglogrepl.BeginMessage:
 		s.inTx, s.xid = true, msg.Xid
-		s.tags, s.seen = s.tags[:0], map[string]bool{}
+		s.tags, s.seen, s.entered = s.tags[:0], map[string]bool{}, s.entered[:0]
 	case *pglogrepl.InsertMessage:
 		r, err := s.rel(msg.RelationID)
 		if err != nil {
@@ -518,7 +536,8 @@ func (s *stream) logical(ctx context.Context, data []byte) error {
 		}
 	case *pglogrepl.CommitMessage:
 		s.inTx = false
-		return s.enqueue(ctx, batch{lsn: msg.TransactionEndLSN, commitTime: msg.CommitTime, xid: s.xid, tags: slices.Clone(s.tags)})
+		return s.enqueue(ctx, batch{lsn: msg.TransactionEndLSN, commitTime: msg.CommitTime, xid: s.xid,
+			tags: slices.Clone(s.tags), entered: slices.Clone(s.entered)})
 	}
 	return nil
 }
@@ -588,10 +607,14 @@ func (s *stream) row(ctx context.Context, r *relation, op Op, old, new *pglogrep
 	if !identified {
 		s.add(gormplugin.TableTag(r.table))
 	}
-	// TODO(issue 16): conjunction tags. Once the plugin tags queries by
-	// column values, the old and new values here (all of them under
-	// REPLICA IDENTITY FULL, else every conjunction tag of the table) map
-	// to those tags; until then WithChangeTags is the hook.
+	// A row that enters a table's lists may enter lists with conjunction
+	// tags, which do not depend on the list tag: the invalidator adds the
+	// tags of the table's schemes once the commit is visible. (A row that
+	// leaves a list needs nothing more: such lists depend on the row tags
+	// of the rows they hold.)
+	if new != nil && !slices.Contains(s.entered, r.table) {
+		s.entered = append(s.entered, r.table)
+	}
 	if fn := s.l.cfg.changeTags; fn != nil {
 		s.add(fn(Change{Op: op, Schema: r.msg.Namespace, Table: r.msg.RelationName,
 			Old: tupleValues(r.msg, old), New: tupleValues(r.msg, new)})...)
@@ -648,4 +671,52 @@ func (s *stream) invalidate(ctx context.Context, tags []string, lsn LSN) (covere
 		}
 		backoff = min(2*backoff, s.l.cfg.maxBackoff)
 	}
+}
+
+// schemeSet names the backend set where gormplugin keeps a table's
+// conjunction schemes (its setName): the column sets cached reads filter
+// on with WithConjunctionTags, "&"-joined. TestConjunctionLists fails if
+// the two drift apart.
+func schemeSet(table string) string { return "gorm-schemes:" + table }
+
+// schemeTags returns, for every table the group's transactions inserted
+// rows into or updated, the scheme tags (gormplugin.SchemeTag) of the
+// table's conjunction schemes: every cached list with conjunction tags of
+// that table depends on one of them. It reads the schemes after the
+// commits are visible, as the plugin reads them after its COMMIT: a
+// reader registers its scheme before its query runs, so a query that
+// could have missed these rows registered it before this read. A table
+// whose schemes cannot be read gets its table tag, as in the plugin.
+// Nothing is read where the backend keeps no sets (no conjunction tags).
+func (s *stream) schemeTags(ctx context.Context, group []batch) map[string][]string {
+	sets, ok := s.l.m.Backend().(backends.Sets)
+	if !ok {
+		return nil
+	}
+	out := map[string][]string{}
+	for _, b := range group {
+		for _, table := range b.entered {
+			if _, done := out[table]; done {
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, s.l.cfg.invTimeout)
+			schemes, err := sets.Members(rctx, s.l.m.Prefix(), schemeSet(table))
+			cancel()
+			if err != nil {
+				s.l.log.Warn("pgcdc: cannot read the table's conjunction schemes; invalidating its table tag", "table", table, "err", err)
+				out[table] = []string{gormplugin.TableTag(table)}
+				continue
+			}
+			tags := make([]string, 0, len(schemes))
+			for _, scheme := range schemes {
+				var cols []string
+				if scheme != "" {
+					cols = strings.Split(scheme, "&")
+				}
+				tags = append(tags, gormplugin.SchemeTag(table, cols...))
+			}
+			out[table] = tags
+		}
+	}
+	return out
 }

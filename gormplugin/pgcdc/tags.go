@@ -2,6 +2,7 @@ package pgcdc
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -109,7 +110,7 @@ func (r *relation) rowTag(ctx context.Context, tuple *pglogrepl.TupleData) (stri
 		if col.DataType != pglogrepl.TupleDataTypeText {
 			return "", false
 		}
-		v, err := decode(r.msg.Columns[ci].DataType, string(col.Data))
+		v, err := decode(r.msg.Columns[ci].DataType, string(col.Data), r.model != nil)
 		if err != nil {
 			return "", false
 		}
@@ -138,26 +139,51 @@ func convert(ctx context.Context, f *schema.Field, v any) (any, bool) {
 // type GORM models use for them.
 const (
 	oidBool        = 16
+	oidBytea       = 17
 	oidInt8        = 20
 	oidInt2        = 21
 	oidInt4        = 23
 	oidOID         = 26
+	oidFloat4      = 700
+	oidFloat8      = 701
 	oidDate        = 1082
 	oidTimestamp   = 1114
 	oidTimestamptz = 1184
+	oidNumeric     = 1700
 )
 
 // decode turns a column's text output into the value the plugin would
-// format for a model field of the column's natural Go type: integers as
-// int64, booleans, times as time.Time in UTC, anything else (text, varchar,
-// uuid, numeric) as its text. The replication session runs with
-// TimeZone=UTC and DateStyle=ISO, so the text is in one known form.
-func decode(oid uint32, s string) (any, error) {
+// format for a model field of the column's natural Go type — the type GORM
+// maps to the column type: integers as int64, real as float32, double
+// precision and numeric (GORM's column for float64 fields) as float64,
+// booleans, bytea as []byte, times as time.Time in UTC, anything else
+// (text, varchar, uuid, enums) as its text. With a model (withModel) a
+// numeric stays text: the model's field converts it, and a decimal type's
+// field must not see it rounded to a float64 first. The replication
+// session runs with TimeZone=UTC and DateStyle=ISO, so the text is in one
+// known form.
+func decode(oid uint32, s string, withModel bool) (any, error) {
 	switch oid {
 	case oidInt2, oidInt4, oidInt8, oidOID:
 		return strconv.ParseInt(s, 10, 64)
+	case oidFloat4:
+		f, err := strconv.ParseFloat(s, 32)
+		return float32(f), err
+	case oidFloat8:
+		return strconv.ParseFloat(s, 64)
+	case oidNumeric:
+		if withModel {
+			return s, nil
+		}
+		return strconv.ParseFloat(s, 64)
 	case oidBool:
 		return s == "t", nil
+	case oidBytea:
+		h, ok := strings.CutPrefix(s, `\x`)
+		if !ok {
+			return nil, fmt.Errorf("bytea %q: not in hex format", s)
+		}
+		return hex.DecodeString(h)
 	case oidDate:
 		return time.ParseInLocation("2006-01-02", s, time.UTC)
 	case oidTimestamp:

@@ -16,6 +16,13 @@
 //
 // Modes that break the protocol on purpose (Naive, InvalidateBeforeCommit)
 // show that the harness bites.
+//
+// With Config.CDC (PostgreSQL with wal_level=logical) more writers bypass
+// GORM — the same writes in plain SQL on their own connections — and a
+// gormplugin/pgcdc listener invalidates them; a raw write is acknowledged
+// once the listener's Processed passed pg_current_wal_lsn() read after its
+// commit, so (a) checks the listener's guarantee. CDC.AckAtCommit breaks
+// it on purpose.
 package stalecheck
 
 import (
@@ -90,6 +97,9 @@ type Config struct {
 	Others []Other
 	// Options apply to every manager (WithLocalCache, for instance).
 	Options []depcache.Option
+	// CDC, on PostgreSQL with wal_level=logical, adds writers that bypass
+	// GORM and a pgcdc listener that invalidates their writes.
+	CDC *CDC
 	// PluginOptions apply to every manager's GORM plugin
 	// (gormplugin.WithConjunctionTags, for instance).
 	PluginOptions []gormplugin.Option
@@ -113,6 +123,7 @@ type Other struct {
 type Report struct {
 	Mode                 Mode
 	Reads, Writes        int64
+	RawWrites            int64 // of Writes, made with plain SQL (CDC)
 	Stale                int64 // (a)
 	Diverged             int64 // (b)
 	PoisonRead           int64 // (c)
@@ -124,8 +135,8 @@ type Report struct {
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("%s: %d reads (%d hits, %d misses), %d writes, %d fills stored, %d refused as stale in %v; violations: (a) stale %d, (b) diverged %d, (c) poison %d",
-		r.Mode, r.Reads, r.Hits, r.Misses, r.Writes, r.Stored, r.StaleFills, r.Elapsed.Round(time.Millisecond), r.Stale, r.Diverged, r.PoisonRead)
+	return fmt.Sprintf("%s: %d reads (%d hits, %d misses), %d writes (%d with plain SQL), %d fills stored, %d refused as stale in %v; violations: (a) stale %d, (b) diverged %d, (c) poison %d",
+		r.Mode, r.Reads, r.Hits, r.Misses, r.Writes, r.RawWrites, r.Stored, r.StaleFills, r.Elapsed.Round(time.Millisecond), r.Stale, r.Diverged, r.PoisonRead)
 }
 
 // state is one committed state of a row. Every write gives a row a new
@@ -201,7 +212,7 @@ func (l *ledger) freshOutside(row int, acked state, g int) bool {
 }
 
 // Run runs the harness once.
-func Run(ctx context.Context, cfg Config) (Report, error) {
+func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	if cfg.Rows == 0 {
 		cfg.Rows = 10
 	}
@@ -217,7 +228,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Jitter == 0 {
 		cfg.Jitter = 200 * time.Microsecond
 	}
-	rep := Report{Mode: cfg.Mode}
+	rep = Report{Mode: cfg.Mode}
 	jb := &jitterBackend{Backend: cfg.Backend, max: cfg.Jitter, naive: cfg.Mode == Naive}
 	name := fmt.Sprintf("stalecheck-%d", rand.Int64())
 	if cfg.Prefix == "" {
@@ -262,6 +273,14 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		led.history[i] = []state{{v, true, i % 3}}
 		led.acked[i] = state{v, true, i % 3}
 	}
+	var cdc *cdcRun
+	if cfg.CDC != nil {
+		cc := *cfg.CDC
+		if cdc, err = startCDC(ctx, &cc, m, readDB); err != nil {
+			return rep, err
+		}
+		defer func() { err = errors.Join(err, cdc.stop()) }()
+	}
 
 	type reader struct {
 		m    *depcache.Manager
@@ -299,6 +318,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	start := time.Now()
 	var (
 		reads, writes, stale, poisoned atomic.Int64
+		rawWrites                      atomic.Int64
 		wg                             sync.WaitGroup
 		errOnce                        sync.Once
 		runErr                         error
@@ -433,11 +453,41 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			}
 		}()
 	}
+	if cdc != nil {
+		for range cdc.cfg.Writers {
+			ww.Add(1)
+			go func() {
+				defer ww.Done()
+				rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if err := cdc.rawWrite(ctx, cfg, rng, led, &seq); err != nil {
+						fail(err)
+						return
+					}
+					writes.Add(1)
+					rawWrites.Add(1)
+					pause(4 * cfg.Jitter)
+				}
+			}()
+		}
+	}
 	wg.Wait()
 	close(stop)
 	ww.Wait()
 	if runErr != nil {
 		return rep, runErr
+	}
+	if cdc != nil {
+		// (b) compares with the database: the listener must have caught up
+		// (it has, unless AckAtCommit).
+		if err := cdc.settle(ctx); err != nil {
+			return rep, err
+		}
 	}
 
 	// (b): every cached query equals a direct read, through every manager.
@@ -467,7 +517,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 	}
 
-	rep.Reads, rep.Writes = reads.Load(), writes.Load()
+	rep.Reads, rep.Writes, rep.RawWrites = reads.Load(), writes.Load(), rawWrites.Load()
 	rep.Stale, rep.PoisonRead, rep.Diverged = stale.Load(), poisoned.Load(), diverged
 	for _, r := range readers {
 		st := r.m.Stats()
