@@ -673,12 +673,6 @@ func (s *stream) invalidate(ctx context.Context, tags []string, lsn LSN) (covere
 	}
 }
 
-// schemeSet names the backend set where gormplugin keeps a table's
-// conjunction schemes (its setName): the column sets cached reads filter
-// on with WithConjunctionTags, "&"-joined. TestConjunctionLists fails if
-// the two drift apart.
-func schemeSet(table string) string { return "gorm-schemes:" + table }
-
 // schemeTags returns, for every table the group's transactions inserted
 // rows into or updated, the scheme tags (gormplugin.SchemeTag) of the
 // table's conjunction schemes: every cached list with conjunction tags of
@@ -689,8 +683,7 @@ func schemeSet(table string) string { return "gorm-schemes:" + table }
 // whose schemes cannot be read gets its table tag, as in the plugin.
 // Nothing is read where the backend keeps no sets (no conjunction tags).
 func (s *stream) schemeTags(ctx context.Context, group []batch) map[string][]string {
-	sets, ok := s.l.m.Backend().(backends.Sets)
-	if !ok {
+	if _, ok := s.l.m.Backend().(backends.Sets); !ok {
 		return nil
 	}
 	out := map[string][]string{}
@@ -700,20 +693,12 @@ func (s *stream) schemeTags(ctx context.Context, group []batch) map[string][]str
 				continue
 			}
 			rctx, cancel := context.WithTimeout(ctx, s.l.cfg.invTimeout)
-			schemes, err := sets.Members(rctx, s.l.m.Prefix(), schemeSet(table))
+			tags, err := gormplugin.SchemeTags(rctx, s.l.m, table)
 			cancel()
 			if err != nil {
 				s.l.log.Warn("pgcdc: cannot read the table's conjunction schemes; invalidating its table tag", "table", table, "err", err)
 				out[table] = []string{gormplugin.TableTag(table)}
 				continue
-			}
-			tags := make([]string, 0, len(schemes))
-			for _, scheme := range schemes {
-				var cols []string
-				if scheme != "" {
-					cols = strings.Split(scheme, "&")
-				}
-				tags = append(tags, gormplugin.SchemeTag(table, cols...))
 			}
 			out[table] = tags
 		}
