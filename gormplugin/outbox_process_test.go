@@ -101,14 +101,40 @@ type child struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	lines chan string
+	tail  *tailBuffer // the end of what it printed besides its counts
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
 }
 
 func startChild(t *testing.T, name string, env []string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestOutboxChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), env...)
+	tail := &tailBuffer{max: 16 << 10}
+	cmd.Stderr = tail // its end goes into the failure message
 	if os.Getenv("DEPCACHE_TEST_LOG") != "" {
-		cmd.Stderr = os.Stderr // else go-redis's dial errors of the outage fill the output
+		cmd.Stderr = io.MultiWriter(os.Stderr, tail) // else go-redis's dial errors of the outage fill the output
 	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -121,13 +147,15 @@ func startChild(t *testing.T, name string, env []string) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{name: name, cmd: cmd, stdin: stdin, lines: make(chan string, 100)}
+	c := &child{name: name, cmd: cmd, stdin: stdin, lines: make(chan string, 100), tail: tail}
 	go func() {
 		defer close(c.lines)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			if line, ok := strings.CutPrefix(sc.Text(), "OUTBOX "); ok {
 				c.lines <- line
+			} else {
+				tail.Write([]byte(sc.Text() + "\n"))
 			}
 		}
 	}()
@@ -144,7 +172,7 @@ func (c *child) expect(t *testing.T, prefix string) string {
 	select {
 	case line, ok := <-c.lines:
 		if !ok {
-			t.Fatalf("%s exited before saying %q", c.name, prefix)
+			t.Fatalf("%s exited before saying %q; the end of its output:\n%s", c.name, prefix, c.tail)
 		}
 		if !strings.HasPrefix(line, prefix) {
 			t.Fatalf("%s said %q, want %q…", c.name, line, prefix)
@@ -170,7 +198,7 @@ func (c *child) finish(t *testing.T) counts {
 	c.stdin.Close()
 	got := parseCounts(t, c.expect(t, "DONE"))
 	if err := c.cmd.Wait(); err != nil {
-		t.Errorf("%s: %v", c.name, err)
+		t.Errorf("%s: %v; the end of its output:\n%s", c.name, err, c.tail)
 	}
 	return got
 }
