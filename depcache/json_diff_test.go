@@ -338,3 +338,39 @@ func FuzzJSONDiffValues(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkJSONDecode compares the codec with encoding/json decoding and
+// encoding the struct the hit benchmarks cache.
+//
+//	go test -run x -bench JSONDecode -benchmem ./depcache
+func BenchmarkJSONDecode(b *testing.B) {
+	type user struct {
+		ID               int
+		Name, Email, Bio string
+	}
+	u := user{ID: 42, Name: "Ada Lovelace", Email: "ada@example.com", Bio: "Wrote the first program."}
+	in, _ := stdjson.Marshal(u)
+	for _, e := range []struct {
+		name string
+		m    func(any) ([]byte, error)
+		u    func([]byte, any) error
+	}{{"encoding-json", stdjson.Marshal, stdjson.Unmarshal}, {"codec", JSON.Marshal, JSON.Unmarshal}} {
+		b.Run("decode/"+e.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var v user
+				if err := e.u(in, &v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("encode/"+e.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := e.m(u); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
