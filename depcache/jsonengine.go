@@ -29,8 +29,9 @@ import (
 // 10,000 into an any) and refuses a json.Number written as a string;
 // bytedance/sonic v1.15.5 (ConfigStd) encodes map[bool]int, which
 // encoding/json refuses, spent 6 allocations to decode the struct, and
-// relies on a JIT for amd64 and arm64. encoding/json/v2 exists only under
-// GOEXPERIMENT=jsonv2, which a library cannot ask of its users.
+// generates machine code at run time (a JIT, per architecture).
+// encoding/json/v2 exists only under GOEXPERIMENT=jsonv2, which a library
+// cannot ask of its users.
 
 // errEnginePanicked stands for a panic of go-json: the value is then
 // encoded or decoded again by encoding/json.
