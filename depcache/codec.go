@@ -3,7 +3,6 @@ package depcache
 import (
 	"bytes"
 	"encoding/gob"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
@@ -26,8 +25,12 @@ type Codec interface {
 	Unmarshal(b []byte, v any) error
 }
 
-// JSON is the default codec. Unexported fields and fields tagged json:"-"
-// do not survive it.
+// JSON is the default codec: encoding/json's format and semantics (struct
+// tags, Marshaler and TextMarshaler, []byte as base64, time.Time as RFC
+// 3339), encoded and decoded by github.com/goccy/go-json, which decodes in
+// fewer allocations, with encoding/json deciding whatever go-json refuses
+// (jsonengine.go). Unexported fields and fields tagged json:"-" do not
+// survive it.
 var JSON Codec = jsonCodec{}
 
 // Msgpack is a compact binary codec (github.com/vmihailenco/msgpack/v5).
@@ -44,8 +47,8 @@ var Gob Codec = gobCodec{}
 type jsonCodec struct{}
 
 func (jsonCodec) Name() string                    { return "json" }
-func (jsonCodec) Marshal(v any) ([]byte, error)   { return json.Marshal(v) }
-func (jsonCodec) Unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+func (jsonCodec) Marshal(v any) ([]byte, error)   { return jsonMarshal(v) }
+func (jsonCodec) Unmarshal(b []byte, v any) error { return jsonUnmarshal(b, v) }
 
 type msgpackCodec struct{}
 

@@ -173,7 +173,11 @@
 // not write is the limit of that trust. The default codec, JSON, decodes
 // into the type the caller declared (the memoized function's result, the
 // destination of Get), and into an interface only maps, slices, strings,
-// numbers and booleans: never a type the bytes name. Msgpack does the
+// numbers and booleans: never a type the bytes name. Its engine is
+// github.com/goccy/go-json, which uses unsafe; its panics are recovered
+// and whatever it refuses is decoded by encoding/json, whose format and
+// errors the codec keeps (fuzzed against encoding/json in
+// json_diff_test.go). Msgpack does the
 // same (its headers are checked against the bytes' length first) unless
 // the application registered extension types (msgpack.RegisterExt),
 // which it builds for interface destinations. Gob names the concrete

@@ -154,7 +154,9 @@ func (m *Manager) resolveTTL(d time.Duration) (time.Duration, error) {
 
 // Get decodes the entry under key into dst, a non-nil pointer. If the entry
 // holds a cached error, Get reports found and returns that error. Backend
-// errors are a miss unless the manager is strict.
+// errors are a miss unless the manager is strict. After a miss dst holds
+// nothing to rely on: an unreadable entry (a miss) may have been decoded
+// into it in part.
 func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err error) {
 	if err := m.usable(); err != nil {
 		return false, err
