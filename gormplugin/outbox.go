@@ -72,7 +72,9 @@ var ErrOutbox = errors.New("gormplugin: outbox")
 // at Initialize) in the same transaction, and every process delivers what
 // is left there before it serves from the cache. It adds one INSERT to
 // every write transaction and one batched DELETE after it (see the package
-// documentation for the measured cost). Off by default.
+// documentation for the measured cost). Off by default. A plugin with an
+// outbox serves one database: installing it on a second is an error
+// wrapping ErrOutbox (create a plugin per database).
 func WithOutbox() Option { return func(c *config) { c.outbox = true } }
 
 // WithOutboxTable is WithOutbox with an outbox table of the given name: a
