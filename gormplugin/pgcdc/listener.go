@@ -222,7 +222,8 @@ func (l *Listener) emit(e Event) {
 // Redis outage or a restart replays from the slot. A lost connection is
 // reconnected; while another listener holds the slot, Run waits for it.
 // Run returns an error for what waiting cannot fix: a bad DSN or password,
-// missing privileges, wal_level not logical, a closed manager.
+// missing privileges, wal_level not logical, a closed manager; it also logs
+// it at Error, for a Run started with "go l.Run(ctx)".
 func (l *Listener) Run(ctx context.Context) error {
 	if !l.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -235,6 +236,9 @@ func (l *Listener) Run(ctx context.Context) error {
 			return nil
 		}
 		if fatal(err) {
+			// Logged as well as returned: "go l.Run(ctx)" drops what Run
+			// returns, and the listener would then do nothing, silently.
+			l.log.Error("pgcdc: listener stopped; Run returns the error", "err", err)
 			return err
 		}
 		if streamed {
