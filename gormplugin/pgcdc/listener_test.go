@@ -311,8 +311,21 @@ func TestRunRefusesWithoutLogicalWAL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A WaitFor waiting when Run stops, and one called after, return
+	// Run's error: before, they waited for their ctx (forever, under
+	// context.Background) for a listener that would never advance.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() { waited <- l.WaitFor(ctx, 1) }()
 	if err := l.Run(context.Background()); !errors.Is(err, pgcdc.ErrNotLogical) {
 		t.Fatalf("Run = %v, want ErrNotLogical", err)
+	}
+	if err := <-waited; !errors.Is(err, pgcdc.ErrNotLogical) {
+		t.Errorf("WaitFor while Run stopped = %v, want an error wrapping ErrNotLogical", err)
+	}
+	if err := l.WaitFor(ctx, 1); !errors.Is(err, pgcdc.ErrNotLogical) {
+		t.Errorf("WaitFor after Run stopped = %v, want an error wrapping ErrNotLogical", err)
 	}
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "wal_level") {
 		t.Errorf("Run returned ErrNotLogical without logging it at Error; logs:\n%s", logs.String())
