@@ -79,13 +79,14 @@ func WithOutbox() Option { return func(c *config) { c.outbox = true } }
 
 // WithOutboxTable is WithOutbox with an outbox table of the given name: a
 // plain identifier, optionally schema-qualified (letters, digits,
-// underscores; used unquoted).
+// underscores; used unquoted). An empty name is DefaultOutboxTable.
 func WithOutboxTable(name string) Option {
 	return func(c *config) { c.outbox, c.outboxTable = true, name }
 }
 
 // WithOutboxPoll sets how often the outbox flusher looks for rows left
-// behind by other processes (default DefaultOutboxPoll). A process whose
+// behind by other processes (default DefaultOutboxPoll, also for 0; a
+// negative interval makes db.Use fail with ErrOutbox). A process whose
 // breaker never opened during an outage learns of such rows at the latest
 // two polls after they were committed.
 func WithOutboxPoll(d time.Duration) Option { return func(c *config) { c.outboxPoll = d } }
