@@ -72,18 +72,21 @@ var ErrOutbox = errors.New("gormplugin: outbox")
 // at Initialize) in the same transaction, and every process delivers what
 // is left there before it serves from the cache. It adds one INSERT to
 // every write transaction and one batched DELETE after it (see the package
-// documentation for the measured cost). Off by default.
+// documentation for the measured cost). Off by default. A plugin with an
+// outbox serves one database: installing it on a second is an error
+// wrapping ErrOutbox (create a plugin per database).
 func WithOutbox() Option { return func(c *config) { c.outbox = true } }
 
 // WithOutboxTable is WithOutbox with an outbox table of the given name: a
 // plain identifier, optionally schema-qualified (letters, digits,
-// underscores; used unquoted).
+// underscores; used unquoted). An empty name is DefaultOutboxTable.
 func WithOutboxTable(name string) Option {
 	return func(c *config) { c.outbox, c.outboxTable = true, name }
 }
 
 // WithOutboxPoll sets how often the outbox flusher looks for rows left
-// behind by other processes (default DefaultOutboxPoll). A process whose
+// behind by other processes (default DefaultOutboxPoll, also for 0; a
+// negative interval makes db.Use fail with ErrOutbox). A process whose
 // breaker never opened during an outage learns of such rows at the latest
 // two polls after they were committed.
 func WithOutboxPoll(d time.Duration) Option { return func(c *config) { c.outboxPoll = d } }

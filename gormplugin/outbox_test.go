@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 	"gorm.io/gorm/schema"
@@ -805,5 +807,40 @@ func TestOutboxResolvesConjunctionMarkers(t *testing.T) {
 				t.Errorf("list after the outbox was delivered: %d items, want 2 (the entered list's tag was not invalidated)", n)
 			}
 		})
+	}
+}
+
+// One plugin installed on a second database with WithOutbox: its outbox
+// lives on the first, so the second's writes would record their tags in a
+// table no flusher of the plugin reads (or fail on a missing one). db.Use
+// must say so instead of succeeding.
+func TestOutboxRefusesASecondDatabase(t *testing.T) {
+	dir := t.TempDir()
+	open := func(name string) *gorm.DB {
+		db, err := gorm.Open(sqlite.Open(filepath.Join(dir, name)), &gorm.Config{Logger: logger.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if sqlDB, err := db.DB(); err == nil {
+				sqlDB.Close()
+			}
+		})
+		return db
+	}
+	m := depcache.New(memory.New(), depcache.WithLogger(testLogger()))
+	defer m.Close()
+	p := gormplugin.New(m, gormplugin.WithOutbox())
+	defer p.Close()
+	first, second := open("first.db"), open("second.db")
+	if err := first.Use(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Session(&gorm.Session{}).Use(p); err != nil && !errors.Is(err, gorm.ErrRegistered) {
+		t.Errorf("the same database again: %v", err)
+	}
+	err := second.Use(p)
+	if !errors.Is(err, gormplugin.ErrOutbox) || !strings.Contains(err.Error(), "gormplugin.New") {
+		t.Fatalf("db.Use of one outbox plugin on a second database: %v, want an error wrapping ErrOutbox that says to create a plugin per database", err)
 	}
 }

@@ -88,6 +88,14 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if p.m == nil {
 		return fmt.Errorf("gormplugin: New needs a manager")
 	}
+	if p.cfg.outbox && p.ob != nil {
+		// The outbox and its flusher are on the database the plugin was
+		// first installed on: this one's writes would record their tags
+		// in a table no flusher of ours reads.
+		if sqlDB, err := db.DB(); err == nil && sqlDB != p.ob.db {
+			return fmt.Errorf("%w: this plugin's outbox is on the database it was first installed on; install a plugin of its own on each database (gormplugin.New)", ErrOutbox)
+		}
+	}
 	p.wrapPool(db)
 	p.initConjunctions()
 	if p.cfg.outbox && p.ob == nil {

@@ -48,8 +48,8 @@ type conjState struct {
 // whose WHERE is a conjunction of equalities and IN lists on columns of
 // its own table depends on the tags of the values it asks for
 // ("posts:author_id=1") instead of ListTag, and writes invalidate the tags
-// their rows enter. maxSchemes bounds the column sets per table (0 means
-// 32); queries of further column sets keep ListTag. The manager's backend
+// their rows enter. maxSchemes bounds the column sets per table (0, or
+// less, means 32); queries of further column sets keep ListTag. The manager's backend
 // must implement backends.Sets (the memory and Redis stores do);
 // otherwise the option does nothing (logged once).
 func WithConjunctionTags(maxSchemes int) Option {

@@ -159,7 +159,14 @@ func hostOptions(get func(string) string) (*redis.Options, error) {
 // ParseURL is redis.ParseURL, with errors that never quote the URL's user
 // information (a password), for programs that build their own client
 // from a URL (a ClusterClient, options of their own). FromEnv uses it.
+// A URL holding "#" is refused: a Redis URL has no fragment, so the "#"
+// comes from a password left unescaped, and go-redis would drop what
+// follows it and dial whatever part of the password came before it as
+// the host, naming it in every connection error.
 func ParseURL(raw string) (*redis.Options, error) {
+	if strings.Contains(raw, "#") {
+		return nil, errors.New(`the URL holds a "#", and a Redis URL has no fragment: percent-encode the characters : / ? # @ % in a user name or password (# as %23)`)
+	}
 	opt, err := redis.ParseURL(raw)
 	if err != nil {
 		return nil, urlError(raw, err)

@@ -51,6 +51,10 @@ func TestFromEnvParseErrorsNeverQuoteThePassword(t *testing.T) {
 		"redis://user:" + secret + "/x@127.0.0.1:6379/0",   // "/" unescaped: the password becomes host:port
 		"redis://user:123/" + secret + "@127.0.0.1:6379/0", // … or the path
 		"redis://:" + secret + "#frag@127.0.0.1:6379/0",
+		// "@" then "#" unescaped: the URL parses, with the text between
+		// them as its host and the rest a fragment that go-redis ignores.
+		"redis://:pa@" + secret + "#frag@127.0.0.1:6379/0",
+		"redis://user:pa@" + secret + ":6379#@127.0.0.1:6379/0",
 		"redis://user:" + secret + "%zz@127.0.0.1:6379/0", // a bad escape
 		"redis://user:" + secret + "@127.0.0.1:6379/notanumber",
 		"redis://user:" + secret + "@127.0.0.1:bad/0",

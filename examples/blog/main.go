@@ -116,7 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.seed, "seed", "testdata/blog/seed.json", "seed file loaded into an empty database; \"\" skips seeding")
 	fs.BoolVar(&o.demo, "demo", false, "run a scripted tour over HTTP against a server of its own, print each step, and exit\n(non-zero, naming the step, if a step misbehaved)")
 	fs.BoolVar(&o.load, "load", false, "generate a few thousand rows, then drive a server of its own with concurrent\nreaders and writers, once with the cache and once without, and print\nrequests/s, p50/p99 latency, hit ratio and the speedup")
-	fs.StringVar(&o.cdc, "cdc", "", "a PostgreSQL DSN (with wal_level=logical, a user with REPLICATION): run the blog\non it with a gormplugin/pgcdc listener, show an UPDATE made with plain SQL\n(as psql would) invalidating a cached page, and exit. The listener's slot and\npublication, "+cdcSlot+", are dropped at the end")
+	fs.StringVar(&o.cdc, "cdc", "", "a PostgreSQL DSN (with wal_level=logical, a user with REPLICATION): run the blog\non it with a gormplugin/pgcdc listener, show an UPDATE made with plain SQL\n(as psql would) invalidating a cached page, and exit. The listener's slot and\npublication, "+cdcSlot+", are dropped at the end; the blog's tables (users, tags,\nposts, comments, post_tags) are created, seeded when empty, and left: use a scratch database")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "with -load: how long each of the two runs lasts")
 	fs.IntVar(&o.readers, "readers", 8, "with -load: concurrent readers (each sends its next request as soon as the last is answered)")
 	fs.IntVar(&o.writers, "writers", 2, "with -load: concurrent writers (comments, post edits, new posts)")

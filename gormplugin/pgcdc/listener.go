@@ -114,7 +114,8 @@ type Listener struct {
 
 	mu        sync.Mutex
 	processed LSN
-	advanced  chan struct{} // closed and replaced whenever processed grows
+	advanced  chan struct{} // closed and replaced whenever processed grows, and when Run stops on an error
+	stopErr   error         // the error the last Run stopped with, until the next Run starts
 }
 
 // New returns a listener that invalidates in m (the manager the GORM
@@ -179,14 +180,20 @@ func (l *Listener) Processed() LSN {
 }
 
 // WaitFor blocks until Processed reaches lsn (for a commit: the value of
-// pg_current_wal_lsn() read after it) or ctx ends.
+// pg_current_wal_lsn() read after it) or ctx ends. Once Run has stopped on
+// an error (wal_level, privileges, a closed manager…), WaitFor returns an
+// error wrapping it until Run is called again.
 func (l *Listener) WaitFor(ctx context.Context, lsn LSN) error {
 	for {
 		l.mu.Lock()
-		done, ch := l.processed >= lsn, l.advanced
+		done, ch, stopErr, processed := l.processed >= lsn, l.advanced, l.stopErr, l.processed
 		l.mu.Unlock()
 		if done {
 			return nil
+		}
+		if stopErr != nil {
+			// Nothing will advance until Run is called again.
+			return fmt.Errorf("pgcdc: waiting for %s (processed %s): the listener stopped: %w", lsn, processed, stopErr)
 		}
 		select {
 		case <-ctx.Done():
@@ -222,12 +229,16 @@ func (l *Listener) emit(e Event) {
 // Redis outage or a restart replays from the slot. A lost connection is
 // reconnected; while another listener holds the slot, Run waits for it.
 // Run returns an error for what waiting cannot fix: a bad DSN or password,
-// missing privileges, wal_level not logical, a closed manager.
+// missing privileges, wal_level not logical, a closed manager; it also logs
+// it at Error, for a Run started with "go l.Run(ctx)".
 func (l *Listener) Run(ctx context.Context) error {
 	if !l.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
 	defer l.running.Store(false)
+	l.mu.Lock()
+	l.stopErr = nil
+	l.mu.Unlock()
 	backoff := l.cfg.minBackoff
 	for {
 		streamed, err := l.session(ctx)
@@ -235,6 +246,14 @@ func (l *Listener) Run(ctx context.Context) error {
 			return nil
 		}
 		if fatal(err) {
+			// Logged as well as returned: "go l.Run(ctx)" drops what Run
+			// returns, and the listener would then do nothing, silently.
+			l.log.Error("pgcdc: listener stopped; Run returns the error", "err", err)
+			l.mu.Lock()
+			l.stopErr = err
+			close(l.advanced) // wakes WaitFor, which returns err
+			l.advanced = make(chan struct{})
+			l.mu.Unlock()
 			return err
 		}
 		if streamed {

@@ -1,9 +1,12 @@
 package pgcdc_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -296,16 +299,35 @@ func TestTablesAndChangeTags(t *testing.T) {
 }
 
 // Run stops with ErrNotLogical on a server whose wal_level is not logical,
-// instead of retrying what only a restart of the server can fix.
+// instead of retrying what only a restart of the server can fix. It also
+// logs it: Run is started with "go l.Run(ctx)", where a returned error
+// alone is easily dropped and the listener would do nothing, silently.
 func TestRunRefusesWithoutLogicalWAL(t *testing.T) {
 	s := pgtest.Start(t, "wal_level=replica")
 	m := depcache.New(memory.New())
 	defer m.Close()
-	l, err := pgcdc.New(m, s.DSN("postgres"))
+	var logs bytes.Buffer
+	l, err := pgcdc.New(m, s.DSN("postgres"), pgcdc.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A WaitFor waiting when Run stops, and one called after, return
+	// Run's error: before, they waited for their ctx (forever, under
+	// context.Background) for a listener that would never advance.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() { waited <- l.WaitFor(ctx, 1) }()
 	if err := l.Run(context.Background()); !errors.Is(err, pgcdc.ErrNotLogical) {
 		t.Fatalf("Run = %v, want ErrNotLogical", err)
+	}
+	if err := <-waited; !errors.Is(err, pgcdc.ErrNotLogical) {
+		t.Errorf("WaitFor while Run stopped = %v, want an error wrapping ErrNotLogical", err)
+	}
+	if err := l.WaitFor(ctx, 1); !errors.Is(err, pgcdc.ErrNotLogical) {
+		t.Errorf("WaitFor after Run stopped = %v, want an error wrapping ErrNotLogical", err)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "wal_level") {
+		t.Errorf("Run returned ErrNotLogical without logging it at Error; logs:\n%s", logs.String())
 	}
 }
