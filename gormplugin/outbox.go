@@ -755,10 +755,11 @@ func (p *Plugin) recordInTx(ex execer, tags []string) ([]string, error) {
 // invalidateRecorded invalidates after COMMIT and hands the rows to the
 // flusher.
 func (p *Plugin) invalidateRecorded(ctx context.Context, tags []string, ids []string) {
-	err := p.invalidate(ctx, tags)
-	if p.ob != nil {
-		p.ob.delivered(ids, err)
-	}
+	p.invalidateThen(ctx, tags, func(err error) {
+		if p.ob != nil {
+			p.ob.delivered(ids, err)
+		}
+	})
 }
 
 // invalidateDurably is the invalidation of a write that committed on its

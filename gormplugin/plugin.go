@@ -168,16 +168,53 @@ func (p *Plugin) Close() error {
 // invalidate runs after a commit: a failure is logged and counted by the
 // manager, which retries it, and never becomes the write's error (the
 // caller would retry a write that happened).
+//
+// The write waits for it at most as long as ctx allows (DESIGN.md: a GORM
+// write waits for its invalidation at most its own context and the
+// invalidation timeout): past ctx's end it goes on in the background,
+// bounded by the manager's invalidation timeout, Close waits for it, and
+// the write returns with it pending.
 func (p *Plugin) invalidate(ctx context.Context, tags []string) error {
-	tags = dedupe(p.resolveConjunctions(ctx, tags))
+	return p.invalidateThen(ctx, tags, nil)
+}
+
+// invalidateThen is invalidate, calling then with the invalidation's
+// result once it has returned, whether the write still waited for it or
+// not.
+func (p *Plugin) invalidateThen(ctx context.Context, tags []string, then func(error)) error {
+	run := func() error {
+		bg := context.WithoutCancel(ctx)
+		tags := dedupe(p.resolveConjunctions(bg, tags))
+		var err error
+		if len(tags) > 0 {
+			if _, err = p.m.InvalidateDependency(bg, tags...); err != nil {
+				p.log.Error("gormplugin: invalidation after commit failed; the manager retries it", "tags", tags, "err", err)
+			}
+		}
+		if then != nil {
+			then(err)
+		}
+		return err
+	}
 	if len(tags) == 0 {
-		return nil
+		return run()
 	}
-	_, err := p.m.InvalidateDependency(context.WithoutCancel(ctx), tags...)
-	if err != nil {
-		p.log.Error("gormplugin: invalidation after commit failed; the manager retries it", "tags", tags, "err", err)
+	if ctx.Done() == nil {
+		return run() // nothing can end the wait but the invalidation timeout
 	}
-	return err
+	done := make(chan error, 1)
+	p.delayed.Add(1)
+	go func() {
+		defer p.delayed.Done()
+		done <- run()
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		p.log.Warn("gormplugin: the write's context ended before its invalidation returned; the invalidation goes on in the background", "tags", len(tags), "err", context.Cause(ctx))
+		return ctx.Err()
+	}
 }
 
 // invalidateLater schedules the second invalidation for a write in a

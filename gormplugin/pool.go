@@ -40,7 +40,7 @@ func (outer *pluginPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm
 	if err != nil {
 		return nil, err
 	}
-	return &txPool{ConnPool: inner, p: outer.p, parent: outer}, nil
+	return &txPool{ConnPool: inner, p: outer.p, parent: outer, ctx: ctx}, nil
 }
 
 // GetDBConn keeps db.DB() working.

@@ -44,10 +44,10 @@ func (p *Plugin) adoptStatementTx(db *gorm.DB) {
 	case *txPool:
 	case *gorm.PreparedStmtTX:
 		if _, own := tx.Tx.(*txPool); !own && tx.Tx != nil {
-			tx.Tx = &txPool{ConnPool: tx.Tx, p: p}
+			tx.Tx = &txPool{ConnPool: tx.Tx, p: p, ctx: db.Statement.Context}
 		}
 	case gorm.Tx:
-		db.Statement.ConnPool = &txPool{ConnPool: tx, p: p}
+		db.Statement.ConnPool = &txPool{ConnPool: tx, p: p, ctx: db.Statement.Context}
 	}
 }
 

@@ -20,6 +20,7 @@ type txPool struct {
 	p *Plugin
 
 	parent  gorm.GetDBConnector // the pool it was begun on, for GetDBConn; nil for GORM's statement transactions the plugin adopted
+	ctx     context.Context     // the transaction's: bounds the wait for the invalidation after COMMIT; nil is none
 	written atomic.Bool         // a write ran: reads bypass the cache
 
 	mu        sync.Mutex
@@ -114,7 +115,11 @@ func (t *txPool) flush(ids []string) {
 	t.queue, t.done = nil, true
 	t.mu.Unlock()
 	if len(tags) > 0 {
-		t.p.invalidateRecorded(context.Background(), tags, ids)
+		ctx := t.ctx
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		t.p.invalidateRecorded(ctx, tags, ids)
 	}
 }
 
