@@ -105,6 +105,14 @@ type Lookup struct {
 	Busy bool
 }
 
+// NamespaceChecker is implemented by stores that cannot use every
+// namespace (a key layout a namespace could collide with): a manager
+// asks at New, so that an unusable prefix is a configuration error
+// (Manager.Err) instead of a failure of every later call.
+type NamespaceChecker interface {
+	CheckNamespace(ns string) error
+}
+
 // Releaser is implemented by stores that take fill leases, to give one back
 // when a miss will not be followed by a fill.
 type Releaser interface {

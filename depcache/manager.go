@@ -86,6 +86,11 @@ func newManager(cfg config, b backends.Backend, release func() error) *Manager {
 	if cfg.defaultTTL < 0 && cfg.defaultTTL != NoExpiry && cfg.configErr == nil {
 		cfg.configErr = fmt.Errorf("%w: default TTL %v", ErrInvalidTTL, cfg.defaultTTL)
 	}
+	if c, ok := b.(backends.NamespaceChecker); ok && cfg.configErr == nil {
+		if err := c.CheckNamespace(ns); err != nil {
+			cfg.configErr = fmt.Errorf("depcache: key prefix %q: %w", ns, err)
+		}
+	}
 	m := &Manager{
 		cfg:     cfg,
 		name:    cfg.name,

@@ -41,6 +41,11 @@ var (
 	ErrNamespace = errors.New(`redisbackend: a namespace must not hold ":e:{" or ":t:{"`)
 )
 
+// CheckNamespace returns an error wrapping ErrNamespace if ns cannot be
+// used (backends.NamespaceChecker): depcache.New reports it as the
+// manager's configuration error.
+func (b *Backend) CheckNamespace(ns string) error { return checkNS(ns) }
+
 // checkNS returns an error wrapping ErrNamespace if ns cannot be used.
 func checkNS(ns string) error {
 	if strings.IndexByte(ns, '{') >= 0 && (strings.Contains(ns, ":e:{") || strings.Contains(ns, ":t:{")) {
@@ -75,8 +80,9 @@ type Backend struct {
 }
 
 var (
-	_ backends.Backend  = (*Backend)(nil)
-	_ backends.Releaser = (*Backend)(nil)
+	_ backends.Backend          = (*Backend)(nil)
+	_ backends.Releaser         = (*Backend)(nil)
+	_ backends.NamespaceChecker = (*Backend)(nil)
 )
 
 // topology is how one deployment carries the fill protocol. Each method
