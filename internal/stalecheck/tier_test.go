@@ -211,18 +211,26 @@ func TestTierHarnessBites(t *testing.T) {
 		b.wg.Wait()
 		b.Close()
 	})
-	path := filepath.Join(t.TempDir(), "hot.db")
-	rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
-		DB: openSQLite(t, path), Backend: b, Mode: stalecheck.Guarded, Reads: reads(t, 20_000, 40_000),
-		Prefix:  testPrefix(t),
-		Others:  []stalecheck.Other{{DB: openSQLite(t, path), Backend: b}},
-		Options: []depcache.Option{depcache.WithLocalCache(1000), depcache.WithLogger(quietLog)},
-	})
-	if err != nil {
-		t.Fatal(err)
+	// A late notification shows only when a read lands in its window,
+	// which a short run on a loaded machine can miss: a few runs, the
+	// first with a stale read ends it.
+	var rep stalecheck.Report
+	for range 3 {
+		path := filepath.Join(t.TempDir(), "hot.db")
+		var err error
+		rep, err = stalecheck.Run(context.Background(), stalecheck.Config{
+			DB: openSQLite(t, path), Backend: b, Mode: stalecheck.Guarded, Reads: reads(t, 20_000, 40_000),
+			Prefix:  testPrefix(t),
+			Others:  []stalecheck.Other{{DB: openSQLite(t, path), Backend: b}},
+			Options: []depcache.Option{depcache.WithLocalCache(1000), depcache.WithLogger(quietLog)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Log(rep)
+		if rep.Stale != 0 {
+			return
+		}
 	}
-	t.Log(rep)
-	if rep.Stale == 0 {
-		t.Fatalf("late notifications produced no stale read: the harness does not bite (%v)", rep)
-	}
+	t.Fatalf("late notifications produced no stale read in 3 runs: the harness does not bite (%v)", rep)
 }
