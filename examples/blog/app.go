@@ -153,7 +153,9 @@ func newApp(in *infra, name string, cache bool, log *slog.Logger) (*app, error) 
 		depcache.WithEnabled(cache),
 		depcache.WithDefaultTTL(10*time.Minute),
 		depcache.WithLogger(log))
-	p := gormplugin.New(m, gormplugin.WithLogger(log))
+	// Conjunction tags: a write kills only the cached lists its rows can
+	// belong to (one application, so every process agrees on the option).
+	p := gormplugin.New(m, gormplugin.WithLogger(log), gormplugin.WithConjunctionTags(0))
 	a := &app{db: db, m: m, backend: b, plugin: p}
 	if err := db.Use(p); err != nil {
 		return nil, errors.Join(fmt.Errorf("install gormplugin: %w", err), a.Close())
