@@ -399,13 +399,13 @@ func (s *stream) waitVisible(ctx context.Context, group []batch) error {
 		if err != nil {
 			return err
 		}
-		running, err := snapshotXips(rows[0][0])
+		snap, err := parseSnapshot(rows[0][0])
 		if err != nil {
 			return err
 		}
 		visible := true
 		for _, b := range group {
-			if len(b.tags) > 0 && running[b.xid] {
+			if len(b.tags) > 0 && snap.running(b.xid) {
 				visible = false
 				break
 			}
@@ -420,26 +420,47 @@ func (s *stream) waitVisible(ctx context.Context, group []batch) error {
 	}
 }
 
-// snapshotXips returns the running transactions of a snapshot's text form
-// ("xmin:xmax:xip,xip,…"), by their 32-bit xids as the stream names them:
-// two running transactions four billion xids apart cannot exist.
-func snapshotXips(snap string) (map[uint32]bool, error) {
-	parts := strings.Split(snap, ":")
+// snapshot is what a pg_current_snapshot says of transactions: those
+// listed in xip are running, and so is every transaction from xmax on
+// (xmax is one past the newest transaction that had ended when the
+// snapshot was taken). The newest transaction is the usual one to have
+// written its commit record and not yet ended: it is at xmax, not in xip.
+type snapshot struct {
+	xmax uint32
+	xip  map[uint32]bool
+}
+
+// parseSnapshot reads a snapshot's text form ("xmin:xmax:xip,xip,…").
+// Its xids are 64-bit; the stream names transactions by their low 32
+// bits, compared modulo 2³² as PostgreSQL compares them: two transactions
+// in flight at once are never two billion xids apart.
+func parseSnapshot(text string) (snapshot, error) {
+	parts := strings.Split(text, ":")
 	if len(parts) != 3 {
-		return nil, fmt.Errorf("pgcdc: unexpected snapshot %q", snap)
+		return snapshot{}, fmt.Errorf("pgcdc: unexpected snapshot %q", text)
 	}
-	running := map[uint32]bool{}
+	xmax, err := strconv.ParseUint(parts[1], 10, 64)
+	if err != nil {
+		return snapshot{}, fmt.Errorf("pgcdc: unexpected snapshot %q: %w", text, err)
+	}
+	snap := snapshot{xmax: uint32(xmax), xip: map[uint32]bool{}}
 	if parts[2] == "" {
-		return running, nil
+		return snap, nil
 	}
 	for _, x := range strings.Split(parts[2], ",") {
 		v, err := strconv.ParseUint(x, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("pgcdc: unexpected snapshot %q: %w", snap, err)
+			return snapshot{}, fmt.Errorf("pgcdc: unexpected snapshot %q: %w", text, err)
 		}
-		running[uint32(v)] = true
+		snap.xip[uint32(v)] = true
 	}
-	return running, nil
+	return snap, nil
+}
+
+// running reports whether transaction xid was still running, hence
+// invisible, when the snapshot was taken.
+func (s snapshot) running(xid uint32) bool {
+	return int32(xid-s.xmax) >= 0 || s.xip[xid]
 }
 
 // sendStatus confirms Processed to the server: the slot keeps WAL from
