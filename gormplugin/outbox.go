@@ -169,7 +169,11 @@ type outbox struct {
 	// transaction, never by the flusher while the application runs.
 	singleWriter bool
 
-	drainMu sync.Mutex // one delivery at a time in this process
+	// drainSem holds one delivery at a time in this process; a caller
+	// waits for it no longer than its context (FlushOutbox's may be a
+	// readiness check's, while the flusher's delivery waits for a Redis
+	// that does not answer).
+	drainSem chan struct{}
 
 	mu      sync.Mutex
 	deletes []string // delivered rows to delete
@@ -226,6 +230,7 @@ func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string) error {
 		p: p, db: sqlDB, table: table, prefix: p.m.Prefix(), q: q, poll: poll,
 		singleWriter: dialect == "sqlite",
 		wake:         make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		drainSem: make(chan struct{}, 1),
 	}
 	ctx := context.Background()
 	if _, err := sqlDB.ExecContext(ctx, q.create); err != nil {
@@ -492,8 +497,12 @@ func (o *outbox) removeWith(ctx context.Context, ex execer, ids []string) error 
 // waited for (under steady writes there always are some, in flight): their
 // writers invalidate them, and the flusher's poll finds those left behind.
 func (o *outbox) drain(ctx context.Context) error {
-	o.drainMu.Lock()
-	defer o.drainMu.Unlock()
+	select {
+	case o.drainSem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for the delivery in progress: %w", ErrOutbox, context.Cause(ctx))
+	}
+	defer func() { <-o.drainSem }()
 	var done map[string]bool // single writer: delivered, not deleted yet
 	if o.singleWriter {
 		done = o.queued()

@@ -32,6 +32,11 @@ type flakyBackend struct {
 	watch        string // a tag whose invalidations are counted once watching
 	watching     atomic.Bool
 	watchedCalls atomic.Int64
+
+	// stalled, when set, makes Invalidate report on it (buffered: without
+	// blocking) and then wait for release or its context: a Redis that
+	// stopped answering.
+	stalled, release chan struct{}
 }
 
 var errDown = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
@@ -60,6 +65,17 @@ func (f *flakyBackend) Epoch(ctx context.Context) (backends.Epoch, error) {
 func (f *flakyBackend) Invalidate(ctx context.Context, ns string, tags ...string) (int, error) {
 	if f.down.Load() {
 		return 0, errDown
+	}
+	if f.stalled != nil {
+		select {
+		case f.stalled <- struct{}{}:
+		default:
+		}
+		select {
+		case <-f.release:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 	}
 	if f.watching.Load() && slices.Contains(tags, f.watch) {
 		f.watchedCalls.Add(1)
@@ -515,6 +531,47 @@ func TestOutboxHoldsAtStart(t *testing.T) {
 	w.backend.down.Store(false)
 	if err := c.plugin.FlushOutbox(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if stale := readUntilHit(t, c, "v1"); stale != 0 {
+		t.Errorf("%d stale reads after FlushOutbox", stale)
+	}
+}
+
+// FlushOutbox returns when its context ends, also while the flusher's own
+// delivery waits for a Redis that does not answer: a readiness check under
+// a 300 ms context took 3.4 s against a stopped redis-server, and failed
+// with "read depcache_outbox: context deadline exceeded", blaming the table.
+func TestFlushOutboxEndsWithItsContext(t *testing.T) {
+	w := newOutboxWorld(t, dbCases()[0])
+	w.backend.down.Store(true)
+	a := w.start(true)
+	if err := a.db.Model(&Item{ID: 1}).Update("title", "v1").Error; err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	w.backend.down.Store(false)
+	w.backend.stalled, w.backend.release = make(chan struct{}, 1), make(chan struct{})
+	c := w.start(true) // rows left: its flusher delivers them at once
+	<-w.backend.stalled
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() { res <- c.plugin.FlushOutbox(ctx) }()
+	cancel()
+	select {
+	case err := <-res:
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, gormplugin.ErrOutbox) || strings.Contains(err.Error(), "read ") {
+			t.Errorf("FlushOutbox after its context ended, a delivery running: %v; want ErrOutbox and context.Canceled, not a failed read", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("FlushOutbox did not return once its context ended: it waits for the delivery already running")
+		<-res
+	}
+	close(w.backend.release)
+	if err := c.plugin.FlushOutbox(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.rows(); n != 0 {
+		t.Errorf("%d outbox rows after FlushOutbox", n)
 	}
 	if stale := readUntilHit(t, c, "v1"); stale != 0 {
 		t.Errorf("%d stale reads after FlushOutbox", stale)
