@@ -331,3 +331,24 @@ func TestRunRefusesWithoutLogicalWAL(t *testing.T) {
 		t.Errorf("Run returned ErrNotLogical without logging it at Error; logs:\n%s", logs.String())
 	}
 }
+
+// A replication connection the server ends (a restart, a failover,
+// pg_terminate_backend) is reconnected at once. The reader cancelled its
+// wait before asking whether the wait had been cancelled, so it took every
+// receive error for a wake-up and spun on the closed connection, using a
+// core, until its next status message failed: after a PostgreSQL restart,
+// raw writes were invalidated 10 s (WithStatusInterval) late.
+func TestLostConnectionReconnectsAtOnce(t *testing.T) {
+	e := newEnv(t, envConfig{opts: []pgcdc.Option{pgcdc.WithStatusInterval(time.Hour)}})
+	e.events.waitFor(t, "streaming", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventStreaming })
+	var n int
+	if err := e.db.QueryRow(`SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE slot_name = $1 AND active`, e.slot).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("terminate the listener's WAL sender: %d terminated, %v", n, err)
+	}
+	e.events.waitFor(t, "disconnected", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventDisconnected })
+	e.cache("u1", gormplugin.RowTag("users", 1))
+	sync_(t, e.l, e.exec(`INSERT INTO users VALUES (1, 'a')`))
+	if e.present("u1") {
+		t.Fatal("a write after the reconnection was not invalidated")
+	}
+}

@@ -117,13 +117,17 @@ func (s *stream) read(ctx context.Context) error {
 			}
 		}
 		msg, err := s.repl.ReceiveMessage(rctx)
+		woke := rctx.Err() != nil // before cancel(), which sets it
 		s.setWake(nil)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if rctx.Err() != nil || pgconn.Timeout(err) {
+			// A wake-up leaves the connection open; an error that closed
+			// it (the server ended the session) ends the session, also if
+			// a wake-up came at the same moment.
+			if (woke || pgconn.Timeout(err)) && !s.repl.IsClosed() {
 				continue // a status is due, or Processed moved
 			}
 			return fmt.Errorf("pgcdc: receive: %w", err)
