@@ -67,15 +67,22 @@ func (r *Registry) GetOrCreate(name string, opts ...Option) (*Manager, error) {
 		return nil, cfg.configErr
 	}
 	cfg.name = name
-	m := newManager(cfg, cfg.backend, nil)
-	if m.cfg.configErr != nil {
-		return nil, m.cfg.configErr
-	}
-	if m.backend == nil {
+	// The backend first: newManager checks the prefix against it and
+	// starts the in-process tier on it (WithLocalCache).
+	b := cfg.backend
+	var release, drop func() error
+	if b == nil {
 		var err error
-		if m.backend, m.release, err = r.openShared(); err != nil {
+		if b, release, drop, err = r.openShared(); err != nil {
 			return nil, err
 		}
+	}
+	m := newManager(cfg, b, release)
+	if m.cfg.configErr != nil {
+		if drop != nil {
+			drop()
+		}
+		return nil, m.cfg.configErr
 	}
 	m.registry = r
 	r.managers[name] = m
@@ -83,11 +90,13 @@ func (r *Registry) GetOrCreate(name string, opts ...Option) (*Manager, error) {
 }
 
 // openShared returns the backend the environment names, opening it on the
-// first call for its configuration. Called with r.mu held.
-func (r *Registry) openShared() (backends.Backend, func() error, error) {
+// first call for its configuration, and two ways to give it back: release,
+// for the manager's Close, and drop, the same with r.mu held. Called with
+// r.mu held.
+func (r *Registry) openShared() (b backends.Backend, release, drop func() error, err error) {
 	name, err := envBackendName()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	key := backendConfigKey(name)
 	shared, ok := r.shared[key]
@@ -95,17 +104,15 @@ func (r *Registry) openShared() (backends.Backend, func() error, error) {
 		open, _ := backends.Opener(name)
 		b, err := open()
 		if err != nil {
-			return nil, nil, fmt.Errorf("depcache: open backend %q: %w", name, err)
+			return nil, nil, nil, fmt.Errorf("depcache: open backend %q: %w", name, err)
 		}
 		shared = &sharedBackend{b: b}
 		r.shared[key] = shared
 	}
 	shared.refs++
 	var once sync.Once
-	release := func() (err error) {
+	drop = func() (err error) {
 		once.Do(func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
 			shared.refs--
 			if shared.refs == 0 {
 				delete(r.shared, key)
@@ -114,7 +121,12 @@ func (r *Registry) openShared() (backends.Backend, func() error, error) {
 		})
 		return err
 	}
-	return shared.b, release, nil
+	release = func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return drop()
+	}
+	return shared.b, release, drop, nil
 }
 
 // Lookup returns the manager registered under name.
