@@ -222,6 +222,8 @@ type notifier struct {
 	psMu sync.Mutex
 	ps   *redis.PubSub
 
+	regFailing bool // the last registration failed (heartbeat goroutine only)
+
 	hbMu       sync.Mutex
 	hbSent     map[uint64]int64 // heartbeat sequence -> LeaseClock at send
 	hbSeq      uint64
@@ -497,8 +499,16 @@ func (n *notifier) register() {
 	// server's clock: it is what makes a Notify wait for us.
 	err := registerScript.Run(ctx, n.c, []string{n.regKey}, n.id,
 		(n.lease + n.lease/2).Milliseconds(), n.chHB, strconv.FormatUint(seq, 10)).Err()
-	if err != nil && !n.stopped() {
-		n.b.log.Warn("redisbackend: tier registration failed; tiers stop serving when their lease runs out", "err", err)
+	switch {
+	case err != nil && !n.stopped():
+		// Once per outage: it is retried every lease/4.
+		if !n.regFailing {
+			n.regFailing = true
+			n.b.log.Warn("redisbackend: tier registration failed; tiers stop serving when their lease runs out (logged once until it succeeds)", "err", err)
+		}
+	case err == nil && n.regFailing:
+		n.regFailing = false
+		n.b.log.Info("redisbackend: tier registration succeeds again")
 	}
 }
 
