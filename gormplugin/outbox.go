@@ -874,9 +874,13 @@ func (p *Plugin) outboxEndRaw(db *gorm.DB) {
 // FlushOutbox delivers every invalidation left in the outbox now, and
 // deletes the rows: it returns nil once it found the outbox empty, and
 // releases the hold a process takes at start when rows were left. Without
-// WithOutbox it does nothing.
+// WithOutbox it does nothing; before the plugin is installed (db.Use) it
+// returns an error wrapping ErrOutbox.
 func (p *Plugin) FlushOutbox(ctx context.Context) error {
 	if p.ob == nil {
+		if p.cfg.outbox {
+			return errOutboxNotOpen
+		}
 		return nil
 	}
 	if err := p.ob.drain(ctx); err != nil {
@@ -897,15 +901,26 @@ func (p *Plugin) FlushOutbox(ctx context.Context) error {
 	return nil
 }
 
+// errOutboxNotOpen is what the outbox's methods return on a plugin with
+// WithOutbox that db.Use has not installed (or whose db.Use failed).
+var errOutboxNotOpen = fmt.Errorf("%w: the plugin is not installed on a database (db.Use): its outbox is not open", ErrOutbox)
+
 // InvalidateDependency is the manager's InvalidateDependency made durable
 // by the outbox: the tags are recorded in the outbox table first (one
 // INSERT on the plugin's database), so that if the invalidation fails and
 // this process dies before its retry succeeds, another process delivers
 // it. Without WithOutbox it is the manager's InvalidateDependency (retried
-// in memory by this process only).
+// in memory by this process only). With WithOutbox, before the plugin is
+// installed (db.Use) it invalidates as the manager does and returns an
+// error wrapping ErrOutbox, since nothing was recorded.
 func (p *Plugin) InvalidateDependency(ctx context.Context, deps ...string) (int, error) {
 	if p.ob == nil {
-		return p.m.InvalidateDependency(ctx, deps...)
+		n, err := p.m.InvalidateDependency(ctx, deps...)
+		if p.cfg.outbox && err == nil {
+			// Invalidated, but not durably: say so.
+			err = fmt.Errorf("%w; the tags were invalidated, not recorded", errOutboxNotOpen)
+		}
+		return n, err
 	}
 	// Only tags the manager takes go into the outbox: a refused one would
 	// make every delivery clear the namespace. The manager reports it.

@@ -578,6 +578,37 @@ func TestFlushOutboxEndsWithItsContext(t *testing.T) {
 	}
 }
 
+// A plugin with WithOutbox that is not installed (db.Use not called, or
+// failed) says that its outbox is not open: its InvalidateDependency
+// returned nil, durable in appearance only, and FlushOutbox nil as if it
+// had found the outbox empty.
+func TestOutboxBeforeUse(t *testing.T) {
+	ctx := context.Background()
+	m := depcache.New(memory.New(), depcache.WithLogger(testLogger()))
+	defer m.Close()
+	p := gormplugin.New(m, gormplugin.WithOutbox())
+	defer p.Close()
+	if err := m.Set(ctx, "k", "v", time.Hour, "users::1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.InvalidateDependency(ctx, "users::1"); !errors.Is(err, gormplugin.ErrOutbox) {
+		t.Errorf("InvalidateDependency before db.Use: %v, want an error wrapping ErrOutbox", err)
+	}
+	if ok, err := m.Exists(ctx, "k"); err != nil || ok {
+		t.Errorf("InvalidateDependency before db.Use did not invalidate: exists %v, %v", ok, err)
+	}
+	if err := p.FlushOutbox(ctx); !errors.Is(err, gormplugin.ErrOutbox) {
+		t.Errorf("FlushOutbox before db.Use: %v, want an error wrapping ErrOutbox", err)
+	}
+	plain := gormplugin.New(m)
+	if _, err := plain.InvalidateDependency(ctx, "users::1"); err != nil {
+		t.Errorf("InvalidateDependency without WithOutbox: %v", err)
+	}
+	if err := plain.FlushOutbox(ctx); err != nil {
+		t.Errorf("FlushOutbox without WithOutbox: %v", err)
+	}
+}
+
 func TestOutboxBadTableName(t *testing.T) {
 	w := newOutboxWorld(t, dbCases()[0])
 	db, err := gorm.Open(w.c.open(w.dsn), w.gormConfig())

@@ -146,7 +146,8 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 }
 
 // Close runs now the second invalidations still waiting for their delay
-// (WithForeignTxDelay), and waits for them.
+// (WithForeignTxDelay), and waits for them; with WithOutbox it then stops
+// the outbox's flusher, after deleting the rows it delivered.
 func (p *Plugin) Close() error {
 	p.timerMu.Lock()
 	pending := p.timers
