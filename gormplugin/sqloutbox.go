@@ -45,7 +45,9 @@ func (o *SQLOutbox) InvalidateDependency(ctx context.Context, deps ...string) (i
 // once tx.Commit has returned (also when it returned an error: the commit
 // may have happened), and not after a Rollback. It invalidates and, once
 // that has succeeded, deletes the rows; if the process dies before, a
-// flusher delivers them.
+// flusher delivers them. It waits for the invalidation at most until ctx
+// ends, as a GORM write does; the invalidation then goes on in the
+// background, and Close waits for it.
 //
 //	tx, _ := db.BeginTx(ctx, nil)
 //	tx.ExecContext(ctx, "UPDATE users SET name = $1 WHERE id = $2", name, id)
@@ -62,7 +64,9 @@ func (o *SQLOutbox) InvalidateInTx(ctx context.Context, tx *sql.Tx, deps ...stri
 	if err != nil {
 		return nil, err
 	}
-	return func() { o.p.invalidateRecorded(context.WithoutCancel(ctx), deps, ids) }, nil
+	// After COMMIT the rows are there: the wait ends with ctx, and the
+	// invalidation goes on in the background (Close waits for it).
+	return func() { o.p.invalidateRecorded(ctx, deps, ids) }, nil
 }
 
 // FlushOutbox delivers what the outbox holds now (Plugin.FlushOutbox).
