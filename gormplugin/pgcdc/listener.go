@@ -334,10 +334,12 @@ func (l *Listener) setup(ctx context.Context, plain, repl *pgconn.PgConn) (LSN, 
 		// A partitioned table's changes come under its own name, the one
 		// its model and the plugin's tags use, not its partitions'.
 		sql += " WITH (publish_via_partition_root = true)"
-		if _, err := plain.Exec(ctx, sql).ReadAll(); err != nil && !isCode(err, "42710") {
+		switch _, err := plain.Exec(ctx, sql).ReadAll(); {
+		case err == nil:
+			l.log.Info("pgcdc: created publication", "publication", l.cfg.publication)
+		case !isCode(err, "42710"): // 42710: another listener, or Setup, created it meanwhile
 			return 0, fmt.Errorf("pgcdc: create publication %s: %w", l.cfg.publication, err)
 		}
-		l.log.Info("pgcdc: created publication", "publication", l.cfg.publication)
 	}
 	// Slot names are server-wide: one of another database or kind is a
 	// configuration error, not something to wait for.
