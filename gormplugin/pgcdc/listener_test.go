@@ -262,6 +262,9 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		"slot":    {pgcdc.WithSlot("Bad-Name")},
 		"backoff": {pgcdc.WithBackoff(0, 1)},
 		"models":  {pgcdc.WithModels(nil)},
+		// An empty name passed New and made Run retry its CREATE
+		// PUBLICATION, failing, forever.
+		"empty table": {pgcdc.WithTables("users", "")},
 	} {
 		if _, err := pgcdc.New(m, "host=127.0.0.1", opts...); err == nil {
 			t.Errorf("%s: no error", name)

@@ -3,6 +3,7 @@ package pgcdc
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -78,6 +79,11 @@ func WithTables(tables ...string) Option {
 	return func(c *config) {
 		if len(tables) == 0 {
 			c.fail(fmt.Errorf("%w: WithTables with no table", ErrBadOption))
+		}
+		for i, t := range tables {
+			if strings.TrimSpace(t) == "" {
+				c.fail(fmt.Errorf("%w: WithTables: table %d of %d is an empty name", ErrBadOption, i+1, len(tables)))
+			}
 		}
 		c.tables = append(c.tables, tables...)
 	}
