@@ -448,6 +448,13 @@ func (b *Backend) Prune(ctx context.Context, ns string) error {
 func entryKey(ns, key string) string { return ns + ":e:{" + key + "}" }
 func tagKey(ns, tag string) string   { return ns + ":t:{" + tag + "}" }
 
+// frozenKey is the frozen hash of a tag hash: where an invalidation of a
+// big tag moves its registrations to drain them (invalidateLua). In the
+// tag hash's Cluster slot; tag hash keys end with "}", so no tag hash is
+// another's frozen hash, and Clear and Prune, whose SCAN of ns:t:{*
+// finds frozen hashes too, clean them as tag hashes.
+func frozenKey(tagHash string) string { return tagHash + ":d" }
+
 // tagIndexKey is the namespace's tag index: a sorted set of its tag hash
 // keys, by the time of their last stamp or first registration, which
 // fills and invalidations trim (doc.go, "Pruning").

@@ -3,6 +3,7 @@ package redisbackend
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -70,6 +71,7 @@ func BenchmarkMissFill(b *testing.B) {
 					tags[i] = fmt.Sprint("tag", i)
 				}
 				ctx := context.Background()
+				cpu := serverCPU(be.c)
 				i := 0
 				for b.Loop() {
 					i++
@@ -83,6 +85,7 @@ func BenchmarkMissFill(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				cpu.report(b, "server-µs/op", 1)
 			})
 		}
 	}
@@ -99,14 +102,22 @@ func BenchmarkInvalidate(b *testing.B) {
 				clearAtEnd(b, be, ns)
 				ctx := context.Background()
 				env := backends.EncodeEntry(backends.Entry{Value: benchValue, Deps: []string{"big"}, Since: mustEpoch(b, be)})
+				var cpuUS float64
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()
 					register(b, be.c, ns, "big", n, env)
+					cpu := serverCPU(be.c)
 					b.StartTimer()
 					removed, err := be.Invalidate(ctx, ns, "big")
 					if err != nil || removed != n {
 						b.Fatalf("Invalidate = %d, %v; want %d", removed, err, n)
 					}
+					b.StopTimer()
+					cpuUS += cpu.since()
+					b.StartTimer()
+				}
+				if cpuUS >= 0 {
+					b.ReportMetric(cpuUS/1e3/float64(b.N), "server-ms/op")
 				}
 			})
 		}
@@ -135,4 +146,50 @@ func register(tb testing.TB, c redis.UniversalClient, ns, tag string, n int, env
 			tb.Fatal(err)
 		}
 	}
+}
+
+// cpuMark is the Redis main thread's CPU time (INFO cpu) at a point; -1
+// where the server reports none (miniredis). Wall time on a loaded
+// machine is mostly waiting: the server's own CPU time is what a change
+// to a script or to the key layout moves.
+type cpuMark struct {
+	c  redis.UniversalClient
+	us float64
+}
+
+func serverCPU(c redis.UniversalClient) cpuMark {
+	return cpuMark{c, mainThreadCPU(c)}
+}
+
+// since returns the main thread's CPU µs since m, or -1.
+func (m cpuMark) since() float64 {
+	now := mainThreadCPU(m.c)
+	if m.us < 0 || now < 0 {
+		return -1
+	}
+	return now - m.us
+}
+
+// report reports the CPU µs since m per op (scaled by scale) as unit.
+func (m cpuMark) report(b *testing.B, unit string, scale float64) {
+	if d := m.since(); d >= 0 && b.N > 0 {
+		b.ReportMetric(d*scale/float64(b.N), unit)
+	}
+}
+
+func mainThreadCPU(c redis.UniversalClient) float64 {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		return -1
+	}
+	sys, user := infoField(info, "used_cpu_sys_main_thread"), infoField(info, "used_cpu_user_main_thread")
+	if sys == "" || user == "" {
+		return -1
+	}
+	s, err1 := strconv.ParseFloat(sys, 64)
+	u, err2 := strconv.ParseFloat(user, 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return (s + u) * 1e6
 }

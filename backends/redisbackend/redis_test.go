@@ -468,7 +468,8 @@ func TestFillRacesChunkedInvalidation(t *testing.T) {
 			var removedByOther int
 			hook := hookFunc{before: func(cmd redis.Cmder) {
 				st := b.srv.Load()
-				if st == nil || cmd.Name() != "evalsha" || cmd.Args()[1] != st.scripts[scriptDrainStep].Hash() {
+				if st == nil || cmd.Name() != "evalsha" ||
+					cmd.Args()[1] != st.scripts[scriptDrainStep].Hash() && cmd.Args()[1] != st.scripts[scriptDrainFrozenStep].Hash() {
 					return
 				}
 				if steps++; steps != fireAt {
@@ -505,6 +506,135 @@ func TestFillRacesChunkedInvalidation(t *testing.T) {
 			}
 			if left := keysOf(t, b, ns, "e"); len(left) != 0 {
 				t.Errorf("entries left: %q", left)
+			}
+		})
+	}
+}
+
+// TestAbandonedFrozenHashDrained: an invalidation of a big tag freezes
+// its registrations and dies before its drain (its context ends at the
+// first step); entries registered since make the tag hash big again. The
+// next invalidation must drain both the tag hash (in steps, as a frozen
+// hash is there already) and the abandoned frozen hash before it returns,
+// and leave neither registrations nor the frozen hash behind.
+func TestAbandonedFrozenHashDrained(t *testing.T) {
+	const chunk, n, late = 10, 55, 15
+	for _, tg := range targets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			ns := randomName(t, "frozen")
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			var b *Backend
+			steps := 0
+			hook := hookFunc{before: func(cmd redis.Cmder) {
+				if st := b.srv.Load(); st != nil && cmd.Name() == "evalsha" && cmd.Args()[1] == st.scripts[scriptDrainFrozenStep].Hash() {
+					if steps++; steps == 1 {
+						cancel()
+					}
+				}
+			}}
+			b = newBackendHooked(t, tg, []redis.Hook{hook}, WithChunkSize(chunk))
+			clearAtEnd(t, b, ns)
+			populate(t, b, ns, n, "big")
+			if _, err := b.Invalidate(ctx, ns, "big"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Invalidate whose context ends at its first drain step = %v, want context.Canceled", err)
+			}
+			frozen := frozenKey(tagKey(ns, "big"))
+			if got := b.c.HLen(t.Context(), frozen).Val(); got != n+1 {
+				t.Fatalf("frozen hash holds %d fields, want the %d registrations and the stamp", got, n)
+			}
+			if left := keysOf(t, b, ns, "e"); len(left) != n {
+				t.Fatalf("%d entries before the second invalidation, want %d", len(left), n)
+			}
+			for i := range late {
+				fill(t, b, ns, fmt.Sprint("late", i), "v", 0, "big")
+			}
+			removed, err := b.Invalidate(t.Context(), ns, "big")
+			if err != nil || removed != n+late {
+				t.Fatalf("second Invalidate = %d, %v; want %d", removed, err, n+late)
+			}
+			if left := keysOf(t, b, ns, "e"); len(left) != 0 {
+				t.Errorf("entries left: %q", left)
+			}
+			if f := b.c.HKeys(t.Context(), tagKey(ns, "big")).Val(); len(f) != 1 || f[0] != "~v" {
+				t.Errorf("tag hash holds %q after the invalidation, want the stamp only", f)
+			}
+			if b.c.Exists(t.Context(), frozen).Val() != 0 {
+				t.Errorf("the frozen hash is still there after a complete drain")
+			}
+		})
+	}
+}
+
+// TestFrozenHashOfALaterInvalidationStays: while an invalidation A drains
+// its frozen hash in steps, a second invalidation B drains that frozen hash
+// to its end and removes it, fills make the tag hash big again, and a
+// third invalidation C freezes it under the same key and dies before its
+// drain. A's next steps iterate C's frozen hash with A's cursor: A must
+// not remove it at its end (it holds another stamp), or entries would be
+// left that no registration names. Real Redis only: miniredis's HSCAN
+// returns every field in one step.
+func TestFrozenHashOfALaterInvalidationStays(t *testing.T) {
+	const chunk, n, late = 50, 1000, 1000 // above hash-max-listpack-entries (512): HSCAN steps by COUNT
+	for _, tg := range targets(t) {
+		if tg.mini != nil {
+			continue
+		}
+		t.Run(tg.name, func(t *testing.T) {
+			ns := randomName(t, "refrozen")
+			ctx := t.Context()
+			other := newBackend(t, tg, WithChunkSize(chunk))
+			clearAtEnd(t, other, ns)
+			var a, c *Backend
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			isFrozenStep := func(b *Backend, cmd redis.Cmder) bool {
+				st := b.srv.Load()
+				return st != nil && cmd.Name() == "evalsha" && cmd.Args()[1] == st.scripts[scriptDrainFrozenStep].Hash()
+			}
+			c = newBackendHooked(t, tg, []redis.Hook{hookFunc{before: func(cmd redis.Cmder) {
+				if isFrozenStep(c, cmd) {
+					cancel() // C dies before its first drain step
+				}
+			}}}, WithChunkSize(chunk))
+			steps := 0
+			a = newBackendHooked(t, tg, []redis.Hook{hookFunc{before: func(cmd redis.Cmder) {
+				if !isFrozenStep(a, cmd) {
+					return
+				}
+				if steps++; steps != 2 {
+					return
+				}
+				if _, err := other.Invalidate(ctx, ns, "big"); err != nil {
+					t.Errorf("B: %v", err)
+				}
+				if got := other.c.Exists(ctx, frozenKey(tagKey(ns, "big"))).Val(); got != 0 {
+					t.Errorf("B left the frozen hash it drained to its end")
+				}
+				for i := range late {
+					fill(t, other, ns, fmt.Sprint("late", i), "v", 0, "big")
+				}
+				if _, err := c.Invalidate(cctx, ns, "big"); !errors.Is(err, context.Canceled) {
+					t.Errorf("C = %v, want context.Canceled", err)
+				}
+			}}}, WithChunkSize(chunk))
+			populate(t, a, ns, n, "big")
+			if _, err := a.Invalidate(ctx, ns, "big"); err != nil {
+				t.Fatal(err)
+			}
+			if steps < 3 {
+				t.Fatalf("A ran %d drain steps, want at least 3", steps)
+			}
+			frozen := frozenKey(tagKey(ns, "big"))
+			for _, ek := range keysOf(t, a, ns, "e") {
+				if !a.c.HExists(ctx, frozen, ek).Val() && !a.c.HExists(ctx, tagKey(ns, "big"), ek).Val() {
+					t.Errorf("entry %q is registered nowhere: no invalidation can find it", ek)
+				}
+			}
+			if removed, err := other.Invalidate(ctx, ns, "big"); err != nil {
+				t.Fatal(err)
+			} else if left := keysOf(t, a, ns, "e"); len(left) != 0 {
+				t.Errorf("after a last invalidation (removed %d), entries left: %d", removed, len(left))
 			}
 		})
 	}

@@ -64,16 +64,15 @@ local function batched(cmd, key, list)
   end
   return sum
 end
--- drain unlinks the entries of the registrations in flat (field, value
--- pairs as HGETALL and HSCAN return them), then removes those
--- registrations: never a registration before its entry is gone. It
--- returns the number of entries that existed.
-local function drain(h, flat, leases)
+-- unlink_all unlinks the entries of the registrations in flat (field,
+-- value pairs as HGETALL and HSCAN return them) and returns the number of
+-- entries that existed, and the fields.
+local function unlink_all(flat, leases)
   local fields = {}
   for i = 1, #flat, 2 do
     if flat[i] ~= '~v' then fields[#fields + 1] = flat[i] end
   end
-  if #fields == 0 then return 0 end
+  if #fields == 0 then return 0, fields end
   local removed
   if leases then
     -- Count entries, not fill leases (a key a WithFillLock lookup took
@@ -87,7 +86,14 @@ local function drain(h, flat, leases)
   else
     removed = batched('UNLINK', nil, fields)
   end
-  batched('HDEL', h, fields)
+  return removed, fields
+end
+-- drain unlinks the entries of the registrations in flat, then removes
+-- those registrations: never a registration before its entry is gone. It
+-- returns the number of entries that existed.
+local function drain(h, flat, leases)
+  local removed, fields = unlink_all(flat, leases)
+  if #fields > 0 then batched('HDEL', h, fields) end
   return removed
 end
 -- clean removes the registrations in flat whose entries are gone.
@@ -305,7 +311,19 @@ return {0}
 
 // invalidateLua bumps the epoch, stamps every tag (and records it in the
 // tag index), drains the tags that fit a budget of registrations (the
-// others are left to drainStepLua) and trims the tag index.
+// others are left to drainStepLua or drainFrozenStepLua) and trims the
+// tag index.
+//
+// A bigger tag's registrations are frozen, when its hash has no frozen
+// hash already: RENAME moves the hash, with the stamp just written, to
+// the tag's frozen hash (the tag hash's key and ":d", in its Cluster
+// slot), and the stamp is written again to a new, empty tag hash. Nothing
+// ever registers in a frozen hash, so its drain needs no HDEL per
+// registration: once one complete HSCAN iteration has unlinked the
+// entries of every registration, the whole hash goes at once (UNLINK
+// frees it off the main thread). Its stamp names it: the stamp of the
+// invalidation that froze it, unique, that no other hash of the tag ever
+// holds (doc.go, "Scripts and round trips").
 //
 // KEYS[1] epoch key, KEYS[2] tag index, KEYS[3] the pruned key,
 // KEYS[4..] tag hashes. ARGV[1] candidate era (used if the epoch is
@@ -315,10 +333,13 @@ return {0}
 // registrations to sample per stamp, ARGV[7] the time (µs) past which
 // the script drains no further tag itself but leaves it to the steps.
 //
-// Returns {epoch, removed, visited, replicas, i...}: the new epoch, the
+// Returns {epoch, removed, visited, replicas, x...}: the new epoch, the
 // number of entries removed, the number of due stamps visited, the
-// replicas connected now, and the 1-based indexes (among the tags) of the
-// tags still to drain.
+// replicas connected now, and the tags still to drain: for a tag hash
+// to drain in HSCAN steps, its 1-based index i (among the tags); for a
+// frozen hash, {i, its stamp}. A tag may need both: its hash held too
+// many registrations when a frozen hash of an earlier invalidation,
+// still draining (or abandoned), was there already.
 const invalidateLua = `
 local sid, replicas = server_id()
 local era, n = epoch_of(KEYS[1], sid)
@@ -335,14 +356,26 @@ for i = 4, #KEYS do
   redis.call('HSET', h, '~v', stamp)
   redis.call('ZADD', KEYS[2], now, h)
   local size = redis.call('HLEN', h) - 1
+  -- A frozen hash keeps its stamp while it holds registrations (settle
+  -- drops a stamp only from a hash that holds nothing else).
+  local frozen = h .. ':d'
+  local held = redis.call('HGET', frozen, '~v')
   if size > 0 then
     if size <= budget and elapsed_us(t0) < tonumber(ARGV[7]) then
       budget = budget - size
       out[2] = out[2] + drain(h, redis.call('HGETALL', h), ARGV[3] == '1')
+    elseif not held then
+      redis.call('RENAME', h, frozen)
+      redis.call('HSET', h, '~v', stamp)
+      -- Indexed, so that the trims prune a frozen hash whose drain was
+      -- abandoned (its process died) as they prune tag hashes.
+      redis.call('ZADD', KEYS[2], now, frozen)
+      held = stamp
     else
       out[#out + 1] = i - 3
     end
   end
+  if held then out[#out + 1] = {i - 3, held} end
 end
 out[3] = trim(KEYS[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), dropper(KEYS[3], era))
 return out
@@ -369,6 +402,29 @@ const drainStepLua = `
 local t0 = redis.call('TIME')
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local removed = drain(KEYS[1], r[2], ARGV[3] == '1')
+return {r[1], removed, elapsed_us(t0)}
+`
+
+// drainFrozenStepLua drains one HSCAN step of a frozen hash (no HDEL: its
+// registrations go with it) and, once the cursor is back to 0, unlinks
+// the hash if it still holds the stamp it held when the invalidation
+// began: then it is the same hash all along, which no fill wrote to, and
+// this complete iteration reached every registration it ever held (or
+// the registration went after its entry, removed by a trim, Prune or
+// Clear). A frozen hash another drain removed meanwhile reads as empty;
+// one frozen again since by a later invalidation has another stamp and
+// stays, to that invalidation's own drain.
+//
+// KEYS[1] frozen hash. ARGV[1] cursor, ARGV[2] count, ARGV[3] as for
+// invalidateLua, ARGV[4] the stamp invalidateLua returned for it.
+// Returns as drainStepLua.
+const drainFrozenStepLua = `
+local t0 = redis.call('TIME')
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local removed = unlink_all(r[2], ARGV[3] == '1')
+if r[1] == '0' and redis.call('HGET', KEYS[1], '~v') == ARGV[4] then
+  redis.call('UNLINK', KEYS[1])
+end
 return {r[1], removed, elapsed_us(t0)}
 `
 
@@ -436,6 +492,7 @@ const (
 	scriptFill
 	scriptInvalidate
 	scriptDrainStep
+	scriptDrainFrozenStep
 	scriptClean
 	scriptCleanStep
 	scriptTrim
@@ -446,13 +503,14 @@ var scriptSources = [numScripts]struct {
 	body     string
 	allowOOM bool
 }{
-	scriptEnsureEpoch: {ensureEpochLua, false},
-	scriptFill:        {fillLua, false},
-	scriptInvalidate:  {invalidateLua, true},
-	scriptDrainStep:   {drainStepLua, true},
-	scriptClean:       {cleanLua, true},
-	scriptCleanStep:   {cleanStepLua, true},
-	scriptTrim:        {trimLua, true},
+	scriptEnsureEpoch:     {ensureEpochLua, false},
+	scriptFill:            {fillLua, false},
+	scriptInvalidate:      {invalidateLua, true},
+	scriptDrainStep:       {drainStepLua, true},
+	scriptDrainFrozenStep: {drainFrozenStepLua, true},
+	scriptClean:           {cleanLua, true},
+	scriptCleanStep:       {cleanStepLua, true},
+	scriptTrim:            {trimLua, true},
 }
 
 // script is a redis.Script that remembers its source, for SCRIPT LOAD in

@@ -24,7 +24,7 @@ import (
 // Key and channel patterns are the test's: see aclKeysTight.
 var aclCommands = "-@all +get +set +mget +unlink +del +exists +pttl +getrange +scan +zcard " +
 	"+evalsha +eval +script|load +info +wait +publish +subscribe +zrem +ping +hello +auth +select" +
-	" +time +hget +hset +hdel +hgetall +hlen +hrandfield +hscan +zadd +zrangebyscore +zremrangebyscore +zscore +sadd +scard +sismember +smembers"
+	" +time +hget +hset +hdel +hgetall +hlen +hrandfield +hscan +rename +zadd +zrangebyscore +zremrangebyscore +zscore +sadd +scard +sismember +smembers"
 
 // safeLog is a logger whose output a test can read while the Backend logs.
 type safeLog struct {
@@ -179,6 +179,16 @@ func TestACLUserConfinedToItsKeys(t *testing.T) {
 	}
 	if n, err := b.Invalidate(ctx, ns, "users::1"); err != nil || n != 1 {
 		t.Fatalf("Invalidate = %d, %v; want 1", n, err)
+	}
+	// A tag bigger than the chunk size is frozen (RENAME) and drained in
+	// steps.
+	big := New(newClient(t, opt, nil), WithLogger(testLogger(t)), WithChunkSize(2), WithAssumedPolicy("volatile-lru"))
+	t.Cleanup(func() { big.Close() })
+	for i := range 3 {
+		fill(t, big, ns, fmt.Sprint("list", i), "v", 0, "users::*")
+	}
+	if n, err := big.Invalidate(ctx, ns, "users::*"); err != nil || n != 3 {
+		t.Fatalf("Invalidate of a tag bigger than the chunk size = %d, %v; want 3", n, err)
 	}
 	if err := b.Notify(ctx, backends.Change{NS: ns, Tags: []string{"users::1"}}); err != nil {
 		t.Fatal(err)

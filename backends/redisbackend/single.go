@@ -244,16 +244,28 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 		return int(removed) + n, err
 	}
 	// Big tags: every registration present when the stamp was written is
-	// reached by a full HSCAN iteration, or was removed (after its entry)
-	// by another invalidation. A hash that looks empty is still iterated.
+	// reached by a full HSCAN iteration of its tag hash or of the frozen
+	// hash it was moved to, or was removed (after its entry) by another
+	// invalidation. A hash that looks empty is still iterated.
 	for _, x := range res[4:] {
+		id, hash, args := scriptDrainStep, "", []any{s.leaseFlag()}
 		i, _ := x.(int64)
+		if f, ok := x.([]any); ok && len(f) == 2 {
+			// A frozen hash: drained without HDEL, then unlinked whole if
+			// it still holds its stamp.
+			i, _ = f[0].(int64)
+			stamp, _ := f[1].(string)
+			id, args = scriptDrainFrozenStep, append(args, stamp)
+		}
 		if i < 1 || int(i) > len(tags) {
 			return int(removed), fmt.Errorf("redisbackend: invalidate %q: unexpected script reply %v", tags, v)
 		}
+		if hash = keys[i+2]; id == scriptDrainFrozenStep {
+			hash = frozenKey(hash)
+		}
 		cursor, count := "0", min(firstStep, s.cfg.chunkSize)
 		for {
-			v, stepWerr, err := s.runReplicated(ctx, srv, scriptDrainStep, wait(), []string{keys[i+2]}, cursor, count, s.leaseFlag())
+			v, stepWerr, err := s.runReplicated(ctx, srv, id, wait(), []string{hash}, append([]any{cursor, count}, args...)...)
 			step, _ := v.([]any)
 			if err == nil && len(step) != 3 {
 				err = fmt.Errorf("unexpected script reply %v", v)

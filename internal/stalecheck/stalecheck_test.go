@@ -84,6 +84,19 @@ func targets(t *testing.T) []target {
 			return redisbackend.New(c)
 		}
 		out = append(out, target{"sqlite+redis", sqliteDB, rb})
+		// Chunk size 1: every tag with two registrations or more is drained
+		// as a big tag is (frozen, in HSCAN steps), concurrently with fills
+		// and other invalidations of it.
+		out = append(out, target{"sqlite+redis-chunk1", sqliteDB, func(t *testing.T) backends.Backend {
+			opt, err := redis.ParseURL(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opt.ContextTimeoutEnabled = true
+			c := redis.NewClient(opt)
+			t.Cleanup(func() { c.Close() })
+			return redisbackend.New(c, redisbackend.WithChunkSize(1))
+		}})
 		if dsn := os.Getenv("DEPCACHE_POSTGRES_DSN"); dsn != "" {
 			out = append(out, target{"postgres+redis", func(t *testing.T) *gorm.DB {
 				prefix := "sc" + strconv.FormatInt(int64(os.Getpid()), 36) + "_"
