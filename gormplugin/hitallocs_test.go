@@ -53,6 +53,7 @@ func TestCachedHitAllocations(t *testing.T) {
 		}
 	}
 	first() // the fill
+	defer gormplugin.CheckClauseKeys(gormplugin.CheckClauseKeys(false))
 	misses := m.Stats().Misses
 	allocs := testing.AllocsPerRun(100, first)
 	if m.Stats().Misses != misses {
