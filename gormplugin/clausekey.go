@@ -206,8 +206,8 @@ func hashedKey(table string, b []byte) string {
 		table = "raw"
 	}
 	t := tableName(table)
-	out := make([]byte, 0, len("gorm:")+len(t)+1+32)
-	out = append(append(append(out, "gorm:"...), t...), ':')
+	var buf [128]byte // the key's one allocation is its string
+	out := append(append(append(buf[:0], "gorm:"...), t...), ':')
 	out = hex.AppendEncode(out, sum[:16])
 	return string(out)
 }

@@ -170,6 +170,24 @@ func assignable(dest any, src driver.Value) bool {
 	case *float64:
 		_, ok := src.(float64)
 		return ok && d != nil
+	case **int:
+		_, ok := src.(int64)
+		return (ok || src == nil) && d != nil && strconv.IntSize == 64
+	case **int64:
+		_, ok := src.(int64)
+		return (ok || src == nil) && d != nil
+	case **float64:
+		_, ok := src.(float64)
+		return (ok || src == nil) && d != nil
+	case **time.Time:
+		_, ok := src.(time.Time)
+		return (ok || src == nil) && d != nil
+	case **string:
+		switch src.(type) {
+		case nil, int64, float64, bool, []byte, string, time.Time:
+			return d != nil
+		}
+		return false
 	}
 	switch src.(type) {
 	case nil, int64, float64, bool, []byte, string, time.Time:
@@ -256,6 +274,54 @@ func assign(dest any, src driver.Value) error {
 			*d = s
 			return nil
 		}
+	// A nullable field's holder: NULL is nil, anything else a new value
+	// (convertAssign allocates one too, and a pooled holder's old value
+	// may be a pointer GORM put into the caller's struct).
+	case **int:
+		if src == nil {
+			*d = nil
+			return nil
+		}
+		if s, ok := src.(int64); ok && strconv.IntSize == 64 {
+			v := int(s)
+			*d = &v
+			return nil
+		}
+	case **int64:
+		if src == nil {
+			*d = nil
+			return nil
+		}
+		if s, ok := src.(int64); ok {
+			*d = &s
+			return nil
+		}
+	case **float64:
+		if src == nil {
+			*d = nil
+			return nil
+		}
+		if s, ok := src.(float64); ok {
+			*d = &s
+			return nil
+		}
+	case **time.Time:
+		if src == nil {
+			*d = nil
+			return nil
+		}
+		if s, ok := src.(time.Time); ok {
+			*d = &s
+			return nil
+		}
+	case **string:
+		if src == nil {
+			*d = nil
+			return nil
+		}
+		v := new(string)
+		*d = v
+		return assign(v, src)
 	case *string:
 		switch s := src.(type) {
 		case string:
