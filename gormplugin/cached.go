@@ -166,7 +166,12 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 		db.AddError(err)
 		return
 	}
-	qs, err := decodeEntry([]byte(blob))
+	var qs []recordedQuery
+	if p.m.LocalCacheEnabled() {
+		qs, err = p.memo.decode([]byte(blob)) // the tier hands back the same bytes
+	} else {
+		qs, err = decodeEntry([]byte(blob))
+	}
 	if err != nil {
 		// Not ours, or from another version: run the query instead.
 		p.m.Delete(context.WithoutCancel(ctx), key)
