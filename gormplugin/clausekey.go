@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -139,8 +140,18 @@ func clauseKey(db *gorm.DB) (string, bool) {
 	if destStruct {
 		e.num(uint64(len(s.PrimaryFields)))
 		for _, f := range s.PrimaryFields {
-			v, zero := f.ValueOf(stmt.Context, rv)
 			e.str(f.DBName)
+			if len(f.StructField.Index) == 1 {
+				// What f.ValueOf reads for a field of the struct itself,
+				// without boxing a zero key.
+				if fv := rv.Field(f.StructField.Index[0]); fv.IsZero() {
+					e.flag(true)
+				} else if e.flag(false); !e.value(fv.Interface(), 0) {
+					return "", false
+				}
+				continue
+			}
+			v, zero := f.ValueOf(stmt.Context, rv)
 			e.flag(zero)
 			if !zero && !e.value(v, 0) {
 				return "", false
@@ -149,18 +160,21 @@ func clauseKey(db *gorm.DB) (string, bool) {
 	}
 
 	// The clauses, in a fixed order; any other clause keeps the SQL key.
-	found := 0
-	for _, name := range keyedClauses {
-		c, ok := stmt.Clauses[name]
-		e.flag(ok)
-		if !ok {
-			continue
+	var keyed [len(keyedClauses)]clause.Clause
+	var present [len(keyedClauses)]bool
+	for name, c := range stmt.Clauses {
+		i := keyedClause(name)
+		if i < 0 {
+			return "", false
 		}
-		found++
-		switch name {
-		case settingCached, "soft_delete_enabled":
-			continue // markers: GORM builds neither
+		keyed[i], present[i] = c, true
+	}
+	for i, name := range keyedClauses {
+		e.flag(present[i])
+		if !present[i] || name == settingCached || name == "soft_delete_enabled" {
+			continue // absent, or a marker GORM does not build
 		}
+		c := keyed[i]
 		if c.BeforeExpression != nil || c.AfterNameExpression != nil || c.AfterExpression != nil || c.Builder != nil {
 			return "", false
 		}
@@ -169,20 +183,19 @@ func clauseKey(db *gorm.DB) (string, bool) {
 			return "", false
 		}
 	}
-	if found != len(stmt.Clauses) {
-		return "", false
-	}
-	for _, name := range [...]string{"SELECT", "FROM", "WHERE", "ORDER BY", "LIMIT"} {
-		if b, ok := db.ClauseBuilders[name]; ok {
-			if name != "LIMIT" || !sqliteLimitBuilder(b) {
-				return "", false
+	if len(db.ClauseBuilders) > 0 {
+		for _, name := range [...]string{"SELECT", "FROM", "WHERE", "ORDER BY", "LIMIT"} {
+			if b, ok := db.ClauseBuilders[name]; ok {
+				if name != "LIMIT" || !sqliteLimitBuilder(b) {
+					return "", false
+				}
+				e.str("sqlite-limit")
 			}
-			e.str("sqlite-limit")
 		}
 	}
 
 	e.b = append(e.b, 0)
-	e.b = appendDestTypes(e.b, stmt)
+	e.b = appendDestTypeIDs(e.b, stmt)
 	if len(stmt.Preloads) > 0 {
 		var err error
 		if e.b, err = appendPreloads(e.b, stmt); err != nil {
@@ -198,6 +211,60 @@ func clauseKey(db *gorm.DB) (string, bool) {
 // keyedClauses are the clauses clauseKey reads, in the order it writes
 // them.
 var keyedClauses = [...]string{"WHERE", "ORDER BY", "LIMIT", settingCached, "soft_delete_enabled"}
+
+// keyedClause is name's index in keyedClauses, or -1.
+func keyedClause(name string) int {
+	switch name {
+	case "WHERE":
+		return 0
+	case "ORDER BY":
+		return 1
+	case "LIMIT":
+		return 2
+	case settingCached:
+		return 3
+	case "soft_delete_enabled":
+		return 4
+	}
+	return -1
+}
+
+// appendDestTypeIDs writes what appendDestTypes writes, each type as the
+// digest of its name (typeID): fewer bytes to hash.
+func appendDestTypeIDs(b []byte, stmt *gorm.Statement) []byte {
+	if t := reflect.TypeOf(stmt.Dest); t != nil {
+		b = append(b, 'd')
+		b = append(b, typeID(t)...)
+	}
+	v := reflect.ValueOf(stmt.Dest)
+	for v.Kind() == reflect.Pointer && !v.IsNil() {
+		v = v.Elem()
+	}
+	if v.Kind() == reflect.Interface && !v.IsNil() {
+		b = append(b, 'i')
+		b = append(b, typeID(v.Elem().Type())...)
+	}
+	if stmt.Schema != nil {
+		b = append(b, 'm')
+		b = append(b, typeID(stmt.Schema.ModelType)...)
+	}
+	return b
+}
+
+// typeID is the first 16 bytes of the SHA-256 of t's name as appendType
+// writes it (with the import path of what it is made of), computed once
+// per type.
+func typeID(t reflect.Type) string {
+	if id, ok := typeIDs.Load(t); ok {
+		return id.(string)
+	}
+	sum := sha256.Sum256(appendType(nil, t))
+	id := string(sum[:16])
+	typeIDs.Store(t, id)
+	return id
+}
+
+var typeIDs sync.Map // reflect.Type → typeID
 
 // hashedKey is the cache key of a query on table whose identity is b.
 func hashedKey(table string, b []byte) string {
@@ -216,7 +283,13 @@ func hashedKey(table string, b []byte) string {
 // SQLite driver, which writes LIMIT and OFFSET from the clause alone.
 func sqliteLimitBuilder(b clause.ClauseBuilder) bool {
 	pc := reflect.ValueOf(b).Pointer()
+	if pc == lastSQLiteLimit.Load() {
+		return true
+	}
 	if v, ok := knownBuilders.Load(pc); ok {
+		if v.(bool) {
+			lastSQLiteLimit.Store(pc)
+		}
 		return v.(bool)
 	}
 	ok := false
@@ -230,7 +303,10 @@ func sqliteLimitBuilder(b clause.ClauseBuilder) bool {
 	return ok
 }
 
-var knownBuilders sync.Map // code pointer → sqliteLimitBuilder's answer
+var (
+	knownBuilders   sync.Map       // code pointer → sqliteLimitBuilder's answer
+	lastSQLiteLimit atomic.Uintptr // the last code pointer found to be it
+)
 
 // keyEncoder writes a statement's parts unambiguously: every item starts
 // with a tag byte, strings and lists with their length.
@@ -243,12 +319,13 @@ func (e *keyEncoder) str(s string) {
 	e.b = append(e.b, s...)
 }
 
-func (e *keyEncoder) flag(v bool) {
+func (e *keyEncoder) flag(v bool) bool {
 	if v {
 		e.b = append(e.b, 1)
 	} else {
 		e.b = append(e.b, 0)
 	}
+	return v
 }
 
 // Tags of keyed items.
