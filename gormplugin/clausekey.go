@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,7 @@ import (
 
 // clauseKeyVersion separates keys of this kind from SQL keys and from
 // older encodings.
-const clauseKeyVersion = "rows2/clauses1"
+const clauseKeyVersion = "rows2/clauses2"
 
 // checkClauseKeys is DEPCACHE_GORM_CHECK_KEYS.
 var checkClauseKeys = os.Getenv("DEPCACHE_GORM_CHECK_KEYS") == "1"
@@ -108,9 +109,14 @@ func clauseKey(db *gorm.DB) (string, bool) {
 	e.str(clauseKeyVersion)
 	e.str(db.Dialector.Name())
 	e.str(stmt.Table)
-	e.num(uint64(len(stmt.BuildClauses)))
-	for _, name := range stmt.BuildClauses {
-		e.str(name)
+	if slices.Equal(stmt.BuildClauses, gormQueryClauses[:]) {
+		e.b = append(e.b, 'D') // GORM's own list, as almost always
+	} else {
+		e.b = append(e.b, 'L')
+		e.num(uint64(len(stmt.BuildClauses)))
+		for _, name := range stmt.BuildClauses {
+			e.str(name)
+		}
 	}
 	e.flag(stmt.Distinct)
 	e.flag(stmt.Unscoped)
@@ -178,7 +184,12 @@ func clauseKey(db *gorm.DB) (string, bool) {
 		if c.BeforeExpression != nil || c.AfterNameExpression != nil || c.AfterExpression != nil || c.Builder != nil {
 			return "", false
 		}
-		e.str(c.Name)
+		if c.Name == name {
+			e.b = append(e.b, 'N') // the name written is the clause's own
+		} else {
+			e.b = append(e.b, 'n')
+			e.str(c.Name)
+		}
 		if !e.clause(name, c.Expression) {
 			return "", false
 		}
@@ -189,7 +200,7 @@ func clauseKey(db *gorm.DB) (string, bool) {
 				if name != "LIMIT" || !sqliteLimitBuilder(b) {
 					return "", false
 				}
-				e.str("sqlite-limit")
+				e.b = append(e.b, 'S') // the SQLite driver's LIMIT
 			}
 		}
 	}
@@ -211,6 +222,10 @@ func clauseKey(db *gorm.DB) (string, bool) {
 // keyedClauses are the clauses clauseKey reads, in the order it writes
 // them.
 var keyedClauses = [...]string{"WHERE", "ORDER BY", "LIMIT", settingCached, "soft_delete_enabled"}
+
+// gormQueryClauses is the clauses GORM's query callbacks build
+// (callbacks.Config's default QueryClauses).
+var gormQueryClauses = [...]string{"SELECT", "FROM", "WHERE", "GROUP BY", "ORDER BY", "LIMIT", "FOR"}
 
 // keyedClause is name's index in keyedClauses, or -1.
 func keyedClause(name string) int {
@@ -493,8 +508,20 @@ func (e *keyEncoder) columnAny(c any) bool {
 
 func (e *keyEncoder) column(c clause.Column) {
 	e.b = append(e.b, tagColumn)
-	e.str(c.Table)
-	e.str(c.Name)
+	// GORM's placeholders for the statement's table and key column
+	// take a byte each.
+	if c.Table == clause.CurrentTable {
+		e.b = append(e.b, 'T')
+	} else {
+		e.b = append(e.b, 't')
+		e.str(c.Table)
+	}
+	if c.Name == clause.PrimaryKey {
+		e.b = append(e.b, 'P')
+	} else {
+		e.b = append(e.b, 'p')
+		e.str(c.Name)
+	}
 	e.str(c.Alias)
 	e.flag(c.Raw)
 }
