@@ -209,15 +209,17 @@ func (p *Plugin) runQuery(db *gorm.DB) *resultSet {
 // replay scans rs into the statement's destination as gorm:query scans
 // the database's rows.
 func (p *Plugin) replay(db *gorm.DB, rs *resultSet) {
-	rows := newHitRows(rs, len(db.Statement.ColumnMapping) > 0)
-	gorm.Scan(rows, db, 0)
-	if rows.err != nil {
-		db.AddError(fmt.Errorf("gormplugin: replay a cached result: %w", rows.err))
+	if !scanStruct(db, rs) {
+		rows := newHitRows(rs, len(db.Statement.ColumnMapping) > 0)
+		gorm.Scan(rows, db, 0)
+		if rows.err != nil {
+			db.AddError(fmt.Errorf("gormplugin: replay a cached result: %w", rows.err))
+		}
+		db.AddError(rows.release())
 	}
 	if rs.err != nil && errors.Is(rs.err, driver.ErrBadConn) {
 		db.AddError(rs.err) // kept from the replay connection (replayDriverRows.Next)
 	}
-	db.AddError(rows.release())
 	if db.Statement.Result != nil {
 		db.Statement.Result.RowsAffected = db.RowsAffected
 	}
