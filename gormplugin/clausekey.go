@@ -194,14 +194,17 @@ func clauseKey(db *gorm.DB) (string, bool) {
 			return "", false
 		}
 	}
-	if len(db.ClauseBuilders) > 0 {
-		for _, name := range [...]string{"SELECT", "FROM", "WHERE", "ORDER BY", "LIMIT"} {
-			if b, ok := db.ClauseBuilders[name]; ok {
-				if name != "LIMIT" || !sqliteLimitBuilder(b) {
-					return "", false
-				}
-				e.b = append(e.b, 'S') // the SQLite driver's LIMIT
+	// The builders of the clauses the SQL will have (a dialect registers
+	// a few, for other clauses mostly).
+	for name, b := range db.ClauseBuilders {
+		switch name {
+		case "SELECT", "FROM", "WHERE", "ORDER BY":
+			return "", false
+		case "LIMIT":
+			if !sqliteLimitBuilder(b) {
+				return "", false
 			}
+			e.b = append(e.b, 'S') // the SQLite driver's LIMIT
 		}
 	}
 
