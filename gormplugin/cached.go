@@ -2,9 +2,7 @@ package gormplugin
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql/driver"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"reflect"
@@ -97,16 +95,36 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 	case state == ownTx:
 		ctx = pluginapi.Restrict(ctx, func() (bool, bool) { return !t.written.Load(), false })
 	}
-	callbacks.BuildQuerySQL(db)
-	if db.Error != nil {
-		return
+	// A key read from the clauses lets a hit skip building the SQL
+	// (clausekey.go); the SQL is built when it is run or keyed.
+	key, fromClauses := clauseKey(db)
+	built := false
+	if !fromClauses || checkClauseKeys {
+		callbacks.BuildQuerySQL(db)
+		built = true
+		if db.Error != nil {
+			return
+		}
+		sqlKey, err := queryKey(db)
+		switch {
+		case !fromClauses && err != nil:
+			p.logOnce("key:"+err.Error(), "gormplugin: Cached query runs uncached", "err", err)
+			p.runQuery(db)
+			p.tagRead(db, raw, false)
+			return
+		case !fromClauses:
+			key = sqlKey
+		case err == nil:
+			checkClauseKey(key, sqlKey, fmt.Sprint(stmt.SQL.String(), " ", stmt.Vars))
+		}
 	}
-	key, err := queryKey(db)
-	if err != nil {
-		p.logOnce("key:"+err.Error(), "gormplugin: Cached query runs uncached", "err", err)
-		p.runQuery(db)
-		p.tagRead(db, raw, false)
-		return
+	// build builds the SQL where the clause key spared it.
+	build := func() bool {
+		if !built {
+			built = true
+			callbacks.BuildQuerySQL(db)
+		}
+		return db.Error == nil
 	}
 
 	ran := false
@@ -114,6 +132,10 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 	// uncopied; decodeEntry only reads it.
 	blob, err := depcache.Fetch(ctx, p.m, key, func(fctx context.Context) (pluginapi.Bytes, error) {
 		ran = true
+		if !build() {
+			depcache.SkipFill(fctx, "the statement failed")
+			return nil, nil // db.Error says why
+		}
 		stmt.Context = fctx
 		defer func() { stmt.Context = ctx }()
 		rs := p.runQuery(db)
@@ -144,12 +166,19 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 		db.AddError(err)
 		return
 	}
-	qs, err := decodeEntry([]byte(blob))
+	var qs []recordedQuery
+	if p.m.LocalCacheEnabled() {
+		qs, err = p.memo.decode([]byte(blob)) // the tier hands back the same bytes
+	} else {
+		qs, err = decodeEntry([]byte(blob))
+	}
 	if err != nil {
 		// Not ours, or from another version: run the query instead.
 		p.m.Delete(context.WithoutCancel(ctx), key)
-		p.runQuery(db)
-		p.tagRead(db, raw, false)
+		if build() {
+			p.runQuery(db)
+			p.tagRead(db, raw, false)
+		}
 		return
 	}
 	p.replay(db, qs[0].rs)
@@ -180,15 +209,17 @@ func (p *Plugin) runQuery(db *gorm.DB) *resultSet {
 // replay scans rs into the statement's destination as gorm:query scans
 // the database's rows.
 func (p *Plugin) replay(db *gorm.DB, rs *resultSet) {
-	rows := newHitRows(rs, len(db.Statement.ColumnMapping) > 0)
-	gorm.Scan(rows, db, 0)
-	if rows.err != nil {
-		db.AddError(fmt.Errorf("gormplugin: replay a cached result: %w", rows.err))
+	if !scanStruct(db, rs) {
+		rows := newHitRows(rs, len(db.Statement.ColumnMapping) > 0)
+		gorm.Scan(rows, db, 0)
+		if rows.err != nil {
+			db.AddError(fmt.Errorf("gormplugin: replay a cached result: %w", rows.err))
+		}
+		db.AddError(rows.release())
 	}
 	if rs.err != nil && errors.Is(rs.err, driver.ErrBadConn) {
 		db.AddError(rs.err) // kept from the replay connection (replayDriverRows.Next)
 	}
-	db.AddError(rows.release())
 	if db.Statement.Result != nil {
 		db.Statement.Result.RowsAffected = db.RowsAffected
 	}
@@ -247,30 +278,31 @@ func queryKey(db *gorm.DB) (string, error) {
 	b = append(b, 0)
 	b = appendDestTypes(b, stmt)
 	if len(stmt.Preloads) > 0 {
-		names := make([]string, 0, len(stmt.Preloads))
-		for n := range stmt.Preloads {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			conds, err := keys.OfErr(stmt.Preloads[n]...)
-			if err != nil {
-				return "", fmt.Errorf("preload %s: %w", n, err)
-			}
-			b = fmt.Appendf(b, "\x00%q=%s;", n, conds)
+		if b, err = appendPreloads(b, stmt); err != nil {
+			return "", err
 		}
 	}
 	if cap(b) <= 64<<10 { // a huge statement's buffer is not kept
 		*bp = b
 	}
-	sum := sha256.Sum256(b)
-	var digest [32]byte
-	hex.Encode(digest[:], sum[:16])
-	table := stmt.Table
-	if table == "" {
-		table = "raw"
+	return hashedKey(stmt.Table, b), nil
+}
+
+// appendPreloads writes the statement's preload tree.
+func appendPreloads(b []byte, stmt *gorm.Statement) ([]byte, error) {
+	names := make([]string, 0, len(stmt.Preloads))
+	for n := range stmt.Preloads {
+		names = append(names, n)
 	}
-	return "gorm:" + tableName(table) + ":" + string(digest[:]), nil
+	sort.Strings(names)
+	for _, n := range names {
+		conds, err := keys.OfErr(stmt.Preloads[n]...)
+		if err != nil {
+			return b, fmt.Errorf("preload %s: %w", n, err)
+		}
+		b = fmt.Appendf(b, "\x00%q=%s;", n, conds)
+	}
+	return b, nil
 }
 
 // keyBuffers hold what queryKey hashes, so that a key costs no buffer.

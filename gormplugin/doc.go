@@ -50,6 +50,16 @@
 // would drop. A value of a type the entry cannot hold exactly (a driver's
 // own type) is served and not stored.
 //
+// An entry is keyed by the dialect, the SQL GORM builds and its variables,
+// the destination type and the preload tree. Where the statement is made
+// only of what GORM builds predictably (WHERE, ORDER BY and LIMIT of the
+// clause package's own expressions over plain values, SELECT * on the
+// model's table, GORM's own soft delete), the key is read from the clauses
+// instead, and a hit skips building the SQL: GORM's logger then traces no
+// SQL for it. DEPCACHE_GORM_CHECK_KEYS=1 builds the SQL anyway and panics
+// if such a key ever stands for two different queries (a debugging aid:
+// the plugin's tests and its run of GORM's own suite set it).
+//
 // # Invalidation on writes
 //
 // Every Create, Save, Update(s), UpdateColumn(s), Delete (soft or Unscoped),

@@ -158,6 +158,37 @@ var (
 // assignable reports whether assign converts src into dest, as
 // convertAssign would, without failing.
 func assignable(dest any, src driver.Value) bool {
+	// What GORM scans model fields into most: a value of the field's own
+	// type (schema.Field.NewValuePool), decided without reflection.
+	switch d := dest.(type) {
+	case *int:
+		_, ok := src.(int64)
+		return ok && d != nil && strconv.IntSize == 64
+	case *int64:
+		_, ok := src.(int64)
+		return ok && d != nil
+	case *float64:
+		_, ok := src.(float64)
+		return ok && d != nil
+	case **int:
+		_, ok := src.(int64)
+		return (ok || src == nil) && d != nil && strconv.IntSize == 64
+	case **int64:
+		_, ok := src.(int64)
+		return (ok || src == nil) && d != nil
+	case **float64:
+		_, ok := src.(float64)
+		return (ok || src == nil) && d != nil
+	case **time.Time:
+		_, ok := src.(time.Time)
+		return (ok || src == nil) && d != nil
+	case **string:
+		switch src.(type) {
+		case nil, int64, float64, bool, []byte, string, time.Time:
+			return d != nil
+		}
+		return false
+	}
 	switch src.(type) {
 	case nil, int64, float64, bool, []byte, string, time.Time:
 	default:
@@ -226,6 +257,71 @@ func assignableTo(pt reflect.Type, src driver.Value) bool {
 // comes only from a Scanner.
 func assign(dest any, src driver.Value) error {
 	switch d := dest.(type) {
+	case *int:
+		// convertAssign parses the int64's decimal form into int's size:
+		// on 64-bit platforms (where assignableTo agrees) it always fits.
+		if s, ok := src.(int64); ok && strconv.IntSize == 64 {
+			*d = int(s)
+			return nil
+		}
+	case *int64:
+		if s, ok := src.(int64); ok {
+			*d = s
+			return nil
+		}
+	case *float64:
+		if s, ok := src.(float64); ok {
+			*d = s
+			return nil
+		}
+	// A nullable field's holder: NULL is nil, anything else a new value
+	// (convertAssign allocates one too, and a pooled holder's old value
+	// may be a pointer GORM put into the caller's struct).
+	case **int:
+		if src == nil {
+			*d = nil
+			return nil
+		}
+		if s, ok := src.(int64); ok && strconv.IntSize == 64 {
+			v := int(s)
+			*d = &v
+			return nil
+		}
+	case **int64:
+		if src == nil {
+			*d = nil
+			return nil
+		}
+		if s, ok := src.(int64); ok {
+			*d = &s
+			return nil
+		}
+	case **float64:
+		if src == nil {
+			*d = nil
+			return nil
+		}
+		if s, ok := src.(float64); ok {
+			*d = &s
+			return nil
+		}
+	case **time.Time:
+		if src == nil {
+			*d = nil
+			return nil
+		}
+		if s, ok := src.(time.Time); ok {
+			*d = &s
+			return nil
+		}
+	case **string:
+		if src == nil {
+			*d = nil
+			return nil
+		}
+		v := new(string)
+		*d = v
+		return assign(v, src)
 	case *string:
 		switch s := src.(type) {
 		case string:

@@ -33,6 +33,8 @@ type Plugin struct {
 	timers  map[*time.Timer][]string
 
 	ob *outbox // WithOutbox (outbox.go); nil when off
+
+	memo entryMemo // decoded entries of the manager's tier (entrymemo.go)
 }
 
 var _ gorm.Plugin = (*Plugin)(nil)

@@ -10,6 +10,7 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
+	"gorm.io/gorm/clause"
 
 	"github.com/depcache/go-depcache/keys"
 )
@@ -63,23 +64,31 @@ func runPreloads(db *gorm.DB, ctx context.Context, s *session) {
 	stmt.Context = withSession(context.WithValue(ctx, preloadKey{}, true), s)
 	callbacks.Preload(db)
 	stmt.Context = ctx
-	stmt.Settings.Store(settingPreloads, stmt.Preloads)
+	if stmt.Clauses != nil {
+		stmt.Clauses[clausePreloads] = clause.Clause{Expression: takenPreloads(stmt.Preloads)}
+	}
 	stmt.Preloads = nil
 }
 
-// settingPreloads holds the preloads runPreloads took away; it lives in
-// the statement's own Settings (not copied into the preload queries, which
-// are made before it is set) until restorePreloads.
-const settingPreloads = "depcache:preloads"
+// clausePreloads holds the preloads runPreloads took away until
+// restorePreloads, in a clause of its own that builds no SQL: not in the
+// statement's Settings, which the preload queries copy, and whose first
+// use costs every query an allocation.
+const clausePreloads = "depcache:preloads"
+
+type takenPreloads map[string][]interface{}
+
+func (takenPreloads) Build(clause.Builder) {}
 
 // restorePreloads runs after gorm:after_query: it gives back the preloads
 // runPreloads took away, so that a reused statement still has them.
 func restorePreloads(db *gorm.DB) {
-	v, ok := db.Statement.Settings.LoadAndDelete(settingPreloads)
+	c, ok := db.Statement.Clauses[clausePreloads]
 	if !ok {
 		return
 	}
-	if pre, ok := v.(map[string][]interface{}); ok {
+	delete(db.Statement.Clauses, clausePreloads)
+	if pre, ok := c.Expression.(takenPreloads); ok {
 		db.Statement.Preloads = pre
 	}
 }

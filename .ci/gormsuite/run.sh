@@ -117,6 +117,9 @@ runsuite() (
 	# A subshell: the environment of the suite stays out of later builds.
 	local mode=$1 dialect=$2 pass=0 db="" rest regex ev
 	export DEPCACHE_SUITE_MODE=$mode DEPCACHE_SUITE_STATS=$WORK/stats.txt DEPCACHE_SUITE_LOG=$WORK/plugin.log
+	# Cached queries keyed by their clauses are checked against their SQL
+	# key: one clause key standing for two queries panics (a crash).
+	export DEPCACHE_GORM_CHECK_KEYS=1
 	export TMPDIR=$WORK/tmp # SQLite file is $TMPDIR/gorm.db: one per run
 	unset GORM_DSN
 	if [ "$dialect" = postgres ]; then
