@@ -256,8 +256,9 @@ func kindClass(k reflect.Kind) int {
 	return 0
 }
 
-// readClauses are the clauses a query may have and still be understood.
-var readClauses = map[string]bool{"SELECT": true, "FROM": true, "WHERE": true, "ORDER BY": true, "LIMIT": true, "FOR": true, "soft_delete_enabled": true}
+// readClauses are the clauses a query may have and still be understood
+// (settingCached is Cached's: it writes no SQL).
+var readClauses = map[string]bool{"SELECT": true, "FROM": true, "WHERE": true, "ORDER BY": true, "LIMIT": true, "FOR": true, "soft_delete_enabled": true, settingCached: true}
 
 // deriveConjunction reads a built query's clauses. It returns ok=false for
 // anything it does not fully understand: the read then keeps ListTag.

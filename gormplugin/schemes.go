@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -42,6 +43,9 @@ type conjState struct {
 	sets       backends.Sets
 	ns         string
 	known      sync.Map // table+"\x00"+scheme → bool: in the set (true) or refused for the bound (false)
+	// readFailing: the last read of a table's schemes after a write
+	// failed; logged once per outage, not per write.
+	readFailing atomic.Bool
 }
 
 // WithConjunctionTags turns on conjunction tags (off by default): a read
@@ -252,8 +256,13 @@ func (p *Plugin) conjWriteTags(ctx context.Context, w *conjWrite, read map[strin
 		defer cancel()
 		var err error
 		if schemes, err = p.conj.sets.Members(rctx, p.conj.ns, setName(w.Table)); err != nil {
-			p.log.Error("gormplugin: cannot read the table's conjunction schemes after a write; invalidating its table tag", "table", w.Table, "err", err)
+			if p.conj.readFailing.CompareAndSwap(false, true) {
+				p.log.Error("gormplugin: cannot read the table's conjunction schemes after a write; invalidating its table tag (for every write until a read succeeds; logged once)", "table", w.Table, "err", err)
+			}
 			return []string{TableTag(w.Table)}
+		}
+		if p.conj.readFailing.CompareAndSwap(true, false) {
+			p.log.Info("gormplugin: the tables' conjunction schemes are readable again")
 		}
 		read[w.Table] = schemes
 	}

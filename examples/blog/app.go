@@ -50,9 +50,10 @@ type infra struct {
 // miniredis.
 func openInfra(dsn, store string) (in *infra, err error) {
 	in = &infra{}
+	opened := in // the error returns below return a nil in
 	defer func() {
 		if err != nil {
-			in.Close()
+			opened.Close()
 		}
 	}()
 	switch {
@@ -92,6 +93,15 @@ func openInfra(dsn, store string) (in *infra, err error) {
 		opt.ContextTimeoutEnabled = true
 		c := redis.NewClient(opt)
 		in.closers = append(in.closers, c.Close)
+		// Fail now, not after seeding: each seed write would wait for its
+		// invalidation to fail (35 s of logged errors before "clear cache:
+		// connection refused" on a REDIS_URL nothing listens on).
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = c.Ping(ctx).Err()
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: the Redis at %s does not answer: %w", opt.Addr, err)
+		}
 		in.redis, in.cacheDesc = c, "Redis at "+opt.Addr+" (REDIS_URL)"
 	default:
 		mr := miniredis.NewMiniRedis()

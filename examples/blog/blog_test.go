@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -581,4 +582,34 @@ func scratchDatabase(t *testing.T, kind, dsn string) string {
 		sqlDB.Close()
 	})
 	return scratch
+}
+
+// A REDIS_URL that nothing answers on is an error before anything is
+// seeded: it was found only after every seed write had waited for its
+// invalidation to fail (35 s, an error logged per write).
+func TestUnreachableRedisURLFailsAtOnce(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // a port nothing listens on
+	t.Setenv("REDIS_URL", "redis://"+addr+"/0")
+	in, err := openInfra("", "redis")
+	if err == nil {
+		in.Close()
+		t.Fatal("openInfra with an unreachable REDIS_URL: no error")
+	}
+	if !strings.Contains(err.Error(), "REDIS_URL") || !strings.Contains(err.Error(), addr) {
+		t.Errorf("error %q does not name REDIS_URL and %s", err, addr)
+	}
+	// A REDIS_URL that does not parse is an error too (it panicked: the
+	// cleanup after an error closed the nil *infra it returned).
+	t.Setenv("REDIS_URL", "redis://127.0.0.1:notaport/0")
+	if in, err := openInfra("", "redis"); err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
+		if in != nil {
+			in.Close()
+		}
+		t.Errorf("openInfra with a malformed REDIS_URL: %v, want an error naming REDIS_URL", err)
+	}
 }
