@@ -44,6 +44,7 @@ type Manager struct {
 	noDepLog  sync.Map    // function identities already logged for a fill with no dependency
 	logged    sync.Map    // ids of messages logOnce has logged
 	closures  sync.Map    // function identity -> *closureOwner (closures.go)
+	results   sync.Map    // result type -> *resultCheck under cfg.codec (roundtrip.go)
 	deadlines opDeadlines // shared operation deadlines (opdeadline.go)
 	tier      *tier       // WithLocalCache (localtier.go); nil when off
 	brk       *breaker    // WithBreaker (breaker.go); nil when off
