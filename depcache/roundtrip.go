@@ -144,19 +144,28 @@ var resultChecks sync.Map // resultCheckKey → *resultCheck
 
 // checkResult returns the verdict for result type t under codec c, m's
 // codec. A memoized function keeps its last verdict: a hit costs one atomic
-// load. Fetch, whose spec lives for one call, finds it in m's verdicts by
-// type alone (m.results: one lock-free read, where the process-wide map
-// hashes the codec's type and name too).
+// load. Fetch, whose specs serve calls of any result type, finds it in m's
+// verdicts by type alone (m.results: one lock-free read, where the
+// process-wide map hashes the codec's type and name too).
 func (s *memoSpec) checkResult(m *Manager, key string, c Codec, t reflect.Type) *resultCheck {
+	if s.perCall {
+		return m.verdict(s, key, t)
+	}
 	if v := s.result.Load(); v != nil && sameCodec(v.codec, c) {
 		return v
 	}
+	v := m.verdict(s, key, t)
+	s.result.Store(v)
+	return v
+}
+
+// verdict returns the verdict for result type t under m's codec.
+func (m *Manager) verdict(s *memoSpec, key string, t reflect.Type) *resultCheck {
 	v, ok := m.results.Load(t)
 	if !ok {
-		v = s.reachVerdict(m, key, c, t)
+		v = s.reachVerdict(m, key, m.cfg.codec, t)
 		m.results.Store(t, v)
 	}
-	s.result.Store(v.(*resultCheck))
 	return v.(*resultCheck)
 }
 
