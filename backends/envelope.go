@@ -40,7 +40,7 @@ func EncodeEntry(e Entry) []byte {
 // DecodeEntry parses an envelope. Bytes that are not one give an error
 // wrapping ErrCorrupt, never a panic. The returned Value aliases b.
 func DecodeEntry(b []byte) (Entry, error) {
-	e, rest, err := decodeHeader(string(b))
+	e, rest, err := decodeHeader(string(b), nil)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -54,7 +54,16 @@ func DecodeEntry(b []byte) (Entry, error) {
 // Value must not be modified (it is s's bytes, and strings are immutable);
 // Backend.Lookup's contract says so of every Entry.Value it returns.
 func DecodeEntryString(s string) (Entry, error) {
-	e, rest, err := decodeHeader(s)
+	return DecodeEntryStringInto(s, nil)
+}
+
+// DecodeEntryStringInto is DecodeEntryString with the tags kept in deps's
+// array when they fit in its capacity: a caller that makes an allocation
+// for the lookup anyway (redisbackend's arguments) gives room for a few
+// tags in it, and a hit allocates nothing for its tags. The returned Deps
+// are capped at their length, so appending to them never writes into deps.
+func DecodeEntryStringInto(s string, deps []string) (Entry, error) {
+	e, rest, err := decodeHeader(s, deps)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -65,8 +74,9 @@ func DecodeEntryString(s string) (Entry, error) {
 }
 
 // decodeHeader parses everything before the value; its strings are
-// substrings of s, and rest is the value.
-func decodeHeader(s string) (e Entry, rest string, err error) {
+// substrings of s, and rest is the value. The tags go in buf's array if
+// they fit.
+func decodeHeader(s string, buf []string) (e Entry, rest string, err error) {
 	if len(s) < 3 || s[0] != 'd' || s[1] != 'c' {
 		return e, "", fmt.Errorf("%w: not an envelope", ErrCorrupt)
 	}
@@ -86,7 +96,11 @@ func decodeHeader(s string) (e Entry, rest string, err error) {
 		return Entry{}, "", fmt.Errorf("%w: bad dependency count", ErrCorrupt)
 	}
 	if count > 0 {
-		e.Deps = make([]string, count)
+		if count <= uint64(cap(buf)) {
+			e.Deps = buf[:count:count]
+		} else {
+			e.Deps = make([]string, count)
+		}
 		for i := range e.Deps {
 			if e.Deps[i], r, ok = readString(r); !ok {
 				return Entry{}, "", fmt.Errorf("%w: truncated dependency", ErrCorrupt)

@@ -20,6 +20,12 @@ func TestEnvelopeRoundTripAndTruncation(t *testing.T) {
 	for name, decode := range map[string]func([]byte) (Entry, error){
 		"bytes":  DecodeEntry,
 		"string": func(b []byte) (Entry, error) { return DecodeEntryString(string(b)) },
+		"string into room for 2 tags": func(b []byte) (Entry, error) {
+			return DecodeEntryStringInto(string(b), make([]string, 0, 2))
+		},
+		"string into room for 3 tags": func(b []byte) (Entry, error) {
+			return DecodeEntryStringInto(string(b), make([]string, 0, 3))
+		},
 	} {
 		got, err := decode(b)
 		if err != nil {
@@ -56,6 +62,13 @@ func FuzzDecodeEntryString(f *testing.F) {
 		if err1 == nil && (e1.Since != e2.Since || !slices.Equal(e1.Deps, e2.Deps) || !bytes.Equal(e1.Value, e2.Value)) {
 			t.Fatalf("decoders disagree: %+v vs %+v", e1, e2)
 		}
+		e3, err3 := DecodeEntryStringInto(string(b), make([]string, 0, 2))
+		if (err1 == nil) != (err3 == nil) {
+			t.Fatalf("DecodeEntry %v, DecodeEntryStringInto %v", err1, err3)
+		}
+		if err1 == nil && (e1.Since != e3.Since || !slices.Equal(e1.Deps, e3.Deps) || !bytes.Equal(e1.Value, e3.Value)) {
+			t.Fatalf("decoders disagree: %+v vs %+v", e1, e3)
+		}
 	})
 }
 
@@ -89,5 +102,40 @@ func TestDecodeEntryStringAllocatesOnlyTheTags(t *testing.T) {
 		if allocs != want {
 			t.Errorf("%d deps: %v allocations per decode, want %v", len(deps), allocs, want)
 		}
+	}
+}
+
+// With room for its tags, a hit decodes without allocating: the tags land
+// in the room given, capped at their length (an append cannot write into
+// the caller's array); tags that do not fit get a slice of their own.
+func TestDecodeEntryStringIntoUsesTheRoomGiven(t *testing.T) {
+	deps := []string{"users::42", "posts::*"}
+	s := string(EncodeEntry(Entry{Since: Epoch{Era: "era", N: 7}, Deps: deps, Value: []byte(`{"id":42}`)}))
+	var room [4]string
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := DecodeEntryStringInto(s, room[:0]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per decode with room for the tags, want 0", allocs)
+	}
+	e, err := DecodeEntryStringInto(s, room[:0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(e.Deps, deps) || &e.Deps[0] != &room[0] || cap(e.Deps) != len(deps) {
+		t.Errorf("tags %q (cap %d) not in the room given", e.Deps, cap(e.Deps))
+	}
+	small := make([]string, 0, 1)
+	e, err = DecodeEntryStringInto(s, small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(e.Deps, deps) || small[:1][0] != "" {
+		t.Errorf("tags %q; the room too small was written to: %q", e.Deps, small[:1])
+	}
+	if e, _ := DecodeEntryStringInto(string(EncodeEntry(Entry{Value: []byte("v")})), room[:0]); e.Deps != nil {
+		t.Errorf("an entry without tags decoded Deps %q, want nil", e.Deps)
 	}
 }

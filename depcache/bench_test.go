@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -112,7 +113,7 @@ func BenchmarkMemoize(b *testing.B) {
 	}
 }
 
-// BenchmarkHit interleaves, in every iteration and in a rotating order, a
+// BenchmarkHit interleaves, in every iteration and in a random order, a
 // raw go-redis GET of the value's bytes with a Manager.Get, a Memoize hit
 // and a Fetch hit of the same value, so that the loopback's fast and slow
 // phases (a round trip here is ~21 µs or ~60 µs depending on whether client
@@ -175,11 +176,17 @@ func BenchmarkHit(b *testing.B) {
 				}
 				misses := m.Stats().Misses
 				took := make([][]float64, len(ops)) // per op, ns per iteration
-				i := 0
+				// A new random order every iteration: a rotation gives each
+				// contender the same predecessor every time (what one call
+				// leaves behind, in the caches or the scheduler, would fall
+				// on one contender only).
+				order := make([]int, len(ops))
+				for k := range order {
+					order[k] = k
+				}
 				for b.Loop() {
-					i++
-					for k := range ops {
-						op := (i + k) % len(ops)
+					rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+					for _, op := range order {
 						start := time.Now()
 						if err := ops[op].run(); err != nil {
 							b.Fatal(err)

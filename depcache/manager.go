@@ -44,6 +44,8 @@ type Manager struct {
 	noDepLog  sync.Map    // function identities already logged for a fill with no dependency
 	logged    sync.Map    // ids of messages logOnce has logged
 	closures  sync.Map    // function identity -> *closureOwner (closures.go)
+	results   sync.Map    // result type -> *resultCheck under cfg.codec (roundtrip.go)
+	fetchSpec *memoSpec   // the spec of Fetch calls without options (memoize.go)
 	deadlines opDeadlines // shared operation deadlines (opdeadline.go)
 	tier      *tier       // WithLocalCache (localtier.go); nil when off
 	brk       *breaker    // WithBreaker (breaker.go); nil when off
@@ -102,6 +104,7 @@ func newManager(cfg config, b backends.Backend, release func() error) *Manager {
 	m.pending = newPendingSet(m)
 	m.tier = newTier(m)
 	m.brk = newBreaker(m)
+	m.fetchSpec = &memoSpec{id: "fetch", manager: m, perCall: true}
 	if cfg.configErr != nil {
 		m.log.Error("depcache: manager misconfigured; it caches nothing", "err", cfg.configErr)
 	}

@@ -45,6 +45,7 @@ type memoSpec struct {
 	keyName     string
 
 	result  atomic.Pointer[resultCheck] // can the codec round-trip the result type
+	perCall bool                        // Fetch's: result types vary, the verdict is not kept in result
 	id      string                      // function identity
 	idErr   error                       // why the function cannot be keyed
 	fn      any                         // the function, when id is its symbol (see closures.go)
@@ -264,12 +265,17 @@ func Memoize3[A, B, C, R any](fn func(context.Context, A, B, C) (R, error), opts
 // result, with the same rules as Memoize. A nil m resolves as Memoize does
 // (Using, ManagerName, else Default).
 func Fetch[R any](ctx context.Context, m *Manager, key string, fn func(context.Context) (R, error), opts ...MemoOption) (R, error) {
+	if len(opts) == 0 && m != nil && key != "" {
+		// Nothing to build: the manager's own spec, shared by all its
+		// Fetch calls without options.
+		return call(ctx, m.fetchSpec, key, nil, fn)
+	}
 	s := fetchSpecs.Get().(*memoSpec)
 	defer func() {
 		*s = memoSpec{}
 		fetchSpecs.Put(s)
 	}()
-	s.id = "fetch"
+	s.id, s.perCall = "fetch", true
 	for _, o := range opts {
 		o(s)
 	}
@@ -325,15 +331,54 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		return v, nil
 	}
 	seq := m.tier.begin()
+	l, reached, err := m.lookup(ctx, key)
+	if err == nil && reached && l.Found {
+		if v, cached, ok := serveEntry[R](ctx, s, m, parent, key, args, seq, &l); ok {
+			return v, cached
+		}
+		l.Found = false // corrupt, and dropped
+	}
+	return callPastLookup(ctx, s, m, parent, key, args, fn, rc, fill, seq, l, reached, err)
+}
+
+// serveEntry decodes the entry a lookup found and serves it as a hit, or
+// if it is unreadable deletes it and counts a miss (ok false).
+func serveEntry[R any](ctx context.Context, s *memoSpec, m *Manager, parent *computation, key string, args []any, seq uint64, l *backends.Lookup) (v R, cached error, ok bool) {
+	v, cached, derr := decodeResult[R](m.cfg.codec, s.errRules, l.Entry.Value)
+	if derr != nil {
+		m.dropCorrupt(ctx, key, derr)
+		m.miss(key)
+		return v, nil, false
+	}
+	if cached == nil && m.tier != nil { // (v boxed only for a tier)
+		m.tier.keep(seq, key, v, l.Entry.Deps, l.Entry.Since)
+	}
+	m.hit(key, l.Entry.Deps)
+	if t := traceOf(ctx); t != nil {
+		t.hits.Add(1)
+	}
+	if parent != nil {
+		parent.inherit(m, l.Entry.Deps)
+		parent.useEntry(l.Entry.Since)
+	}
+	reportTo(s, m, key, args, true, v, cached)
+	return v, cached, true
+}
+
+// callPastLookup is the rest of call after its first lookup (l, reached,
+// err) did not serve a hit: waiting on a fill another process leads,
+// looking up again, then computing and filling. It is a function of its
+// own so that a hit, the common call, runs in call's small frame and
+// touches none of this.
+func callPastLookup[R any](ctx context.Context, s *memoSpec, m *Manager, parent *computation, key string, args []any, fn func(context.Context) (R, error), rc *resultCheck, fill bool, seq uint64, l backends.Lookup, reached bool, err error) (R, error) {
 	var (
-		l        backends.Lookup
-		reached  bool
-		err      error
 		deadline time.Time
 		backoff  = time.Millisecond
 	)
-	for {
-		l, reached, err = m.lookup(ctx, key)
+	for first := true; ; first = false {
+		if !first {
+			l, reached, err = m.lookup(ctx, key)
+		}
 		if err != nil { // strict, or ctx is done
 			var zero R
 			reportTo(s, m, key, args, false, zero, err)
@@ -345,24 +390,9 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 			return runUncached(ctx, s, m, parent, key, args, fn)
 		}
 		if l.Found {
-			v, cached, derr := decodeResult[R](m.cfg.codec, s.errRules, l.Entry.Value)
-			if derr == nil {
-				if cached == nil && m.tier != nil { // (v boxed only for a tier)
-					m.tier.keep(seq, key, v, l.Entry.Deps, l.Entry.Since)
-				}
-				m.hit(key, l.Entry.Deps)
-				if t := traceOf(ctx); t != nil {
-					t.hits.Add(1)
-				}
-				if parent != nil {
-					parent.inherit(m, l.Entry.Deps)
-					parent.useEntry(l.Entry.Since)
-				}
-				reportTo(s, m, key, args, true, v, cached)
+			if v, cached, ok := serveEntry[R](ctx, s, m, parent, key, args, seq, &l); ok {
 				return v, cached
 			}
-			m.dropCorrupt(ctx, key, derr)
-			m.miss(key)
 		}
 		if !l.Busy || m.cfg.fillWait <= 0 {
 			break

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Why operations share deadlines.
@@ -38,7 +39,18 @@ import (
 //     instead of arming a timer. Four allocations (the child, its cancel
 //     function, its Done channel, the list node) and no thread wakeup; a
 //     registration through context.AfterFunc on the shared context cost
-//     eight.
+//     eight. The child also takes the caller's lock twice (registering in
+//     its children and leaving them) and the list's twice: under one
+//     caller context many goroutines share (a worker's or a server's root
+//     context), those four lock turns on two shared cache lines were what
+//     64 goroutines queued on. So when an operation comes under the same
+//     caller context as the one before it on this shared deadline, one
+//     child is made for that caller and every later operation under it
+//     shares it (sharedDeadline.forCaller): no allocation, no lock, only
+//     loads. It is ended as the per-operation ones are, by the caller's
+//     cancel or at the shared deadline, which is every sharing
+//     operation's deadline too; until then it stays in the caller's
+//     children (at most the timeout).
 //   - One with a deadline keeps context.WithTimeout: its budget is half of
 //     what remains of that deadline, different for every call.
 const sharedSlack = 8
@@ -61,6 +73,46 @@ type sharedDeadline struct {
 	expired bool
 
 	stale atomic.Bool // set timeout/sharedSlack after it was made (get)
+
+	// The caller context of the latest operation, by the address it
+	// points to (forCaller: a heuristic, checked against caller), and the
+	// child shared by operations under one caller context.
+	seen   atomic.Uintptr
+	caller atomic.Pointer[cancellableOp]
+}
+
+// forCaller returns the operation context that operations under ctx, a
+// caller context that can end, share on s, or nil if ctx is not the
+// caller context of the operation before (it then gets one of its own).
+func (s *sharedDeadline) forCaller(ctx context.Context) *cancellableOp {
+	if op := s.caller.Load(); op != nil && sameContext(op.caller, ctx) {
+		return op
+	}
+	w := uintptr(contextData(ctx))
+	if s.seen.Load() != w {
+		s.seen.Store(w)
+		return nil
+	}
+	// Two in a row: make the one they share. Two goroutines may race
+	// here; each uses its own, and the loser's ends with the others.
+	op := &cancellableOp{shared: s, caller: ctx}
+	op.Context, op.cancel = context.WithCancelCause(ctx)
+	op.start()
+	s.caller.Store(op)
+	return op
+}
+
+// contextData is the data word of ctx, the address of its value.
+func contextData(ctx context.Context) unsafe.Pointer {
+	return (*[2]unsafe.Pointer)(unsafe.Pointer(&ctx))[1]
+}
+
+// sameContext reports whether a and b are the same context value: the
+// same dynamic type and the same address. It compares no values (a
+// context of a type that is not comparable cannot make == panic).
+func sameContext(a, b context.Context) bool {
+	pa, pb := (*[2]unsafe.Pointer)(unsafe.Pointer(&a)), (*[2]unsafe.Pointer)(unsafe.Pointer(&b))
+	return pa[0] == pb[0] && pa[1] == pb[1]
 }
 
 // expire ends every operation still running on s; it runs once, when s's
@@ -69,6 +121,9 @@ func (s *sharedDeadline) expire() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expired = true
+	// Nothing keeps a caller's context (and its values) past the deadline.
+	s.caller.Store(nil)
+	s.seen.Store(0)
 	for op := s.running; op != nil; op = op.next {
 		op.cancel(context.DeadlineExceeded)
 	}
@@ -130,7 +185,8 @@ type cancellableOp struct {
 	context.Context
 	cancel     context.CancelCauseFunc
 	shared     *sharedDeadline
-	prev, next *cancellableOp // in shared.running, under shared.mu
+	prev, next *cancellableOp  // in shared.running, under shared.mu
+	caller     context.Context // when shared by the operations under it (forCaller)
 }
 
 func (c *cancellableOp) Deadline() (time.Time, bool) { return c.shared.deadline, true }
@@ -192,6 +248,9 @@ func (m *Manager) opContext(ctx context.Context) (context.Context, context.Cance
 				return shared.background, noCancel
 			}
 			return &boundCtx{Context: ctx, shared: shared}, noCancel
+		}
+		if op := shared.forCaller(ctx); op != nil {
+			return op, noCancel
 		}
 		op := &cancellableOp{shared: shared}
 		op.Context, op.cancel = context.WithCancelCause(ctx)

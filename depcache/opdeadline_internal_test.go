@@ -115,18 +115,23 @@ func TestOpContextCancellableCallerGetsTheSharedDeadline(t *testing.T) {
 	}
 }
 
-// Operations under a cancellable caller leave their shared deadline's list
-// when they end, in any order, and cost five allocations at most (the
-// child context, its cancel function, its Done channel, the list node, the
-// returned end function).
+// Operations under cancellable callers, each under another caller than the
+// operation before, leave their shared deadline's list when they end, in
+// any order, and cost five allocations at most (the child context, its
+// cancel function, its Done channel, the list node, the returned end
+// function).
 func TestOpContextCancellableOperationsLeaveTheList(t *testing.T) {
 	m := New(memory.New(), WithTimeout(time.Hour))
 	defer m.Close()
-	parent, stop := context.WithCancel(context.Background())
-	defer stop()
+	var parents [2]context.Context
+	for i := range parents {
+		p, stop := context.WithCancel(context.Background())
+		defer stop()
+		parents[i] = p
+	}
 	var ends []context.CancelFunc
-	for range 5 {
-		ctx, end := m.opContext(parent)
+	for i := range 5 {
+		ctx, end := m.opContext(parents[i%2])
 		pollDone(ctx)
 		ends = append(ends, end)
 	}
@@ -140,13 +145,106 @@ func TestOpContextCancellableOperationsLeaveTheList(t *testing.T) {
 	if running != nil {
 		t.Fatal("an ended operation is still on its shared deadline's list")
 	}
+	i := 0
 	allocs := testing.AllocsPerRun(100, func() {
-		ctx, end := m.opContext(parent)
+		i++
+		ctx, end := m.opContext(parents[i%2])
 		pollDone(ctx)
 		end()
 	})
 	if allocs > 5 {
 		t.Errorf("an operation under a cancellable context allocates %v times, want at most 5", allocs)
+	}
+}
+
+// Operations that come one after another under one cancellable caller
+// context share one operation context from the second on: it allocates
+// nothing more, follows the caller's cancel, and the operations' ends do
+// not end it.
+func TestOpContextOperationsUnderOneCallerShareOne(t *testing.T) {
+	m := New(memory.New(), WithTimeout(time.Hour))
+	defer m.Close()
+	parent, stop := context.WithCancel(context.WithValue(context.Background(), opKey{}, "s"))
+	defer stop()
+	first, end := m.opContext(parent)
+	end()
+	if first.Err() == nil {
+		t.Fatal("the first operation's context outlived its end")
+	}
+	second, end := m.opContext(parent)
+	end()
+	third, end := m.opContext(parent)
+	end()
+	if second != third {
+		t.Fatal("operations in a row under one caller context do not share an operation context")
+	}
+	if second.Err() != nil {
+		t.Fatalf("an operation's end ended the shared context: %v", second.Err())
+	}
+	if second.Value(opKey{}) != "s" {
+		t.Error("the caller's value is lost")
+	}
+	if d, ok := second.Deadline(); !ok || d.IsZero() {
+		t.Error("the shared context has no deadline")
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		ctx, end := m.opContext(parent)
+		pollDone(ctx)
+		end()
+	})
+	if allocs != 0 {
+		t.Errorf("a further operation under the same caller allocates %v times, want 0", allocs)
+	}
+	// Another caller in between: its own context, not the shared one.
+	other, stopOther := context.WithCancel(context.Background())
+	defer stopOther()
+	own, end := m.opContext(other)
+	if own == second {
+		t.Error("an operation under another caller got the shared context")
+	}
+	end()
+	stop()
+	<-second.Done()
+	if !errors.Is(second.Err(), context.Canceled) {
+		t.Errorf("Err after the caller's cancel = %v, want Canceled", second.Err())
+	}
+	if ctx, end := m.opContext(parent); ctx.Err() == nil {
+		t.Error("an operation under a cancelled caller got a live context")
+	} else {
+		end()
+	}
+}
+
+// The context operations under one caller share ends at their shared
+// deadline, with DeadlineExceeded, without cancelling the caller, and the
+// shared deadline lets go of the caller's context then.
+func TestOpContextSharedCallerContextEndsAtTheDeadline(t *testing.T) {
+	const timeout = 30 * time.Millisecond
+	m := New(memory.New(), WithTimeout(timeout))
+	defer m.Close()
+	parent, stop := context.WithCancel(context.Background())
+	defer stop()
+	_, end := m.opContext(parent)
+	end()
+	returned := time.Now()
+	ctx, end := m.opContext(parent)
+	defer end()
+	op, ok := ctx.(*cancellableOp)
+	if !ok || op.caller == nil {
+		t.Fatalf("the second operation in a row got %T, not the shared context", ctx)
+	}
+	if d, _ := ctx.Deadline(); d.After(returned.Add(timeout)) {
+		t.Fatalf("deadline %v later than the timeout after opContext returned (%v)", d, returned.Add(timeout))
+	}
+	<-ctx.Done()
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Errorf("Err = %v, want DeadlineExceeded", ctx.Err())
+	}
+	if parent.Err() != nil {
+		t.Error("the shared deadline cancelled the caller's context")
+	}
+	if op.shared.caller.Load() != nil || op.shared.seen.Load() != 0 {
+		t.Error("the expired shared deadline still holds the caller's context")
 	}
 }
 

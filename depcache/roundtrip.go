@@ -142,15 +142,38 @@ type resultCheckKey struct {
 // whose options are built per call.
 var resultChecks sync.Map // resultCheckKey → *resultCheck
 
-// checkResult returns the verdict for result type t under codec c. A
-// memoized function keeps its last verdict: a hit costs one atomic load.
+// checkResult returns the verdict for result type t under codec c, m's
+// codec. A memoized function keeps its last verdict: a hit costs one atomic
+// load. Fetch, whose specs serve calls of any result type, finds it in m's
+// verdicts by type alone (m.results: one lock-free read, where the
+// process-wide map hashes the codec's type and name too).
 func (s *memoSpec) checkResult(m *Manager, key string, c Codec, t reflect.Type) *resultCheck {
+	if s.perCall {
+		return m.verdict(s, key, t)
+	}
 	if v := s.result.Load(); v != nil && sameCodec(v.codec, c) {
 		return v
 	}
+	v := m.verdict(s, key, t)
+	s.result.Store(v)
+	return v
+}
+
+// verdict returns the verdict for result type t under m's codec.
+func (m *Manager) verdict(s *memoSpec, key string, t reflect.Type) *resultCheck {
+	v, ok := m.results.Load(t)
+	if !ok {
+		v = s.reachVerdict(m, key, m.cfg.codec, t)
+		m.results.Store(t, v)
+	}
+	return v.(*resultCheck)
+}
+
+// reachVerdict returns the process's verdict for t under c, walking the
+// type and reporting a refusal the first time.
+func (s *memoSpec) reachVerdict(m *Manager, key string, c Codec, t reflect.Type) *resultCheck {
 	k := resultCheckKey{t: t, codecType: reflect.TypeOf(c), codecName: c.Name()}
 	if v, ok := resultChecks.Load(k); ok {
-		s.result.Store(v.(*resultCheck))
 		return v.(*resultCheck)
 	}
 	v := &resultCheck{codec: c, byPointer: t.Kind() == reflect.Interface}
@@ -164,7 +187,6 @@ func (s *memoSpec) checkResult(m *Manager, key string, c Codec, t reflect.Type) 
 	} else if v.err != nil {
 		m.usageError(key, v.err)
 	}
-	s.result.Store(v)
 	return v
 }
 

@@ -163,6 +163,39 @@ func TestResultTypesRoundTripOrAreRefused(t *testing.T) {
 	})
 }
 
+// Fetch calls without options share their manager's spec whatever their
+// result type: each type keeps its own verdict, in any order of calls.
+func TestFetchResultTypesKeepTheirOwnVerdicts(t *testing.T) {
+	ctx := context.Background()
+	m, _ := newManager(t)
+	const big = int64(1)<<60 + 1
+	var refusedRuns, typedRuns counter
+	refused := func(ctx context.Context) (any, error) {
+		refusedRuns.n.Add(1)
+		depcache.AddDependency(ctx, "t")
+		return rtUser{"ann", big}, nil
+	}
+	typed := func(ctx context.Context) (rtUser, error) {
+		typedRuns.n.Add(1)
+		depcache.AddDependency(ctx, "t")
+		return rtUser{"bob", big}, nil
+	}
+	for range 3 {
+		if v, err := depcache.Fetch(ctx, m, "typed", typed); err != nil || v.Big != big {
+			t.Fatalf("typed: %#v, %v", v, err)
+		}
+		if v, err := depcache.Fetch(ctx, m, "refused", refused); err != nil || v != (rtUser{"ann", big}) {
+			t.Fatalf("refused: %#v, %v", v, err)
+		}
+	}
+	if n := typedRuns.calls(); n != 1 {
+		t.Errorf("the typed result ran %d times, want once (then hits)", n)
+	}
+	if n := refusedRuns.calls(); n != 3 {
+		t.Errorf("the interface result ran %d times, want every time (never cached)", n)
+	}
+}
+
 type rtNode struct {
 	Name     string
 	Children []*rtNode

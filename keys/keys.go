@@ -68,18 +68,50 @@ func AppendOf(dst []byte, args ...any) ([]byte, error) {
 	start := len(dst)
 	dst = append(dst, Version...)
 	for i, a := range args {
-		atom, err := ArgErr(a)
+		var err error
+		dst, err = appendArg(append(dst, '|'), a)
 		if err != nil && first == nil {
 			first = fmt.Errorf("argument %d: %w", i, err)
 		}
-		dst = append(dst, '|')
-		dst = append(dst, atom...)
 	}
 	if len(dst)-start > MaxLen {
 		h := hashHex(dst[start:])
 		dst = append(append(append(dst[:start], Version...), '#'), h...)
 	}
 	return dst, first
+}
+
+// appendArg appends the atom [ArgErr] returns for v: integers, booleans and
+// short strings (a memoized call's usual arguments) are written in place,
+// without the atom's own string.
+func appendArg(dst []byte, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case int:
+		return strconv.AppendInt(append(dst, "i:"...), int64(x), 10), nil
+	case int64:
+		return strconv.AppendInt(append(dst, "i:"...), x, 10), nil
+	case int32:
+		return strconv.AppendInt(append(dst, "i:"...), int64(x), 10), nil
+	case uint:
+		return strconv.AppendUint(append(dst, "u:"...), uint64(x), 10), nil
+	case uint64:
+		return strconv.AppendUint(append(dst, "u:"...), x, 10), nil
+	case uint32:
+		return strconv.AppendUint(append(dst, "u:"...), uint64(x), 10), nil
+	case bool:
+		return strconv.AppendBool(dst, x), nil
+	case string:
+		if len(x) <= maxStringAtom {
+			start := len(dst)
+			dst = strconv.AppendQuote(append(dst, "s:"...), x)
+			if len(dst)-start-len("s:") <= maxQuotedAtom {
+				return dst, nil
+			}
+			dst = dst[:start]
+		}
+	}
+	atom, err := ArgErr(v)
+	return append(dst, atom...), err
 }
 
 // Arg returns the atom of one argument, as it appears in [Of].

@@ -593,8 +593,8 @@ func (c *config) leaseMS() int64 {
 
 // decodeEntry reads the envelope v stored under ek: a hit, or a miss with
 // Corrupt once the bytes that are no envelope are deleted.
-func decodeEntry(ctx context.Context, c redis.Cmdable, log *slog.Logger, key, ek, v string) (backends.Lookup, error) {
-	e, err := backends.DecodeEntryString(v)
+func decodeEntry(ctx context.Context, c redis.Cmdable, log *slog.Logger, key, ek, v string, deps []string) (backends.Lookup, error) {
+	e, err := backends.DecodeEntryStringInto(v, deps)
 	if err == nil {
 		return backends.Lookup{Found: true, Entry: e}, nil
 	}

@@ -163,7 +163,7 @@ func (c *cluster) lookup(ctx context.Context, srv *server, ns, key string) (back
 	case isLease(v):
 		res.Busy = true
 	default:
-		l, err := decodeEntry(ctx, c.client, c.log, key, ek, v)
+		l, err := decodeEntry(ctx, c.client, c.log, key, ek, v, nil)
 		if err != nil || l.Found {
 			return l, err
 		}

@@ -137,7 +137,7 @@ func (s *single) lookup(ctx context.Context, srv *server, ns, key string) (backe
 		// Another process, with WithFillLock, is filling the key.
 		res.Busy = true
 	} else if v != "" {
-		if res, err = s.decode(ctx, key, ek, v); err != nil || res.Found {
+		if res, err = s.decode(ctx, key, ek, v, a.deps[:0]); err != nil || res.Found {
 			return res, err
 		}
 	}
@@ -148,9 +148,10 @@ func (s *single) lookup(ctx context.Context, srv *server, ns, key string) (backe
 	return res, nil
 }
 
-// decode reads the envelope v stored under ek (decodeEntry).
-func (s *single) decode(ctx context.Context, key, ek, v string) (backends.Lookup, error) {
-	return decodeEntry(ctx, s.client, s.log, key, ek, v)
+// decode reads the envelope v stored under ek (decodeEntry), with its tags
+// in deps's array if they fit.
+func (s *single) decode(ctx context.Context, key, ek, v string, deps []string) (backends.Lookup, error) {
+	return decodeEntry(ctx, s.client, s.log, key, ek, v, deps)
 }
 
 // fill checks the stamps, registers and stores in one script.
@@ -505,12 +506,15 @@ func (s *single) cleanTags(ctx context.Context, srv *server, ns, drain string) e
 // lookupArgs are a lookup's MGET arguments in one allocation: the entry key
 // (in buf when it fits), and the argument list, whose key is an interface
 // pointing at ek rather than at a boxed copy. A hit spends two allocations
-// fewer than with entryKey and a plain argument list. Nothing writes to a
-// lookupArgs once made.
+// fewer than with entryKey and a plain argument list. deps is room for the
+// tags of the entry read (backends.DecodeEntryStringInto): a hit on an
+// entry with up to len(deps) tags allocates nothing more for them. Nothing
+// writes to a lookupArgs once made but the lookup's decode, into deps.
 type lookupArgs struct {
 	args [3]any
 	ek   string
 	buf  [128]byte
+	deps [4]string
 }
 
 func newLookupArgs(ns, key string, epochArg any) *lookupArgs {

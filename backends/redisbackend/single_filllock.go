@@ -82,7 +82,7 @@ func (s *lockedSingle) lookup(ctx context.Context, srv *server, ns, key string) 
 	switch code, _ := res[2].(int64); code {
 	case 0:
 		v, _ := res[0].(string)
-		if l, err = s.decode(ctx, key, ek, v); err != nil || l.Found {
+		if l, err = s.decode(ctx, key, ek, v, nil); err != nil || l.Found {
 			return l, err
 		}
 	case 1:
