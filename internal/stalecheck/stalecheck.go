@@ -1,6 +1,7 @@
 // Package stalecheck is a harness that looks for stale reads: concurrent
 // writers change a few hot rows through GORM while concurrent readers read
-// them through depcache.Memoize and the GORM plugin, and every read is
+// them through depcache.Memoize and the GORM plugin (or, with
+// Config.CachedReads, gormplugin.Cached queries), and every read is
 // checked against what had been committed and invalidated before it began.
 //
 // It checks three properties:
@@ -107,6 +108,11 @@ type Config struct {
 	// conjunctive list), writes that move rows between groups (by key, and
 	// mass updates of grp), and inserts into random groups.
 	Moves bool
+	// CachedReads makes the readers' lookups by id and lists (conjunctive
+	// ones with Moves) gormplugin.Cached queries instead of
+	// depcache.Memoize around GORM queries: the same read shapes, keyed
+	// from GORM's clauses and tagged by the plugin's read path.
+	CachedReads bool
 	// Midway, if set, runs once when half the reads are done and, where
 	// managers have in-process tiers, the tiers have served (to kill a
 	// subscription mid-run, for instance).
@@ -288,6 +294,24 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		list func(context.Context, int) ([]HotRow, error)
 	}
 	newReader := func(m *depcache.Manager, readDB *gorm.DB) reader {
+		if cfg.CachedReads {
+			cached := gormplugin.Cached(time.Hour)
+			byID := func(ctx context.Context, id int) (HotRow, error) {
+				var r HotRow
+				err := readDB.WithContext(ctx).Scopes(cached).First(&r, id).Error
+				return r, err
+			}
+			list := func(ctx context.Context, grp int) ([]HotRow, error) {
+				var rs []HotRow
+				q := readDB.WithContext(ctx).Scopes(cached).Order("id")
+				if grp >= 0 {
+					q = q.Where("grp = ?", grp)
+				}
+				err := q.Find(&rs).Error
+				return rs, err
+			}
+			return reader{m, byID, list}
+		}
 		byID := depcache.Memoize(func(ctx context.Context, id int) (HotRow, error) {
 			var r HotRow
 			err := readDB.WithContext(ctx).First(&r, id).Error

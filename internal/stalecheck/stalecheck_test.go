@@ -135,28 +135,30 @@ func targets(t *testing.T) []target {
 
 // TestGuardedHasNoStaleReads is the proof: depcache with the GORM plugin
 // serves no stale read, converges, and never serves a rolled-back value.
+//
+// Its -cached subtests read with gormplugin.Cached queries instead of
+// depcache.Memoize (Config.CachedReads).
 func TestGuardedHasNoStaleReads(t *testing.T) {
 	for _, tg := range targets(t) {
-		t.Run(tg.name, func(t *testing.T) {
-			quick, long := 5_000, 30_000
-			if tg.name == "sqlite+memory" {
-				quick, long = 20_000, 100_000
-			}
-			rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
-				DB: tg.db(t), Backend: tg.backend(t), Mode: stalecheck.Guarded, Reads: reads(t, quick, long),
-				Prefix: testPrefix(t),
+		for _, cached := range []bool{false, true} {
+			t.Run(subtestName(tg, cached), func(t *testing.T) {
+				quick, long := proofReads(tg)
+				rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
+					DB: tg.db(t), Backend: tg.backend(t), Mode: stalecheck.Guarded, Reads: reads(t, quick, long),
+					Prefix: testPrefix(t), CachedReads: cached,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Log(rep)
+				if rep.Stale != 0 || rep.Diverged != 0 || rep.PoisonRead != 0 {
+					t.Fatalf("violations: %v", rep)
+				}
+				if rep.Writes == 0 || rep.Hits == 0 || rep.Misses == 0 {
+					t.Fatalf("the run did not exercise the cache: %v", rep)
+				}
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Log(rep)
-			if rep.Stale != 0 || rep.Diverged != 0 || rep.PoisonRead != 0 {
-				t.Fatalf("violations: %v", rep)
-			}
-			if rep.Writes == 0 || rep.Hits == 0 || rep.Misses == 0 {
-				t.Fatalf("the run did not exercise the cache: %v", rep)
-			}
-		})
+		}
 	}
 }
 
@@ -164,64 +166,101 @@ func TestGuardedHasNoStaleReads(t *testing.T) {
 // readers also read each group's rows (a conjunctive list), writers move
 // rows between groups by key and by mass updates of the group column, and
 // insert into random groups.
+//
+// Its -cached subtests read with gormplugin.Cached queries instead of
+// depcache.Memoize (Config.CachedReads): Cached reads are keyed from
+// GORM's clauses and got no conjunction tags until ef36524.
 func TestConjunctionsHaveNoStaleReads(t *testing.T) {
 	for _, tg := range targets(t) {
-		t.Run(tg.name, func(t *testing.T) {
-			quick, long := 5_000, 30_000
-			if tg.name == "sqlite+memory" {
-				quick, long = 20_000, 100_000
-			}
-			rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
-				DB: tg.db(t), Backend: tg.backend(t), Mode: stalecheck.Guarded, Reads: reads(t, quick, long),
-				Prefix: testPrefix(t), Moves: true,
-				PluginOptions: []gormplugin.Option{gormplugin.WithConjunctionTags(0), gormplugin.WithLogger(quietLog)},
+		for _, cached := range []bool{false, true} {
+			t.Run(subtestName(tg, cached), func(t *testing.T) {
+				quick, long := proofReads(tg)
+				rep, err := stalecheck.Run(context.Background(), stalecheck.Config{
+					DB: tg.db(t), Backend: tg.backend(t), Mode: stalecheck.Guarded, Reads: reads(t, quick, long),
+					Prefix: testPrefix(t), Moves: true, CachedReads: cached,
+					PluginOptions: []gormplugin.Option{gormplugin.WithConjunctionTags(0), gormplugin.WithLogger(quietLog)},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Log(rep)
+				if rep.Stale != 0 || rep.Diverged != 0 || rep.PoisonRead != 0 {
+					t.Fatalf("violations: %v", rep)
+				}
+				if rep.Writes == 0 || rep.Hits == 0 || rep.Misses == 0 {
+					t.Fatalf("the run did not exercise the cache: %v", rep)
+				}
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Log(rep)
-			if rep.Stale != 0 || rep.Diverged != 0 || rep.PoisonRead != 0 {
-				t.Fatalf("violations: %v", rep)
-			}
-			if rep.Writes == 0 || rep.Hits == 0 || rep.Misses == 0 {
-				t.Fatalf("the run did not exercise the cache: %v", rep)
-			}
-		})
+		}
 	}
+}
+
+// subtestName names a proof run's subtest: the target, and -cached when
+// its reads are gormplugin.Cached queries.
+func subtestName(tg target, cached bool) string {
+	if cached {
+		return tg.name + "-cached"
+	}
+	return tg.name
+}
+
+// proofReads returns a proof run's reads, quick and long: the embedded
+// defaults read more.
+func proofReads(tg target) (quick, long int) {
+	if tg.name == "sqlite+memory" {
+		return 20_000, 100_000
+	}
+	return 5_000, 30_000
 }
 
 // TestMovesBite shows the harness finds the stale reads of a naive fill
-// in the conjunctive lists too.
+// in the conjunctive lists too, with Memoize and with Cached reads.
 func TestMovesBite(t *testing.T) {
 	tg := targets(t)[0]
-	// A naive fill goes stale only when a write lands inside its window,
-	// which a short run on a loaded machine can miss: a few runs, the
-	// first with a stale read ends it.
-	var rep stalecheck.Report
-	for range 5 {
-		var err error
-		rep, err = stalecheck.Run(context.Background(), stalecheck.Config{
-			DB: tg.db(t), Backend: tg.backend(t), Mode: stalecheck.Naive, Reads: reads(t, 5_000, 20_000),
-			Prefix: testPrefix(t), Moves: true,
-			PluginOptions: []gormplugin.Option{gormplugin.WithConjunctionTags(0), gormplugin.WithLogger(quietLog)},
+	for _, cached := range []bool{false, true} {
+		name := "memoize"
+		if cached {
+			name = "cached"
+		}
+		t.Run(name, func(t *testing.T) {
+			// A naive fill goes stale only when a write lands inside its
+			// window, which a short run on a loaded machine can miss: a few
+			// runs, the first with a stale read ends it.
+			var rep stalecheck.Report
+			for range 5 {
+				var err error
+				rep, err = stalecheck.Run(context.Background(), stalecheck.Config{
+					DB: tg.db(t), Backend: tg.backend(t), Mode: stalecheck.Naive, Reads: reads(t, 5_000, 20_000),
+					Prefix: testPrefix(t), Moves: true, CachedReads: cached,
+					PluginOptions: []gormplugin.Option{gormplugin.WithConjunctionTags(0), gormplugin.WithLogger(quietLog)},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Log(rep)
+				if rep.Stale != 0 {
+					return
+				}
+			}
+			t.Fatalf("5 naive runs produced no stale read: the harness does not bite (%v)", rep)
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Log(rep)
-		if rep.Stale != 0 {
-			return
-		}
 	}
-	t.Fatalf("5 naive runs produced no stale read: the harness does not bite (%v)", rep)
 }
 
 // TestHarnessBites shows the harness finds the stale reads of a naive fill
-// and of invalidating before COMMIT.
+// and of invalidating before COMMIT, with Memoize and with Cached reads.
 func TestHarnessBites(t *testing.T) {
 	tg := targets(t)[0]
-	for _, mode := range []stalecheck.Mode{stalecheck.Naive, stalecheck.InvalidateBeforeCommit} {
-		t.Run(mode.String(), func(t *testing.T) {
+	for _, c := range []struct {
+		mode   stalecheck.Mode
+		cached bool
+	}{{stalecheck.Naive, false}, {stalecheck.InvalidateBeforeCommit, false}, {stalecheck.Naive, true}, {stalecheck.InvalidateBeforeCommit, true}} {
+		mode := c.mode
+		name := mode.String()
+		if c.cached {
+			name += "-cached"
+		}
+		t.Run(name, func(t *testing.T) {
 			// A faulty fill goes stale only when a write lands inside its
 			// window, which a short run on a loaded machine can miss: a few
 			// runs, the first with a stale read ends it.
@@ -231,6 +270,7 @@ func TestHarnessBites(t *testing.T) {
 				var err error
 				rep, err = stalecheck.Run(context.Background(), stalecheck.Config{
 					DB: openSQLite(t, path), PlainDB: openSQLite(t, path), Backend: tg.backend(t), Mode: mode, Reads: reads(t, 5_000, 20_000), Prefix: testPrefix(t),
+					CachedReads: c.cached,
 				})
 				if err != nil {
 					t.Fatal(err)
