@@ -78,6 +78,7 @@ type keyedQuery struct {
 	sqlKey      string
 	dest, model string
 	preloads    string
+	staleVars   bool
 }
 
 func compareKeyed(t *testing.T, a, b keyedQuery) {
@@ -104,6 +105,11 @@ func fuzzKeyDB(tb testing.TB) *gorm.DB {
 		out, _ := db.Statement.Context.Value(fuzzOutKey{}).(*keyedQuery)
 		if db.Error != nil || out == nil {
 			return
+		}
+		if out.staleVars {
+			// A statement that arrives with variables but no SQL (as
+			// GORM hands a subquery its parent's).
+			db.Statement.Vars = append(db.Statement.Vars, "stale")
 		}
 		out.key, out.ok = clauseKey(db)
 		callbacks.BuildQuerySQL(db)
@@ -527,8 +533,11 @@ func fuzzStatement(t *testing.T, db *gorm.DB, in []byte) keyedQuery {
 	if model != nil {
 		q = q.Model(model)
 	}
-	if r.n(2) == 0 {
+	switch r.n(8) {
+	case 0, 1, 2, 3:
 		q = q.Scopes(Cached(time.Minute))
+	case 4:
+		out.staleVars = true
 	}
 	for steps := r.n(6); steps > 0; steps-- {
 		switch r.n(16) {
@@ -628,4 +637,26 @@ func fuzzStatement(t *testing.T, db *gorm.DB, in []byte) keyedQuery {
 		q.Model(dest).Pluck("name", &names)
 	}
 	return *out
+}
+
+// A statement that arrives with variables but no SQL (as GORM hands a
+// subquery its parent's) builds its own after them: the same clauses then
+// make other variables (and, on PostgreSQL, other placeholders), so it
+// keeps the SQL key. FuzzClauseKeyCollisions found both sharing a key:
+// Last(&[]fzPost{}) with the variable "stale" and without.
+func TestClauseKeyStatementWithVars(t *testing.T) {
+	db := fuzzKeyDB(t)
+	run := func(stale bool) keyedQuery {
+		out := &keyedQuery{staleVars: stale}
+		var ps []fzPost
+		db.Session(&gorm.Session{NewDB: true, Context: context.WithValue(t.Context(), fuzzOutKey{}, out)}).Last(&ps)
+		return *out
+	}
+	clean, stale := run(false), run(true)
+	if !clean.ok {
+		t.Fatalf("%s: not keyed from its clauses", clean.sql)
+	}
+	if stale.ok {
+		t.Fatalf("%s %s: keyed from its clauses as %s, as is %s without the variable", stale.sql, stale.vars, stale.key, clean.key)
+	}
 }
