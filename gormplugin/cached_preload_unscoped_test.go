@@ -24,7 +24,7 @@ type commentOnPost struct {
 // preload only where its SQL and variables match (session.go), so the
 // Unscoped query still reads the soft-deleted post, and the scoped one
 // does not.
-func TestCachedPreloadUnscopedKeyedApart(t *testing.T) {
+func TestCachedPreloadUnscopedReadsItsOwnRows(t *testing.T) {
 	forEachDB(t, func(t *testing.T, e *env) {
 		noErr(t, "soft delete post 7", e.db.Delete(&Post{}, 7).Error)
 		stmt := &gorm.Statement{DB: e.db}
