@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
@@ -36,37 +38,44 @@ func FuzzClauseKeyCollisions(f *testing.F) {
 	} {
 		f.Add([]byte(s), []byte(s+"\x01"))
 	}
-	db := fuzzKeyDB(f)
+	dbs := fuzzKeyDBs(f)
 	// GORM logs conditions whose types it cannot parse on its global
 	// logger; fuzz targets run after the package's tests.
 	prev := logger.Default
 	logger.Default = logger.Discard
 	f.Cleanup(func() { logger.Default = prev })
 	f.Fuzz(func(t *testing.T, a, b []byte) {
-		ra := fuzzStatement(t, db, a)
-		rb := fuzzStatement(t, db, b)
-		if again := fuzzStatement(t, db, a); ra.ok != again.ok || ra.key != again.key || ra.sql != again.sql {
-			t.Fatalf("not deterministic: %+v\nagain %+v", ra, again)
-		}
-		compareKeyed(t, ra, rb)
-		for _, r := range []keyedQuery{ra, rb} {
-			if !r.ok {
-				continue
-			}
-			fuzzSeenMu.Lock()
-			prev, seen := fuzzSeen[r.key]
-			if !seen {
-				if len(fuzzSeen) > 1<<17 {
-					clear(fuzzSeen)
-				}
-				fuzzSeen[r.key] = r
-			}
-			fuzzSeenMu.Unlock()
-			if seen {
-				compareKeyed(t, prev, r)
-			}
+		for _, db := range dbs {
+			fuzzPair(t, db, a, b)
 		}
 	})
+}
+
+// fuzzPair checks the statements a and b build on db.
+func fuzzPair(t *testing.T, db *gorm.DB, a, b []byte) {
+	ra := fuzzStatement(t, db, a)
+	rb := fuzzStatement(t, db, b)
+	if again := fuzzStatement(t, db, a); ra.ok != again.ok || ra.key != again.key || ra.sql != again.sql {
+		t.Fatalf("not deterministic: %+v\nagain %+v", ra, again)
+	}
+	compareKeyed(t, ra, rb)
+	for _, r := range []keyedQuery{ra, rb} {
+		if !r.ok {
+			continue
+		}
+		fuzzSeenMu.Lock()
+		prev, seen := fuzzSeen[r.key]
+		if !seen {
+			if len(fuzzSeen) > 1<<17 {
+				clear(fuzzSeen)
+			}
+			fuzzSeen[r.key] = r
+		}
+		fuzzSeenMu.Unlock()
+		if seen {
+			compareKeyed(t, prev, r)
+		}
+	}
 }
 
 var (
@@ -77,6 +86,7 @@ var (
 // keyedQuery is what one statement was keyed and built as.
 type keyedQuery struct {
 	in          string
+	dialect     string
 	key         string
 	ok          bool
 	sql, vars   string
@@ -91,7 +101,7 @@ func compareKeyed(t *testing.T, a, b keyedQuery) {
 	if !a.ok || !b.ok || a.key != b.key {
 		return
 	}
-	if a.sql != b.sql || a.vars != b.vars || a.sqlKey != b.sqlKey || a.dest != b.dest || a.model != b.model || a.preloads != b.preloads {
+	if a.dialect != b.dialect || a.sql != b.sql || a.vars != b.vars || a.sqlKey != b.sqlKey || a.dest != b.dest || a.model != b.model || a.preloads != b.preloads {
 		t.Fatalf("one clause key for two queries:\n  %+v\n  %+v", a, b)
 	}
 }
@@ -100,7 +110,21 @@ var errFuzzStop = errors.New("fuzz: built, not run")
 
 // fuzzKeyDB is a SQLite DB whose query callback keys, builds and stops.
 func fuzzKeyDB(tb testing.TB) *gorm.DB {
-	db, err := gorm.Open(sqlite.Open("file::memory:"), &gorm.Config{Logger: logger.Discard})
+	return fuzzKeyDBOn(tb, sqlite.Open("file::memory:"))
+}
+
+// fuzzKeyDBs are fuzzKeyDB and the same on PostgreSQL and MySQL, whose
+// dialects build without a server (no query is run).
+func fuzzKeyDBs(tb testing.TB) []*gorm.DB {
+	return []*gorm.DB{
+		fuzzKeyDB(tb),
+		fuzzKeyDBOn(tb, postgres.New(postgres.Config{DSN: "host=127.0.0.1 port=1 user=none dbname=none sslmode=disable"})),
+		fuzzKeyDBOn(tb, mysql.New(mysql.Config{DSN: "none@tcp(127.0.0.1:1)/none", SkipInitializeWithVersion: true})),
+	}
+}
+
+func fuzzKeyDBOn(tb testing.TB, d gorm.Dialector) *gorm.DB {
+	db, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard, DisableAutomaticPing: true})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -116,6 +140,7 @@ func fuzzKeyDB(tb testing.TB) *gorm.DB {
 			// GORM hands a subquery its parent's).
 			db.Statement.Vars = append(db.Statement.Vars, "stale")
 		}
+		out.dialect = db.Dialector.Name()
 		out.key, out.ok = clauseKey(db)
 		callbacks.BuildQuerySQL(db)
 		if db.Error != nil {
