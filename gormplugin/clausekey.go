@@ -24,10 +24,11 @@ import (
 // would build the SQL from instead — where it can be sure that what it
 // reads decides the SQL and its variables completely:
 //
-//   - the statement has no SQL yet, a model, a plain table name (no
-//     TableExpr), no Joins, Select, Omit, no Config.QueryFields, and a
-//     destination that GORM reads with SELECT * (the model, a slice of it
-//     or of pointers to it, or anything it does not look into);
+//   - the statement has no SQL and no variables yet, a model, a plain
+//     table name (no TableExpr), no Joins, Select, Omit, no
+//     Config.QueryFields, and a destination that GORM reads with
+//     SELECT * (the model, a slice of it or of pointers to it, or
+//     anything it does not look into);
 //   - its clauses are WHERE, ORDER BY and LIMIT only (and the markers of
 //     Cached and of soft delete), each a bare expression of the clause
 //     package's own types: Expr, Eq, Neq, Gt, Gte, Lt, Lte, Like, IN, And,
@@ -85,7 +86,7 @@ func checkClauseKey(clauseKey, sqlKey, sql string) {
 func clauseKey(db *gorm.DB) (string, bool) {
 	stmt := db.Statement
 	s := stmt.Schema
-	if stmt.SQL.Len() > 0 || s == nil || stmt.Table == "" || stmt.TableExpr != nil ||
+	if stmt.SQL.Len() > 0 || len(stmt.Vars) > 0 || s == nil || stmt.Table == "" || stmt.TableExpr != nil ||
 		len(stmt.Joins) > 0 || len(stmt.Selects) > 0 || len(stmt.Omits) > 0 || db.QueryFields {
 		return "", false
 	}
