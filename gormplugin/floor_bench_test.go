@@ -74,42 +74,17 @@ func BenchmarkGORMFloor(b *testing.B) {
 			return nil
 		}
 	}
-	ops := []struct {
-		name string
-		run  func() error
-	}{
+	ops := []benchOp{
 		{"sqlite", first(plain.WithContext(ctx), true)},
 		{"dryrun", first(plain.WithContext(ctx).Session(&gorm.Session{DryRun: true}), false)},
 		{"noquery", first(noquery.WithContext(ctx), false)},
 		{"tier", first(tiered.WithContext(ctx).Scopes(gormplugin.Cached(time.Minute)).Session(&gorm.Session{}), true)},
 	}
-	for _, op := range ops { // warm: the first Cached call fills
-		if err := op.run(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	warm(b, ops) // the first Cached call fills
 	local := m.Stats().LocalHits
-	took := make([][]float64, len(ops))
-	i := 0
-	for b.Loop() {
-		i++
-		for k := range ops {
-			op := (i + k) % len(ops)
-			start := time.Now()
-			if err := ops[op].run(); err != nil {
-				b.Fatal(err)
-			}
-			took[op] = append(took[op], float64(time.Since(start).Nanoseconds()))
-		}
-	}
+	took := interleave(b, ops)
 	if m.Stats().LocalHits == local {
 		b.Fatal("no hit came from the tier")
 	}
-	for k, op := range ops {
-		b.ReportMetric(medianOf(took[k]), op.name+"-ns/op")
-		b.ReportMetric(testing.AllocsPerRun(50, func() { op.run() }), op.name+"-allocs/op")
-		if k > 0 {
-			b.ReportMetric(medianRatio(took[0], took[k]), "sqlite/"+op.name)
-		}
-	}
+	reportInterleaved(b, ops, took, 0)
 }
