@@ -191,7 +191,9 @@ func (p *Plugin) invalidateThen(ctx context.Context, tags []string, then func(er
 		var err error
 		if len(tags) > 0 {
 			if _, err = p.m.InvalidateDependency(bg, tags...); err != nil {
-				p.log.Error("gormplugin: invalidation after commit failed; the manager retries it", "tags", tags, "err", err)
+				// The manager logged it (at error level once per outage)
+				// and retries it.
+				p.log.Debug("gormplugin: invalidation after commit failed; the manager retries it", "tags", tags, "err", err)
 			}
 		}
 		if then != nil {
