@@ -3,8 +3,6 @@ package depcache_test
 import (
 	"context"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,42 +10,12 @@ import (
 	"github.com/depcache/go-depcache/depcache"
 )
 
-// levelRecords keeps every log record's level and message.
-type levelRecords struct {
-	mu   sync.Mutex
-	recs []slog.Record
-}
-
-func (r *levelRecords) Enabled(context.Context, slog.Level) bool { return true }
-func (r *levelRecords) Handle(_ context.Context, rec slog.Record) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.recs = append(r.recs, rec.Clone())
-	return nil
-}
-func (r *levelRecords) WithAttrs([]slog.Attr) slog.Handler { return r }
-func (r *levelRecords) WithGroup(string) slog.Handler      { return r }
-
-// count returns how many records at level have a message starting with
-// prefix.
-func (r *levelRecords) count(level slog.Level, prefix string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, rec := range r.recs {
-		if rec.Level == level && strings.HasPrefix(rec.Message, prefix) {
-			n++
-		}
-	}
-	return n
-}
-
 // TestFailedInvalidationsLoggedOncePerOutage: a burst of writes during an
 // outage logs one error, not one per write; the first success logs the end
 // of the outage with how many failed after the first; the next outage logs
 // its own error.
 func TestFailedInvalidationsLoggedOncePerOutage(t *testing.T) {
-	logs := &levelRecords{}
+	logs := &records{}
 	f := &faulty{Backend: memory.New()}
 	// No background retry within the test: it would add failures of its own.
 	m := depcache.New(f, depcache.WithLogger(slog.New(logs)), depcache.WithName(t.Name()), depcache.WithRetryBackoff(time.Hour, time.Hour))
@@ -61,10 +29,10 @@ func TestFailedInvalidationsLoggedOncePerOutage(t *testing.T) {
 			t.Fatal("InvalidateDependency succeeded on a failing backend")
 		}
 	}
-	if n := logs.count(slog.LevelError, failed); n != 1 {
+	if n := logs.countLevel(slog.LevelError, failed); n != 1 {
 		t.Errorf("%d error lines for 50 failed invalidations in one outage, want 1", n)
 	}
-	if n := logs.count(slog.LevelDebug, failed); n != 49 {
+	if n := logs.countLevel(slog.LevelDebug, failed); n != 49 {
 		t.Errorf("%d debug lines for the 49 failures after the first, want 49", n)
 	}
 	if got := m.Stats().Errors; got < 50 {
@@ -104,7 +72,7 @@ func TestFailedInvalidationsLoggedOncePerOutage(t *testing.T) {
 	if _, err := m.InvalidateDependency(ctx, "post:x"); err == nil {
 		t.Fatal("InvalidateDependency succeeded on a failing backend")
 	}
-	if n := logs.count(slog.LevelError, failed); n != 2 {
+	if n := logs.countLevel(slog.LevelError, failed); n != 2 {
 		t.Errorf("%d error lines after a second outage began, want 2", n)
 	}
 }
