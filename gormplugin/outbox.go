@@ -101,7 +101,11 @@ func WithOutboxTable(name string) Option {
 // (at least 50ms) apart, found none in use and no statement in between. So
 // polls come every interval plus at most half of it (100ms at least); an
 // application that starts a statement during such a poll, after that
-// quiet, can still get a new connection.
+// quiet, can still get a new connection; and so can one whose connections
+// are busy for a whole interval with statements that do not pass through
+// the plugin (prepared statements with PrepareStmt, long reads of rows,
+// several goroutines): the flusher then polls anyway, once the poll has
+// been due for an interval (a second at least).
 func WithOutboxPoll(d time.Duration) Option { return func(c *config) { c.outboxPoll = d } }
 
 var outboxTableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
@@ -211,6 +215,8 @@ type outbox struct {
 	polls    atomic.Int64    // polls made, for tests
 	lastPoll atomic.Int64    // when the last poll ran, Unix ns
 	idle     bool            // the flusher's last look found the pool idle (flusher's own)
+	dueSince time.Time       // when pollDue was set (flusher's own)
+	appPolls bool            // a plugin's pool runs due polls (not NewSQLOutbox's)
 
 	base        context.Context // ends at close
 	stop        context.CancelFunc
@@ -227,12 +233,13 @@ func (p *Plugin) openOutbox(db *gorm.DB) error {
 	if err != nil {
 		return fmt.Errorf("%w: the database handle: %w", ErrOutbox, err)
 	}
-	return p.openOutboxOn(sqlDB, db.Dialector.Name())
+	return p.openOutboxOn(sqlDB, db.Dialector.Name(), true)
 }
 
 // openOutboxOn is openOutbox on a database/sql handle, of a dialect named
-// as GORM names them.
-func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string) error {
+// as GORM names them; appPolls: the plugin's pool is in front of it (its
+// statements run due polls).
+func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string, appPolls bool) error {
 	if p.m == nil {
 		return fmt.Errorf("%w: no manager", ErrOutbox)
 	}
@@ -259,8 +266,8 @@ func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string) error {
 	}
 	o := &outbox{
 		p: p, db: sqlDB, table: table, prefix: p.m.Prefix(), q: q, poll: poll,
-		singleWriter: dialect == "sqlite",
-		wake:         make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		singleWriter: dialect == "sqlite", appPolls: appPolls,
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 		stuck:    make(chan struct{}, 1),
 		drainSem: make(chan struct{}, 1),
 	}
@@ -685,6 +692,14 @@ func (o *outbox) run() {
 // reports whether the flusher must deliver rows left behind, and else when
 // to look again.
 func (o *outbox) pollByItself() (bool, time.Duration) {
+	if !o.appPolls {
+		// NewSQLOutbox: no statement of the application comes through
+		// the plugin.
+		if o.poll1() {
+			return true, 0
+		}
+		return false, o.poll
+	}
 	// Idle is two looks a grace apart: at least 50ms, so that an
 	// application between two statements is not taken for idle however
 	// short the poll.
@@ -695,16 +710,22 @@ func (o *outbox) pollByItself() (bool, time.Duration) {
 		}
 		o.active.Store(false)
 		o.idle = false
+		o.dueSince = time.Now()
 		o.pollDue.Store(true)
 		return false, grace
 	}
+	// Due for a whole interval (a second at least): the application is
+	// busy all along with statements that do not come through the
+	// plugin's pool (prepared statements, rows read for long, several
+	// goroutines): poll anyway, rather than never.
+	overdue := time.Since(o.dueSince) >= max(o.poll, time.Second)
 	// Idle: no connection in use at this look and the one before, and no
 	// statement in between. A connection in use is the application's
 	// (inside a transaction, reading rows); a statement would have polled.
 	busy := o.active.Swap(false) || o.db.Stats().InUse > 0
 	wasIdle := o.idle
 	o.idle = !busy
-	if busy || !wasIdle || !o.pollDue.CompareAndSwap(true, false) {
+	if (!overdue && (busy || !wasIdle)) || !o.pollDue.CompareAndSwap(true, false) {
 		return false, grace
 	}
 	if o.poll1() {

@@ -114,7 +114,7 @@ func TestOutboxPollTakesNoConnectionFromTheApplication(t *testing.T) {
 	if err := db.Create(&PragmaParent{ID: 1}).Error; err != nil {
 		t.Fatal(err)
 	}
-	const wantPolls = 30
+	const wantPolls = 10
 	for i := 0; gormplugin.OutboxPolls(p) < wantPolls; i++ {
 		if i == 100000 {
 			t.Fatalf("%d polls after %d rounds, want %d", gormplugin.OutboxPolls(p), i, wantPolls)
@@ -139,5 +139,41 @@ func TestOutboxPollTakesNoConnectionFromTheApplication(t *testing.T) {
 	}
 	if err := db.Create(&PragmaChild{ParentID: 999}).Error; err == nil {
 		t.Errorf("a child of a missing parent was created: the application's statement ran on a connection without PRAGMA foreign_keys")
+	}
+}
+
+// A poll the application's statements never run (here: a connection held
+// all along, no statement through the plugin) is not put off for ever:
+// the flusher polls anyway once it has been due for an interval (a second
+// at least), since rows a dead writer left must be found.
+func TestOutboxPollsABusyPool(t *testing.T) {
+	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "busy.db")), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sqlDB.Close() })
+	m := depcache.New(memory.New(), depcache.WithLogger(testLogger()))
+	t.Cleanup(func() { m.Close() })
+	p := gormplugin.New(m, gormplugin.WithOutbox(), gormplugin.WithOutboxPoll(time.Millisecond), gormplugin.WithLogger(testLogger()))
+	if err := db.Use(p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	conn, err := sqlDB.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := gormplugin.OutboxPolls(p)
+	deadline := time.Now().Add(10 * time.Second)
+	for gormplugin.OutboxPolls(p) < start+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d polls in 10s with the pool busy, want 2", gormplugin.OutboxPolls(p)-start)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
