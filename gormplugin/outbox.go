@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -89,6 +90,22 @@ func WithOutboxTable(name string) Option {
 // negative interval makes db.Use fail with ErrOutbox). A process whose
 // breaker never opened during an outage learns of such rows at the latest
 // two polls after they were committed.
+//
+// A due poll runs on the application's next statement outside a
+// transaction (or its next BEGIN), just before it and on the connection it
+// is about to take: a poll from another goroutine while the application
+// holds a connection would make database/sql open one more, without the
+// settings the application made per connection with Exec (SQLite's PRAGMA
+// foreign_keys, a SET). The flusher polls by itself only while the
+// application uses no connection: two looks, a quarter of the interval
+// (at least 50ms) apart, found none in use and no statement in between. So
+// polls come every interval plus at most half of it (100ms at least); an
+// application that starts a statement during such a poll, after that
+// quiet, can still get a new connection; and so can one whose connections
+// are busy for a whole interval with statements that do not pass through
+// the plugin (prepared statements with PrepareStmt, long reads of rows,
+// several goroutines): the flusher then polls anyway, once the poll has
+// been due for an interval (a second at least).
 func WithOutboxPoll(d time.Duration) Option { return func(c *config) { c.outboxPoll = d } }
 
 var outboxTableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
@@ -181,6 +198,26 @@ type outbox struct {
 	start   func()   // releases the hold taken at start; nil once released
 	closed  bool
 
+	// Polls run on the application's own goroutine where they can: a
+	// poll that takes a connection while the application is using one
+	// makes database/sql open another, and a setting made per connection
+	// with Exec (SQLite's PRAGMA foreign_keys, as GORM's own tests make
+	// it) is missing on the one the application may get next. So when a
+	// poll is due (pollDue), the application's next statement outside a
+	// transaction, or its next BEGIN, runs it first (pluginPool); the
+	// flusher polls by itself only when two looks a grace apart found no
+	// connection in use and no statement ran in between (active, idle).
+	pollDue  atomic.Bool
+	active   atomic.Bool
+	stuck    chan struct{} // a poll found rows left behind: deliver them
+	seenMu   sync.Mutex
+	seen     map[string]bool // ids the last poll saw
+	polls    atomic.Int64    // polls made, for tests
+	lastPoll atomic.Int64    // when the last poll ran, Unix ns
+	idle     bool            // the flusher's last look found the pool idle (flusher's own)
+	dueSince time.Time       // when pollDue was set (flusher's own)
+	appPolls bool            // a plugin's pool runs due polls (not NewSQLOutbox's)
+
 	base        context.Context // ends at close
 	stop        context.CancelFunc
 	wake        chan struct{}
@@ -196,12 +233,13 @@ func (p *Plugin) openOutbox(db *gorm.DB) error {
 	if err != nil {
 		return fmt.Errorf("%w: the database handle: %w", ErrOutbox, err)
 	}
-	return p.openOutboxOn(sqlDB, db.Dialector.Name())
+	return p.openOutboxOn(sqlDB, db.Dialector.Name(), true)
 }
 
 // openOutboxOn is openOutbox on a database/sql handle, of a dialect named
-// as GORM names them.
-func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string) error {
+// as GORM names them; appPolls: the plugin's pool is in front of it (its
+// statements run due polls).
+func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string, appPolls bool) error {
 	if p.m == nil {
 		return fmt.Errorf("%w: no manager", ErrOutbox)
 	}
@@ -228,8 +266,9 @@ func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string) error {
 	}
 	o := &outbox{
 		p: p, db: sqlDB, table: table, prefix: p.m.Prefix(), q: q, poll: poll,
-		singleWriter: dialect == "sqlite",
-		wake:         make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		singleWriter: dialect == "sqlite", appPolls: appPolls,
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		stuck:    make(chan struct{}, 1),
 		drainSem: make(chan struct{}, 1),
 	}
 	ctx := context.Background()
@@ -578,7 +617,6 @@ func (o *outbox) run() {
 	defer close(o.done)
 	const minWait, maxWait = 50 * time.Millisecond, 5 * time.Second
 	backoff := minWait
-	var seen map[string]bool // ids the last poll saw
 	// Initialize has just read the table: the first poll waits a period
 	// unless rows were left. Polling at once would take a second
 	// connection while the application runs its first statements, and
@@ -622,28 +660,108 @@ func (o *outbox) run() {
 				o.deleteQueued(context.Background())
 			}
 			continue
+		case <-o.stuck: // the application's statement polled and found rows left behind
 		case <-timer.C:
-		}
-		o.mu.Lock()
-		mustDrain := o.failed
-		o.mu.Unlock()
-		if !mustDrain {
-			stuck, now := o.pollStuck(seen)
-			seen = now
-			mustDrain = stuck
-		}
-		if !mustDrain {
-			reset(o.poll)
-			continue
+			o.mu.Lock()
+			failed := o.failed
+			o.mu.Unlock()
+			if !failed {
+				deliver, next := o.pollByItself()
+				if !deliver {
+					reset(next)
+					continue
+				}
+			}
 		}
 		if err := o.deliverHeld(); err != nil {
 			backoff = min(2*backoff, maxWait)
 			reset(jitter(backoff))
 			continue
 		}
-		backoff, seen = minWait, nil
+		backoff = minWait
+		o.seenMu.Lock()
+		o.seen = nil
+		o.seenMu.Unlock()
 		reset(o.poll)
 	}
+}
+
+// pollByItself runs when the flusher's timer fires with nothing to
+// deliver: it marks a poll due for the application's next statement, or,
+// where the application has not used the pool since, polls itself. It
+// reports whether the flusher must deliver rows left behind, and else when
+// to look again.
+func (o *outbox) pollByItself() (bool, time.Duration) {
+	if !o.appPolls {
+		// NewSQLOutbox: no statement of the application comes through
+		// the plugin.
+		if o.poll1() {
+			return true, 0
+		}
+		return false, o.poll
+	}
+	// Idle is two looks a grace apart: at least 50ms, so that an
+	// application between two statements is not taken for idle however
+	// short the poll.
+	grace := max(o.poll/4, 50*time.Millisecond)
+	if !o.pollDue.Load() {
+		if since := time.Since(time.Unix(0, o.lastPoll.Load())); since < o.poll {
+			return false, o.poll - since // the application polled
+		}
+		o.active.Store(false)
+		o.idle = false
+		o.dueSince = time.Now()
+		o.pollDue.Store(true)
+		return false, grace
+	}
+	// Due for a whole interval (a second at least): the application is
+	// busy all along with statements that do not come through the
+	// plugin's pool (prepared statements, rows read for long, several
+	// goroutines): poll anyway, rather than never.
+	overdue := time.Since(o.dueSince) >= max(o.poll, time.Second)
+	// Idle: no connection in use at this look and the one before, and no
+	// statement in between. A connection in use is the application's
+	// (inside a transaction, reading rows); a statement would have polled.
+	busy := o.active.Swap(false) || o.db.Stats().InUse > 0
+	wasIdle := o.idle
+	o.idle = !busy
+	if (!overdue && (busy || !wasIdle)) || !o.pollDue.CompareAndSwap(true, false) {
+		return false, grace
+	}
+	if o.poll1() {
+		return true, 0
+	}
+	return false, o.poll
+}
+
+// polledByApp runs on the application's goroutine before a statement on
+// the pool outside a transaction, and before a BEGIN: the due poll, if
+// any, on the connection the statement is about to take.
+func (o *outbox) polledByApp() {
+	if !o.active.Load() {
+		o.active.Store(true)
+	}
+	if o.base.Err() != nil {
+		return // closed: the flusher has stopped polling
+	}
+	if o.pollDue.Load() && o.pollDue.CompareAndSwap(true, false) && o.poll1() {
+		select {
+		case o.stuck <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// poll1 reads the outbox once and reports whether a row was already there
+// at the previous poll.
+func (o *outbox) poll1() bool {
+	o.seenMu.Lock()
+	defer o.seenMu.Unlock()
+	stuck, now := o.pollStuck(o.seen)
+	o.seen = now
+	o.polls.Add(1)
+	o.lastPoll.Store(time.Now().UnixNano())
+	return stuck
 }
 
 // deliverHeld holds the manager while it drains the outbox, and releases

@@ -25,6 +25,7 @@ var (
 )
 
 func (outer *pluginPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
+	outer.p.beforePoolUse()
 	var (
 		inner gorm.ConnPool
 		err   error
@@ -109,4 +110,65 @@ func beginOwnTx(ctx context.Context, connPool gorm.ConnPool) (gorm.ConnPool, *tx
 		}
 	}
 	return nil, nil, false
+}
+
+// The statements of the application outside a transaction, and its
+// BEGINs, run a due outbox poll first (outbox.polledByApp): on the
+// connection they are about to take, rather than on one the flusher would
+// take from under them.
+
+func (outer *pluginPool) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	outer.p.beforePoolUse()
+	return outer.ConnPool.PrepareContext(ctx, query)
+}
+
+func (outer *pluginPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	outer.p.beforePoolUse()
+	return outer.ConnPool.ExecContext(ctx, query, args...)
+}
+
+func (outer *pluginPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	outer.p.beforePoolUse()
+	return outer.ConnPool.QueryContext(ctx, query, args...)
+}
+
+func (outer *pluginPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	outer.p.beforePoolUse()
+	return outer.ConnPool.QueryRowContext(ctx, query, args...)
+}
+
+func (p *Plugin) beforePoolUse() {
+	if p.ob != nil {
+		p.ob.polledByApp()
+	}
+}
+
+// Statements inside a transaction only tell the flusher that the
+// application is busy: a poll there would read in the transaction's
+// snapshot, or wait for its connection.
+
+func (t *txPool) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	t.p.poolBusy()
+	return t.ConnPool.PrepareContext(ctx, query)
+}
+
+func (t *txPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	t.p.poolBusy()
+	return t.ConnPool.ExecContext(ctx, query, args...)
+}
+
+func (t *txPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	t.p.poolBusy()
+	return t.ConnPool.QueryContext(ctx, query, args...)
+}
+
+func (t *txPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	t.p.poolBusy()
+	return t.ConnPool.QueryRowContext(ctx, query, args...)
+}
+
+func (p *Plugin) poolBusy() {
+	if o := p.ob; o != nil && !o.active.Load() {
+		o.active.Store(true)
+	}
 }

@@ -27,7 +27,7 @@ func NewSQLOutbox(m *depcache.Manager, db *sql.DB, dialect string, opts ...Optio
 		return nil, fmt.Errorf("%w: NewSQLOutbox needs a *sql.DB", ErrOutbox)
 	}
 	p := New(m, append(opts, WithOutbox())...)
-	if err := p.openOutboxOn(db, dialect); err != nil {
+	if err := p.openOutboxOn(db, dialect, false); err != nil {
 		return nil, err
 	}
 	return &SQLOutbox{p: p}, nil

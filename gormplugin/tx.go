@@ -68,6 +68,7 @@ func (t *txPool) enqueue(tags []string) {
 // Commit commits, then runs the queued invalidations — also when COMMIT
 // returned an error, since the commit may have happened.
 func (t *txPool) Commit() error {
+	t.p.poolBusy()
 	committer, ok := t.ConnPool.(gorm.TxCommitter)
 	if !ok {
 		return gorm.ErrInvalidTransaction
@@ -96,6 +97,7 @@ func (t *txPool) Commit() error {
 // Rollback drops the queued invalidations, unless Commit was called before
 // (GORM's Transaction rolls back after a failed Commit).
 func (t *txPool) Rollback() error {
+	t.p.poolBusy()
 	committer, ok := t.ConnPool.(gorm.TxCommitter)
 	if !ok {
 		return gorm.ErrInvalidTransaction
