@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,8 @@ var ErrInvalidTTL = errors.New("depcache: invalid TTL")
 
 // A Manager caches values in one backend namespace and invalidates them by
 // dependency. It is safe for concurrent use. Create one with New or
-// GetOrCreate; the zero value is not usable.
+// GetOrCreate; the zero value is not usable. Its methods, like Memoize and
+// Fetch, take a nil ctx as context.Background().
 type Manager struct {
 	cfg      config
 	name     string
@@ -59,7 +61,7 @@ type Manager struct {
 func New(b backends.Backend, opts ...Option) *Manager {
 	cfg := buildConfig(opts)
 	if b == nil && cfg.configErr == nil {
-		cfg.configErr = errors.New("depcache: New needs a backend")
+		cfg.configErr = fmt.Errorf("%w: New needs a backend (nil)", ErrInvalidOption)
 	}
 	return newManager(cfg, b, nil)
 }
@@ -136,6 +138,29 @@ func (m *Manager) usable() error {
 	return m.cfg.configErr
 }
 
+// orBackground is ctx, or context.Background() for a nil ctx: the
+// Manager's methods take a nil ctx as Memoize and Fetch do, where it would
+// otherwise panic inside a backend call.
+func orBackground(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return ctx
+}
+
+// checkDst reports a Get destination that no entry can be decoded into. It
+// is the caller's mistake, not the entry's: without this check the decode
+// would fail, and the entry be deleted as corrupt.
+func checkDst(key string, dst any) error {
+	if dst == nil {
+		return fmt.Errorf("depcache: Get %q: dst is nil; pass a non-nil pointer", key)
+	}
+	if v := reflect.ValueOf(dst); v.Kind() != reflect.Pointer || v.IsNil() {
+		return fmt.Errorf("depcache: Get %q: dst is a %T; pass a non-nil pointer", key, dst)
+	}
+	return nil
+}
+
 // cacheBudget is d, or half of what remains of ctx's deadline if that is
 // shorter.
 func cacheBudget(ctx context.Context, d time.Duration) time.Duration {
@@ -160,15 +185,20 @@ func (m *Manager) resolveTTL(d time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
-// Get decodes the entry under key into dst, a non-nil pointer. If the entry
-// holds a cached error, Get reports found and returns that error. Backend
-// errors are a miss unless the manager is strict. After a miss dst holds
-// nothing to rely on: an unreadable entry (a miss) may have been decoded
-// into it in part.
+// Get decodes the entry under key into dst, a non-nil pointer (anything
+// else is an error, and the entry is left alone). If the entry holds a
+// cached error, Get reports found and returns that error. Backend errors
+// are a miss unless the manager is strict. After a miss dst holds nothing
+// to rely on: an unreadable entry (a miss) may have been decoded into it
+// in part.
 func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err error) {
 	if err := m.usable(); err != nil {
 		return false, err
 	}
+	if err := checkDst(key, dst); err != nil {
+		return false, err
+	}
+	ctx = orBackground(ctx)
 	if !m.cfg.enabled {
 		return false, nil
 	}
@@ -241,6 +271,7 @@ func (m *Manager) Exists(ctx context.Context, key string) (bool, error) {
 	if err := m.usable(); err != nil {
 		return false, err
 	}
+	ctx = orBackground(ctx)
 	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
 	var result backends.Lookup
@@ -263,6 +294,7 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 	if err := m.usable(); err != nil {
 		return 0, err
 	}
+	ctx = orBackground(ctx)
 	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
 	var d time.Duration
@@ -288,6 +320,7 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	if err := m.usable(); err != nil {
 		return err
 	}
+	ctx = orBackground(ctx)
 	if !m.cfg.enabled {
 		return nil
 	}
@@ -382,6 +415,7 @@ func (m *Manager) Delete(ctx context.Context, keys ...string) (int, error) {
 	if err := m.usable(); err != nil {
 		return 0, err
 	}
+	ctx = orBackground(ctx)
 	if len(keys) == 0 {
 		return 0, nil
 	}
@@ -406,6 +440,7 @@ func (m *Manager) Delete(ctx context.Context, keys ...string) (int, error) {
 // succeeds; meanwhile this process serves no entry carrying those tags. A
 // disabled manager still invalidates.
 func (m *Manager) InvalidateDependency(ctx context.Context, deps ...string) (int, error) {
+	ctx = orBackground(ctx)
 	if m.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -448,6 +483,7 @@ func (m *Manager) invalidate(ctx context.Context, deps []string) (int, error) {
 // Clear removes every entry under the manager's prefix, with its tag
 // registrations, and returns the number of entries removed.
 func (m *Manager) Clear(ctx context.Context) (int, error) {
+	ctx = orBackground(ctx)
 	if m.closed.Load() {
 		return 0, ErrClosed
 	}

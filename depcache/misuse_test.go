@@ -1,0 +1,153 @@
+package depcache_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/backends/memory"
+	"github.com/depcache/go-depcache/backends/redisbackend"
+	"github.com/depcache/go-depcache/depcache"
+)
+
+// A Get into something that is not a non-nil pointer is the caller's
+// mistake: it returns an error naming it, and the entry stays. It used to
+// be decoded, fail, and be deleted as corrupt, with (false, nil) returned.
+func TestGetBadDestinationKeepsEntry(t *testing.T) {
+	ctx := context.Background()
+	for _, local := range []bool{false, true} {
+		name := "backend"
+		var opts []depcache.Option
+		if local {
+			name = "local"
+			opts = append(opts, depcache.WithLocalCache(10))
+		}
+		t.Run(name, func(t *testing.T) {
+			m, _ := newManager(t, opts...)
+			if err := m.Set(ctx, "k", 7, time.Minute, "t"); err != nil {
+				t.Fatal(err)
+			}
+			var x int
+			var nilPtr *int
+			for _, dst := range []any{nil, x, nilPtr, "text"} {
+				found, err := m.Get(ctx, "k", dst)
+				if found || err == nil || !strings.Contains(err.Error(), "dst") {
+					t.Fatalf("Get into %T: found=%v err=%v, want an error naming dst", dst, found, err)
+				}
+			}
+			if found, err := m.Get(ctx, "k", &x); !found || err != nil || x != 7 {
+				t.Fatalf("Get after the bad ones: found=%v err=%v x=%d, want the entry still there", found, err, x)
+			}
+		})
+	}
+}
+
+// Memoize and Fetch of a nil function return an error on each call
+// instead of panicking when the function would run.
+func TestNilFunctionIsAnError(t *testing.T) {
+	ctx := context.Background()
+	m, _ := newManager(t)
+	var fn func(context.Context, int) (int, error)
+	for name, f := range map[string]func(context.Context, int) (int, error){
+		"Memoize":            depcache.Memoize(fn, depcache.Using(m)),
+		"Memoize KeyName":    depcache.Memoize(fn, depcache.Using(m), depcache.KeyName("nilfn")),
+		"Memoize no manager": depcache.Memoize(fn, depcache.ManagerName("nobody"), depcache.KeyName("nilfn")),
+	} {
+		if _, err := f(ctx, 1); !errors.Is(err, depcache.ErrInvalidOption) {
+			t.Fatalf("%s of a nil function: err=%v, want ErrInvalidOption", name, err)
+		}
+	}
+	var fn0 func(context.Context) (int, error)
+	if _, err := depcache.Memoize0(fn0, depcache.Using(m))(ctx); !errors.Is(err, depcache.ErrInvalidOption) {
+		t.Fatalf("Memoize0 of a nil function: err=%v", err)
+	}
+	if _, err := depcache.Fetch(ctx, m, "k", fn0); !errors.Is(err, depcache.ErrInvalidOption) {
+		t.Fatalf("Fetch of a nil function: err=%v", err)
+	}
+	if _, err := depcache.Fetch(ctx, m, "k", fn0, depcache.TTL(time.Minute)); !errors.Is(err, depcache.ErrInvalidOption) {
+		t.Fatalf("Fetch with options of a nil function: err=%v", err)
+	}
+}
+
+// New(nil) and GetOrCreate("") are options that cannot work: their errors
+// wrap ErrInvalidOption, as the README lists ("nil codec, backend or
+// manager").
+func TestMissingBackendOrNameIsInvalidOption(t *testing.T) {
+	m := depcache.New(nil, depcache.WithLogger(quiet))
+	defer m.Close()
+	if err := m.Err(); !errors.Is(err, depcache.ErrInvalidOption) {
+		t.Fatalf("New(nil).Err() = %v, want ErrInvalidOption", err)
+	}
+	b := memory.New()
+	defer b.Close()
+	if _, err := depcache.NewRegistry().GetOrCreate("", depcache.WithBackend(b)); !errors.Is(err, depcache.ErrInvalidOption) {
+		t.Fatalf(`GetOrCreate("") = %v, want ErrInvalidOption`, err)
+	}
+}
+
+// A nil ctx is context.Background() for the Manager's methods, as it is
+// for Memoize and Fetch; several of them panicked on it (Set, Get, Exists,
+// TTL, InvalidateDependency, RetryPending on any store, Delete and Clear
+// on Redis), and so did Bypass and Track.
+func TestNilContextIsBackground(t *testing.T) {
+	stores := map[string]func(t *testing.T) backends.Backend{
+		"memory": func(t *testing.T) backends.Backend { b := memory.New(); t.Cleanup(func() { b.Close() }); return b },
+	}
+	for _, tg := range redisTargets(t) {
+		stores[tg.name] = func(t *testing.T) backends.Backend {
+			return redisbackend.New(tg.client, redisbackend.WithLogger(quiet))
+		}
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			var nilCtx context.Context
+			m := depcache.New(open(t), depcache.WithLogger(quiet), depcache.WithPrefix(randomPrefix(t)))
+			t.Cleanup(func() { m.Close() })
+			if err := m.Set(nilCtx, "k", 7, time.Minute, "t"); err != nil {
+				t.Fatalf("Set: %v", err)
+			}
+			var x int
+			if found, err := m.Get(nilCtx, "k", &x); !found || err != nil || x != 7 {
+				t.Fatalf("Get: found=%v err=%v x=%d", found, err, x)
+			}
+			if ok, err := m.Exists(nilCtx, "k"); !ok || err != nil {
+				t.Fatalf("Exists: %v %v", ok, err)
+			}
+			if d, err := m.TTL(nilCtx, "k"); err != nil || d <= 0 {
+				t.Fatalf("TTL: %v %v", d, err)
+			}
+			if n, err := m.InvalidateDependency(nilCtx, "t"); n != 1 || err != nil {
+				t.Fatalf("InvalidateDependency: %d %v", n, err)
+			}
+			if err := m.Set(context.Background(), "k2", 1, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := m.Delete(nilCtx, "k2"); n != 1 || err != nil {
+				t.Fatalf("Delete: %d %v", n, err)
+			}
+			if _, err := m.Clear(nilCtx); err != nil {
+				t.Fatalf("Clear: %v", err)
+			}
+			if err := m.RetryPending(nilCtx); err != nil {
+				t.Fatalf("RetryPending: %v", err)
+			}
+			calls := 0
+			f := depcache.Memoize(func(ctx context.Context, a int) (int, error) {
+				calls++
+				depcache.AddDependency(ctx, "t")
+				return a, nil
+			}, depcache.Using(m), depcache.KeyName("f"))
+			bctx := depcache.Bypass(nilCtx)
+			tctx, trace := depcache.Track(nilCtx)
+			f(tctx, 1)
+			f(tctx, 1)
+			f(bctx, 1)
+			if calls != 2 || trace.Hits() != 1 || trace.Misses() != 1 {
+				t.Fatalf("Track/Bypass of a nil ctx: calls=%d hits=%d misses=%d, want 2, 1, 1", calls, trace.Hits(), trace.Misses())
+			}
+		})
+	}
+}
