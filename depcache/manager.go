@@ -280,6 +280,9 @@ func (m *Manager) Exists(ctx context.Context, key string) (bool, error) {
 		return err
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err() // the caller left; not the backend's failure
+		}
 		return false, m.failOpen("exists", key, err)
 	}
 	if !result.Found {
@@ -302,6 +305,9 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 		d, err = m.backend.TTL(opCtx, m.ns, key)
 		return err
 	})
+	if err != nil && ctx.Err() != nil {
+		return 0, ctx.Err() // the caller left; not the backend's failure
+	}
 	if err != nil && !errors.Is(err, backends.ErrNotFound) {
 		m.backendError("ttl", key, err)
 		return 0, fmt.Errorf("depcache: ttl %q: %w", key, err)
@@ -315,7 +321,12 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 // that ran meanwhile does not refuse it. A value computed from data that
 // concurrent writes change should be filled through Memoize or Fetch,
 // whose fills are refused when a dependency was invalidated after the
-// computation began.
+// computation began. Like a fill, Set fails open: a backend error or
+// timeout while storing is logged and counted, and Set returns nil without
+// storing, unless the manager is strict (WithStrictErrors). Always
+// returned: ctx's error if it ended first, a failure to tell in-process
+// tiers (WithLocalCache) that the value changed, encoding errors, a value
+// over WithMaxValueSize and invalid arguments.
 func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration, deps ...string) error {
 	if err := m.usable(); err != nil {
 		return err
@@ -348,6 +359,11 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	defer cancel()
 	// At the store's current epoch, in one step (Fill.Current).
 	if _, err := m.fill(ctx, opCtx, key, payload, deps, backends.Epoch{}, 0, ttl, "", true); err != nil {
+		if ctx.Err() != nil {
+			// The caller left: nothing was stored, and failing open would
+			// say it was. Not the backend's failure either.
+			return ctx.Err()
+		}
 		return m.failOpen("fill", key, err)
 	}
 	// Tiers that hold the value Set replaced drop it (waiting, bounded,
@@ -355,7 +371,13 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	nctx, ncancel := context.WithTimeout(ctx, m.cfg.invTimeout)
 	defer ncancel()
 	if err := m.notifyChange(nctx, backends.Change{NS: m.ns, Keys: []string{key}}); err != nil {
-		return m.failOpen("set", key, err)
+		// The value is stored, and tiers that hold the one it replaced
+		// were not told: not a fill to fail open on, but a change that
+		// did not complete, returned as Delete returns it.
+		if ctx.Err() == nil {
+			m.backendError("set", key, err)
+		}
+		return fmt.Errorf("depcache: set %q: %w", key, err)
 	}
 	return nil
 }
@@ -424,7 +446,9 @@ func (m *Manager) Delete(ctx context.Context, keys ...string) (int, error) {
 		err = m.notifyChange(ctx, backends.Change{NS: m.ns, Keys: keys})
 	}
 	if err != nil {
-		m.backendError("delete", "", err)
+		if ctx.Err() == nil {
+			m.backendError("delete", "", err)
+		}
 		return n, fmt.Errorf("depcache: delete: %w", err)
 	}
 	m.stats.deletes.Add(uint64(n))
@@ -495,7 +519,9 @@ func (m *Manager) Clear(ctx context.Context) (int, error) {
 		err = m.notifyClear(ctx)
 	}
 	if err != nil {
-		m.backendError("clear", "", err)
+		if ctx.Err() == nil {
+			m.backendError("clear", "", err)
+		}
 		return n, fmt.Errorf("depcache: clear %q: %w", m.ns, err)
 	}
 	m.stats.invalidations.Add(uint64(n))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,6 +148,82 @@ func TestNilContextIsBackground(t *testing.T) {
 			f(bctx, 1)
 			if calls != 2 || trace.Hits() != 1 || trace.Misses() != 1 {
 				t.Fatalf("Track/Bypass of a nil ctx: calls=%d hits=%d misses=%d, want 2, 1, 1", calls, trace.Hits(), trace.Misses())
+			}
+		})
+	}
+}
+
+// silentNotifier is a memory store whose Notify fails when told to: the
+// value is stored, and no other tier hears of the change.
+type silentNotifier struct {
+	*memory.Backend
+	fail atomic.Bool
+}
+
+func (s *silentNotifier) Notify(ctx context.Context, c backends.Change) error {
+	if s.fail.Load() {
+		return errDown
+	}
+	return s.Backend.Notify(ctx, c)
+}
+
+// A Set whose change could not reach the other in-process tiers returns
+// the error, as Delete does: it used to fail open and return nil while
+// another manager's tier went on serving the value it replaced.
+func TestSetReportsUnnotifiedTiers(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	defer mem.Close()
+	store := &silentNotifier{Backend: mem}
+	writer := depcache.New(store, depcache.WithLogger(quiet), depcache.WithPrefix("p"))
+	defer writer.Close()
+	reader := depcache.New(mem, depcache.WithLogger(quiet), depcache.WithPrefix("p"), depcache.WithLocalCache(10))
+	defer reader.Close()
+	if err := writer.Set(ctx, "k", "old", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var v string
+	for range 2 { // the second read is the reader's tier
+		if found, err := reader.Get(ctx, "k", &v); !found || err != nil || v != "old" {
+			t.Fatalf("reader: found=%v err=%v v=%q", found, err, v)
+		}
+	}
+	store.fail.Store(true)
+	err := writer.Set(ctx, "k", "new", time.Minute)
+	if !errors.Is(err, errDown) {
+		t.Fatalf("Set whose tier notification failed: err=%v, want it returned", err)
+	}
+}
+
+// A Set or Exists whose ctx ended returns ctx's error: Set used to fail
+// open (nil, nothing stored) and both logged and counted the caller's
+// cancellation as a backend error.
+func TestCancelledContextIsNotBackendError(t *testing.T) {
+	for _, tg := range redisTargets(t) {
+		t.Run(tg.name, func(t *testing.T) {
+			m := depcache.New(redisbackend.New(tg.client, redisbackend.WithLogger(quiet)),
+				depcache.WithLogger(quiet), depcache.WithPrefix(randomPrefix(t)))
+			defer m.Close()
+			if err := m.Set(context.Background(), "warm", 1, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			errs := m.Stats().Errors
+			cctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if err := m.Set(cctx, "k", 1, time.Minute); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Set under a cancelled ctx: %v, want context.Canceled", err)
+			}
+			if ok, err := m.Exists(cctx, "warm"); ok || !errors.Is(err, context.Canceled) {
+				t.Fatalf("Exists under a cancelled ctx: %v %v, want context.Canceled", ok, err)
+			}
+			if _, err := m.TTL(cctx, "warm"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("TTL under a cancelled ctx: %v", err)
+			}
+			if _, err := m.Delete(cctx, "warm"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Delete under a cancelled ctx: %v", err)
+			}
+			if got := m.Stats().Errors; got != errs {
+				t.Fatalf("a cancelled ctx counted %d backend errors", got-errs)
 			}
 		})
 	}
