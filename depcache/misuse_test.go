@@ -228,3 +228,40 @@ func TestCancelledContextIsNotBackendError(t *testing.T) {
 		})
 	}
 }
+
+// panicCodec is a user's codec whose Marshal panics.
+type panicCodec struct{}
+
+func (panicCodec) Name() string                { return "panicky" }
+func (panicCodec) Marshal(any) ([]byte, error) { panic("cannot") }
+func (panicCodec) Unmarshal([]byte, any) error { return nil }
+
+// A value the codec panics on is a value it cannot encode: returned
+// uncached (Memoize) or an error (Set), as Gob's doc promises for a nil
+// pointer. encoding/gob panics on one, and the panic used to reach the
+// caller.
+func TestCodecPanicIsEncodeError(t *testing.T) {
+	ctx := context.Background()
+	for _, codec := range []depcache.Codec{depcache.Gob, panicCodec{}} {
+		t.Run(codec.Name(), func(t *testing.T) {
+			m, _ := newManager(t, depcache.WithCodec(codec))
+			calls := 0
+			f := depcache.Memoize(func(ctx context.Context, id int) (*int, error) {
+				calls++
+				depcache.AddDependency(ctx, "t")
+				return nil, nil
+			}, depcache.Using(m), depcache.KeyName("nilptr"))
+			for range 2 {
+				if v, err := f(ctx, 1); v != nil || err != nil {
+					t.Fatalf("memoized nil *int: %v, %v", v, err)
+				}
+			}
+			if calls != 2 {
+				t.Fatalf("%d calls, want 2: a value the codec cannot encode is not cached", calls)
+			}
+			if err := m.Set(ctx, "k", (*int)(nil), time.Minute); err == nil || !strings.Contains(err.Error(), "panicked") {
+				t.Fatalf("Set of a value the codec panics on: %v, want an error", err)
+			}
+		})
+	}
+}
