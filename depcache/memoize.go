@@ -318,7 +318,17 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	parent := current(ctx)
 	m := s.resolve()
 	if s.idErr != nil {
-		s.logOnce.Do(func() { m.errorEvent(key, s.idErr); slogErrorIf(m == nil, s.idErr) })
+		s.logOnce.Do(func() {
+			if s.perCall && m != nil {
+				// Fetch makes a spec per call: once per manager and error,
+				// as Memoize reports once per function, not once a call.
+				if _, seen := m.logged.LoadOrStore("option:"+s.idErr.Error(), true); seen {
+					return
+				}
+			}
+			m.errorEvent(key, s.idErr)
+			slogErrorIf(m == nil, s.idErr)
+		})
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
 	if key == "" {

@@ -265,3 +265,26 @@ func TestCodecPanicIsEncodeError(t *testing.T) {
 		})
 	}
 }
+
+// A Fetch given an option that cannot work runs uncached and is reported
+// once, as a memoized function is, not on every call: Fetch makes a spec
+// per call, and each used to log an error (so did every query of a
+// gormplugin.Cached with a negative TTL).
+func TestFetchInvalidOptionReportedOnce(t *testing.T) {
+	ctx := context.Background()
+	var evs events
+	m, _ := newManager(t, depcache.WithObserver(evs.observe))
+	calls := 0
+	for range 3 {
+		v, err := depcache.Fetch(ctx, m, "k", func(context.Context) (int, error) { calls++; return 7, nil }, depcache.TTL(-time.Second))
+		if v != 7 || err != nil {
+			t.Fatalf("Fetch with TTL(-1s): %v %v", v, err)
+		}
+	}
+	if calls != 3 {
+		t.Fatalf("%d calls, want 3 (uncached)", calls)
+	}
+	if n := evs.count(depcache.EventError); n != 1 {
+		t.Fatalf("%d error events for one invalid option, want 1", n)
+	}
+}
