@@ -360,8 +360,8 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	// At the store's current epoch, in one step (Fill.Current).
 	if _, err := m.fill(ctx, opCtx, key, payload, deps, backends.Epoch{}, 0, ttl, "", true); err != nil {
 		if ctx.Err() != nil {
-			// The caller left: nothing was stored, and failing open would
-			// say it was. Not the backend's failure either.
+			// The caller left, perhaps before the value was stored: a nil
+			// would say it was. Not the backend's failure either.
 			return ctx.Err()
 		}
 		return m.failOpen("fill", key, err)
