@@ -89,7 +89,9 @@
 // breaker — once every AddRecoveryCheck passes (a durable outbox delivers
 // what it holds there). Hold stops serving and storing entirely until
 // released. Invalidations never pass through it: they are always sent, and
-// one that fails is retried in the background. When the caller's context has a deadline, a
+// one that fails is retried in the background; failed invalidations log one
+// error per outage (the rest at debug level, and one line when one
+// succeeds again), while Stats and the observer count every one. When the caller's context has a deadline, a
 // cache wait takes at most half of what remains of it, leaving the function
 // time to run. A value the codec cannot encode is returned uncached; bytes
 // it cannot decode are a miss and are deleted. Errors are cached only when

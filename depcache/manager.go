@@ -52,6 +52,7 @@ type Manager struct {
 	tier      *tier       // WithLocalCache (localtier.go); nil when off
 	brk       *breaker    // WithBreaker (breaker.go); nil when off
 	rec       recovery    // Hold, AddRecoveryCheck (recovery.go)
+	invLog    outageLog   // failed invalidations, logged once per outage
 }
 
 // New returns a manager storing in b. It does not register the manager (see
@@ -495,10 +496,11 @@ func (m *Manager) invalidate(ctx context.Context, deps []string) (int, error) {
 	if err != nil {
 		m.stats.errors.Add(1)
 		err = fmt.Errorf("depcache: invalidate %q: %w", deps, err)
-		m.log.Error("depcache: invalidation failed; retrying in the background", "deps", deps, "err", err)
+		m.invLog.failed(m.log, "depcache: invalidation failed; retrying in the background", "deps", deps, "err", err)
 		m.emit(Event{Kind: EventError, Deps: deps, Err: err})
 		return n, err
 	}
+	m.invLog.succeeded(m.log)
 	m.stats.invalidations.Add(uint64(n))
 	m.emit(Event{Kind: EventInvalidate, Deps: deps, Count: n})
 	return n, nil

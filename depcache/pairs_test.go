@@ -11,16 +11,19 @@ import (
 	"github.com/depcache/go-depcache/depcache"
 )
 
-// records is an slog handler that keeps the messages logged through it.
+// records is an slog handler that keeps the messages logged through it,
+// and their records.
 type records struct {
 	mu   sync.Mutex
 	msgs []string
+	recs []slog.Record
 }
 
 func (r *records) Enabled(context.Context, slog.Level) bool { return true }
 func (r *records) Handle(_ context.Context, rec slog.Record) error {
 	r.mu.Lock()
 	r.msgs = append(r.msgs, rec.Message)
+	r.recs = append(r.recs, rec.Clone())
 	r.mu.Unlock()
 	return nil
 }
@@ -34,6 +37,20 @@ func (r *records) count(s string) int {
 	n := 0
 	for _, m := range r.msgs {
 		if strings.Contains(m, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// countLevel returns how many records at level have a message starting
+// with prefix.
+func (r *records) countLevel(level slog.Level, prefix string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, rec := range r.recs {
+		if rec.Level == level && strings.HasPrefix(rec.Message, prefix) {
 			n++
 		}
 	}

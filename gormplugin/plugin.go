@@ -192,11 +192,14 @@ func (p *Plugin) invalidateThen(ctx context.Context, tags []string, then func(er
 		var err error
 		if len(tags) > 0 {
 			if _, err = p.m.InvalidateDependency(bg, tags...); errors.Is(err, depcache.ErrClosed) {
-				// Nothing retries it: entries carrying the tags stay until
-				// their TTL in every process still serving them.
+				// Nothing retries it, and a closed manager logs nothing:
+				// entries carrying the tags stay until their TTL in every
+				// process still serving them.
 				p.log.Error("gormplugin: invalidation after commit lost: the plugin's manager is closed", "tags", tags, "err", err)
 			} else if err != nil {
-				p.log.Error("gormplugin: invalidation after commit failed; the manager retries it", "tags", tags, "err", err)
+				// The manager logged it (at error level once per outage)
+				// and retries it.
+				p.log.Debug("gormplugin: invalidation after commit failed; the manager retries it", "tags", tags, "err", err)
 			}
 		}
 		if then != nil {

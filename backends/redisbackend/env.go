@@ -299,10 +299,16 @@ const (
 	envWriteTimeout = 3 * time.Second
 )
 
-// withEnvTimeouts makes opt honour context deadlines and fills the
-// timeouts the URL left unset.
+// withEnvTimeouts makes opt honour context deadlines, fills the timeouts
+// the URL left unset, and dials once per attempt: go-redis redials a
+// refused connection 5 times, 100 ms apart, within each of a command's 4
+// attempts, so that against a Redis that is down every call — a GORM
+// write's invalidation among them — took seconds to fail, where depcache
+// retries on its own (the breaker's probes, the retry of failed
+// invalidations).
 func withEnvTimeouts(opt *redis.Options) {
 	opt.ContextTimeoutEnabled = true
+	opt.DialerRetries = 1
 	if opt.DialTimeout == 0 {
 		opt.DialTimeout = envDialTimeout
 	}

@@ -91,6 +91,10 @@ func openInfra(dsn, store string) (in *infra, err error) {
 		// Without it a frozen Redis would hold each cached call for the
 		// client's ReadTimeout; redisbackend refuses such a client.
 		opt.ContextTimeoutEnabled = true
+		// One dial per attempt: go-redis's 5, 100 ms apart, made every
+		// write's invalidation take seconds to fail while Redis was down
+		// (depcache retries failed invalidations itself).
+		opt.DialerRetries = 1
 		c := redis.NewClient(opt)
 		in.closers = append(in.closers, c.Close)
 		// Fail now, not after seeding: each seed write would wait for its
