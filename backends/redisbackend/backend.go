@@ -75,7 +75,6 @@ type Backend struct {
 	// not a mutex, so that the others wait no longer than their context.
 	connecting chan struct{}
 	srv        atomic.Pointer[server]
-	dials      *lastDialError // FromEnv's client: why dials fail (env.go)
 
 	notify notifyState // in-process tiers (notify.go)
 }
@@ -201,7 +200,7 @@ func (b *Backend) connected(ctx context.Context) (*server, error) {
 		if srv = b.srv.Load(); srv == nil {
 			var err error
 			if srv, err = b.topo.connect(ctx); err != nil {
-				return nil, b.dials.explain(err)
+				return nil, err
 			}
 			b.srv.Store(srv)
 		}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -41,10 +40,6 @@ import (
 // per command or pipeline, retries included: the dial timeout plus the read
 // timeout (1 s + 3 s, envTimeouts; a REDIS_URL's own dial_timeout,
 // read_timeout and write_timeout win, and a disabled one removes it).
-//
-// A first use that runs out of time while go-redis is still dialling
-// names the last dial that failed (a refused port, an unknown host) after
-// its "context deadline exceeded".
 func FromEnv() (*Backend, error) {
 	opt, err := envOptions(os.LookupEnv)
 	if err != nil {
@@ -55,48 +50,9 @@ func FromEnv() (*Backend, error) {
 	if opt.ReadTimeout > 0 && opt.DialTimeout > 0 {
 		c.AddHook(noDeadlineBound(opt.DialTimeout + opt.ReadTimeout))
 	}
-	dials := &lastDialError{}
-	c.AddHook(dials)
 	b := New(c)
 	b.owned = true
-	b.dials = dials
 	return b, nil
-}
-
-// lastDialError is a go-redis hook that keeps the error of the last dial
-// that failed, until one succeeds. go-redis retries a refused dial until
-// the caller's deadline and then reports only "context deadline exceeded":
-// a first use on a mistyped port or host said nothing else.
-type lastDialError struct{ err atomic.Pointer[error] }
-
-func (l *lastDialError) DialHook(next redis.DialHook) redis.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := next(ctx, network, addr)
-		if err != nil && ctx.Err() == nil {
-			l.err.Store(&err)
-		} else if err == nil {
-			l.err.Store(nil)
-		}
-		return conn, err
-	}
-}
-
-func (l *lastDialError) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-
-func (l *lastDialError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
-// explain adds the last failed dial's error to err, a deadline that ended
-// while go-redis was still dialling.
-func (l *lastDialError) explain(err error) error {
-	if l == nil || !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	if last := l.err.Load(); last != nil {
-		return fmt.Errorf("%w (the last dial failed: %v)", err, *last)
-	}
-	return err
 }
 
 // noDeadlineBound is a go-redis hook that gives a command or pipeline
