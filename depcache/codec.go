@@ -30,14 +30,17 @@ type Codec interface {
 // 3339), encoded and decoded by github.com/goccy/go-json, which decodes in
 // fewer allocations, with encoding/json deciding whatever go-json refuses
 // (jsonengine.go). Unexported fields and fields tagged json:"-" do not
-// survive it.
+// survive it (they are zero on a hit), nor do the bytes of a string that
+// are not valid UTF-8 (they become U+FFFD).
 var JSON Codec = jsonCodec{}
 
 // Msgpack is a compact binary codec (github.com/vmihailenco/msgpack/v5).
+// Unexported fields do not survive it.
 var Msgpack Codec = msgpackCodec{}
 
 // Gob is encoding/gob. It cannot encode nil pointers at top level; such a
-// value is returned uncached. Gob bytes name the concrete types of
+// value is returned uncached. Unexported fields do not survive it, and an
+// empty slice comes back nil. Gob bytes name the concrete types of
 // interface values, and decoding builds whichever type registered with
 // gob.Register they name: use Gob only for data the application alone
 // writes (doc.go, "Security"). JSON, the default, never builds a type the

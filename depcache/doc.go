@@ -105,7 +105,10 @@
 // and codec; types with their own decoder (json.Unmarshaler,
 // encoding.TextUnmarshaler, msgpack's) are trusted. Gob carries the concrete
 // type of an interface result, given gob.Register. A Codec may implement
-// TypeChecker to refuse types itself.
+// TypeChecker to refuse types itself. "Exactly" covers what the codec
+// encodes: what it drops (unexported fields, JSON's json:"-" fields and the
+// invalid UTF-8 of strings; see JSON, Msgpack and Gob) comes back as it
+// decodes it, with no error.
 //
 // Options that cannot work (WithTimeout(0), WithRetryBackoff(0, d), an empty
 // KeyName, a negative TTL other than NoExpiry, ...) are errors wrapping

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,8 @@ var ErrInvalidTTL = errors.New("depcache: invalid TTL")
 
 // A Manager caches values in one backend namespace and invalidates them by
 // dependency. It is safe for concurrent use. Create one with New or
-// GetOrCreate; the zero value is not usable.
+// GetOrCreate; the zero value is not usable. Its methods, like Memoize and
+// Fetch, take a nil ctx as context.Background().
 type Manager struct {
 	cfg      config
 	name     string
@@ -60,7 +62,7 @@ type Manager struct {
 func New(b backends.Backend, opts ...Option) *Manager {
 	cfg := buildConfig(opts)
 	if b == nil && cfg.configErr == nil {
-		cfg.configErr = errors.New("depcache: New needs a backend")
+		cfg.configErr = fmt.Errorf("%w: New needs a backend (nil)", ErrInvalidOption)
 	}
 	return newManager(cfg, b, nil)
 }
@@ -137,6 +139,29 @@ func (m *Manager) usable() error {
 	return m.cfg.configErr
 }
 
+// orBackground is ctx, or context.Background() for a nil ctx: the
+// Manager's methods take a nil ctx as Memoize and Fetch do, where it would
+// otherwise panic inside a backend call.
+func orBackground(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return ctx
+}
+
+// checkDst reports a Get destination that no entry can be decoded into. It
+// is the caller's mistake, not the entry's: without this check the decode
+// would fail, and the entry be deleted as corrupt.
+func checkDst(key string, dst any) error {
+	if dst == nil {
+		return fmt.Errorf("depcache: Get %q: dst is nil; pass a non-nil pointer", key)
+	}
+	if v := reflect.ValueOf(dst); v.Kind() != reflect.Pointer || v.IsNil() {
+		return fmt.Errorf("depcache: Get %q: dst is a %T; pass a non-nil pointer", key, dst)
+	}
+	return nil
+}
+
 // cacheBudget is d, or half of what remains of ctx's deadline if that is
 // shorter.
 func cacheBudget(ctx context.Context, d time.Duration) time.Duration {
@@ -161,15 +186,20 @@ func (m *Manager) resolveTTL(d time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
-// Get decodes the entry under key into dst, a non-nil pointer. If the entry
-// holds a cached error, Get reports found and returns that error. Backend
-// errors are a miss unless the manager is strict. After a miss dst holds
-// nothing to rely on: an unreadable entry (a miss) may have been decoded
-// into it in part.
+// Get decodes the entry under key into dst, a non-nil pointer (anything
+// else is an error, and the entry is left alone). If the entry holds a
+// cached error, Get reports found and returns that error. Backend errors
+// are a miss unless the manager is strict. After a miss dst holds nothing
+// to rely on: an unreadable entry (a miss) may have been decoded into it
+// in part.
 func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err error) {
 	if err := m.usable(); err != nil {
 		return false, err
 	}
+	if err := checkDst(key, dst); err != nil {
+		return false, err
+	}
+	ctx = orBackground(ctx)
 	if !m.cfg.enabled {
 		return false, nil
 	}
@@ -242,6 +272,7 @@ func (m *Manager) Exists(ctx context.Context, key string) (bool, error) {
 	if err := m.usable(); err != nil {
 		return false, err
 	}
+	ctx = orBackground(ctx)
 	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
 	var result backends.Lookup
@@ -250,6 +281,9 @@ func (m *Manager) Exists(ctx context.Context, key string) (bool, error) {
 		return err
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err() // the caller left; not the backend's failure
+		}
 		return false, m.failOpen("exists", key, err)
 	}
 	if !result.Found {
@@ -264,6 +298,7 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 	if err := m.usable(); err != nil {
 		return 0, err
 	}
+	ctx = orBackground(ctx)
 	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
 	var d time.Duration
@@ -271,6 +306,9 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 		d, err = m.backend.TTL(opCtx, m.ns, key)
 		return err
 	})
+	if err != nil && ctx.Err() != nil {
+		return 0, ctx.Err() // the caller left; not the backend's failure
+	}
 	if err != nil && !errors.Is(err, backends.ErrNotFound) {
 		m.backendError("ttl", key, err)
 		return 0, fmt.Errorf("depcache: ttl %q: %w", key, err)
@@ -284,11 +322,17 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 // that ran meanwhile does not refuse it. A value computed from data that
 // concurrent writes change should be filled through Memoize or Fetch,
 // whose fills are refused when a dependency was invalidated after the
-// computation began.
+// computation began. Like a fill, Set fails open: a backend error or
+// timeout while storing is logged and counted, and Set returns nil without
+// storing, unless the manager is strict (WithStrictErrors). Always
+// returned: ctx's error if it ended first, a failure to tell in-process
+// tiers (WithLocalCache) that the value changed, encoding errors, a value
+// over WithMaxValueSize and invalid arguments.
 func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration, deps ...string) error {
 	if err := m.usable(); err != nil {
 		return err
 	}
+	ctx = orBackground(ctx)
 	if !m.cfg.enabled {
 		return nil
 	}
@@ -316,6 +360,11 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	defer cancel()
 	// At the store's current epoch, in one step (Fill.Current).
 	if _, err := m.fill(ctx, opCtx, key, payload, deps, backends.Epoch{}, 0, ttl, "", true); err != nil {
+		if ctx.Err() != nil {
+			// The caller left, perhaps before the value was stored: a nil
+			// would say it was. Not the backend's failure either.
+			return ctx.Err()
+		}
 		return m.failOpen("fill", key, err)
 	}
 	// Tiers that hold the value Set replaced drop it (waiting, bounded,
@@ -323,7 +372,13 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	nctx, ncancel := context.WithTimeout(ctx, m.cfg.invTimeout)
 	defer ncancel()
 	if err := m.notifyChange(nctx, backends.Change{NS: m.ns, Keys: []string{key}}); err != nil {
-		return m.failOpen("set", key, err)
+		// The value is stored, and tiers that hold the one it replaced
+		// were not told: not a fill to fail open on, but a change that
+		// did not complete, returned as Delete returns it.
+		if ctx.Err() == nil {
+			m.backendError("set", key, err)
+		}
+		return fmt.Errorf("depcache: set %q: %w", key, err)
 	}
 	return nil
 }
@@ -383,6 +438,7 @@ func (m *Manager) Delete(ctx context.Context, keys ...string) (int, error) {
 	if err := m.usable(); err != nil {
 		return 0, err
 	}
+	ctx = orBackground(ctx)
 	if len(keys) == 0 {
 		return 0, nil
 	}
@@ -391,7 +447,9 @@ func (m *Manager) Delete(ctx context.Context, keys ...string) (int, error) {
 		err = m.notifyChange(ctx, backends.Change{NS: m.ns, Keys: keys})
 	}
 	if err != nil {
-		m.backendError("delete", "", err)
+		if ctx.Err() == nil {
+			m.backendError("delete", "", err)
+		}
 		return n, fmt.Errorf("depcache: delete: %w", err)
 	}
 	m.stats.deletes.Add(uint64(n))
@@ -407,6 +465,7 @@ func (m *Manager) Delete(ctx context.Context, keys ...string) (int, error) {
 // succeeds; meanwhile this process serves no entry carrying those tags. A
 // disabled manager still invalidates.
 func (m *Manager) InvalidateDependency(ctx context.Context, deps ...string) (int, error) {
+	ctx = orBackground(ctx)
 	if m.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -450,6 +509,7 @@ func (m *Manager) invalidate(ctx context.Context, deps []string) (int, error) {
 // Clear removes every entry under the manager's prefix, with its tag
 // registrations, and returns the number of entries removed.
 func (m *Manager) Clear(ctx context.Context) (int, error) {
+	ctx = orBackground(ctx)
 	if m.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -461,7 +521,9 @@ func (m *Manager) Clear(ctx context.Context) (int, error) {
 		err = m.notifyClear(ctx)
 	}
 	if err != nil {
-		m.backendError("clear", "", err)
+		if ctx.Err() == nil {
+			m.backendError("clear", "", err)
+		}
 		return n, fmt.Errorf("depcache: clear %q: %w", m.ns, err)
 	}
 	m.stats.invalidations.Add(uint64(n))

@@ -48,6 +48,7 @@ type memoSpec struct {
 	perCall bool                        // Fetch's: result types vary, the verdict is not kept in result
 	id      string                      // function identity
 	idErr   error                       // why the function cannot be keyed
+	nilFn   bool                        // Memoize was given a nil function: every call returns errNilFunc
 	fn      any                         // the function, when id is its symbol (see closures.go)
 	logOnce sync.Once
 }
@@ -164,6 +165,11 @@ func KeyName(name string) MemoOption {
 
 func newSpec(fn any, opts []MemoOption) *memoSpec {
 	s := &memoSpec{}
+	if v := reflect.ValueOf(fn); v.Kind() == reflect.Func && v.IsNil() {
+		// Reported by each call: running it uncached, as other unusable
+		// functions are, would panic on the nil function.
+		s.nilFn = true
+	}
 	for _, o := range opts {
 		o(s)
 	}
@@ -185,7 +191,7 @@ func newSpec(fn any, opts []MemoOption) *memoSpec {
 func funcIdentity(fn any) (string, error) {
 	v := reflect.ValueOf(fn)
 	if v.Kind() != reflect.Func || v.IsNil() {
-		return "", errors.New("depcache: Memoize of a nil function")
+		return "", errNilFunc
 	}
 	f := runtime.FuncForPC(v.Pointer())
 	if f == nil {
@@ -229,7 +235,8 @@ func (s *memoSpec) resolve() *Manager {
 
 // Memoize returns fn cached by its argument. Calls with equal arguments (by
 // keys.Of) share an entry; the dependencies fn adds with AddDependency, or
-// that cached functions it calls report, tag the entry.
+// that cached functions it calls report, tag the entry. If fn is nil, every
+// call returns an error wrapping ErrInvalidOption.
 func Memoize[A, R any](fn func(context.Context, A) (R, error), opts ...MemoOption) func(context.Context, A) (R, error) {
 	s := newSpec(fn, opts)
 	return func(ctx context.Context, a A) (R, error) {
@@ -265,6 +272,10 @@ func Memoize3[A, B, C, R any](fn func(context.Context, A, B, C) (R, error), opts
 // result, with the same rules as Memoize. A nil m resolves as Memoize does
 // (Using, ManagerName, else Default).
 func Fetch[R any](ctx context.Context, m *Manager, key string, fn func(context.Context) (R, error), opts ...MemoOption) (R, error) {
+	if fn == nil {
+		var zero R
+		return zero, errNilFunc
+	}
 	if len(opts) == 0 && m != nil && key != "" {
 		// Nothing to build: the manager's own spec, shared by all its
 		// Fetch calls without options.
@@ -288,6 +299,10 @@ func Fetch[R any](ctx context.Context, m *Manager, key string, fn func(context.C
 	return call(ctx, s, key, nil, fn)
 }
 
+// errNilFunc is returned by every call of a function that Memoize (or
+// Fetch) was given as nil.
+var errNilFunc = fmt.Errorf("%w: Memoize or Fetch of a nil function", ErrInvalidOption)
+
 // fetchSpecs recycles Fetch's specs, made from each call's options: the
 // options see the spec (so it would escape), and nothing keeps it once call
 // returns.
@@ -295,13 +310,25 @@ var fetchSpecs = sync.Pool{New: func() any { return new(memoSpec) }}
 
 // call runs one memoized call. key is empty for Memoize, which derives it.
 func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn func(context.Context) (R, error)) (R, error) {
-	if ctx == nil {
-		ctx = context.Background()
+	if s.nilFn {
+		var zero R
+		return zero, errNilFunc
 	}
+	ctx = orBackground(ctx)
 	parent := current(ctx)
 	m := s.resolve()
 	if s.idErr != nil {
-		s.logOnce.Do(func() { m.errorEvent(key, s.idErr); slogErrorIf(m == nil, s.idErr) })
+		s.logOnce.Do(func() {
+			if s.perCall && m != nil {
+				// Fetch makes a spec per call: once per manager and error,
+				// as Memoize reports once per function, not once a call.
+				if _, seen := m.logged.LoadOrStore("option:"+s.idErr.Error(), true); seen {
+					return
+				}
+			}
+			m.errorEvent(key, s.idErr)
+			slogErrorIf(m == nil, s.idErr)
+		})
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
 	if key == "" {

@@ -385,6 +385,7 @@ func SkipFill(ctx context.Context, reason string) {
 // fill the cache; the functions run, and the dependencies they report still
 // reach any computation enclosing ctx.
 func Bypass(ctx context.Context) context.Context {
+	ctx = orBackground(ctx)
 	return pluginapi.Restrict(ctx, func() (bool, bool) { return false, false })
 }
 
@@ -412,7 +413,7 @@ func (t *Trace) String() string {
 // Track returns a context that records every memoized call made under it.
 func Track(ctx context.Context) (context.Context, *Trace) {
 	t := new(Trace)
-	return context.WithValue(ctx, traceKey{}, t), t
+	return context.WithValue(orBackground(ctx), traceKey{}, t), t
 }
 
 func traceOf(ctx context.Context) *Trace {

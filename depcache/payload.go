@@ -37,13 +37,26 @@ func encodeValue(c Codec, v any) ([]byte, error) {
 		out = append(out, kindBytes)
 		return append(out, raw...), nil
 	}
-	b, err := c.Marshal(v)
+	b, err := marshalRecovered(c, v)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]byte, 0, len(b)+1)
 	out = append(out, kindValue)
 	return append(out, b...), nil
+}
+
+// marshalRecovered is c.Marshal(v) with a panic turned into an error, so
+// that the value is returned uncached as any value the codec cannot encode:
+// encoding/gob panics on a nil pointer (a memoized *T result that is nil),
+// and a codec of the user's may panic too.
+func marshalRecovered(c Codec, v any) (b []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			b, err = nil, fmt.Errorf("%s panicked encoding %T: %v", c.Name(), v, r)
+		}
+	}()
+	return c.Marshal(v)
 }
 
 func builtinCodec(c Codec) bool {
@@ -116,7 +129,7 @@ func encodeError(c Codec, ms []errorMatcher, err error) (b []byte, ok bool, encE
 		}
 		var db []byte
 		if detail != nil {
-			if db, encErr = c.Marshal(detail); encErr != nil {
+			if db, encErr = marshalRecovered(c, detail); encErr != nil {
 				return nil, true, encErr
 			}
 		}

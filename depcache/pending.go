@@ -274,6 +274,7 @@ func (p *pendingSet) stop() int {
 // RetryPending makes one attempt, now, at every invalidation that failed and
 // is waiting for its background retry. It returns the first error.
 func (m *Manager) RetryPending(ctx context.Context) error {
+	ctx = orBackground(ctx)
 	if m.closed.Load() {
 		return ErrClosed
 	}

@@ -53,7 +53,7 @@ func Default() (*Manager, error) { return defaultRegistry.Default() }
 // GetOrCreate is the package-level GetOrCreate on r.
 func (r *Registry) GetOrCreate(name string, opts ...Option) (*Manager, error) {
 	if name == "" {
-		return nil, errors.New("depcache: GetOrCreate needs a name")
+		return nil, fmt.Errorf("%w: GetOrCreate needs a name", ErrInvalidOption)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

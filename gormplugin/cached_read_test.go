@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -395,6 +396,47 @@ func TestCachedPreloadHookDiverges(t *testing.T) {
 		}
 		if len(s.Books) != 2 || s.Books[0].Later != 2 || s.Books[1].Later != 1 {
 			t.Errorf("hit: %+v, want the cached books with fresh counts 2 and 1", s)
+		}
+	})
+}
+
+// Cached() cannot serve Row, Rows or Scan, and says so with an error. Row
+// has no error result: it used to return a nil *sql.Row, whose Scan
+// panicked in the caller. It now returns a Row whose Scan returns the
+// error, and so does a Row whose statement already failed.
+func TestCachedRowReturnsErrorNotNil(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		var name string
+		row := cachedDB(e).WithContext(e.ctx).Model(&User{}).Select("name").Where("id = ?", bob).Row()
+		if row == nil {
+			t.Fatal("Cached Row() returned a nil *sql.Row")
+		}
+		if err := row.Scan(&name); err == nil || !strings.Contains(err.Error(), "Cached() cannot serve") {
+			t.Fatalf("Cached Row().Scan: %v, want the plugin's error", err)
+		}
+		rows, err := cachedDB(e).WithContext(e.ctx).Model(&User{}).Select("name").Rows()
+		if rows != nil || err == nil {
+			t.Fatalf("Cached Rows(): rows=%v err=%v, want the plugin's error", rows, err)
+		}
+		if err := cachedDB(e).WithContext(e.ctx).Model(&User{}).Select("name").Where("id = ?", bob).Scan(&name).Error; err == nil {
+			t.Fatal("Cached Scan: no error")
+		}
+
+		failed := e.db.WithContext(e.ctx).Model(&User{}).Select("name")
+		errEarlier := errors.New("an error before Row")
+		failed.AddError(errEarlier)
+		row = failed.Row()
+		if row == nil {
+			t.Fatal("Row() after an error returned a nil *sql.Row")
+		}
+		if err := row.Scan(&name); !errors.Is(err, errEarlier) {
+			t.Fatalf("Row().Scan after an error: %v, want %v", err, errEarlier)
+		}
+
+		// Uncached, Row still reads.
+		noErr(t, "Row", e.db.WithContext(e.ctx).Model(&User{}).Select("name").Where("id = ?", bob).Row().Scan(&name))
+		if name != "bob" {
+			t.Fatalf("Row read %q, want bob", name)
 		}
 	})
 }

@@ -48,7 +48,9 @@
 // in an interface{}, with Select and Omit, into pre-filled structs (the
 // fields not selected keep the caller's values), and for fields a codec
 // would drop. A value of a type the entry cannot hold exactly (a driver's
-// own type) is served and not stored.
+// own type) is served and not stored. Scan, Row and Rows, which GORM scans
+// after its callbacks, cannot be served: under Cached they fail with an
+// error (for Row, the error its Scan returns).
 //
 // An entry is keyed by the dialect, the SQL GORM builds and its variables,
 // the destination type and the preload tree. Where the statement is made

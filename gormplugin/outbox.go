@@ -995,6 +995,7 @@ func (p *Plugin) outboxEndRaw(db *gorm.DB) {
 // WithOutbox it does nothing; before the plugin is installed (db.Use) it
 // returns an error wrapping ErrOutbox.
 func (p *Plugin) FlushOutbox(ctx context.Context) error {
+	ctx = orBackground(ctx)
 	if p.ob == nil {
 		if p.cfg.outbox {
 			return errOutboxNotOpen
@@ -1032,6 +1033,7 @@ var errOutboxNotOpen = fmt.Errorf("%w: the plugin is not installed on a database
 // installed (db.Use) it invalidates as the manager does and returns an
 // error wrapping ErrOutbox, since nothing was recorded.
 func (p *Plugin) InvalidateDependency(ctx context.Context, deps ...string) (int, error) {
+	ctx = orBackground(ctx)
 	if p.ob == nil {
 		n, err := p.m.InvalidateDependency(ctx, deps...)
 		if p.cfg.outbox && err == nil {

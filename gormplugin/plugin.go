@@ -2,6 +2,7 @@ package gormplugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -190,7 +191,12 @@ func (p *Plugin) invalidateThen(ctx context.Context, tags []string, then func(er
 		tags := dedupe(p.resolveConjunctions(bg, tags))
 		var err error
 		if len(tags) > 0 {
-			if _, err = p.m.InvalidateDependency(bg, tags...); err != nil {
+			if _, err = p.m.InvalidateDependency(bg, tags...); errors.Is(err, depcache.ErrClosed) {
+				// Nothing retries it, and a closed manager logs nothing:
+				// entries carrying the tags stay until their TTL in every
+				// process still serving them.
+				p.log.Error("gormplugin: invalidation after commit lost: the plugin's manager is closed", "tags", tags, "err", err)
+			} else if err != nil {
 				// The manager logged it (at error level once per outage)
 				// and retries it.
 				p.log.Debug("gormplugin: invalidation after commit failed; the manager retries it", "tags", tags, "err", err)

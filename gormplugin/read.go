@@ -2,6 +2,7 @@ package gormplugin
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"reflect"
@@ -42,6 +43,9 @@ func (p *Plugin) query(db *gorm.DB) {
 // callbacks return, so such reads get list and table tags only, and cannot
 // be served from the cache.
 func (p *Plugin) row(db *gorm.DB) {
+	if rows, _ := db.Get("rows"); rows != true {
+		defer rowCarriesError(db) // Row, not Rows (GORM deletes the setting)
+	}
 	if db.Statement.SQL.Len() > 0 && p.runRawWrite(db, callbacks.RowQuery) {
 		return
 	}
@@ -52,6 +56,20 @@ func (p *Plugin) row(db *gorm.DB) {
 	raw := db.Statement.SQL.Len() > 0
 	callbacks.RowQuery(db)
 	p.tagRead(db, raw, true)
+}
+
+// rowCarriesError makes a Row whose statement failed (Cached, a write the
+// plugin refused, an error from before) return a *sql.Row whose Scan
+// returns the error. Row has no error result: GORM returns Dest, which
+// RowQuery leaves nil after an error, and a nil *sql.Row panics in the
+// caller's Scan.
+func rowCarriesError(db *gorm.DB) {
+	if db.Error == nil {
+		return
+	}
+	if _, ok := db.Statement.Dest.(*sql.Row); !ok {
+		db.Statement.Dest = errorRow(db.Error)
+	}
 }
 
 var errCachedRows = errors.New("gormplugin: Cached() cannot serve Scan, Row or Rows (they scan after GORM's callbacks); use Find")

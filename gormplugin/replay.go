@@ -57,6 +57,19 @@ var replayConns = sync.OnceValues(func() ([]*sql.Conn, error) {
 
 var errReplayStatement = errors.New("gormplugin: the replay connection runs no statements")
 
+// errorRow returns a *sql.Row whose Scan returns err. database/sql makes
+// a Row only from a query: the replay connection answers a query whose one
+// argument is a rowError with its error.
+func errorRow(err error) *sql.Row {
+	conns, cerr := replayConns()
+	if cerr != nil {
+		return nil
+	}
+	return conns[0].QueryRowContext(context.Background(), "", rowError{err})
+}
+
+type rowError struct{ err error }
+
 type replayConnector struct{}
 
 func (replayConnector) Connect(context.Context) (driver.Conn, error) { return replayConn{}, nil }
@@ -85,6 +98,9 @@ func (replayConn) CheckNamedValue(*driver.NamedValue) error { return nil }
 func (replayConn) QueryContext(_ context.Context, _ string, args []driver.NamedValue) (driver.Rows, error) {
 	if len(args) != 1 {
 		return nil, errReplayStatement
+	}
+	if e, ok := args[0].Value.(rowError); ok {
+		return nil, e.err
 	}
 	rs, ok := args[0].Value.(*resultSet)
 	if !ok {

@@ -3,6 +3,7 @@ package gormplugin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -388,6 +389,10 @@ func combinationTags(table string, cols []string, vals [][]string) ([]string, bo
 // above, with the caller as the writer. None when m's backend keeps no
 // schemes (it does not implement backends.Sets).
 func SchemeTags(ctx context.Context, m *depcache.Manager, table string) ([]string, error) {
+	if m == nil {
+		return nil, errors.New("gormplugin: SchemeTags needs a manager (nil)")
+	}
+	ctx = orBackground(ctx)
 	sets, ok := m.Backend().(backends.Sets)
 	if !ok {
 		return nil, nil

@@ -32,6 +32,9 @@ func TableTag(table string) string { return tableName(table) }
 // primary key set, using db's naming strategy for the table name. Use it to
 // invalidate by hand a row written outside GORM.
 func ModelRowTag(db *gorm.DB, model any) (string, error) {
+	if db == nil {
+		return "", errors.New("gormplugin: ModelRowTag needs a *gorm.DB (nil) for its naming strategy")
+	}
 	stmt := &gorm.Statement{DB: db}
 	if err := stmt.Parse(model); err != nil {
 		return "", fmt.Errorf("gormplugin: %T: %w", model, err)

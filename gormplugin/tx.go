@@ -185,10 +185,20 @@ type txKey struct{}
 // Without it, a function called inside a transaction queries outside it
 // and misses the transaction's own writes.
 func DB(ctx context.Context, db *gorm.DB) *gorm.DB {
+	ctx = orBackground(ctx)
 	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok && tx != nil && sameDatabase(tx, db) {
 		return tx.WithContext(ctx)
 	}
 	return db.WithContext(ctx)
+}
+
+// orBackground is ctx, or context.Background() for a nil ctx: the plugin's
+// functions take a nil ctx as depcache's do, where it would otherwise panic.
+func orBackground(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return ctx
 }
 
 // sameDatabase reports whether two *gorm.DB come from one gorm.Open: their

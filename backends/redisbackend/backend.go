@@ -549,6 +549,24 @@ func firstErrOf(errs ...error) error {
 	return nil
 }
 
+// setupRefused returns execErr, the error of a pipeline of cmds, when no
+// command carries an error: go-redis sets none when the server refused the
+// connection's own setup (AUTH, SELECT, HELLO: a wrong password, a
+// database index out of range), so nothing was read. connect must fail
+// then, not record what it did not read (the policy, the replicas) for
+// the backend's lifetime.
+func setupRefused(execErr error, cmds ...redis.Cmder) error {
+	if execErr == nil {
+		return nil
+	}
+	for _, cmd := range cmds {
+		if cmd.Err() != nil {
+			return nil
+		}
+	}
+	return execErr
+}
+
 // isServerError reports an error the server replied with, as opposed to a
 // failure to reach it.
 func isServerError(err error) bool {

@@ -54,11 +54,15 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 		info := pipe.Info(ctx, "server")
 		repl := pipe.Info(ctx, "replication")
 		policy := pipe.ConfigGet(ctx, "maxmemory-policy")
-		_, _ = pipe.Exec(ctx)
-		for _, cmd := range []redis.Cmder{info, repl, policy} {
+		_, execErr := pipe.Exec(ctx)
+		cmds := []redis.Cmder{info, repl, policy}
+		for _, cmd := range cmds {
 			if err := cmd.Err(); err != nil && !isServerError(err) {
 				return err
 			}
+		}
+		if err := setupRefused(execErr, cmds...); err != nil {
+			return err
 		}
 		mu.Lock()
 		defer mu.Unlock()
@@ -120,13 +124,13 @@ func (c *cluster) connect(ctx context.Context) (*server, error) {
 		for _, s := range clusterScripts {
 			cmds = append(cmds, pipe.ScriptLoad(ctx, s.src))
 		}
-		_, _ = pipe.Exec(ctx)
+		_, execErr := pipe.Exec(ctx)
 		for _, cmd := range cmds {
 			if err := cmd.Err(); err != nil {
 				return err
 			}
 		}
-		return nil
+		return execErr // a refused connection setup, which no command carries
 	})
 	if err != nil {
 		return nil, fmt.Errorf("redisbackend: load scripts: %w", err)

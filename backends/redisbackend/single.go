@@ -41,11 +41,15 @@ func (s *single) connect(ctx context.Context) (*server, error) {
 	info := pipe.Info(ctx, "server")
 	repl := pipe.Info(ctx, "replication")
 	policy := pipe.ConfigGet(ctx, "maxmemory-policy")
-	_, _ = pipe.Exec(ctx)
-	for _, cmd := range []redis.Cmder{info, repl, policy} {
+	_, execErr := pipe.Exec(ctx)
+	cmds := []redis.Cmder{info, repl, policy}
+	for _, cmd := range cmds {
 		if err := cmd.Err(); err != nil && !isServerError(err) {
 			return nil, fmt.Errorf("redisbackend: connect: %w", err)
 		}
+	}
+	if err := setupRefused(execErr, cmds...); err != nil {
+		return nil, fmt.Errorf("redisbackend: connect: %w", err)
 	}
 
 	srv := &server{}
@@ -101,13 +105,13 @@ func loadScripts(ctx context.Context, c redis.UniversalClient, set *scriptSet) e
 		// Not s.Load: it would read the reply before the pipeline ran.
 		cmds[i] = pipe.ScriptLoad(ctx, s.src)
 	}
-	_, _ = pipe.Exec(ctx)
+	_, execErr := pipe.Exec(ctx)
 	for _, cmd := range cmds {
 		if err := cmd.Err(); err != nil {
 			return err
 		}
 	}
-	return nil
+	return execErr // a refused connection setup, which no command carries
 }
 
 // run runs a script of the server's variant.

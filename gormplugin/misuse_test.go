@@ -1,0 +1,96 @@
+package gormplugin_test
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/depcache/go-depcache/backends/memory"
+	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/gormplugin"
+)
+
+// A nil ctx is context.Background() for the plugin's functions, as for
+// depcache's, and a nil manager or *gorm.DB is an error naming it: each of
+// these panicked.
+func TestNilArgumentsAreNotPanics(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		var nilCtx context.Context
+		var users []User
+		noErr(t, "DB(nil ctx).Find", gormplugin.DB(nilCtx, e.db).Find(&users).Error)
+		if len(users) != len(seedUsers) {
+			t.Fatalf("DB(nil ctx).Find read %d users, want %d", len(users), len(seedUsers))
+		}
+		p := gormplugin.New(e.m)
+		if _, err := p.InvalidateDependency(nilCtx, gormplugin.ListTag("users")); err != nil {
+			t.Fatalf("Plugin.InvalidateDependency(nil ctx): %v", err)
+		}
+		if err := p.FlushOutbox(nilCtx); err != nil {
+			t.Fatalf("Plugin.FlushOutbox(nil ctx): %v", err)
+		}
+		if _, err := gormplugin.SchemeTags(nilCtx, e.m, "users"); err != nil {
+			t.Fatalf("SchemeTags(nil ctx): %v", err)
+		}
+		if _, err := gormplugin.SchemeTags(context.Background(), nil, "users"); err == nil || !strings.Contains(err.Error(), "manager") {
+			t.Fatalf("SchemeTags(nil manager): %v, want an error naming the manager", err)
+		}
+		if _, err := gormplugin.ModelRowTag(nil, &User{ID: 1}); err == nil || !strings.Contains(err.Error(), "*gorm.DB") {
+			t.Fatalf("ModelRowTag(nil db): %v, want an error naming the *gorm.DB", err)
+		}
+	})
+}
+
+// logBuffer collects log lines from any goroutine.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A write after the plugin's manager closed cannot be invalidated, and
+// nothing retries it: the log says it is lost. It used to say "the manager
+// retries it", which a closed manager never does.
+func TestWriteAfterManagerCloseLogsLoss(t *testing.T) {
+	ctx := context.Background()
+	b := memory.New()
+	defer b.Close()
+	m := depcache.New(b, depcache.WithLogger(testLogger()))
+	var log logBuffer
+	p := gormplugin.New(m, gormplugin.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "closed.db")), &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.Close()
+		}
+		p.Close()
+	}()
+	noErr(t, "Use", db.Use(p))
+	noErr(t, "migrate", db.AutoMigrate(&User{}))
+	m.Close()
+	noErr(t, "Create after Close", db.WithContext(ctx).Create(&User{Name: "late"}).Error)
+	got := log.String()
+	if !strings.Contains(got, "lost") || strings.Contains(got, "retries it") {
+		t.Fatalf("log after a write on a closed manager:\n%s\nwant it to say the invalidation is lost", got)
+	}
+}
