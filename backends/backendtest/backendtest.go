@@ -97,6 +97,7 @@ var cases = []struct {
 	{"ClearRefusesOlderFill", testClearRefusesOlderFill},
 	{"AwkwardNames", testAwkwardNames},
 	{"BigTag", testBigTag},
+	{"ManyDeps", testManyDeps},
 	{"Concurrent", testConcurrent},
 	{"NoStaleReads", testNoStaleReads},
 	{"NaiveFill", testNaiveFill},
@@ -814,6 +815,26 @@ func testAwkwardNames(t *testing.T, e *env) {
 		n.wantHit("k", fmt.Sprint(i))
 		n.wantClear(1)
 	}
+}
+
+// testManyDeps: an entry with thousands of dependencies is stored, comes
+// back with all of them, and goes with any one. (A Lua unpack of them all,
+// limited to about 8000 values, once refused every fill of more than
+// 3998.)
+func testManyDeps(t *testing.T, e *env) {
+	deps := make([]string, 5000)
+	for i := range deps {
+		deps[i] = fmt.Sprint("dep", i)
+	}
+	if err := e.tryFill("many", []byte("v"), e.epoch(), deps...); err != nil {
+		// The error, not the call: it would quote all 5000.
+		t.Fatalf("Fill with %d dependencies: %.300v", len(deps), err)
+	}
+	if got := e.wantHit("many", "v"); len(got.Deps) != len(deps) {
+		t.Errorf("hit carries %d dependencies, want %d", len(got.Deps), len(deps))
+	}
+	e.wantInvalidate(1, deps[len(deps)-1])
+	e.wantMiss("many")
 }
 
 func testBigTag(t *testing.T, e *env) {

@@ -289,16 +289,19 @@ if sample > 0 and #KEYS >= first then
   end
 end
 local now = now_ms()
--- Indexed once (ZADD NX, one call for all): a tag's registrations are
+-- Indexed once (ZADD NX, one call per 256 tags): a tag's registrations are
 -- looked at max_age after it was first filled or last invalidated, and
--- then again while it lives.
-local index = {'ZADD', KEYS[3], 'NX'}
+-- then again while it lives. In calls of 256 tags, since unpack takes at
+-- most about 8000 values and an entry may have more dependencies.
+local index = {}
 for i = first, #KEYS do
   redis.call('HSET', KEYS[i], KEYS[1], ARGV[3])
   index[#index + 1] = now
   index[#index + 1] = KEYS[i]
 end
-if #index > 3 then redis.call(unpack(index)) end
+for i = 1, #index, 512 do
+  redis.call('ZADD', KEYS[3], 'NX', unpack(index, i, math.min(i + 511, #index)))
+end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('SET', KEYS[1], env, 'PX', ttl)
