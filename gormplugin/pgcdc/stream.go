@@ -40,8 +40,9 @@ type stream struct {
 	xid     uint32 // of the transaction being read
 	tags    []string
 	seen    map[string]bool
-	entered []string // tables whose rows the transaction inserted or updated
-	queued  LSN      // last position queued
+	entered []string       // tables whose rows the transaction inserted or updated
+	rowTags map[string]int // row tags the transaction added, by table
+	queued  LSN            // last position queued
 
 	work chan batch
 	dead chan struct{} // closed when the invalidator has stopped
@@ -73,6 +74,16 @@ type batch struct {
 
 // maxBatch bounds the transactions invalidated in one call.
 const maxBatch = 256
+
+// maxRowTags bounds the row tags a transaction invalidates for one table:
+// past it the table tag, which every read of the table depends on, stands
+// for the rest, so that a statement writing millions of rows costs neither
+// millions of tags in memory nor an invalidation call that large.
+const maxRowTags = 10_000
+
+// maxBatchTags bounds the tags the invalidator gathers from several
+// transactions into one call (one transaction may exceed it alone).
+const maxBatchTags = 100_000
 
 func (s *stream) run(ctx context.Context) error {
 	s.work = make(chan batch, maxBatch)
@@ -128,7 +139,12 @@ func (s *stream) read(ctx context.Context) error {
 			// it (the server ended the session) ends the session, also if
 			// a wake-up came at the same moment.
 			if (woke || pgconn.Timeout(err)) && !s.repl.IsClosed() {
-				continue // a status is due, or Processed moved
+				// A status is due, or Processed moved. A manager closed
+				// meanwhile ends the session now, not at the next change.
+				if err := s.l.managerErr(); err != nil {
+					return err
+				}
+				continue
 			}
 			return fmt.Errorf("pgcdc: receive: %w", err)
 		}
@@ -210,11 +226,13 @@ func (s *stream) invalidator(ctx context.Context) error {
 		if clearTimer != nil {
 			clearTimer.Stop()
 		}
+		ntags := len(group[0].tags)
 	drain:
-		for len(group) < maxBatch {
+		for len(group) < maxBatch && ntags < maxBatchTags {
 			select {
 			case b := <-s.work:
 				group = append(group, b)
+				ntags += len(b.tags)
 			default:
 				break drain
 			}
@@ -364,6 +382,7 @@ func (s *stream) settleDebt(ctx context.Context) error {
 		return err
 	}
 	s.debt, s.owed, s.owedOverflow = false, nil, false
+	s.l.setFailure(nil)
 	s.l.log.Warn("pgcdc: cleared the cache prefix the WAL bound owed", "prefix", s.l.m.Prefix())
 	s.l.emit(Event{Kind: EventCleared})
 	return nil
@@ -532,7 +551,7 @@ func (s *stream) logical(ctx context.Context, data []byte) error {
 		return s.relation(ctx, msg)
 	case *pglogrepl.BeginMessage:
 		s.inTx, s.xid = true, msg.Xid
-		s.tags, s.seen, s.entered = s.tags[:0], map[string]bool{}, s.entered[:0]
+		s.tags, s.seen, s.entered, s.rowTags = s.tags[:0], map[string]bool{}, s.entered[:0], map[string]int{}
 	case *pglogrepl.InsertMessage:
 		r, err := s.rel(msg.RelationID)
 		if err != nil {
@@ -610,27 +629,15 @@ func (s *stream) row(ctx context.Context, r *relation, op Op, old, new *pglogrep
 		return // the listener's own bookkeeping
 	}
 	s.add(gormplugin.ListTag(r.table))
-	identified := true
-	if old != nil {
-		tag, ok := r.rowTag(ctx, old)
-		identified = identified && ok
-		s.add(tag)
-	}
-	if new != nil {
-		tag, ok := r.rowTag(ctx, new)
-		if !ok && op == OpUpdate && old != nil {
-			// An unchanged TOASTed key: the key did not change, and the
-			// old tuple named it.
-			ok = true
-		}
-		identified = identified && ok
-		s.add(tag)
-	}
-	if op == OpDelete && old == nil {
-		identified = false
-	}
-	if !identified {
+	switch n := s.rowTags[r.table]; {
+	case n < 0:
+		// The table tag, added when the count reached the bound, covers
+		// this row too.
+	case n >= maxRowTags:
 		s.add(gormplugin.TableTag(r.table))
+		s.rowTags[r.table] = -1
+	default:
+		s.rowTags[r.table] = n + s.addRowTags(ctx, r, op, old, new)
 	}
 	// A row that enters a table's lists may enter lists with conjunction
 	// tags, which do not depend on the list tag: the invalidator adds the
@@ -644,6 +651,39 @@ func (s *stream) row(ctx context.Context, r *relation, op Op, old, new *pglogrep
 		s.add(fn(Change{Op: op, Schema: r.msg.Namespace, Table: r.msg.RelationName,
 			Old: tupleValues(r.msg, old), New: tupleValues(r.msg, new)})...)
 	}
+}
+
+// addRowTags adds the row tags of the old and new keys, or the table tag
+// where a key is unknown, and returns how many row tags it added.
+func (s *stream) addRowTags(ctx context.Context, r *relation, op Op, old, new *pglogrepl.TupleData) int {
+	identified, added := true, 0
+	if old != nil {
+		tag, ok := r.rowTag(ctx, old)
+		identified = identified && ok
+		if ok {
+			s.add(tag)
+			added++
+		}
+	}
+	if new != nil {
+		tag, ok := r.rowTag(ctx, new)
+		if ok {
+			s.add(tag)
+			added++
+		} else if op == OpUpdate && old != nil {
+			// An unchanged TOASTed key: the key did not change, and the
+			// old tuple named it.
+			ok = true
+		}
+		identified = identified && ok
+	}
+	if op == OpDelete && old == nil {
+		identified = false
+	}
+	if !identified {
+		s.add(gormplugin.TableTag(r.table))
+	}
+	return added
 }
 
 func (s *stream) add(tags ...string) {
@@ -672,6 +712,9 @@ func (s *stream) invalidate(ctx context.Context, tags []string, lsn LSN) (covere
 		_, err := s.l.m.InvalidateDependency(ictx, tags...)
 		cancel()
 		if err == nil {
+			if attempt > 1 {
+				s.l.setFailure(nil)
+			}
 			return false, nil
 		}
 		if errors.Is(err, depcache.ErrClosed) {
@@ -683,6 +726,7 @@ func (s *stream) invalidate(ctx context.Context, tags []string, lsn LSN) (covere
 		if attempt == 1 {
 			s.l.log.Warn("pgcdc: invalidation failed; retrying, nothing past it is confirmed", "lsn", lsn, "tags", len(tags), "err", err)
 		}
+		s.l.setFailure(fmt.Errorf("pgcdc: invalidation of the commit at %s failed (attempt %d): %w", lsn, attempt, err))
 		s.l.emit(Event{Kind: EventInvalidationFailed, LSN: lsn, Tags: tags, Attempt: attempt, Err: err})
 		if s.overBound() {
 			if err := s.incurDebt(ctx, lsn); err != nil {
