@@ -148,7 +148,11 @@ func WithBackoff(min, max time.Duration) Option {
 
 // WithStatusInterval sets how often the listener reports its position to
 // PostgreSQL when nothing else made it (default 10s; keep it well under
-// the server's wal_sender_timeout, 60s by default).
+// the server's wal_sender_timeout, 60s by default). That report asks the
+// server for a reply: a connection that stays silent for twice the
+// interval (at least 2s) after it is taken for lost and replaced, since a
+// partition or a dead server host leaves TCP silent for many minutes. A
+// manager closed while the listener idles ends Run within the interval.
 func WithStatusInterval(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {

@@ -53,6 +53,7 @@ type stream struct {
 
 	confirmed  LSN // last position sent to the server
 	nextStatus time.Time
+	askedAt    time.Time // when a status asked for a reply that has not come; zero if none is awaited
 
 	serverEnd atomic.Uint64 // the server's WAL end, as last reported
 	// The invalidator's: a Clear is owed, and when to try it next.
@@ -100,7 +101,7 @@ func (s *stream) run(ctx context.Context) error {
 	// A stop confirms what is done, so that the next session does not
 	// replay it (a failure here costs only that replay).
 	if s.l.Processed() > s.confirmed {
-		s.sendStatus()
+		s.sendStatus(false)
 	}
 	if s.err != nil && !errors.Is(s.err, context.Canceled) {
 		return s.err
@@ -121,8 +122,10 @@ func (s *stream) read(ctx context.Context) error {
 			return s.err
 		default:
 		}
-		if p := s.l.Processed(); p > s.confirmed || !time.Now().Before(s.nextStatus) {
-			if err := s.sendStatus(); err != nil {
+		if p, due := s.l.Processed(), !time.Now().Before(s.nextStatus); p > s.confirmed || due {
+			// The periodic status asks for a reply: silence after it
+			// tells a dead connection (below).
+			if err := s.sendStatus(due && s.askedAt.IsZero()); err != nil {
 				cancel()
 				return err
 			}
@@ -131,6 +134,9 @@ func (s *stream) read(ctx context.Context) error {
 		woke := rctx.Err() != nil // before cancel(), which sets it
 		s.setWake(nil)
 		cancel()
+		if err == nil {
+			s.askedAt = time.Time{}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -139,6 +145,13 @@ func (s *stream) read(ctx context.Context) error {
 			// it (the server ended the session) ends the session, also if
 			// a wake-up came at the same moment.
 			if (woke || pgconn.Timeout(err)) && !s.repl.IsClosed() {
+				// A connection that went silent without closing (a
+				// partition, a host gone: the server ended its side at
+				// wal_sender_timeout) shows nothing to TCP for many
+				// minutes; the server answers a reply request at once.
+				if silent := time.Since(s.askedAt); !s.askedAt.IsZero() && silent > s.silenceBound() {
+					return fmt.Errorf("pgcdc: receive: no answer from the server %v after a status that asked for one; the connection is taken for lost", silent.Round(time.Millisecond))
+				}
 				// A status is due, or Processed moved. A manager closed
 				// meanwhile ends the session now, not at the next change.
 				if err := s.l.managerErr(); err != nil {
@@ -176,6 +189,12 @@ func (s *stream) poke() {
 	s.wakeMu.Unlock()
 }
 
+// silenceBound is how long the reader waits, in ReceiveMessage, for the
+// reply a status asked for before it takes the connection for lost: twice
+// the status interval, at least 2 s, so that a loaded server or machine
+// does not cost reconnections.
+func (s *stream) silenceBound() time.Duration { return max(2*s.l.cfg.status, 2*time.Second) }
+
 // enqueue hands b to the invalidator. While the queue is full (the backend
 // is slow or down) it keeps the session alive with status messages, which
 // confirm nothing new.
@@ -194,7 +213,7 @@ func (s *stream) enqueue(ctx context.Context, b batch) error {
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
-			if err := s.sendStatus(); err != nil {
+			if err := s.sendStatus(false); err != nil {
 				return err
 			}
 		}
@@ -488,10 +507,14 @@ func (s snapshot) running(xid uint32) bool {
 
 // sendStatus confirms Processed to the server: the slot keeps WAL from
 // there and a new session starts there.
-func (s *stream) sendStatus() error {
+// With ask it asks the server to reply at once.
+func (s *stream) sendStatus(ask bool) error {
 	p := s.l.Processed()
-	if err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: p}); err != nil {
+	if err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: p, ReplyRequested: ask}); err != nil {
 		return fmt.Errorf("pgcdc: send status: %w", err)
+	}
+	if ask {
+		s.askedAt = time.Now()
 	}
 	s.nextStatus = time.Now().Add(s.l.cfg.status)
 	if p > s.confirmed {
@@ -522,7 +545,7 @@ func (s *stream) copyData(ctx context.Context, data []byte) error {
 			}
 		}
 		if k.ReplyRequested {
-			return s.sendStatus()
+			return s.sendStatus(false)
 		}
 	case pglogrepl.XLogDataByteID:
 		x, err := pglogrepl.ParseXLogData(data[1:])

@@ -1,0 +1,227 @@
+package pgcdc_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/depcache/go-depcache/gormplugin"
+	"github.com/depcache/go-depcache/gormplugin/pgcdc"
+)
+
+// A table in another schema, with a name that needs quoting, named to
+// WithTables as the catalogue spells it: its changes carry the table's
+// name without the schema, as the plugin's tags do; TRUNCATE too.
+func TestQuotedNameInAnotherSchema(t *testing.T) {
+	dsn, db := bareDatabase(t)
+	if _, err := db.Exec(`CREATE SCHEMA "App Schema"; CREATE TABLE "App Schema"."Mixed Case" (id int PRIMARY KEY, v text)`); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dsn: dsn, db: db, m: memoryManager(t), events: &recorder{}, slot: slotFor(dsn)}
+	e.l = e.listener(pgcdc.WithPublication("mixed"), pgcdc.WithTables("App Schema.Mixed Case", "users"))
+	if err := e.l.Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.run(e.l)
+	const table = "Mixed Case"
+	before := currentLSN(t, db)
+	lsn := e.exec(`INSERT INTO "App Schema"."Mixed Case" VALUES (1, 'a')`)
+	sync_(t, e.l, lsn)
+	want := []string{gormplugin.ListTag(table), gormplugin.RowTag(table, 1)}
+	slices.Sort(want)
+	if got := e.events.tagsAfter(before, lsn); !slices.Equal(got, want) {
+		t.Fatalf("insert invalidated %q, want %q", got, want)
+	}
+	before = lsn
+	lsn = e.exec(`TRUNCATE "App Schema"."Mixed Case"`)
+	sync_(t, e.l, lsn)
+	want = []string{gormplugin.ListTag(table), gormplugin.TableTag(table)}
+	slices.Sort(want)
+	if got := e.events.tagsAfter(before, lsn); !slices.Equal(got, want) {
+		t.Fatalf("truncate invalidated %q, want %q", got, want)
+	}
+}
+
+// A user without the REPLICATION attribute, and one that may replicate
+// but not create a FOR ALL TABLES publication: errors that say so, from
+// Run at once, not retries.
+func TestMissingPrivilegesAreErrors(t *testing.T) {
+	dsn, db := bareDatabase(t)
+	if _, err := db.Exec(`CREATE ROLE cdc_norepl LOGIN; CREATE ROLE cdc_repl LOGIN REPLICATION`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Exec(`DROP ROLE cdc_norepl; DROP ROLE cdc_repl`) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range []struct{ user, want string }{
+		{"cdc_norepl", "replication"},
+		{"cdc_repl", "publication"},
+	} {
+		l, err := pgcdc.New(memoryManager(t), strings.Replace(dsn, "user=postgres", "user="+c.user, 1), pgcdc.WithSlot(slotFor(dsn)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = l.Run(ctx)
+		if err == nil || ctx.Err() != nil || !strings.Contains(strings.ToLower(err.Error()), c.want) {
+			t.Errorf("%s: Run = %v, want an error about %s before its context ends", c.user, err, c.want)
+		}
+	}
+}
+
+// Every session of the listener ended by the server at once (the
+// replication connection and the two others): it reconnects, and a
+// write made after is invalidated.
+func TestAllSessionsTerminated(t *testing.T) {
+	e := newEnv(t, envConfig{opts: []pgcdc.Option{pgcdc.WithStatusInterval(time.Hour)}})
+	e.events.waitFor(t, "streaming", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventStreaming })
+	sync_(t, e.l, e.exec(`INSERT INTO users VALUES (1, 'a')`)) // the invalidator's connection is open
+	var n int
+	if err := e.db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name LIKE 'depcache-pgcdc:%' AND datname = current_database()`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("terminate the listener's sessions: %d terminated, want 3; %v", n, err)
+	}
+	e.events.waitFor(t, "disconnected", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventDisconnected })
+	e.cache("u2", gormplugin.RowTag("users", 2))
+	sync_(t, e.l, e.exec(`INSERT INTO users VALUES (2, 'b')`))
+	if e.present("u2") {
+		t.Fatal("a write after the reconnection was not invalidated")
+	}
+}
+
+// freezer is a TCP proxy to a server whose connections can be frozen: no
+// byte, no close, passes either way any more — a network partition, or a
+// server host gone, seen from the client. New connections pass.
+type freezer struct {
+	ln     net.Listener
+	target string
+	done   chan struct{}
+	mu     sync.Mutex
+	conns  []*frozenPair
+	wg     sync.WaitGroup
+}
+
+type frozenPair struct {
+	frozen     atomic.Bool
+	client, up net.Conn
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln, target: target, done: make(chan struct{})}
+	f.wg.Add(1)
+	go f.accept()
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *freezer) port() int { return f.ln.Addr().(*net.TCPAddr).Port }
+
+func (f *freezer) accept() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", f.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p := &frozenPair{client: c, up: up}
+		f.mu.Lock()
+		f.conns = append(f.conns, p)
+		f.mu.Unlock()
+		f.wg.Add(2)
+		go f.pipe(p, up, c)
+		go f.pipe(p, c, up)
+	}
+}
+
+func (f *freezer) pipe(p *frozenPair, dst, src net.Conn) {
+	defer f.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if p.frozen.Load() {
+			<-f.done // drop it, and keep the other side open
+			return
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				err = werr
+			}
+		}
+		if err != nil {
+			p.client.Close()
+			p.up.Close()
+			return
+		}
+	}
+}
+
+// freeze freezes every connection open now.
+func (f *freezer) freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, p := range f.conns {
+		p.frozen.Store(true)
+	}
+}
+
+func (f *freezer) close() {
+	f.ln.Close()
+	close(f.done)
+	f.mu.Lock()
+	for _, p := range f.conns {
+		p.client.Close()
+		p.up.Close()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
+
+// A connection that goes silent without closing (a partition, a server
+// host that died): the server ends its side (wal_sender_timeout; here
+// pg_terminate_backend), the client learns nothing from TCP for many
+// minutes. The listener asks the server for a reply with its periodic
+// status and takes a connection that stays silent past twice the status
+// interval (at least 2 s) for lost. It used to wait on it for good, every
+// later change uninvalidated.
+func TestSilentConnectionIsReplaced(t *testing.T) {
+	s := server(t)
+	dsn, db := bareDatabase(t)
+	f := newFreezer(t, fmt.Sprintf("127.0.0.1:%d", s.Port))
+	proxied := strings.Replace(dsn, fmt.Sprintf("port=%d", s.Port), fmt.Sprintf("port=%d", f.port()), 1)
+	e := &env{t: t, dsn: dsn, db: db, m: memoryManager(t), events: &recorder{}, slot: slotFor(dsn)}
+	l, err := pgcdc.New(e.m, proxied, pgcdc.WithSlot(e.slot), pgcdc.WithObserver(e.events.add),
+		pgcdc.WithBackoff(10*time.Millisecond, 200*time.Millisecond), pgcdc.WithStatusInterval(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.l = l
+	e.run(l)
+	sync_(t, l, e.exec(`INSERT INTO users VALUES (1, 'a')`))
+
+	f.freeze()
+	var n int
+	if err := db.QueryRow(`SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE slot_name = $1 AND active`, e.slot).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("end the server's side of the replication connection: %d, %v", n, err)
+	}
+	e.cache("u2", gormplugin.RowTag("users", 2))
+	sync_(t, l, e.exec(`INSERT INTO users VALUES (2, 'b')`))
+	if e.present("u2") {
+		t.Fatal("a write after the connection went silent was not invalidated")
+	}
+	ev := e.events.waitFor(t, "disconnected", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventDisconnected })
+	t.Logf("the listener gave the silent connection up: %v", ev.Err)
+}
