@@ -41,7 +41,9 @@ var (
 	// ErrPublication is returned by Setup and Run when the publication
 	// exists but would not send every change the listener must see: it
 	// leaves out an operation (insert, update, delete, truncate) or a table
-	// of WithTables. The message names what is missing and how to add it.
+	// of WithTables — or was dropped while the slot had changes to decode,
+	// which PostgreSQL cannot decode past. The message names what is
+	// missing and what to do.
 	ErrPublication = errors.New("pgcdc: the publication does not publish what the listener needs")
 )
 
@@ -119,7 +121,8 @@ type Listener struct {
 	plainCfg    *pgconn.Config
 	models      map[string]*schema.Schema // of WithModels, by table
 	running     atomic.Bool
-	unkeyedSeen sync.Map // relation names logged as unkeyed
+	advances    atomic.Uint64 // how often processed grew
+	unkeyedSeen sync.Map      // relation names logged as unkeyed
 
 	emitMu sync.Mutex // one observer call at a time
 
@@ -260,6 +263,7 @@ func (l *Listener) advance(lsn LSN) {
 		return
 	}
 	l.processed = lsn
+	l.advances.Add(1)
 	close(l.advanced)
 	l.advanced = make(chan struct{})
 }
@@ -310,6 +314,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	everStreamed := false
 	for {
 		var streamed bool
+		start, advances := time.Now(), l.advances.Load()
 		err := l.managerErr()
 		if err == nil {
 			streamed, err = l.session(ctx)
@@ -321,7 +326,11 @@ func (l *Listener) Run(ctx context.Context) error {
 		if fatal(err) {
 			return l.stop(err)
 		}
-		if streamed {
+		// Only a session that did some work, or lasted, starts the backoff
+		// again: one that streams and fails at once (a connection refused
+		// right after the stream started, a stream error on the first
+		// change) reconnected every minimum backoff, for ever.
+		if streamed && (l.advances.Load() > advances || time.Since(start) >= l.cfg.maxBackoff) {
 			backoff = l.cfg.minBackoff
 		}
 		if slotBusy(err) {

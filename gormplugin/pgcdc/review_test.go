@@ -2,7 +2,9 @@ package pgcdc_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -224,4 +226,78 @@ func TestSilentConnectionIsReplaced(t *testing.T) {
 	}
 	ev := e.events.waitFor(t, "disconnected", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventDisconnected })
 	t.Logf("the listener gave the silent connection up: %v", ev.Err)
+}
+
+// A publication dropped while the listener runs: decoding fails at the
+// same change on every reconnection, even once Run has created the
+// publication again. It used to reconnect for ever (184 times in 6 s);
+// it is an error that says what to do.
+func TestDroppedPublicationIsAnError(t *testing.T) {
+	e := newEnv(t, envConfig{noRun: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.l.Run(ctx) }()
+	sync_(t, e.l, e.exec(`INSERT INTO users VALUES (1, 'a')`))
+	e.exec(`DROP PUBLICATION depcache_pgcdc`, `INSERT INTO users VALUES (2, 'b')`)
+	if err := <-done; !errors.Is(err, pgcdc.ErrPublication) || !strings.Contains(err.Error(), "pg_drop_replication_slot") {
+		t.Fatalf("Run after its publication was dropped = %v, want ErrPublication before its context ends", err)
+	}
+}
+
+// retryLog keeps the retry_in of every "reconnecting" log record.
+type retryLog struct {
+	mu    sync.Mutex
+	waits []time.Duration
+}
+
+func (r *retryLog) Enabled(context.Context, slog.Level) bool { return true }
+func (r *retryLog) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *retryLog) WithGroup(string) slog.Handler            { return r }
+func (r *retryLog) Handle(_ context.Context, rec slog.Record) error {
+	rec.Attrs(func(a slog.Attr) bool {
+		if a.Key == "retry_in" {
+			r.mu.Lock()
+			r.waits = append(r.waits, a.Value.Duration())
+			r.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+// A session that starts streaming and fails at once, every time (here its
+// third connection is refused: the role's connection limit): the waits
+// between attempts grow. They stayed at the minimum, since any session
+// that had streamed reset the backoff: 20 ms apart for ever.
+func TestFailingSessionsBackOff(t *testing.T) {
+	e := newEnv(t, envConfig{noRun: true})
+	// Two connections, of which the replication one is not counted: the
+	// invalidator's is refused once streaming has begun.
+	e.exec(`CREATE ROLE cdc_lim LOGIN REPLICATION CONNECTION LIMIT 1`)
+	t.Cleanup(func() { e.db.Exec(`DROP ROLE cdc_lim`) })
+	retries := &retryLog{}
+	rec := &recorder{}
+	const min = 10 * time.Millisecond
+	l, err := pgcdc.New(e.m, strings.Replace(e.dsn, "user=postgres", "user=cdc_lim", 1), pgcdc.WithSlot(e.slot),
+		pgcdc.WithObserver(rec.add), pgcdc.WithBackoff(min, time.Second), pgcdc.WithLogger(slog.New(retries)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := e.start(l)
+	n := 0
+	rec.waitFor(t, "five disconnections", func(ev pgcdc.Event) bool {
+		if ev.Kind == pgcdc.EventDisconnected {
+			n++
+		}
+		return n >= 5
+	})
+	if err := stop(); err == nil {
+		t.Error("Run stopped while failing returned nil")
+	}
+	retries.mu.Lock()
+	defer retries.mu.Unlock()
+	if len(retries.waits) < 5 || retries.waits[4] < 8*min {
+		t.Fatalf("waits between failing sessions %v: the fifth is not 8 times the minimum", retries.waits)
+	}
 }

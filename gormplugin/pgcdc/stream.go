@@ -167,7 +167,15 @@ func (s *stream) read(ctx context.Context) error {
 				return err
 			}
 		case *pgproto3.ErrorResponse:
-			return fmt.Errorf("pgcdc: replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+			pgErr := pgconn.ErrorResponseToPgError(msg)
+			if pgErr.Code == "42704" && strings.Contains(pgErr.Message, "publication") {
+				// Decoding reads the publication as the catalogue was at
+				// each change: one dropped (even if created again since)
+				// fails at the same change on every reconnection.
+				return fmt.Errorf("%w: publication %s is missing at position %s of slot %s (it was dropped while the slot had changes to decode): PostgreSQL cannot decode past it, and the changes since are lost to the listener; drop the slot (SELECT pg_drop_replication_slot('%s')), clear the cache prefix, and start again: %w",
+					ErrPublication, s.l.cfg.publication, s.l.Processed(), s.l.cfg.slot, s.l.cfg.slot, pgErr)
+			}
+			return fmt.Errorf("pgcdc: replication stream: %w", pgErr)
 		case *pgproto3.CopyDone:
 			return errors.New("pgcdc: the server ended the replication stream")
 		}
