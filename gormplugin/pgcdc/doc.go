@@ -52,7 +52,9 @@
 // at once what waiting cannot fix — a closed manager, a bad password or
 // missing privileges, an unknown database, wal_level (ErrNotLogical), a
 // table of WithTables that does not exist (ErrTableNotFound), an existing
-// publication that would leave changes out (ErrPublication) — and retries
+// publication that would leave changes out or was dropped
+// (ErrPublication), a slot dropped after the listener streamed from it
+// (ErrSlotLost: the changes since are lost, clear the prefix) — and retries
 // with backoff what waiting can: a server that refuses connections or
 // does not answer, a lost connection, a failing invalidation. Nothing is
 // lost while it retries (the slot keeps what is not confirmed). When its

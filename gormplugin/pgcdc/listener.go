@@ -33,6 +33,10 @@ var (
 	// logical: logical replication is off, and turning it on needs a
 	// restart of the server.
 	ErrNotLogical = errors.New("pgcdc: the server's wal_level is not logical")
+	// ErrSlotLost is returned by Run (and Setup) when the slot the
+	// listener streamed from was dropped meanwhile: the changes committed
+	// since cannot be recovered, and the cache prefix must be cleared.
+	ErrSlotLost = errors.New("pgcdc: the replication slot was lost")
 	// ErrTableNotFound is returned by Setup and Run when a table of
 	// WithTables does not exist in the database; the message names it.
 	// Waiting cannot fix it, and a publication without the table would
@@ -122,6 +126,7 @@ type Listener struct {
 	models      map[string]*schema.Schema // of WithModels, by table
 	running     atomic.Bool
 	advances    atomic.Uint64 // how often processed grew
+	hasStreamed atomic.Bool   // from the slot, once: it must not be created again
 	unkeyedSeen sync.Map      // relation names logged as unkeyed
 
 	emitMu sync.Mutex // one observer call at a time
@@ -288,7 +293,8 @@ func (l *Listener) emit(e Event) {
 // manager (ErrClosed), a bad DSN or password, missing privileges, an
 // unknown database, wal_level not logical (ErrNotLogical), a table of
 // WithTables that does not exist (ErrTableNotFound), a publication that
-// leaves out changes (ErrPublication). A manager closed while Run streams
+// leaves out changes or was dropped (ErrPublication), a slot dropped after
+// this listener streamed from it (ErrSlotLost). A manager closed while Run streams
 // ends it within the status interval (WithStatusInterval).
 //
 // What waiting can fix — a server that does not answer or refuses
@@ -470,6 +476,13 @@ func (l *Listener) setup(ctx context.Context, plain, repl *pgconn.PgConn) (LSN, 
 	if err != nil {
 		return 0, err
 	}
+	if len(rows) == 0 && l.hasStreamed.Load() {
+		// Dropped since this listener streamed from it: a new slot would
+		// start from now, and the changes in between would never be
+		// invalidated.
+		return 0, fmt.Errorf("%w: replication slot %s was dropped after this listener streamed from it at %s; changes committed since may never be invalidated: clear the cache prefix %q, then run a new Listener (it creates the slot)",
+			ErrSlotLost, l.cfg.slot, l.Processed(), l.m.Prefix())
+	}
 	if len(rows) == 0 {
 		_, err := pglogrepl.CreateReplicationSlot(ctx, repl, l.cfg.slot, "pgoutput",
 			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
@@ -598,6 +611,7 @@ func (l *Listener) session(ctx context.Context) (streamed bool, err error) {
 	// The slot's position: every commit before it has been invalidated by
 	// this listener or a predecessor.
 	l.advance(confirmed)
+	l.hasStreamed.Store(true)
 	l.setFailure(nil)
 	l.log.Info("pgcdc: streaming", "from", confirmed)
 	l.emit(Event{Kind: EventStreaming, LSN: confirmed})
@@ -670,7 +684,7 @@ func slotBusy(err error) bool { return isCode(err, "55006") }
 // fatal reports errors that waiting and reconnecting cannot fix.
 func fatal(err error) bool {
 	if errors.Is(err, ErrBadOption) || errors.Is(err, ErrNotLogical) || errors.Is(err, depcache.ErrClosed) ||
-		errors.Is(err, ErrTableNotFound) || errors.Is(err, ErrPublication) {
+		errors.Is(err, ErrTableNotFound) || errors.Is(err, ErrPublication) || errors.Is(err, ErrSlotLost) {
 		return true
 	}
 	var pgErr *pgconn.PgError

@@ -301,3 +301,22 @@ func TestFailingSessionsBackOff(t *testing.T) {
 		t.Fatalf("waits between failing sessions %v: the fifth is not 8 times the minimum", retries.waits)
 	}
 }
+
+// The slot dropped between two Runs of one listener (an operator, a
+// cleanup script): Run created a new slot from the current position and
+// streamed on, and the changes committed meanwhile were never
+// invalidated. It is ErrSlotLost.
+func TestDroppedSlotIsAnError(t *testing.T) {
+	e := newEnv(t, envConfig{noRun: true})
+	stop := e.run(e.l)
+	sync_(t, e.l, e.exec(`INSERT INTO users VALUES (1, 'a')`))
+	stop()
+	dropSlot(t, e.dsn, e.slot)
+	e.cache("u2", gormplugin.RowTag("users", 2))
+	e.exec(`INSERT INTO users VALUES (2, 'b')`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.l.Run(ctx); !errors.Is(err, pgcdc.ErrSlotLost) {
+		t.Fatalf("Run after its slot was dropped = %v, want ErrSlotLost before its context ends", err)
+	}
+}
