@@ -15,6 +15,7 @@ import (
 	"github.com/depcache/go-depcache/depcache"
 	"github.com/depcache/go-depcache/gormplugin"
 	"github.com/depcache/go-depcache/gormplugin/pgcdc"
+	"github.com/depcache/go-depcache/internal/redistest"
 )
 
 // bareDatabase is a test database with schemaSQL's tables and no listener
@@ -248,4 +249,26 @@ func TestSlotOfAnotherPrefixIsAnError(t *testing.T) {
 	rec := &recorder{}
 	e.run(e.listenerFor(e.m, rec))
 	rec.waitFor(t, "slot busy", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventSlotBusy })
+}
+
+// A server that accepts connections and never answers (a wedged host):
+// the first connection attempt lasts until Run's context ends, and Run
+// returned nil, as if it had streamed. It returns an error wrapping the
+// deadline, saying it never streamed.
+func TestServerThatNeverAnswers(t *testing.T) {
+	addr, accepted := redistest.Frozen(t)
+	host, port, _ := net.SplitHostPort(addr)
+	l, err := pgcdc.New(memoryManager(t), fmt.Sprintf("host=%s port=%s user=postgres dbname=test sslmode=disable", host, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err = l.Run(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "before it streamed") {
+		t.Fatalf("Run = %v, want an error wrapping the deadline, saying it never streamed", err)
+	}
+	if accepted() == 0 {
+		t.Fatal("the listener never connected to the frozen server")
+	}
 }

@@ -380,15 +380,15 @@ func (l *Listener) stop(err error) error {
 // before it streamed (a connection attempt that hangs until the deadline)
 // is a failure of its own.
 func (l *Listener) stopped(ctx context.Context, streamed bool, last error) error {
-	cause := l.currentFailure()
+	cause, what := l.currentFailure(), "while failing"
 	if cause == nil && !streamed && last != nil && !slotBusy(last) {
-		cause = last
+		cause, what = last, "before it streamed"
 	}
 	l.setFailure(nil)
 	if cause == nil {
 		return nil
 	}
-	err := fmt.Errorf("pgcdc: Run stopped (%w) while failing: %w", context.Cause(ctx), cause)
+	err := fmt.Errorf("pgcdc: Run stopped (%w) %s: %w", context.Cause(ctx), what, cause)
 	l.log.Warn("pgcdc: listener stopped while failing; the slot keeps what was not confirmed", "err", err)
 	return err
 }
