@@ -56,7 +56,12 @@
 // (ErrPublication), a slot dropped after the listener streamed from it
 // (ErrSlotLost: the changes since are lost, clear the prefix) — and retries
 // with backoff what waiting can: a server that refuses connections or
-// does not answer, a lost connection, a failing invalidation. Nothing is
+// does not answer, a lost connection, a failing invalidation. Each
+// connection attempt is bounded (the DSN's connect_timeout, else 10s), and
+// so is each of the listener's queries (30s), and a replication
+// connection that stays silent after a status that asked for a reply
+// (twice WithStatusInterval) is taken for lost: a partition or a dead host
+// ends in a reconnection, not a listener waiting for good. Nothing is
 // lost while it retries (the slot keeps what is not confirmed). When its
 // context ends Run returns nil if it was working, and otherwise an error
 // wrapping both the context's error and the failure it was retrying; a

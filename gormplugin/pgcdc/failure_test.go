@@ -272,3 +272,34 @@ func TestServerThatNeverAnswers(t *testing.T) {
 		t.Fatal("the listener never connected to the frozen server")
 	}
 }
+
+// A server that accepts connections and never answers, with a DSN that
+// sets no connect_timeout: the first attempt lasted until Run's context
+// ended, with no retry and no log line. Each attempt is bounded
+// (connectTimeout, shortened here), failed and retried.
+func TestServerThatNeverAnswersIsRetried(t *testing.T) {
+	pgcdc.ShortenTimeouts(t, 30*time.Second, 100*time.Millisecond)
+	addr, _ := redistest.Frozen(t)
+	host, port, _ := net.SplitHostPort(addr)
+	rec := &recorder{}
+	l, err := pgcdc.New(memoryManager(t), fmt.Sprintf("host=%s port=%s user=postgres dbname=test sslmode=disable", host, port),
+		pgcdc.WithObserver(rec.add), pgcdc.WithBackoff(time.Millisecond, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	n := 0
+	rec.waitFor(t, "two failed attempts", func(ev pgcdc.Event) bool {
+		if ev.Kind == pgcdc.EventDisconnected {
+			n++
+		}
+		return n >= 2
+	})
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "while failing") {
+		t.Fatalf("Run = %v, want an error wrapping context.Canceled and the failed attempts", err)
+	}
+}

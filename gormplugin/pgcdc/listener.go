@@ -168,6 +168,9 @@ func New(m *depcache.Manager, dsn string, opts ...Option) (*Listener, error) {
 	plain.RuntimeParams["DateStyle"] = "ISO, YMD"
 	plain.RuntimeParams["bytea_output"] = "hex"
 	plain.RuntimeParams["extra_float_digits"] = "1" // shortest exact floats, whatever the server's default
+	if plain.ConnectTimeout == 0 {
+		plain.ConnectTimeout = connectTimeout
+	}
 	if plain.RuntimeParams["application_name"] == "" {
 		// The manager's prefix, so that a listener finding the slot busy
 		// can tell a standby of its own cache from another cache's
@@ -190,6 +193,17 @@ func New(m *depcache.Manager, dsn string, opts ...Option) (*Listener, error) {
 		advanced: make(chan struct{}),
 	}, nil
 }
+
+// queryTimeout bounds each of the listener's queries (catalogue reads,
+// pg_current_snapshot, the debt table), none of which takes long on a
+// server that answers; connectTimeout bounds each connection attempt when
+// the DSN sets no connect_timeout: a server that accepts connections and
+// never answers held Run in its first attempt, without a retry or a log
+// line, until its context ended. Variables so that tests can shorten them.
+var (
+	queryTimeout   = 30 * time.Second
+	connectTimeout = 10 * time.Second
+)
 
 // appPrefix begins the application_name of the listener's sessions
 // (unless the DSN sets one); the manager's prefix follows it.
@@ -654,7 +668,11 @@ func (l *Listener) checkHolder(ctx context.Context, plain *pgconn.PgConn) error 
 }
 
 // query runs sql with text arguments and returns its rows as text.
+// Each is bounded by queryTimeout: a connection that went silent without
+// closing would otherwise hold the session for good.
 func query(ctx context.Context, c *pgconn.PgConn, sql string, args ...string) ([][]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	params := make([][]byte, len(args))
 	for i, a := range args {
 		params[i] = []byte(a)

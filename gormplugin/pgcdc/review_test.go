@@ -171,6 +171,13 @@ func (f *freezer) pipe(p *frozenPair, dst, src net.Conn) {
 	}
 }
 
+// freezeConn freezes the i-th connection the proxy accepted.
+func (f *freezer) freezeConn(i int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.conns[i].frozen.Store(true)
+}
+
 // freeze freezes every connection open now.
 func (f *freezer) freeze() {
 	f.mu.Lock()
@@ -200,11 +207,39 @@ func (f *freezer) close() {
 // interval (at least 2 s) for lost. It used to wait on it for good, every
 // later change uninvalidated.
 func TestSilentConnectionIsReplaced(t *testing.T) {
+	e, f := proxiedEnv(t)
+	l, db := e.l, e.db
+
+	f.freeze()
+	var n int
+	if err := db.QueryRow(`SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE slot_name = $1 AND active`, e.slot).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("end the server's side of the replication connection: %d, %v", n, err)
+	}
+	e.cache("u2", gormplugin.RowTag("users", 2))
+	e.syncOrReport(l, e.exec(`INSERT INTO users VALUES (2, 'b')`))
+	if e.present("u2") {
+		t.Fatal("a write after the connection went silent was not invalidated")
+	}
+	ev := e.events.waitFor(t, "disconnected", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventDisconnected })
+	t.Logf("the listener gave the silent connection up: %v", ev.Err)
+}
+
+// proxiedEnv is an env whose listener reaches the server through a
+// freezer (its connections, in order: the session's plain and replication
+// ones, then the invalidator's), with a write already invalidated.
+func proxiedEnv(t *testing.T) (*env, *freezer) {
 	s := server(t)
 	dsn, db := bareDatabase(t)
 	f := newFreezer(t, fmt.Sprintf("127.0.0.1:%d", s.Port))
 	proxied := strings.Replace(dsn, fmt.Sprintf("port=%d", s.Port), fmt.Sprintf("port=%d", f.port()), 1)
 	e := &env{t: t, dsn: dsn, db: db, m: memoryManager(t), events: &recorder{}, slot: slotFor(dsn)}
+	// The slot exists before the first write (else Processed starts past
+	// it, and the sync below returns before the session is complete); made
+	// by a listener on the server itself, so that the proxy's connections
+	// are the session's only.
+	if err := e.listener().Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	l, err := pgcdc.New(e.m, proxied, pgcdc.WithSlot(e.slot), pgcdc.WithObserver(e.events.add),
 		pgcdc.WithBackoff(10*time.Millisecond, 200*time.Millisecond), pgcdc.WithStatusInterval(100*time.Millisecond))
 	if err != nil {
@@ -213,19 +248,56 @@ func TestSilentConnectionIsReplaced(t *testing.T) {
 	e.l = l
 	e.run(l)
 	sync_(t, l, e.exec(`INSERT INTO users VALUES (1, 'a')`))
+	return e, f
+}
 
-	f.freeze()
-	var n int
-	if err := db.QueryRow(`SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE slot_name = $1 AND active`, e.slot).Scan(&n); err != nil || n != 1 {
-		t.Fatalf("end the server's side of the replication connection: %d, %v", n, err)
+// syncOrReport is sync_, reporting the listener's events when it fails.
+func (e *env) syncOrReport(l *pgcdc.Listener, lsn pgcdc.LSN) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := l.WaitFor(ctx, lsn); err != nil {
+		e.events.mu.Lock()
+		for _, ev := range e.events.events {
+			if ev.Kind != pgcdc.EventConfirmed && ev.Kind != pgcdc.EventInvalidated {
+				e.t.Logf("event %s %s %v", ev.Kind, ev.LSN, ev.Err)
+			}
+		}
+		e.events.mu.Unlock()
+		e.t.Fatal(err)
 	}
-	e.cache("u2", gormplugin.RowTag("users", 2))
-	sync_(t, l, e.exec(`INSERT INTO users VALUES (2, 'b')`))
-	if e.present("u2") {
-		t.Fatal("a write after the connection went silent was not invalidated")
+}
+
+// The session's other connections can go silent too: the invalidator's
+// (its visibility check) and the reader's catalogue connection (read when
+// a table is first described). Their queries had no bound, and the
+// session waited on them for good. They time out (queryTimeout), the
+// session ends and the listener reconnects.
+func TestSilentQueryConnectionsAreReplaced(t *testing.T) {
+	pgcdc.ShortenTimeouts(t, 500*time.Millisecond, 10*time.Second)
+	for _, c := range []struct {
+		name string
+		conn int
+		sql  []string
+		key  int
+	}{
+		{"invalidator's", 2, []string{`INSERT INTO users VALUES (2, 'b')`}, 2},
+		{"catalogue", 0, []string{`CREATE TABLE later (id int PRIMARY KEY)`, `INSERT INTO later VALUES (3)`}, 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e, f := proxiedEnv(t)
+			f.freezeConn(c.conn)
+			table := "users"
+			if c.key == 3 {
+				table = "later"
+			}
+			e.cache("row", gormplugin.RowTag(table, c.key))
+			e.syncOrReport(e.l, e.exec(c.sql...))
+			if e.present("row") {
+				t.Fatal("a write after the connection went silent was not invalidated")
+			}
+		})
 	}
-	ev := e.events.waitFor(t, "disconnected", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventDisconnected })
-	t.Logf("the listener gave the silent connection up: %v", ev.Err)
 }
 
 // A publication dropped while the listener runs: decoding fails at the
