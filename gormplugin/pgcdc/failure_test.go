@@ -303,3 +303,25 @@ func TestServerThatNeverAnswersIsRetried(t *testing.T) {
 		t.Fatalf("Run = %v, want an error wrapping context.Canceled and the failed attempts", err)
 	}
 }
+
+// A table of WithTables that exists but cannot be published (a view):
+// CREATE PUBLICATION failed with "cannot add relation" (22023), retried
+// for ever. It is an error from Setup and Run, naming the statement.
+func TestUnpublishableTableIsAnError(t *testing.T) {
+	dsn, db := bareDatabase(t)
+	if _, err := db.Exec(`CREATE VIEW user_names AS SELECT name FROM users`); err != nil {
+		t.Fatal(err)
+	}
+	l, err := pgcdc.New(memoryManager(t), dsn, pgcdc.WithSlot(slotFor(dsn)), pgcdc.WithPublication("p"), pgcdc.WithTables("user_names"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := l.Setup(ctx); !errors.Is(err, pgcdc.ErrBadOption) || !strings.Contains(err.Error(), "user_names") {
+		t.Fatalf("Setup = %v, want ErrBadOption naming user_names", err)
+	}
+	if err := l.Run(ctx); !errors.Is(err, pgcdc.ErrBadOption) {
+		t.Fatalf("Run = %v, want ErrBadOption before its context ends", err)
+	}
+}

@@ -478,7 +478,13 @@ func (l *Listener) setup(ctx context.Context, plain, repl *pgconn.PgConn) (LSN, 
 		switch _, err := plain.Exec(ctx, sql).ReadAll(); {
 		case err == nil:
 			l.log.Info("pgcdc: created publication", "publication", l.cfg.publication)
-		case !isCode(err, "42710"): // 42710: another listener, or Setup, created it meanwhile
+		case isCode(err, "42710"): // another listener, or Setup, created it meanwhile
+		case isClass(err, "22") || isClass(err, "42"):
+			// A table of WithTables that cannot be published (a view, a
+			// temporary or unlogged table: 22023), or no right to (42501):
+			// waiting cannot fix it.
+			return 0, fmt.Errorf("%w: create publication %s (%s): %w", ErrBadOption, l.cfg.publication, sql, err)
+		default:
 			return 0, fmt.Errorf("pgcdc: create publication %s: %w", l.cfg.publication, err)
 		}
 	}
@@ -694,6 +700,13 @@ func query(ctx context.Context, c *pgconn.PgConn, sql string, args ...string) ([
 func isCode(err error, code string) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == code
+}
+
+// isClass reports a PostgreSQL error of the SQLSTATE class (its first two
+// characters).
+func isClass(err error, class string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, class)
 }
 
 // slotBusy reports PostgreSQL's "replication slot … is active for PID …".
