@@ -88,7 +88,9 @@ func WithPublication(name string) Option {
 // case-sensitive and unquoted ("Users" is the table created as "Users");
 // one without a schema is looked up in the session's search_path. A table
 // that does not exist is an error wrapping ErrTableNotFound, from Setup
-// and Run, naming it: create the tables before the listener starts.
+// and Run, naming it: create the tables before the listener starts. One
+// that cannot be published (a view, a temporary or unlogged table) is an
+// error wrapping ErrBadOption.
 func WithTables(tables ...string) Option {
 	return func(c *config) {
 		if len(tables) == 0 {
