@@ -2,6 +2,7 @@ package pgcdc_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/depcache/go-depcache/depcache"
@@ -46,12 +47,15 @@ func TestDebtOutlivesTheListener(t *testing.T) {
 	mr := startMiniredis(t)
 	m1 := depcache.New(redisBackend(t, mr.Addr()), depcache.WithPrefix("cdc"))
 	e := newEnv(t, envConfig{manager: m1, noRun: true, opts: []pgcdc.Option{pgcdc.WithMaxRetainedWAL(1)}})
-	stop := e.run(e.l)
+	stop := e.start(e.l)
 	sync_(t, e.l, e.exec(`SELECT 1`))
 	mr.SetError("ERR injected outage")
 	e.exec(`INSERT INTO users VALUES (1, 'a')`)
 	e.events.waitFor(t, "over bound", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventOverBound })
-	stop()
+	// Stopped while Redis fails, Run says so.
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Run stopped while owing a Clear = %v, want an error wrapping context.Canceled and the failure", err)
+	}
 	m1.Close()
 
 	mr.SetError("")

@@ -45,6 +45,28 @@
 // running (pg_current_snapshot, PostgreSQL 13 or later). Without that
 // check the package's stale-read test failed in about one run in six.
 //
+// # Errors and retries
+//
+// Setup connects once, checks the server and creates what is missing,
+// without retrying: call it before Run to fail fast at start. Run returns
+// at once what waiting cannot fix — a closed manager, a bad password or
+// missing privileges, an unknown database, wal_level (ErrNotLogical), a
+// table of WithTables that does not exist (ErrTableNotFound), an existing
+// publication that would leave changes out or was dropped
+// (ErrPublication), a slot dropped after the listener streamed from it
+// (ErrSlotLost: the changes since are lost, clear the prefix) — and retries
+// with backoff what waiting can: a server that refuses connections or
+// does not answer, a lost connection, a failing invalidation. Each
+// connection attempt is bounded (the DSN's connect_timeout, else 10s), and
+// so is each of the listener's queries (30s), and a replication
+// connection that stays silent after a status that asked for a reply
+// (twice WithStatusInterval) is taken for lost: a partition or a dead host
+// ends in a reconnection, not a listener waiting for good. Nothing is
+// lost while it retries (the slot keeps what is not confirmed). When its
+// context ends Run returns nil if it was working, and otherwise an error
+// wrapping both the context's error and the failure it was retrying; a
+// WaitFor whose context ends meanwhile names that failure too.
+//
 // One listener streams from a slot at a time; PostgreSQL enforces it. Run
 // two for availability: the second finds the slot busy, waits
 // (EventSlotBusy) and takes over from the confirmed position when the first
@@ -134,6 +156,10 @@
 // listener as well; writes/s fell from 2,600–3,000 to about 1,600, most of
 // it the CPU the server's WAL sender and the listener take from the writer
 // on two cores — a skip would save the Redis call, not the decoding.
+//
+// A transaction that writes more than 10,000 rows of a table invalidates
+// the table tag (which every read of the table depends on) for the rest,
+// not a row tag per row.
 //
 // Schema changes (DDL) produce no changes: a dropped table's entries live
 // until their TTL.

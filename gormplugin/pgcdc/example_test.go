@@ -25,7 +25,14 @@ func Example() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := l.Run(ctx); err != nil { // until ctx ends
+	// Setup fails fast (no retries): a server that does not answer, a
+	// missing table, privileges, wal_level.
+	if err := l.Setup(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Run retries what waiting can fix until ctx ends; it returns an error
+	// for what it cannot, or when ctx ended while it was failing.
+	if err := l.Run(ctx); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -211,13 +211,16 @@ func TestBackendFailureThenRestartReplays(t *testing.T) {
 	mr := startMiniredis(t)
 	m1 := depcache.New(redisBackend(t, mr.Addr()), depcache.WithPrefix("cdc"))
 	e := newEnv(t, envConfig{manager: m1, noRun: true})
-	stop := e.run(e.l)
+	stop := e.start(e.l)
 	sync_(t, e.l, e.exec(`SELECT 1`))
 
 	mr.SetError("ERR injected outage")
 	lsn := e.exec(`INSERT INTO users VALUES (8, 'h')`)
 	e.events.waitFor(t, "failed invalidation", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventInvalidationFailed })
-	stop()
+	// Stopped with an invalidation failing, Run says so, and why.
+	if err := stop(); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "injected outage") {
+		t.Errorf("Run stopped during the outage = %v, want an error wrapping context.Canceled and the failure", err)
+	}
 	m1.Close()
 	if c := confirmedFlush(t, e); c >= lsn {
 		t.Fatalf("the slot was confirmed to %s, past the failed commit at %s", c, lsn)

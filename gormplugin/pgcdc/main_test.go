@@ -145,21 +145,44 @@ func (e *env) listenerFor(m *depcache.Manager, rec *recorder, opts ...pgcdc.Opti
 	return l
 }
 
-// run runs l until the returned stop is called or the test ends.
+// run runs l until the returned stop is called or the test ends; Run must
+// return nil.
 func (e *env) run(l *pgcdc.Listener) (stop func()) {
+	stopErr := e.start(l)
+	return func() {
+		if err := stopErr(); err != nil {
+			e.t.Errorf("Run: %v", err)
+		}
+	}
+}
+
+// start runs l until the returned stop is called, which returns what Run
+// returned, or the test ends (then Run must return nil).
+func (e *env) start(l *pgcdc.Listener) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
+	var (
+		once    sync.Once
+		err     error
+		stopped bool
+	)
+	stop = func() error {
 		once.Do(func() {
 			cancel()
-			if err := <-done; err != nil {
-				e.t.Errorf("Run: %v", err)
-			}
+			err = <-done
 		})
+		stopped = true
+		return err
 	}
-	e.t.Cleanup(stop)
+	e.t.Cleanup(func() {
+		if stopped {
+			return // the test has what Run returned
+		}
+		if err := stop(); err != nil {
+			e.t.Errorf("Run: %v", err)
+		}
+	})
 	return stop
 }
 

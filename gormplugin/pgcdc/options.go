@@ -49,8 +49,14 @@ func defaults() config {
 // Run creates it when it is missing, with the pgoutput plugin. The slot is
 // the listener's durable position: PostgreSQL keeps the WAL from its
 // confirmed position on, so one slot per cache namespace, never shared with
-// another consumer. Slot names are lower-case letters, digits and '_', at
-// most 63.
+// another consumer. A listener that finds the slot held by the listener of
+// another manager prefix returns an error wrapping ErrBadOption instead of
+// waiting as its standby (told by the sessions' application_name, which
+// the listener sets unless the DSN does). The slot is permanent, not
+// temporary: it outlives Run, so that changes committed while no listener
+// runs are invalidated by the next one; drop it when the listener is
+// retired (pg_drop_replication_slot). Slot names are lower-case letters,
+// digits and '_', at most 63.
 func WithSlot(name string) Option {
 	return func(c *config) {
 		if !validSlot(name) {
@@ -62,7 +68,11 @@ func WithSlot(name string) Option {
 
 // WithPublication names the publication the slot streams (default
 // "depcache_pgcdc"). Run creates it when missing: FOR ALL TABLES, or for the
-// tables of WithTables. An existing publication is used as it is.
+// tables of WithTables. An existing publication is used as it is, unless
+// it would leave changes out — an operation it does not publish (insert,
+// update, delete, truncate) or a table of WithTables it does not cover:
+// Setup and Run then return an error wrapping ErrPublication that names
+// the ALTER PUBLICATION to run.
 func WithPublication(name string) Option {
 	return func(c *config) {
 		if name == "" || len(name) > 63 {
@@ -74,7 +84,13 @@ func WithPublication(name string) Option {
 
 // WithTables makes a publication that Run creates cover only these tables
 // ("users", "app.users") instead of FOR ALL TABLES (which needs superuser).
-// Writes to other tables are then not seen.
+// Writes to other tables are then not seen. Names are the catalogue's,
+// case-sensitive and unquoted ("Users" is the table created as "Users");
+// one without a schema is looked up in the session's search_path. A table
+// that does not exist is an error wrapping ErrTableNotFound, from Setup
+// and Run, naming it: create the tables before the listener starts. One
+// that cannot be published (a view, a temporary or unlogged table) is an
+// error wrapping ErrBadOption.
 func WithTables(tables ...string) Option {
 	return func(c *config) {
 		if len(tables) == 0 {
@@ -134,7 +150,11 @@ func WithBackoff(min, max time.Duration) Option {
 
 // WithStatusInterval sets how often the listener reports its position to
 // PostgreSQL when nothing else made it (default 10s; keep it well under
-// the server's wal_sender_timeout, 60s by default).
+// the server's wal_sender_timeout, 60s by default). That report asks the
+// server for a reply: a connection that stays silent for twice the
+// interval (at least 2s) after it is taken for lost and replaced, since a
+// partition or a dead server host leaves TCP silent for many minutes. A
+// manager closed while the listener idles ends Run within the interval.
 func WithStatusInterval(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {

@@ -1,0 +1,14 @@
+package pgcdc
+
+import (
+	"testing"
+	"time"
+)
+
+// ShortenTimeouts sets the query and connection timeouts for the rest of
+// the test (call it before starting listeners: it is restored last).
+func ShortenTimeouts(t testing.TB, query, connect time.Duration) {
+	q, c := queryTimeout, connectTimeout
+	queryTimeout, connectTimeout = query, connect
+	t.Cleanup(func() { queryTimeout, connectTimeout = q, c })
+}
