@@ -231,7 +231,10 @@ type outbox struct {
 func (p *Plugin) openOutbox(db *gorm.DB) error {
 	sqlDB, err := db.DB()
 	if err != nil {
-		return fmt.Errorf("%w: the database handle: %w", ErrOutbox, err)
+		// The flusher reads and delivers the table on its own, outside the
+		// application's statements: it needs the *sql.DB, which a
+		// gorm.ConnPool of the application's (GORM's Config.Conn) need not give.
+		return fmt.Errorf("%w: needs the *sql.DB under GORM (db.DB()), which the connection pool %s does not give: %w", ErrOutbox, poolType(db), err)
 	}
 	return p.openOutboxOn(sqlDB, db.Dialector.Name(), true)
 }
@@ -1063,4 +1066,13 @@ func (p *Plugin) InvalidateDependency(ctx context.Context, deps ...string) (int,
 	}
 	p.ob.delivered(ids, deliveryErr)
 	return n, err
+}
+
+// poolType names the pool under the plugin's own wrapper.
+func poolType(db *gorm.DB) string {
+	pool := db.ConnPool
+	if pp, ok := pool.(*pluginPool); ok {
+		pool = pp.ConnPool
+	}
+	return fmt.Sprintf("%T", pool)
 }

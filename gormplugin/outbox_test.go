@@ -991,3 +991,41 @@ func TestOutboxRefusesASecondDatabase(t *testing.T) {
 		t.Fatalf("db.Use of one outbox plugin on a second database: %v, want an error wrapping ErrOutbox that says to create a plugin per database", err)
 	}
 }
+
+// onlyConnPool is a gorm.ConnPool over a *sql.DB that does not give the
+// *sql.DB back (no GetDBConn), like the wrapper of GORM's TestConnPoolWrapper.
+type onlyConnPool struct{ gorm.ConnPool }
+
+// The outbox's flusher needs the database handle under GORM: on a pool
+// that gives none, db.Use fails with an error that says so, and nothing is
+// installed. (GORM's suite on MySQL, TestConnPoolWrapper with WithOutbox.)
+func TestOutboxOnAPoolWithoutDatabaseHandle(t *testing.T) {
+	w := newOutboxWorld(t, dbCases()[0])
+	under, err := gorm.Open(w.c.open(w.dsn), w.gormConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, err := under.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqlDB.Close()
+	db, err := gorm.Open(sqlite.New(sqlite.Config{Conn: onlyConnPool{sqlDB}}), w.gormConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := depcache.New(memory.New(), depcache.WithLogger(testLogger()))
+	defer m.Close()
+	p := gormplugin.New(m, gormplugin.WithOutbox())
+	defer p.Close()
+	err = db.Use(p)
+	if !errors.Is(err, gormplugin.ErrOutbox) || !errors.Is(err, gorm.ErrInvalidDB) || !strings.Contains(err.Error(), "onlyConnPool") {
+		t.Fatalf("db.Use of an outbox plugin on a pool without *sql.DB: %v; want ErrOutbox and gorm.ErrInvalidDB, naming the pool's type", err)
+	}
+	// Not installed: a raw write invalidates nothing.
+	noErr(t, "create table", db.Exec("CREATE TABLE pool_only (id INTEGER PRIMARY KEY)").Error)
+	noErr(t, "insert", db.Exec("INSERT INTO pool_only (id) VALUES (1)").Error)
+	if s := m.Stats(); s.Invalidations != 0 {
+		t.Errorf("after a failed db.Use, a raw write invalidated: %+v", s)
+	}
+}

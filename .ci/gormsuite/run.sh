@@ -3,15 +3,15 @@
 # plugin installed on every *gorm.DB the suite opens, and prints every test
 # whose outcome differs from the same suite without the plugin.
 #
-#   run.sh [-c CHECKOUT] [-m none|plugin|cached] [-d sqlite|postgres] [-a] [-B] [-k]
+#   run.sh [-c CHECKOUT] [-m none|plugin|cached] [-d sqlite|postgres|mysql] [-a] [-B] [-k]
 #
 #   -c  depcache checkout (default: the checkout holding this script); only read, never written
 #   -m  none: plugin not installed (what the baseline is)
 #       plugin: installed; cached: installed and every query Cached(time.Minute)
-#   -d  sqlite or postgres
+#   -d  sqlite, postgres or mysql (MySQL/MariaDB)
 #   -a  run plugin and cached on sqlite and postgres (four runs, one after another)
 #   -B  recompute the baseline of the dialect(s) first
-#   -k  keep the PostgreSQL database of the run (dropped at the end by default)
+#   -k  keep the PostgreSQL/MySQL database of the run (dropped at the end by default)
 #
 # Environment:
 #   GORM_SRC                 GORM v1.31.2 source tree (required); only read
@@ -19,6 +19,10 @@
 #   GORMSUITE_WORK           parent of the per-run copies (default /tmp)
 #   GORMSUITE_PG             libpq keywords of the PostgreSQL server (default
 #                            "host=127.0.0.1 port=5432 user=postgres sslmode=disable")
+#   GORMSUITE_MYSQL          go-sql-driver address of the MySQL/MariaDB server, no database
+#                            (default "root@tcp(127.0.0.1:3306)/"); the mysql client
+#                            creates and drops the run's database as user root on 127.0.0.1:3306
+#                            unless GORMSUITE_MYSQL_CLI gives its arguments
 #   DEPCACHE_SUITE_BACKEND   memory (default) or miniredis (in process)
 #   DEPCACHE_SUITE_OPTIONS   plugin options to turn on, comma-separated (outbox, conjunction)
 #   GORMSUITE_TIMEOUT        go test -timeout of one pass (default 20m)
@@ -34,6 +38,8 @@ GORM_SRC=${GORM_SRC:-}
 BASEDIR=${GORMSUITE_BASELINE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/depcache-gormsuite}
 WORKROOT=${GORMSUITE_WORK:-/tmp}
 PGCONN=${GORMSUITE_PG:-"host=127.0.0.1 port=5432 user=postgres sslmode=disable"}
+MYCONN=${GORMSUITE_MYSQL:-"root@tcp(127.0.0.1:3306)/"}
+MYCLI=${GORMSUITE_MYSQL_CLI:-"-h 127.0.0.1 -P 3306 -u root"}
 TIMEOUT=${GORMSUITE_TIMEOUT:-20m}
 export DEPCACHE_SUITE_BACKEND=${DEPCACHE_SUITE_BACKEND:-memory}
 
@@ -67,7 +73,7 @@ CHECKOUT=$(cd "$CHECKOUT" 2>/dev/null && pwd) || die "no checkout at $CHECKOUT"
 GORM_SRC=$(cd "$GORM_SRC" && pwd)
 mkdir -p "$BASEDIR" || die "cannot create $BASEDIR"
 case $MODE in none | plugin | cached) ;; *) die "unknown mode $MODE" ;; esac
-case $DIALECT in sqlite | postgres) ;; *) die "unknown dialect $DIALECT" ;; esac
+case $DIALECT in sqlite | postgres | mysql) ;; *) die "unknown dialect $DIALECT" ;; esac
 TOOLDIR=$(mktemp -d)
 trap 'rm -rf "$TOOLDIR"' EXIT
 go build -o "$TOOLDIR/suitediff" "$HERE/suitediff.go" || die "cannot build suitediff.go"
@@ -75,6 +81,8 @@ SUITEDIFF=$TOOLDIR/suitediff
 
 # psql_admin runs SQL on the server's postgres database.
 psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql "$PGCONN dbname=postgres" -v ON_ERROR_STOP=1 -qAtc "$1"; }
+# mysql_admin runs SQL on the MySQL/MariaDB server, no database selected.
+mysql_admin() { mysql $MYCLI -Nse "$1"; }
 
 # prepare CHECKOUT MODE DIALECT → sets WORK; a fresh copy of tests/ that
 # builds against GORM_SRC and CHECKOUT, compiled into $WORK/tests/suite.test.
@@ -128,6 +136,12 @@ runsuite() (
 		[ "$KEEP" = 1 ] || trap 'psql_admin "drop database if exists $db with (force)"' EXIT
 		export GORM_DIALECT=postgres
 		export GORM_DSN="$PGCONN dbname=$db TimeZone=Asia/Shanghai"
+	elif [ "$dialect" = mysql ]; then
+		db=gorm_suite_$(basename "$WORK" | sed 's/^gormsuite-//; s/-/_/g')_$$
+		[ "$KEEP" = 1 ] || trap 'mysql_admin "drop database if exists $db"' EXIT
+		export GORM_DIALECT=mysql
+		# GORM's own DSN for MySQL (tests_test.go), on a database of the run.
+		export GORM_DSN="$MYCONN$db?charset=utf8&parseTime=True&loc=Local"
 	else
 		export GORM_DIALECT=sqlite
 	fi
@@ -142,7 +156,11 @@ runsuite() (
 		# A fresh database for the first pass only: tests after a crash rely
 		# on tables earlier tests created, as they do on SQLite's file.
 		if [ -n "$db" ] && [ "$pass" = 1 ]; then
-			psql_admin "drop database if exists $db with (force)" && psql_admin "create database $db" || exit 1
+			if [ "$dialect" = mysql ]; then
+				mysql_admin "drop database if exists $db; create database $db" || exit 1
+			else
+				psql_admin "drop database if exists $db with (force)" && psql_admin "create database $db" || exit 1
+			fi
 		fi
 		[ "$pass" -gt 1 ] && log "pass $pass: $(echo "$rest" | wc -l) tests left after a crash"
 		ev=$WORK/events-$(printf %02d $pass).jsonl
