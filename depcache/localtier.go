@@ -311,9 +311,11 @@ func (m *Manager) tierGet(key string, dst any) bool {
 	return true
 }
 
-// getKeep decodes a Get's backend hit for the tier: into a fresh value,
-// never into the caller's (a pre-filled dst would leak into other
-// callers' reads), which then replaces *dst.
+// getKeep decodes a Get's backend hit twice: for the caller, into a fresh
+// value that then replaces *dst (so that *dst reads as it would from the
+// tier), and for the tier, into another, never into the caller's (a
+// pre-filled dst, or the caller changing what it got, would leak into
+// other callers' reads).
 func (m *Manager) getKeep(seq uint64, key string, b []byte, dst any, entry backends.Entry) (handled bool, cached, err error) {
 	dv := reflect.ValueOf(dst)
 	if m.tier == nil || dv.Kind() != reflect.Pointer || dv.IsNil() {
@@ -325,10 +327,14 @@ func (m *Manager) getKeep(seq uint64, key string, b []byte, dst any, entry backe
 		return true, nil, err
 	}
 	dv.Elem().Set(fresh.Elem())
-	if cached == nil {
-		m.tier.keep(seq, key, fresh.Elem().Interface(), entry.Deps, entry.Since)
+	if cached != nil {
+		return true, cached, nil
 	}
-	return true, cached, nil
+	kept := reflect.New(dv.Type().Elem())
+	if _, err := decodePayload(m.cfg.codec, nil, b, kept.Interface()); err == nil {
+		m.tier.keep(seq, key, kept.Elem().Interface(), entry.Deps, entry.Since)
+	}
+	return true, nil, nil
 }
 
 // notifyChange applies c to this manager's tier and then tells every tier
