@@ -82,12 +82,14 @@ var errNoTierOnCluster = errors.New("redisbackend: in-process tiers need a singl
 type notifyState struct {
 	mu        sync.Mutex
 	n         *notifier
+	closed    bool         // under mu: no notifier starts any more
 	noneUntil atomic.Int64 // LeaseClock: no tier was registered anywhere until then
 }
 
 func (s *notifyState) close() {
 	s.mu.Lock()
 	n := s.n
+	s.closed = true
 	s.mu.Unlock()
 	if n != nil {
 		n.close()
@@ -107,11 +109,13 @@ func (b *Backend) tierKeys(c *redis.Client) (registry, channel string) {
 
 // notifier returns the Backend's notifier, starting it if start is set.
 func (b *Backend) notifier(c *redis.Client, start bool) (*notifier, error) {
-	if b.closed.Load() {
-		return nil, backends.ErrClosed
-	}
 	b.notify.mu.Lock()
 	defer b.notify.mu.Unlock()
+	// Under mu, which close takes after Close set b.closed: a notifier
+	// started after close looked would run for ever.
+	if b.notify.closed || b.closed.Load() {
+		return nil, backends.ErrClosed
+	}
 	if b.notify.n == nil && start {
 		b.notify.n = newNotifier(b, c)
 	}
