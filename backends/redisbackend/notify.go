@@ -52,6 +52,12 @@ import (
 //     that long, then resets its tiers, before its lease starts, so a
 //     change skipped meanwhile condemned nothing it keeps.
 //
+// Registrations expire in the server's clock (TIME, a wall clock): a
+// forward step of it by more than half a lease makes live registrations
+// look expired until their next renewal, and a Notify meanwhile finds no
+// tier, skips publishing, and skips for a lease more (noneUntil); nothing
+// tells the tiers. Not handled: the server's clock must slew, not step.
+//
 // Redis Cluster is refused (Listen fails): pub/sub there would need the
 // registry and the channel on every shard.
 
