@@ -421,6 +421,14 @@ func (n *notifier) applyChange(payload string) {
 	registered := len(n.listeners) > 0
 	n.mu.Unlock()
 	if !registered {
+		// Without listeners nothing here serves, so the change is applied;
+		// but the registry may still hold us (until the next heartbeat
+		// tick unregisters), and a Notify that read it waits for us.
+		n.hbMu.Lock()
+		registered = n.registered
+		n.hbMu.Unlock()
+	}
+	if !registered {
 		return // not in the registry: nobody waits for us
 	}
 	if ackCh == n.chAck {
