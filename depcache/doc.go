@@ -131,7 +131,9 @@
 // a manager. With the tier on, Manager.Get replaces *dst with the cached
 // value instead of decoding into it (a pre-filled dst keeps none of its
 // fields), and a value is kept only from a decode into a fresh variable,
-// never into the caller's. Cached errors are not kept in the tier.
+// never into the caller's. A call that did not hit the tier (its function
+// ran, or the backend served it) owns what it got: the tier keeps a decode
+// of its own of the stored bytes. Cached errors are not kept in the tier.
 //
 // Coherence: the tier keeps the guarantee of "No stale reads" across
 // processes. Every change (InvalidateDependency, a GORM write's

@@ -65,6 +65,17 @@ type tier struct {
 	seq   atomic.Uint64
 	mu    sync.Mutex
 	index map[depRef]map[string]*tierEntry // dependency -> keys holding it
+
+	// Entries the cache let go, for the index: otter reports each one
+	// under its own locks, so forget only queues it and whoever next
+	// holds mu takes it out of the index (drain).
+	deadMu sync.Mutex
+	dead   []deadEntry
+}
+
+type deadEntry struct {
+	key string
+	e   *tierEntry
 }
 
 type tierEntry struct {
@@ -95,7 +106,11 @@ func newTier(m *Manager) *tier {
 	t := &tier{m: m, index: map[depRef]map[string]*tierEntry{}}
 	t.cache = otter.Must(&otter.Options[string, *tierEntry]{
 		MaximumSize: m.cfg.localMax,
-		OnDeletion:  t.forget,
+		// Atomic: on the goroutine that deletes, with no goroutine per
+		// entry (OnDeletion's default executor starts one for each, which
+		// for a reset of a full tier of 100,000 entries was 100,000
+		// goroutines and 200 MB of stacks at once).
+		OnAtomicDeletion: t.forget,
 		// Entries expire by the clock reading get makes for the lease
 		// anyway (one reading per hit, not two): otter needs none.
 		Clock: noClock{},
@@ -118,7 +133,7 @@ func (t *tier) close() {
 	t.mu.Lock()
 	t.seq.Add(1)
 	t.cache.InvalidateAll()
-	t.index = map[depRef]map[string]*tierEntry{}
+	t.resetIndex()
 	t.mu.Unlock()
 	t.cache.StopAllGoroutines()
 }
@@ -180,6 +195,7 @@ func (t *tier) keep(seq uint64, key string, val any, deps []string, since backen
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.drain()
 	if t.seq.Load() != seq {
 		return
 	}
@@ -194,25 +210,47 @@ func (t *tier) keep(seq uint64, key string, val any, deps []string, since backen
 	}
 }
 
-// forget removes an entry the cache let go (evicted, expired, replaced or
-// dropped) from the index, unless the key now holds another entry.
+// forget queues an entry the cache let go (evicted, replaced or dropped)
+// for drain. It runs under the cache's locks: it takes only deadMu.
 func (t *tier) forget(ev otter.DeletionEvent[string, *tierEntry]) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, r := range ev.Value.refs {
-		if keys := t.index[r]; keys != nil && keys[ev.Key] == ev.Value {
-			delete(keys, ev.Key)
-			if len(keys) == 0 {
-				delete(t.index, r)
+	t.deadMu.Lock()
+	t.dead = append(t.dead, deadEntry{ev.Key, ev.Value})
+	t.deadMu.Unlock()
+}
+
+// drain removes the entries forget queued from the index, unless their
+// key now holds another entry. t.mu is held.
+func (t *tier) drain() {
+	t.deadMu.Lock()
+	dead := t.dead
+	t.dead = nil
+	t.deadMu.Unlock()
+	for _, d := range dead {
+		for _, r := range d.e.refs {
+			if keys := t.index[r]; keys != nil && keys[d.key] == d.e {
+				delete(keys, d.key)
+				if len(keys) == 0 {
+					delete(t.index, r)
+				}
 			}
 		}
 	}
+}
+
+// resetIndex empties the index after the cache was emptied: what forget
+// queued until then is in no index. t.mu is held.
+func (t *tier) resetIndex() {
+	t.index = map[depRef]map[string]*tierEntry{}
+	t.deadMu.Lock()
+	t.dead = nil
+	t.deadMu.Unlock()
 }
 
 // Changed drops what c condemns (backends.Listener).
 func (t *tier) Changed(c backends.Change) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.drain()
 	t.seq.Add(1)
 	for _, tag := range c.Tags {
 		t.dropRef(depRef{c.NS, tag})
@@ -227,7 +265,7 @@ func (t *tier) Changed(c backends.Change) {
 	}
 	if c.NS == t.m.ns {
 		t.cache.InvalidateAll()
-		t.index = map[depRef]map[string]*tierEntry{}
+		t.resetIndex()
 		return
 	}
 	for r := range t.index {
@@ -250,7 +288,7 @@ func (t *tier) Reset() {
 	defer t.mu.Unlock()
 	t.seq.Add(1)
 	t.cache.InvalidateAll()
-	t.index = map[depRef]map[string]*tierEntry{}
+	t.resetIndex()
 }
 
 // tierHit serves a memoized call from the tier: the hit's accounting is a
@@ -311,9 +349,11 @@ func (m *Manager) tierGet(key string, dst any) bool {
 	return true
 }
 
-// getKeep decodes a Get's backend hit for the tier: into a fresh value,
-// never into the caller's (a pre-filled dst would leak into other
-// callers' reads), which then replaces *dst.
+// getKeep decodes a Get's backend hit twice: for the caller, into a fresh
+// value that then replaces *dst (so that *dst reads as it would from the
+// tier), and for the tier, into another, never into the caller's (a
+// pre-filled dst, or the caller changing what it got, would leak into
+// other callers' reads).
 func (m *Manager) getKeep(seq uint64, key string, b []byte, dst any, entry backends.Entry) (handled bool, cached, err error) {
 	dv := reflect.ValueOf(dst)
 	if m.tier == nil || dv.Kind() != reflect.Pointer || dv.IsNil() {
@@ -325,10 +365,14 @@ func (m *Manager) getKeep(seq uint64, key string, b []byte, dst any, entry backe
 		return true, nil, err
 	}
 	dv.Elem().Set(fresh.Elem())
-	if cached == nil {
-		m.tier.keep(seq, key, fresh.Elem().Interface(), entry.Deps, entry.Since)
+	if cached != nil {
+		return true, cached, nil
 	}
-	return true, cached, nil
+	kept := reflect.New(dv.Type().Elem())
+	if _, err := decodePayload(m.cfg.codec, nil, b, kept.Interface()); err == nil {
+		m.tier.keep(seq, key, kept.Elem().Interface(), entry.Deps, entry.Since)
+	}
+	return true, nil, nil
 }
 
 // notifyChange applies c to this manager's tier and then tells every tier

@@ -393,3 +393,26 @@ func TestLocalCacheRefusedOnCluster(t *testing.T) {
 		t.Fatalf("no clear error logged: %q", log.String())
 	}
 }
+
+// TestLocalCacheStopsServingWhenTheMemoryBackendCloses: a closed memory
+// store holds nothing; its tiers stop serving, as a Redis Backend's do.
+func TestLocalCacheStopsServingWhenTheMemoryBackendCloses(t *testing.T) {
+	b := memory.New()
+	m := depcache.New(b, depcache.WithLogger(quiet), depcache.WithName(t.Name()), depcache.WithLocalCache(10))
+	t.Cleanup(func() { m.Close() })
+	ctx := context.Background()
+	if err := m.Set(ctx, "k", "v", 0, "t"); err != nil {
+		t.Fatal(err)
+	}
+	var v string
+	if found, err := m.Get(ctx, "k", &v); !found || err != nil {
+		t.Fatalf("Get: %v %v", found, err)
+	}
+	b.Close()
+	if m.LocalCacheServing() {
+		t.Fatal("the tier serves after its memory backend closed")
+	}
+	if found, _ := m.Get(ctx, "k", &v); found {
+		t.Fatalf("Get found %q in the tier of a closed store", v)
+	}
+}

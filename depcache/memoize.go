@@ -377,8 +377,8 @@ func serveEntry[R any](ctx context.Context, s *memoSpec, m *Manager, parent *com
 		m.miss(key)
 		return v, nil, false
 	}
-	if cached == nil && m.tier != nil { // (v boxed only for a tier)
-		m.tier.keep(seq, key, v, l.Entry.Deps, l.Entry.Since)
+	if cached == nil {
+		keepDecoded[R](m, s, seq, key, l.Entry.Value, l.Entry.Deps, l.Entry.Since)
 	}
 	m.hit(key, l.Entry.Deps)
 	if t := traceOf(ctx); t != nil {
@@ -511,11 +511,11 @@ func callPastLookup[R any](ctx context.Context, s *memoSpec, m *Manager, parent 
 		m.flights.leave(fk, f)
 	}
 	seq = m.tier.begin()
-	stored, fillErr := m.store(ctx, s, c, encodable(rc, &v), fnErr)
+	stored, payload, fillErr := m.store(ctx, s, c, encodable(rc, &v), fnErr)
 	if stored {
 		lease.used()
 		if fnErr == nil {
-			m.tier.keep(seq, key, v, c.final.deps, c.final.since)
+			keepDecoded[R](m, s, seq, key, payload, c.final.deps, c.final.since)
 		}
 	}
 	if fillErr != nil {
@@ -568,37 +568,36 @@ func runUncached[R any](ctx context.Context, s *memoSpec, m *Manager, parent *co
 
 // store fills the cache with what computation c returned, if it may. err
 // is the backend's failure, not yet reported.
-func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any, fnErr error) (stored bool, err error) {
+func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any, fnErr error) (stored bool, payload []byte, err error) {
 	f := c.final
-	var payload []byte
 	if fnErr == nil {
 		payload, err = encodeValue(m.cfg.codec, v)
 	} else {
 		var ok bool
 		if payload, ok, err = encodeError(m.cfg.codec, s.errRules, fnErr); !ok {
-			return false, nil // errors not listed are never cached
+			return false, nil, nil // errors not listed are never cached
 		}
 	}
 	if err != nil {
 		m.stats.skippedFills.Add(1)
 		m.errorEvent(c.key, fmt.Errorf("depcache: %q returned uncached: encode with %s: %w", c.key, m.cfg.codec.Name(), err))
-		return false, nil
+		return false, nil, nil
 	}
 	if m.tooLarge(s.id, c.key, len(payload)) != nil {
 		m.stats.skippedFills.Add(1)
-		return false, nil
+		return false, nil, nil
 	}
 	switch {
 	case m.closed.Load():
 		// Closed while the function ran: a closed manager fills nothing.
 		m.skipped(c.key, ErrClosed)
-		return false, nil
+		return false, nil, nil
 	case f.skip != "":
 		m.skipped(c.key, fmt.Errorf("depcache: not stored: %s", f.skip))
-		return false, nil
+		return false, nil, nil
 	case m.pendingAffects(f.deps):
 		m.skipped(c.key, errPendingSkip)
-		return false, nil
+		return false, nil, nil
 	}
 	ttl := s.ttl
 	if f.ttlSet {
@@ -606,7 +605,7 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 	}
 	if ttl, err = m.resolveTTL(ttl); err != nil {
 		m.usageError(c.key, err)
-		return false, nil
+		return false, nil, nil
 	}
 	if len(f.deps) == 0 {
 		m.stats.noDepFills.Add(1)
@@ -620,13 +619,13 @@ func (m *Manager) store(ctx context.Context, s *memoSpec, c *computation, v any,
 	defer cancel()
 	stored, err = m.fill(context.Background(), fctx, c.key, payload, f.deps, f.since, time.Since(c.start), ttl, c.lease, false)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	if stored && c.markStored(c.key) {
 		m.lateDependency(c.key, nil)
-		return false, nil
+		return false, nil, nil
 	}
-	return stored, nil
+	return stored, payload, nil
 }
 
 // reportTo is report for a result of type R: it boxes v into the Result
@@ -651,4 +650,19 @@ func (s *memoSpec) report(m *Manager, key string, args []any, hit bool, v any, e
 	// args is the caller's (a Memoize wrapper's stack array): the callback
 	// may keep its Result.
 	s.onResult(Result{Func: s.id, Key: key, Manager: m.Name(), Args: slices.Clone(args), Hit: hit, Value: v, Err: err})
+}
+
+// keepDecoded keeps in m's tier a value decoded from payload, the bytes
+// the store holds, rather than the one the caller got: a caller whose call
+// did not hit the tier owns its value (and a function may change what it
+// returned), so the tier must not share it.
+func keepDecoded[R any](m *Manager, s *memoSpec, seq uint64, key string, payload []byte, deps []string, since backends.Epoch) {
+	if m.tier == nil {
+		return
+	}
+	v, cached, err := decodeResult[R](m.cfg.codec, s.errRules, payload)
+	if err != nil || cached != nil {
+		return
+	}
+	m.tier.keep(seq, key, v, deps, since)
 }

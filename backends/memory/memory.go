@@ -529,6 +529,9 @@ func (b *Backend) Clear(ctx context.Context, ns string) (int, error) {
 // Close drops every entry; later calls of the other methods return
 // backends.ErrClosed. Closing twice is harmless.
 func (b *Backend) Close() error {
+	// Tiers stop serving what a closed store no longer holds, as they do
+	// on a Redis Backend that closes.
+	defer b.hub.close()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed.Store(true)

@@ -54,3 +54,13 @@ func (b *Backend) Notify(_ context.Context, c backends.Change) error {
 	}
 	return nil
 }
+
+// close ends every listener's lease: the Backend closed.
+func (h *hub) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for r := range h.listeners {
+		r.lease.Revoke()
+	}
+	h.listeners = nil
+}

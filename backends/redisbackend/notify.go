@@ -52,6 +52,12 @@ import (
 //     that long, then resets its tiers, before its lease starts, so a
 //     change skipped meanwhile condemned nothing it keeps.
 //
+// Registrations expire in the server's clock (TIME, a wall clock): a
+// forward step of it by more than half a lease makes live registrations
+// look expired until their next renewal, and a Notify meanwhile finds no
+// tier, skips publishing, and skips for a lease more (noneUntil); nothing
+// tells the tiers. Not handled: the server's clock must slew, not step.
+//
 // Redis Cluster is refused (Listen fails): pub/sub there would need the
 // registry and the channel on every shard.
 
@@ -82,12 +88,14 @@ var errNoTierOnCluster = errors.New("redisbackend: in-process tiers need a singl
 type notifyState struct {
 	mu        sync.Mutex
 	n         *notifier
+	closed    bool         // under mu: no notifier starts any more
 	noneUntil atomic.Int64 // LeaseClock: no tier was registered anywhere until then
 }
 
 func (s *notifyState) close() {
 	s.mu.Lock()
 	n := s.n
+	s.closed = true
 	s.mu.Unlock()
 	if n != nil {
 		n.close()
@@ -107,11 +115,13 @@ func (b *Backend) tierKeys(c *redis.Client) (registry, channel string) {
 
 // notifier returns the Backend's notifier, starting it if start is set.
 func (b *Backend) notifier(c *redis.Client, start bool) (*notifier, error) {
-	if b.closed.Load() {
-		return nil, backends.ErrClosed
-	}
 	b.notify.mu.Lock()
 	defer b.notify.mu.Unlock()
+	// Under mu, which close takes after Close set b.closed: a notifier
+	// started after close looked would run for ever.
+	if b.notify.closed || b.closed.Load() {
+		return nil, backends.ErrClosed
+	}
 	if b.notify.n == nil && start {
 		b.notify.n = newNotifier(b, c)
 	}
@@ -410,6 +420,14 @@ func (n *notifier) applyChange(payload string) {
 	}
 	registered := len(n.listeners) > 0
 	n.mu.Unlock()
+	if !registered {
+		// Without listeners nothing here serves, so the change is applied;
+		// but the registry may still hold us (until the next heartbeat
+		// tick unregisters), and a Notify that read it waits for us.
+		n.hbMu.Lock()
+		registered = n.registered
+		n.hbMu.Unlock()
+	}
 	if !registered {
 		return // not in the registry: nobody waits for us
 	}
