@@ -2,6 +2,7 @@ package gormplugin_test
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
 	"time"
@@ -80,16 +81,11 @@ type PragmaChild struct {
 	Parent   PragmaParent
 }
 
-// GORM's own suite turns SQLite's foreign keys on with Exec("PRAGMA
-// foreign_keys = ON"), which sets it on one connection of the pool: the
-// one a sequential application keeps getting back. The outbox's poll must
-// not take that connection while the application is using it, or
-// database/sql opens a second one, without the setting, and the
-// application may get it next (the suite's foreign-key tests failed with
-// WithOutbox). Every transaction here holds the connection through a
-// commit, with polls due every millisecond.
-func TestOutboxPollTakesNoConnectionFromTheApplication(t *testing.T) {
-	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "pragma.db")), &gorm.Config{Logger: logger.Discard})
+// polledOutboxDB opens a SQLite database of the test's own with the plugin
+// and an outbox whose polls are due every millisecond.
+func polledOutboxDB(t *testing.T) (*gorm.DB, *sql.DB, *gormplugin.Plugin) {
+	t.Helper()
+	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "outbox.db")), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +101,19 @@ func TestOutboxPollTakesNoConnectionFromTheApplication(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
+	return db, sqlDB, p
+}
+
+// GORM's own suite turns SQLite's foreign keys on with Exec("PRAGMA
+// foreign_keys = ON"), which sets it on one connection of the pool: the
+// one a sequential application keeps getting back. The outbox's poll must
+// not take that connection while the application is using it, or
+// database/sql opens a second one, without the setting, and the
+// application may get it next (the suite's foreign-key tests failed with
+// WithOutbox). Every transaction here holds the connection through a
+// commit, with polls due every millisecond.
+func TestOutboxPollTakesNoConnectionFromTheApplication(t *testing.T) {
+	db, sqlDB, p := polledOutboxDB(t)
 	if err := db.Exec("PRAGMA foreign_keys = ON").Error; err != nil {
 		t.Fatal(err)
 	}
@@ -147,22 +156,7 @@ func TestOutboxPollTakesNoConnectionFromTheApplication(t *testing.T) {
 // the flusher polls anyway once it has been due for an interval (a second
 // at least), since rows a dead writer left must be found.
 func TestOutboxPollsABusyPool(t *testing.T) {
-	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "busy.db")), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sqlDB.Close() })
-	m := depcache.New(memory.New(), depcache.WithLogger(testLogger()))
-	t.Cleanup(func() { m.Close() })
-	p := gormplugin.New(m, gormplugin.WithOutbox(), gormplugin.WithOutboxPoll(time.Millisecond), gormplugin.WithLogger(testLogger()))
-	if err := db.Use(p); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	_, sqlDB, p := polledOutboxDB(t)
 	conn, err := sqlDB.Conn(context.Background())
 	if err != nil {
 		t.Fatal(err)
