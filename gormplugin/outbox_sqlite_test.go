@@ -24,23 +24,7 @@ import (
 // the background. Every write here follows a read in its transaction, with
 // the flusher polling as often as it can.
 func TestOutboxSQLiteFlusherNeverLocksWrites(t *testing.T) {
-	dsn := filepath.Join(t.TempDir(), "deferred.db") + "?_foreign_keys=1"
-	db, err := gorm.Open(sqlite.Open(dsn), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sqlDB.Close() })
-	m := depcache.New(memory.New(), depcache.WithLogger(testLogger()))
-	t.Cleanup(func() { m.Close() })
-	p := gormplugin.New(m, gormplugin.WithOutbox(), gormplugin.WithOutboxPoll(time.Millisecond), gormplugin.WithLogger(testLogger()))
-	if err := db.Use(p); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	db, _, p := polledOutboxDB(t, "?_foreign_keys=1")
 	if err := db.AutoMigrate(&Item{}); err != nil {
 		t.Fatal(err)
 	}
@@ -81,11 +65,12 @@ type PragmaChild struct {
 	Parent   PragmaParent
 }
 
-// polledOutboxDB opens a SQLite database of the test's own with the plugin
-// and an outbox whose polls are due every millisecond.
-func polledOutboxDB(t *testing.T) (*gorm.DB, *sql.DB, *gormplugin.Plugin) {
+// polledOutboxDB opens a SQLite database of the test's own (query: the
+// DSN's parameters, after its file name) with the plugin and an outbox
+// whose polls are due every millisecond.
+func polledOutboxDB(t *testing.T, query string) (*gorm.DB, *sql.DB, *gormplugin.Plugin) {
 	t.Helper()
-	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "outbox.db")), &gorm.Config{Logger: logger.Discard})
+	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "outbox.db")+query), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +98,7 @@ func polledOutboxDB(t *testing.T) (*gorm.DB, *sql.DB, *gormplugin.Plugin) {
 // WithOutbox). Every transaction here holds the connection through a
 // commit, with polls due every millisecond.
 func TestOutboxPollTakesNoConnectionFromTheApplication(t *testing.T) {
-	db, sqlDB, p := polledOutboxDB(t)
+	db, sqlDB, p := polledOutboxDB(t, "")
 	if err := db.Exec("PRAGMA foreign_keys = ON").Error; err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +141,7 @@ func TestOutboxPollTakesNoConnectionFromTheApplication(t *testing.T) {
 // the flusher polls anyway once it has been due for an interval (a second
 // at least), since rows a dead writer left must be found.
 func TestOutboxPollsABusyPool(t *testing.T) {
-	_, sqlDB, p := polledOutboxDB(t)
+	_, sqlDB, p := polledOutboxDB(t, "")
 	conn, err := sqlDB.Conn(context.Background())
 	if err != nil {
 		t.Fatal(err)
