@@ -334,7 +334,8 @@ return {0}
 // ARGV[3] "1" when keys may hold fill leases (WithFillLock), ARGV[4]
 // stamp age to prune after (ms), ARGV[5] due stamps to visit, ARGV[6]
 // registrations to sample per stamp, ARGV[7] the time (µs) past which
-// the script drains no further tag itself but leaves it to the steps.
+// the script drains no further tag itself but leaves it to the steps (it
+// drains the first tag that fits the budget whatever the time).
 //
 // Returns {epoch, removed, visited, replicas, x...}: the new epoch, the
 // number of entries removed, the number of due stamps visited, the
@@ -354,6 +355,10 @@ local stamp = ep .. ':' .. string.format('%d', now)
 local budget = tonumber(ARGV[2])
 local t0 = redis.call('TIME')
 local out = {ep, 0, 0, replicas}
+-- The first tag that fits the budget is drained here however long the
+-- script has run: a small tag's invalidation stays one round trip on a
+-- slow server too; the time limit is on draining more than one.
+local drained = false
 for i = 4, #KEYS do
   local h = KEYS[i]
   redis.call('HSET', h, '~v', stamp)
@@ -364,8 +369,9 @@ for i = 4, #KEYS do
   local frozen = h .. ':d'
   local held = redis.call('HGET', frozen, '~v')
   if size > 0 then
-    if size <= budget and elapsed_us(t0) < tonumber(ARGV[7]) then
+    if size <= budget and (not drained or elapsed_us(t0) < tonumber(ARGV[7])) then
       budget = budget - size
+      drained = true
       out[2] = out[2] + drain(h, redis.call('HGETALL', h), ARGV[3] == '1')
     elseif not held then
       redis.call('RENAME', h, frozen)
