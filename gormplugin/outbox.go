@@ -744,10 +744,12 @@ func (o *outbox) polledByApp() {
 	if !o.active.Load() {
 		o.active.Store(true)
 	}
-	if o.base.Err() != nil {
-		return // closed: the flusher has stopped polling
+	// Every statement comes here: the closed check (a context's Err) only
+	// when a poll is due.
+	if !o.pollDue.Load() || o.base.Err() != nil {
+		return // none due, or closed: the flusher has stopped polling
 	}
-	if o.pollDue.Load() && o.pollDue.CompareAndSwap(true, false) && o.poll1() {
+	if o.pollDue.CompareAndSwap(true, false) && o.poll1() {
 		select {
 		case o.stuck <- struct{}{}:
 		default:
