@@ -237,6 +237,7 @@ func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err
 // round trip) to a backend that just failed. Errors are returned only when
 // strict, or when ctx is done.
 func (m *Manager) lookup(ctx context.Context, key string) (result backends.Lookup, reached bool, err error) {
+	state := m.servingState()
 	opCtx, cancel := m.opContext(ctx)
 	err = m.brk.do(ctx, func() (err error) {
 		result, err = m.backend.Lookup(opCtx, m.ns, key)
@@ -257,7 +258,10 @@ func (m *Manager) lookup(ctx context.Context, key string) (result backends.Looku
 	if result.Corrupt {
 		m.errorEvent(key, fmt.Errorf("depcache: %q: %w (deleted)", key, backends.ErrCorrupt))
 	}
-	if result.Found && m.pendingAffects(result.Entry.Deps) {
+	// The entry was read at some point of the round trip: if a hold or a
+	// pending invalidation ended meanwhile, possibly after it was read, it
+	// may predate the delivery that ended it.
+	if result.Found && (m.pendingAffects(result.Entry.Deps) || m.servingState() != state) {
 		result.Found = false
 		result.Epoch = backends.Epoch{}
 	}

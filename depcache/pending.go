@@ -101,6 +101,13 @@ func (p *pendingSet) add(deps []string) {
 	}
 }
 
+// changed marks the end of a pending invalidation, after it reached the
+// backend: a lookup whose round trip spans it does not serve its entry.
+func (p *pendingSet) changed() {
+	p.m.rec.changes.Add(1)
+	pendingIndex.changes.Add(1)
+}
+
 func (p *pendingSet) updateSize() {
 	n := int64(len(p.tags))
 	if p.clear {
@@ -191,6 +198,7 @@ func (p *pendingSet) retry(ctx context.Context) error {
 	p.mu.Lock()
 	if p.clearGen == clearGen {
 		p.clear = false
+		p.changed()
 	}
 	p.updateSize()
 	p.mu.Unlock()
@@ -246,6 +254,7 @@ func (p *pendingSet) delivered(tag string, gen uint64) {
 	defer p.mu.Unlock()
 	if p.tags[tag] == gen {
 		delete(p.tags, tag)
+		p.changed()
 	}
 	p.updateSize()
 }

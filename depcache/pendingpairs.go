@@ -16,9 +16,12 @@ import (
 // had an invalidation pending.
 
 var pendingIndex struct {
-	any  atomic.Bool
-	mu   sync.Mutex
-	byNS map[string]map[*Manager]struct{}
+	any atomic.Bool
+	// changes moves when any manager delivers a pending invalidation: an
+	// entry read before it may carry that manager's tag (servingState).
+	changes atomic.Uint64
+	mu      sync.Mutex
+	byNS    map[string]map[*Manager]struct{}
 }
 
 // notePending records that m has an invalidation pending retry.

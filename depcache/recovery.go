@@ -22,6 +22,13 @@ import (
 
 type recovery struct {
 	holds atomic.Int64
+	// changes counts the events after which an entry read before them may
+	// no longer be served: a Hold taken or released, an invalidation
+	// pending retry delivered. A lookup samples it before its round trip
+	// and serves its entry only if it has not moved: a hit checked against
+	// the hold (or the pending set) only when its reply arrives would serve
+	// an entry read before the delivery that ended the hold.
+	changes atomic.Uint64
 
 	mu     sync.Mutex
 	checks map[uint64]func(context.Context) error
@@ -39,8 +46,20 @@ type recovery struct {
 // flushed at start.
 func (m *Manager) Hold() (release func()) {
 	m.rec.holds.Add(1)
+	m.rec.changes.Add(1)
 	var once sync.Once
-	return func() { once.Do(func() { m.rec.holds.Add(-1) }) }
+	return func() {
+		once.Do(func() {
+			m.rec.holds.Add(-1)
+			m.rec.changes.Add(1)
+		})
+	}
+}
+
+// servingState is a number that moves whenever a Hold, or an invalidation
+// pending retry of this manager or of another (pairs), ends or begins.
+func (m *Manager) servingState() uint64 {
+	return m.rec.changes.Load() + pendingIndex.changes.Load()
 }
 
 // Held reports whether a Hold is in force.

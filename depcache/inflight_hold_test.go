@@ -1,0 +1,128 @@
+package depcache_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/backends/memory"
+	"github.com/depcache/go-depcache/depcache"
+)
+
+// stallBackend holds a lookup's reply, once armed: the entry has been read
+// and the reply is on its way while the test changes the world.
+type stallBackend struct {
+	backends.Backend
+	armed      atomic.Bool
+	read       chan struct{} // closed once the armed lookup has read
+	reply      chan struct{} // closing it lets the reply through
+	refuseInvs atomic.Bool
+}
+
+func newStallBackend(b backends.Backend) *stallBackend {
+	return &stallBackend{Backend: b, read: make(chan struct{}), reply: make(chan struct{})}
+}
+
+func (b *stallBackend) Lookup(ctx context.Context, ns, key string) (backends.Lookup, error) {
+	l, err := b.Backend.Lookup(ctx, ns, key)
+	if b.armed.CompareAndSwap(true, false) {
+		close(b.read)
+		<-b.reply
+	}
+	return l, err
+}
+
+func (b *stallBackend) Invalidate(ctx context.Context, ns string, tags ...string) (int, error) {
+	if b.refuseInvs.Load() {
+		return 0, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	}
+	return b.Backend.Invalidate(ctx, ns, tags...)
+}
+
+// A lookup sent while the manager was held, whose reply arrives after the
+// hold ended, read its entry before the delivery that ended the hold (an
+// outbox's): it is a miss. The hold was checked only when the reply
+// arrived, and such a lookup served the old entry (TestOutboxProcesses saw
+// one stale read in a reader started after the recovery).
+func TestLookupSpanningTheEndOfAHoldIsAMiss(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	b := newStallBackend(mem)
+	m := depcache.New(b, depcache.WithLogger(quiet))
+	defer m.Close()
+	ctx := context.Background()
+	if err := m.Set(ctx, "k", "old", 0, "t"); err != nil {
+		t.Fatal(err)
+	}
+	release := m.Hold()
+	b.armed.Store(true)
+	type got struct {
+		found bool
+		v     string
+		err   error
+	}
+	done := make(chan got)
+	go func() {
+		var v string
+		found, err := m.Get(ctx, "k", &v)
+		done <- got{found, v, err}
+	}()
+	<-b.read
+	// The delivery: the write's invalidation reaches the backend, then the
+	// hold ends; a new value is stored.
+	if _, err := m.InvalidateDependency(ctx, "t"); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if err := m.Set(ctx, "k", "new", 0, "t"); err != nil {
+		t.Fatal(err)
+	}
+	close(b.reply)
+	if r := <-done; r.err != nil || r.found {
+		t.Fatalf("Get read during the hold, answered after it: found=%v %q err=%v, want a miss", r.found, r.v, r.err)
+	}
+	var v string
+	if found, err := m.Get(ctx, "k", &v); err != nil || !found || v != "new" {
+		t.Fatalf("a later Get: found=%v %q err=%v, want new", found, v, err)
+	}
+}
+
+// The same for an invalidation pending retry: a lookup whose round trip
+// spans the retry's delivery does not serve what it read.
+func TestLookupSpanningAPendingDeliveryIsAMiss(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	b := newStallBackend(mem)
+	m := depcache.New(b, depcache.WithLogger(quiet), depcache.WithoutBreaker(),
+		depcache.WithRetryBackoff(time.Millisecond, time.Millisecond))
+	defer m.Close()
+	ctx := context.Background()
+	if err := m.Set(ctx, "k", "old", 0, "t"); err != nil {
+		t.Fatal(err)
+	}
+	b.refuseInvs.Store(true)
+	if _, err := m.InvalidateDependency(ctx, "t"); err == nil {
+		t.Fatal("the invalidation succeeded on a backend refusing it")
+	}
+	if n := m.Stats().PendingInvalidations; n != 1 {
+		t.Fatalf("%d invalidations pending, want 1", n)
+	}
+	b.armed.Store(true)
+	done := make(chan bool)
+	go func() {
+		var v string
+		found, _ := m.Get(ctx, "k", &v)
+		done <- found
+	}()
+	<-b.read
+	b.refuseInvs.Store(false)
+	waitFor(t, "the pending invalidation's retry", func() bool { return m.Stats().PendingInvalidations == 0 })
+	close(b.reply)
+	if <-done {
+		t.Fatal("Get read while the invalidation was pending, answered after its delivery: a hit on the entry it predates, want a miss")
+	}
+}
