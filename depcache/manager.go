@@ -152,6 +152,19 @@ func orBackground(ctx context.Context) context.Context {
 // checkDst reports a Get destination that no entry can be decoded into. It
 // is the caller's mistake, not the entry's: without this check the decode
 // would fail, and the entry be deleted as corrupt.
+// ErrEmptyKey is returned by Get, Set, Exists, TTL, Delete and Fetch
+// given an empty key. No key of depcache's own is empty: one is a key
+// built from a value not set yet, and entries stored under it would be
+// shared by every caller making the same mistake.
+var ErrEmptyKey = errors.New("depcache: empty key")
+
+func checkKey(op, key string) error {
+	if key == "" {
+		return fmt.Errorf("%w given to %s", ErrEmptyKey, op)
+	}
+	return nil
+}
+
 func checkDst(key string, dst any) error {
 	if dst == nil {
 		return fmt.Errorf("depcache: Get %q: dst is nil; pass a non-nil pointer", key)
@@ -194,6 +207,9 @@ func (m *Manager) resolveTTL(d time.Duration) (time.Duration, error) {
 // in part.
 func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err error) {
 	if err := m.usable(); err != nil {
+		return false, err
+	}
+	if err := checkKey("Get", key); err != nil {
 		return false, err
 	}
 	if err := checkDst(key, dst); err != nil {
@@ -276,6 +292,9 @@ func (m *Manager) Exists(ctx context.Context, key string) (bool, error) {
 	if err := m.usable(); err != nil {
 		return false, err
 	}
+	if err := checkKey("Exists", key); err != nil {
+		return false, err
+	}
 	ctx = orBackground(ctx)
 	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
@@ -300,6 +319,9 @@ func (m *Manager) Exists(ctx context.Context, key string) (bool, error) {
 // none, ErrNotFound if there is no entry.
 func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 	if err := m.usable(); err != nil {
+		return 0, err
+	}
+	if err := checkKey("TTL", key); err != nil {
 		return 0, err
 	}
 	ctx = orBackground(ctx)
@@ -334,6 +356,9 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 // over WithMaxValueSize and invalid arguments.
 func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration, deps ...string) error {
 	if err := m.usable(); err != nil {
+		return err
+	}
+	if err := checkKey("Set", key); err != nil {
 		return err
 	}
 	ctx = orBackground(ctx)
@@ -445,6 +470,11 @@ func (m *Manager) Delete(ctx context.Context, keys ...string) (int, error) {
 	ctx = orBackground(ctx)
 	if len(keys) == 0 {
 		return 0, nil
+	}
+	for i, k := range keys {
+		if k == "" {
+			return 0, fmt.Errorf("%w given to Delete (key %d of %d); nothing was deleted", ErrEmptyKey, i+1, len(keys))
+		}
 	}
 	n, err := m.backend.Delete(ctx, m.ns, keys...)
 	if err == nil {

@@ -294,7 +294,7 @@ func Fetch[R any](ctx context.Context, m *Manager, key string, fn func(context.C
 		s.manager = m
 	}
 	if key == "" && s.idErr == nil {
-		s.idErr = errors.New("depcache: Fetch with an empty key")
+		s.idErr = checkKey("Fetch", key)
 	}
 	return call(ctx, s, key, nil, fn)
 }

@@ -288,3 +288,42 @@ func TestFetchInvalidOptionReportedOnce(t *testing.T) {
 		t.Fatalf("%d error events for one invalid option, want 1", n)
 	}
 }
+
+// An empty key is refused by every call that takes one, with ErrEmptyKey,
+// and nothing is stored or deleted; Fetch, like for its other misuses,
+// runs its function uncached (and logs ErrEmptyKey once). Set and Get used
+// to accept it while Fetch refused it.
+func TestEmptyKeyIsRefusedEverywhere(t *testing.T) {
+	ctx := context.Background()
+	m, _ := newManager(t)
+	if err := m.Set(ctx, "k", 1, time.Minute, "t"); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	calls := 0
+	for range 2 {
+		if got, err := depcache.Fetch(ctx, m, "", func(context.Context) (int, error) { calls++; return 5, nil }); got != 5 || err != nil {
+			t.Fatalf("Fetch with an empty key: %d, %v; want its function's 5, nil", got, err)
+		}
+	}
+	_, gerr := m.Get(ctx, "", &v)
+	_, eerr := m.Exists(ctx, "")
+	_, terr := m.TTL(ctx, "")
+	n, derr := m.Delete(ctx, "k", "")
+	for name, err := range map[string]error{
+		"Set": m.Set(ctx, "", 1, time.Minute, "t"), "Get": gerr, "Exists": eerr, "TTL": terr, "Delete": derr,
+	} {
+		if !errors.Is(err, depcache.ErrEmptyKey) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s with an empty key: %v, want ErrEmptyKey naming %s", name, err, name)
+		}
+	}
+	if n != 0 {
+		t.Errorf("Delete with an empty key among others deleted %d, want 0", n)
+	}
+	if found, err := m.Get(ctx, "k", &v); !found || err != nil {
+		t.Errorf("the entry beside the empty key: found=%v err=%v, want kept", found, err)
+	}
+	if calls != 2 {
+		t.Errorf("two Fetches with an empty key ran the function %d times, want 2 (uncached)", calls)
+	}
+}
