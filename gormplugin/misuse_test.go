@@ -47,6 +47,32 @@ func TestNilArgumentsAreNotPanics(t *testing.T) {
 	})
 }
 
+// TxContext of a nil transaction (or of a *gorm.DB without a Statement)
+// is a context under which memoized calls run but neither read nor fill
+// the cache. It panicked.
+func TestTxContextOfNilTxBypasses(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	m := depcache.New(mem, depcache.WithLogger(slog.New(slog.DiscardHandler)))
+	defer m.Close()
+	ctx := context.Background()
+	if err := m.Set(ctx, "k", 1, 0, "t"); err != nil {
+		t.Fatal(err)
+	}
+	for name, tx := range map[string]*gorm.DB{"nil": nil, "no Statement": {}} {
+		calls := 0
+		fn := func(context.Context) (int, error) { calls++; return 2, nil }
+		for range 2 {
+			if v, err := depcache.Fetch(gormplugin.TxContext(tx), m, "k", fn); v != 2 || err != nil {
+				t.Fatalf("Fetch under TxContext(%s): %d, %v; want the function's 2 (the cached 1 must not be read)", name, v, err)
+			}
+		}
+		if calls != 2 {
+			t.Errorf("TxContext(%s): the function ran %d times for 2 calls, want 2 (nothing filled)", name, calls)
+		}
+	}
+}
+
 // logBuffer collects log lines from any goroutine.
 type logBuffer struct {
 	mu sync.Mutex

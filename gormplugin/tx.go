@@ -222,7 +222,14 @@ func sameDatabase(a, b *gorm.DB) bool {
 //
 // The returned context carries tx: a memoized function reaches it with
 // DB(ctx, db), which it should use for every query.
+//
+// A nil tx (or one without a Statement) gives a context under which
+// memoized calls neither read nor fill the cache: which transaction the
+// caller is in cannot be known, so nothing it reads may be cached.
 func TxContext(tx *gorm.DB) context.Context {
+	if tx == nil || tx.Statement == nil {
+		return depcache.Bypass(context.Background())
+	}
 	ctx := tx.Statement.Context
 	if ctx == nil {
 		ctx = context.Background()
