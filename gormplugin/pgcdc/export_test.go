@@ -12,3 +12,11 @@ func ShortenTimeouts(t testing.TB, query, connect time.Duration) {
 	queryTimeout, connectTimeout = query, connect
 	t.Cleanup(func() { queryTimeout, connectTimeout = q, c })
 }
+
+// SetMaxChangeTags lowers the bound on a transaction's WithChangeTags tags
+// for the rest of the test.
+func SetMaxChangeTags(t testing.TB, n int) {
+	old := maxChangeTags
+	maxChangeTags = n
+	t.Cleanup(func() { maxChangeTags = old })
+}

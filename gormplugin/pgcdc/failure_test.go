@@ -231,6 +231,44 @@ func TestLargeTransactionInvalidatesTheTable(t *testing.T) {
 	}
 }
 
+// A transaction whose WithChangeTags tags exceed the bound clears the
+// cache prefix instead: no coarser tag is known to stand for a function's
+// tags, and gathering them without a bound held one tag per row in memory
+// (millions for an UPDATE of a large table) and sent them in one call.
+func TestTooManyChangeTagsClearTheCache(t *testing.T) {
+	pgcdc.SetMaxChangeTags(t, 50)
+	e := newEnv(t, envConfig{opts: []pgcdc.Option{pgcdc.WithChangeTags(func(c pgcdc.Change) []string {
+		if c.Table != "users" || c.New == nil {
+			return nil
+		}
+		return []string{"users:id=" + *c.New["id"]}
+	})}})
+	e.events.waitFor(t, "streaming", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventStreaming })
+	e.cache("late row", "users:id=99")
+	e.cache("codes", gormplugin.RowTag("codes", "a"))
+	lsn := e.exec(`INSERT INTO users SELECT g, 'x' FROM generate_series(1, 100) g`)
+	sync_(t, e.l, lsn)
+	if e.present("late row") {
+		t.Error("an entry depending on the change tag of a row past the bound is still cached")
+	}
+	if e.present("codes") {
+		t.Error("an unrelated entry is still cached: the prefix was not cleared")
+	}
+	e.events.waitFor(t, "cleared", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventCleared })
+	// Below the bound, change tags are invalidated as before, without a
+	// Clear.
+	e.cache("codes", gormplugin.RowTag("codes", "a"))
+	e.cache("row 200", "users:id=200")
+	lsn = e.exec(`INSERT INTO users VALUES (200, 'y')`)
+	sync_(t, e.l, lsn)
+	if e.present("row 200") {
+		t.Error("the change tag of a small transaction was not invalidated")
+	}
+	if !e.present("codes") {
+		t.Error("a small transaction cleared the prefix")
+	}
+}
+
 // Two caches (two manager prefixes) on one database with the same slot
 // name: the second listener used to wait as a standby for ever, its cache
 // never invalidated, with a Debug line per attempt. It is an error naming

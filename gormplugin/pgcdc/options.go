@@ -133,7 +133,12 @@ func WithObserver(fn func(Event)) Option { return func(c *config) { c.observer =
 // change's table and its old and new column values, and its tags are
 // invalidated with the transaction's other tags (for instance the
 // plugin's ConjunctionTag of a row's new values, finer than the scheme
-// tags the listener invalidates; see the package documentation).
+// tags the listener invalidates; see the package documentation). A
+// transaction gathers at most 100,000 of its tags: past them the listener
+// clears the manager's prefix instead (recorded in PostgreSQL first, as
+// past WithMaxRetainedWAL, so a listener that dies before clearing leaves
+// the Clear to its successor) and calls fn for none of the transaction's
+// remaining rows.
 func WithChangeTags(fn func(Change) []string) Option { return func(c *config) { c.changeTags = fn } }
 
 // WithBackoff sets the waits between attempts of a failed invalidation and

@@ -42,7 +42,10 @@ type stream struct {
 	seen    map[string]bool
 	entered []string       // tables whose rows the transaction inserted or updated
 	rowTags map[string]int // row tags the transaction added, by table
-	queued  LSN            // last position queued
+	// changeTags counts the tags WithChangeTags added to the transaction;
+	// past maxChangeTags it is -1 and the transaction owes a Clear.
+	changeTags int
+	queued     LSN // last position queued
 
 	work chan batch
 	dead chan struct{} // closed when the invalidator has stopped
@@ -71,6 +74,9 @@ type batch struct {
 	xid        uint32
 	tags       []string
 	entered    []string // tables rows were inserted into or updated in
+	// clear: the transaction's WithChangeTags tags were more than
+	// maxChangeTags; a Clear of the prefix stands for them.
+	clear bool
 }
 
 // maxBatch bounds the transactions invalidated in one call.
@@ -81,6 +87,13 @@ const maxBatch = 256
 // for the rest, so that a statement writing millions of rows costs neither
 // millions of tags in memory nor an invalidation call that large.
 const maxRowTags = 10_000
+
+// maxChangeTags bounds the tags of WithChangeTags one transaction
+// gathers. Nothing coarser is known to stand for a function's tags, as
+// the table tag stands for row tags: past the bound the transaction owes a
+// Clear of the prefix (durably, as past WithMaxRetainedWAL), and the
+// function is no longer called for its rows.
+var maxChangeTags = 100_000 // a variable for the tests
 
 // maxBatchTags bounds the tags the invalidator gathers from several
 // transactions into one call (one transaction may exceed it alone).
@@ -275,6 +288,14 @@ func (s *stream) invalidator(ctx context.Context) error {
 			}
 		}
 		last := group[len(group)-1].lsn
+		if i := slices.IndexFunc(group, func(b batch) bool { return b.clear }); i >= 0 && !s.debt {
+			if err := s.waitVisible(ctx, group); err != nil {
+				return err
+			}
+			if err := s.incurDebt(ctx, group[i].lsn, fmt.Sprintf("WithChangeTags gave a transaction more than %d tags", maxChangeTags)); err != nil {
+				return err
+			}
+		}
 		switch {
 		case s.debt:
 			// A Clear is owed, durably: it covers these commits too, once
@@ -339,7 +360,7 @@ func (s *stream) overBound() bool {
 // incurDebt records durably, in PostgreSQL, that the manager's prefix must
 // be cleared: from then on commits are confirmed without their own
 // invalidations, which the Clear replaces, and the slot lets their WAL go.
-func (s *stream) incurDebt(ctx context.Context, lsn LSN) error {
+func (s *stream) incurDebt(ctx context.Context, lsn LSN, why string) error {
 	t := quoteIdent(s.l.cfg.debtTable)
 	if _, err := s.vis.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+t+" (slot text PRIMARY KEY, since timestamptz NOT NULL DEFAULT now())").ReadAll(); err != nil {
 		return fmt.Errorf("pgcdc: create %s: %w", s.l.cfg.debtTable, err)
@@ -350,6 +371,11 @@ func (s *stream) incurDebt(ctx context.Context, lsn LSN) error {
 	s.debt = true
 	s.clearWait = s.l.cfg.minBackoff
 	s.nextClear = time.Now().Add(s.clearWait)
+	if why != "" {
+		s.nextClear = time.Now() // nothing failed: clear at once
+		s.l.log.Error("pgcdc: "+why+"; the cache prefix will be cleared instead", "prefix", s.l.m.Prefix(), "lsn", lsn)
+		return nil
+	}
 	s.l.log.Error("pgcdc: the slot holds more WAL than WithMaxRetainedWAL allows while invalidations fail; the cache prefix will be cleared instead",
 		"prefix", s.l.m.Prefix(), "lsn", lsn, "bound", s.l.cfg.maxRetained)
 	s.l.emit(Event{Kind: EventOverBound, LSN: lsn})
@@ -583,6 +609,7 @@ func (s *stream) logical(ctx context.Context, data []byte) error {
 	case *pglogrepl.BeginMessage:
 		s.inTx, s.xid = true, msg.Xid
 		s.tags, s.seen, s.entered, s.rowTags = s.tags[:0], map[string]bool{}, s.entered[:0], map[string]int{}
+		s.changeTags = 0
 	case *pglogrepl.InsertMessage:
 		r, err := s.rel(msg.RelationID)
 		if err != nil {
@@ -612,7 +639,7 @@ func (s *stream) logical(ctx context.Context, data []byte) error {
 	case *pglogrepl.CommitMessage:
 		s.inTx = false
 		return s.enqueue(ctx, batch{lsn: msg.TransactionEndLSN, commitTime: msg.CommitTime, xid: s.xid,
-			tags: slices.Clone(s.tags), entered: slices.Clone(s.entered)})
+			tags: slices.Clone(s.tags), entered: slices.Clone(s.entered), clear: s.changeTags < 0})
 	}
 	return nil
 }
@@ -678,9 +705,13 @@ func (s *stream) row(ctx context.Context, r *relation, op Op, old, new *pglogrep
 	if new != nil && !slices.Contains(s.entered, r.table) {
 		s.entered = append(s.entered, r.table)
 	}
-	if fn := s.l.cfg.changeTags; fn != nil {
+	if fn := s.l.cfg.changeTags; fn != nil && s.changeTags >= 0 {
+		before := len(s.tags)
 		s.add(fn(Change{Op: op, Schema: r.msg.Namespace, Table: r.msg.RelationName,
 			Old: tupleValues(r.msg, old), New: tupleValues(r.msg, new)})...)
+		if s.changeTags += len(s.tags) - before; s.changeTags > maxChangeTags {
+			s.changeTags = -1 // the tags gathered so far stay: the Clear invalidates them first (owe)
+		}
 	}
 }
 
@@ -760,7 +791,7 @@ func (s *stream) invalidate(ctx context.Context, tags []string, lsn LSN) (covere
 		s.l.setFailure(fmt.Errorf("pgcdc: invalidation of the commit at %s failed (attempt %d): %w", lsn, attempt, err))
 		s.l.emit(Event{Kind: EventInvalidationFailed, LSN: lsn, Tags: tags, Attempt: attempt, Err: err})
 		if s.overBound() {
-			if err := s.incurDebt(ctx, lsn); err != nil {
+			if err := s.incurDebt(ctx, lsn, ""); err != nil {
 				return false, err
 			}
 			s.owe(tags)
