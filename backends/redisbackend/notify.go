@@ -54,9 +54,18 @@ import (
 //
 // Registrations expire in the server's clock (TIME, a wall clock): a
 // forward step of it by more than half a lease makes live registrations
-// look expired until their next renewal, and a Notify meanwhile finds no
-// tier, skips publishing, and skips for a lease more (noneUntil); nothing
-// tells the tiers. Not handled: the server's clock must slew, not step.
+// look expired (and other notifiers' renewals remove them) until their
+// next renewal. So a Notify does not take the registry's word for who is
+// alive: it always publishes, and PUBLISH counts the subscribers the
+// change reached; every subscriber acknowledges every change (one with no
+// tier too, for it cannot be told apart from a tier whose registration
+// looks expired), and Notify waits for as many acknowledgements as PUBLISH
+// counted, besides one from each registered notifier (whose subscription
+// may be down). Only a probe that reached no subscriber and found no
+// registration skips Notify for a lease (noneUntil). Not covered: a step
+// while a tier is cut off from Redis with its connection still open
+// (PUBLISH does not count it, its registration looks expired): it serves
+// until its lease, from its last heartbeat, runs out.
 //
 // Redis Cluster is refused (Listen fails): pub/sub there would need the
 // registry and the channel on every shard.
@@ -154,19 +163,20 @@ func (b *Backend) Notify(ctx context.Context, c backends.Change) error {
 	if start < b.notify.noneUntil.Load() {
 		return nil
 	}
-	registry, _ := b.tierKeys(rc)
+	registry, channel := b.tierKeys(rc)
 	n, err := b.notifier(rc, false)
 	if err != nil {
 		return err
 	}
 	if n == nil || !n.isReady() {
 		// Acknowledgements come through our subscription: it must be in
-		// place before anything is published.
-		members, err := runNotify(ctx, rc, registry, "", nil)
+		// place before anything is published. The probe is an empty
+		// message, which subscribers ignore.
+		members, reached, err := runNotify(ctx, rc, registry, channel, nil)
 		if err != nil {
 			return err
 		}
-		if len(members) == 0 {
+		if len(members) == 0 && reached == 0 {
 			b.notify.noneUntil.Store(start + int64(b.tierLease()))
 			return nil
 		}
@@ -199,7 +209,7 @@ return 1`)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local m = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
-if #m > 0 and ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
+table.insert(m, 1, redis.call('PUBLISH', ARGV[1], ARGV[2]))
 return m`)
 )
 
@@ -251,6 +261,7 @@ type ack struct{ channel, payload string }
 type ackWait struct {
 	acked   map[string]bool
 	waitFor map[string]bool // nil until the registry was read
+	need    int             // acknowledgements wanted in all: the subscribers PUBLISH reached
 	done    chan struct{}
 	closed  bool
 }
@@ -402,6 +413,9 @@ func (n *notifier) receive() {
 }
 
 func (n *notifier) applyChange(payload string) {
+	if payload == "" {
+		return // a Notify's probe: it counts subscribers, nobody waits for us
+	}
 	r := wireReader{b: []byte(payload)}
 	msgID, ackCh := r.str(), r.str()
 	if r.bad {
@@ -418,19 +432,10 @@ func (n *notifier) applyChange(payload string) {
 	for l := range n.listeners {
 		l.l.Changed(c)
 	}
-	registered := len(n.listeners) > 0
 	n.mu.Unlock()
-	if !registered {
-		// Without listeners nothing here serves, so the change is applied;
-		// but the registry may still hold us (until the next heartbeat
-		// tick unregisters), and a Notify that read it waits for us.
-		n.hbMu.Lock()
-		registered = n.registered
-		n.hbMu.Unlock()
-	}
-	if !registered {
-		return // not in the registry: nobody waits for us
-	}
+	// Acknowledged even without listeners (nothing here serves, so the
+	// change is applied): PUBLISH counted us, and the Notify waits for as
+	// many acknowledgements as it counted.
 	if ackCh == n.chAck {
 		n.acked(msgID, n.id)
 		return
@@ -587,22 +592,23 @@ func (n *notifier) notify(ctx context.Context, c backends.Change, start int64) e
 	msg := appendWireString(nil, msgID)
 	msg = appendWireString(msg, n.chAck)
 	msg = backends.AppendChange(msg, c)
-	members, err := runNotify(ctx, n.c, n.regKey, n.chInv, msg)
+	members, reached, err := runNotify(ctx, n.c, n.regKey, n.chInv, msg)
 	if err != nil {
 		return err
 	}
-	if len(members) == 0 {
+	if len(members) == 0 && reached == 0 {
 		n.b.notify.noneUntil.Store(start + int64(n.lease))
 		return nil
 	}
 	n.mu.Lock()
 	w.waitFor = map[string]bool{}
+	w.need = int(reached)
 	for _, m := range members {
 		if !w.acked[m] {
 			w.waitFor[m] = true
 		}
 	}
-	if len(w.waitFor) == 0 {
+	if w.complete() {
 		w.closed = true
 		close(w.done)
 	}
@@ -620,12 +626,36 @@ func (n *notifier) notify(ctx context.Context, c backends.Change, start int64) e
 	return nil
 }
 
-func runNotify(ctx context.Context, c *redis.Client, registry, channel string, msg []byte) ([]string, error) {
-	members, err := notifyScript.Run(ctx, c, []string{registry}, channel, msg).StringSlice()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("redisbackend: notify tiers: %w", err)
+// runNotify publishes msg on channel and returns the registered notifiers
+// and how many subscribers the message reached.
+func runNotify(ctx context.Context, c *redis.Client, registry, channel string, msg []byte) (members []string, reached int64, err error) {
+	reply, err := notifyScript.Run(ctx, c, []string{registry}, channel, msg).Slice()
+	if err != nil {
+		return nil, 0, fmt.Errorf("redisbackend: notify tiers: %w", err)
 	}
-	return members, nil
+	if len(reply) == 0 {
+		return nil, 0, fmt.Errorf("redisbackend: notify tiers: an empty reply")
+	}
+	reached, ok := reply[0].(int64)
+	if !ok {
+		return nil, 0, fmt.Errorf("redisbackend: notify tiers: PUBLISH answered %T", reply[0])
+	}
+	members = make([]string, 0, len(reply)-1)
+	for _, m := range reply[1:] {
+		id, ok := m.(string)
+		if !ok {
+			return nil, 0, fmt.Errorf("redisbackend: notify tiers: a registry member of type %T", m)
+		}
+		members = append(members, id)
+	}
+	return members, reached, nil
+}
+
+// complete reports whether every registered notifier and as many
+// subscribers as the change reached have acknowledged. w's notifier's mu
+// is held.
+func (w *ackWait) complete() bool {
+	return len(w.waitFor) == 0 && len(w.acked) >= w.need
 }
 
 func (n *notifier) acked(msgID, member string) {
@@ -640,7 +670,7 @@ func (n *notifier) acked(msgID, member string) {
 		return
 	}
 	delete(w.waitFor, member)
-	if len(w.waitFor) == 0 {
+	if w.complete() {
 		w.closed = true
 		close(w.done)
 	}

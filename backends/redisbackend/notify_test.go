@@ -172,3 +172,36 @@ func TestListenRefusedOnCluster(t *testing.T) {
 		t.Fatalf("Notify on Cluster: %v", err)
 	}
 }
+
+// TestNotifyWaitsThroughAServerClockStep: the server's clock steps forward
+// (miniredis's SetTime) past every registration's expiry. A Notify then
+// finds no registered tier; it used to return at once (and skip Notify
+// for a lease), while the tier, whose lease runs in its own clock, served
+// on. It waits for every subscriber PUBLISH reached.
+func TestNotifyWaitsThroughAServerClockStep(t *testing.T) {
+	mr := miniredis.RunT(t)
+	const lease = 2 * time.Second // renewed every 500 ms: the step comes between two renewals
+	newBackend := func() *Backend {
+		b := New(newClient(t, &redis.Options{Addr: mr.Addr()}, nil), WithTierLease(lease), WithLogger(testLogger(t)))
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	sender, receiver := newBackend(), newBackend()
+	var rec recorder
+	l, stop, err := receiver.Listen(&rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	waitNotify(t, "the lease", l.Valid)
+	for i := range 3 {
+		mr.SetTime(time.Now().Add(time.Duration(i+1) * time.Hour))
+		if err := sender.Notify(context.Background(), backends.Change{NS: "ns", Tags: []string{"t"}}); err != nil {
+			t.Fatal(err)
+		}
+		valid := l.Valid()
+		if got, _ := rec.state(); len(got) != i+1 && valid {
+			t.Fatalf("after a clock step, Notify %d returned with %d changes delivered and the receiver's lease valid", i+1, len(got))
+		}
+	}
+}
