@@ -126,3 +126,71 @@ func TestLookupSpanningAPendingDeliveryIsAMiss(t *testing.T) {
 		t.Fatal("Get read while the invalidation was pending, answered after its delivery: a hit on the entry it predates, want a miss")
 	}
 }
+
+// An entry of manager A carrying B's tag, read while B's invalidation of
+// it was pending and answered after B delivered it, is a miss; an entry
+// of A carrying none of B's tags stays a hit whatever B delivers.
+func TestLookupSpanningAnotherManagersDelivery(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	defer mem.Close()
+	store := newStallBackend(mem)
+	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet), depcache.WithoutBreaker())
+	b := depcache.New(store, depcache.WithName("b"), depcache.WithLogger(quiet), depcache.WithoutBreaker())
+	defer a.Close()
+	defer b.Close()
+	var calls atomic.Int64
+	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
+		calls.Add(1)
+		b.AddDependency(ctx, "post:1")
+		return id, nil
+	}, depcache.Using(a), depcache.KeyName("page"))
+	if _, err := page(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Set(ctx, "own", "x", 0, "own-tag"); err != nil {
+		t.Fatal(err)
+	}
+	store.refuseInvs.Store(true)
+	if _, err := b.InvalidateDependency(ctx, "post:1"); err == nil {
+		t.Fatal("the invalidation succeeded on a backend refusing it")
+	}
+	store.refuseInvs.Store(false)
+
+	// A's page, read while post:1 is pending, answered after its delivery.
+	store.armed.Store(true)
+	done := make(chan int64)
+	go func() {
+		page(ctx, 1)
+		done <- calls.Load()
+	}()
+	<-store.read
+	if err := b.RetryPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(store.reply)
+	if n := <-done; n != 2 {
+		t.Fatalf("page ran %d times, want 2: the entry read before B delivered post:1 was served", n)
+	}
+
+	// A's own entry, answered after another delivery of B's, is a hit.
+	store.refuseInvs.Store(true)
+	b.InvalidateDependency(ctx, "post:2")
+	store.refuseInvs.Store(false)
+	store.read, store.reply = make(chan struct{}), make(chan struct{})
+	store.armed.Store(true)
+	found := make(chan bool)
+	go func() {
+		var v string
+		ok, _ := a.Get(ctx, "own", &v)
+		found <- ok
+	}()
+	<-store.read
+	if err := b.RetryPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(store.reply)
+	if !<-found {
+		t.Fatal("an entry carrying no tag of B's was a miss because B delivered an invalidation meanwhile")
+	}
+}

@@ -277,7 +277,7 @@ func (m *Manager) lookup(ctx context.Context, key string) (result backends.Looku
 	// The entry was read at some point of the round trip: if a hold or a
 	// pending invalidation ended meanwhile, possibly after it was read, it
 	// may predate the delivery that ended it.
-	if result.Found && (m.pendingAffects(result.Entry.Deps) || m.servingState() != state) {
+	if result.Found && (m.pendingAffects(result.Entry.Deps) || m.changedSince(state, result.Entry.Deps)) {
 		result.Found = false
 		result.Epoch = backends.Epoch{}
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"github.com/depcache/go-depcache/backends"
 )
 
 // Recovery: what must happen before a manager serves from the cache again
@@ -56,10 +58,33 @@ func (m *Manager) Hold() (release func()) {
 	}
 }
 
-// servingState is a number that moves whenever a Hold, or an invalidation
-// pending retry of this manager or of another (pairs), ends or begins.
-func (m *Manager) servingState() uint64 {
-	return m.rec.changes.Load() + pendingIndex.changes.Load()
+// servingState is what a lookup samples before its round trip: counts
+// that move whenever a Hold begins or ends, or an invalidation pending
+// retry is delivered, by this manager or (others) by any.
+type servingState struct{ own, others uint64 }
+
+func (m *Manager) servingState() servingState {
+	return servingState{m.rec.changes.Load(), pendingIndex.changes.Load()}
+}
+
+// changedSince reports whether an entry with deps, read after s was
+// sampled, may predate a delivery that ended a hold or a pending
+// invalidation since. Another manager's delivery matters only to an entry
+// carrying one of another prefix's tags (pairs): a lookup of any other
+// entry does not become a miss because some manager somewhere recovered.
+func (m *Manager) changedSince(s servingState, deps []string) bool {
+	if m.rec.changes.Load() != s.own {
+		return true
+	}
+	if pendingIndex.changes.Load() == s.others {
+		return false
+	}
+	for _, d := range deps {
+		if dep := backends.ParseDep(m.ns, d); !dep.Carried && dep.NS != m.ns {
+			return true
+		}
+	}
+	return false
 }
 
 // Held reports whether a Hold is in force.
