@@ -24,7 +24,7 @@ type recovery struct {
 	holds atomic.Int64
 	// changes counts the events after which an entry read before them may
 	// no longer be served: a Hold taken or released, an invalidation
-	// pending retry delivered. A lookup samples it before its round trip
+	// pending retry delivered, a change of the breaker's state. A lookup samples it before its round trip
 	// and serves its entry only if it has not moved: a hit checked against
 	// the hold (or the pending set) only when its reply arrives would serve
 	// an entry read before the delivery that ended the hold.
@@ -57,7 +57,8 @@ func (m *Manager) Hold() (release func()) {
 }
 
 // servingState is a number that moves whenever a Hold, or an invalidation
-// pending retry of this manager or of another (pairs), ends or begins.
+// pending retry of this manager or of another (pairs), ends or begins, and
+// whenever the breaker opens or closes.
 func (m *Manager) servingState() uint64 {
 	return m.rec.changes.Load() + pendingIndex.changes.Load()
 }
