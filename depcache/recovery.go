@@ -50,8 +50,12 @@ func (m *Manager) Hold() (release func()) {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			m.rec.holds.Add(-1)
+			// The count first: a lookup's reply checks the hold, then
+			// the count (Manager.lookup), and one checked between a
+			// release's two steps in the other order would find neither
+			// the hold nor its end, and serve an entry read during it.
 			m.rec.changes.Add(1)
+			m.rec.holds.Add(-1)
 		})
 	}
 }
