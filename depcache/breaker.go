@@ -91,7 +91,7 @@ type breaker struct {
 	clean    atomic.Bool           // closed, no failure since the last success (do)
 	// tripped is down as gobreaker decides it, set under its lock at each
 	// change (down follows in report, later): a reply that arrives while
-	// it is set, or after it moved (servingState), is not served.
+	// it is set, or after it moved (servingMark), is not served.
 	tripped atomic.Bool
 
 	skips, opens atomic.Uint64

@@ -279,7 +279,7 @@ func (m *Manager) lookup(ctx context.Context, key string) (result backends.Looku
 	// may predate the delivery that ended it; if the breaker opened
 	// meanwhile, it may predate writes whose invalidation failed in the
 	// outage, which the recovery checks deliver before it closes.
-	if result.Found && (m.pendingAffects(result.Entry.Deps) || m.brk.open() || m.servingState() != state) {
+	if result.Found && (m.pendingAffects(result.Entry.Deps) || m.brk.open() || m.movedSince(state, result.Entry.Deps)) {
 		result.Found = false
 		result.Epoch = backends.Epoch{}
 	}

@@ -8,23 +8,25 @@ import (
 )
 
 // An entry may depend on tags of other managers (pairs, operation.go). While
-// one of those managers has an invalidation pending retry, this process
-// must not serve or store an entry carrying such a tag either, whatever
-// the entry's own manager. Managers with a failed invalidation are indexed
-// by key prefix here, so that a lookup can find them; the index is read only
+// one of those managers has an invalidation pending retry, or is held
+// (Hold: as if every tag of it were pending), this process must not serve
+// or store an entry carrying such a tag either, whatever the entry's own
+// manager. Managers with a failed invalidation or a Hold are indexed by
+// key prefix here, so that a lookup can find them; the index is read only
 // when an entry names a tag of another prefix and some manager has ever
-// had an invalidation pending.
+// had an invalidation pending or a Hold.
 
 var pendingIndex struct {
 	any atomic.Bool
-	// changes moves when any manager delivers a pending invalidation: an
-	// entry read before it may carry that manager's tag (servingState).
+	// changes moves when any manager delivers a pending invalidation, or
+	// takes or releases a Hold: an entry read before it may carry that
+	// manager's tag (servingMark).
 	changes atomic.Uint64
 	mu      sync.Mutex
 	byNS    map[string]map[*Manager]struct{}
 }
 
-// notePending records that m has an invalidation pending retry.
+// notePending records that m has an invalidation pending retry, or a Hold.
 func notePending(m *Manager) {
 	pendingIndex.mu.Lock()
 	defer pendingIndex.mu.Unlock()
@@ -54,7 +56,8 @@ func forgetPending(m *Manager) {
 
 // pendingAffects reports whether an entry of m with deps (as entries store
 // them) must not be served or stored: one of its tags, of m or of another
-// manager on m's backend, has an invalidation pending retry.
+// manager on m's backend, has an invalidation pending retry, or its
+// manager is held.
 func (m *Manager) pendingAffects(deps []string) bool {
 	if m.rec.holds.Load() > 0 || m.pending.affects(deps) {
 		return true
@@ -68,7 +71,7 @@ func (m *Manager) pendingAffects(deps []string) bool {
 			continue
 		}
 		for _, other := range pendingManagers(dep.NS) {
-			if sameStore(other.backend, m.backend) && other.pending.affects([]string{dep.Tag}) {
+			if sameStore(other.backend, m.backend) && (other.rec.holds.Load() > 0 || other.pending.affects([]string{dep.Tag})) {
 				return true
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"github.com/depcache/go-depcache/backends"
 )
 
 // Recovery: what must happen before a manager serves from the cache again
@@ -47,6 +49,10 @@ type recovery struct {
 func (m *Manager) Hold() (release func()) {
 	m.rec.holds.Add(1)
 	m.rec.changes.Add(1)
+	// Entries of other managers carrying this one's tags (pairs) are
+	// held too: the index makes their lookups look here.
+	notePending(m)
+	pendingIndex.changes.Add(1)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -55,16 +61,41 @@ func (m *Manager) Hold() (release func()) {
 			// release's two steps in the other order would find neither
 			// the hold nor its end, and serve an entry read during it.
 			m.rec.changes.Add(1)
+			pendingIndex.changes.Add(1)
 			m.rec.holds.Add(-1)
 		})
 	}
 }
 
-// servingState is a number that moves whenever a Hold, or an invalidation
-// pending retry of this manager or of another (pairs), ends or begins, and
-// whenever the breaker opens or closes.
-func (m *Manager) servingState() uint64 {
-	return m.rec.changes.Load() + pendingIndex.changes.Load()
+// servingMark is what a lookup samples before its round trip: the counts
+// of the events after which an entry read before them may no longer be
+// served, this manager's (its Holds, its pending invalidations delivered,
+// its breaker's changes) and every manager's (pendingIndex.changes: those
+// of other managers matter only to entries carrying their tags).
+type servingMark struct{ own, any uint64 }
+
+func (m *Manager) servingState() servingMark {
+	return servingMark{m.rec.changes.Load(), pendingIndex.changes.Load()}
+}
+
+// movedSince reports whether an entry with deps, read after mark was
+// taken, may predate a delivery that has ended a hold or a pending
+// invalidation since (or an opening of the breaker): the own count
+// moved, or the count of all managers moved and deps name a tag of
+// another manager.
+func (m *Manager) movedSince(mark servingMark, deps []string) bool {
+	if m.rec.changes.Load() != mark.own {
+		return true
+	}
+	if pendingIndex.changes.Load() == mark.any {
+		return false
+	}
+	for _, d := range deps {
+		if dep := backends.ParseDep(m.ns, d); !dep.Carried && dep.NS != m.ns {
+			return true
+		}
+	}
+	return false
 }
 
 // Held reports whether a Hold is in force.
