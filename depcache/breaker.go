@@ -124,7 +124,13 @@ func newBreaker(m *Manager) *breaker {
 			// during the outage: from here, nothing read before is
 			// served (Manager.lookup), and nothing while it is open.
 			b.tripped.Store(to != gobreaker.StateClosed)
+			if to != gobreaker.StateClosed {
+				// Entries of other managers carrying this one's tags
+				// (pairs) are not served either: index it for them.
+				notePending(m)
+			}
 			m.rec.changes.Add(1)
+			pendingIndex.changes.Add(1)
 			b.mu.Lock()
 			b.changes = append(b.changes, to)
 			b.mu.Unlock()

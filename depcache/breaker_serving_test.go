@@ -191,3 +191,54 @@ func TestLocalCacheServesNothingWhileTheBreakerIsOpen(t *testing.T) {
 		return evs.closed.Load() == 1
 	})
 }
+
+// nsDown refuses the lookups of one namespace while down.
+type nsDown struct {
+	backends.Backend
+	ns   string
+	down atomic.Bool
+}
+
+func (b *nsDown) Lookup(ctx context.Context, ns, key string) (backends.Lookup, error) {
+	if ns == b.ns && b.down.Load() {
+		return backends.Lookup{}, errDown
+	}
+	return b.Backend.Lookup(ctx, ns, key)
+}
+
+// While B's breaker is open (B saw the backend fail; its recovery checks,
+// a durable outbox's delivery, have not passed), this process serves no
+// entry of A that depends on B's tags either: A's breaker did not open,
+// and A served a page built from B's post:1 that B's outbox had yet to
+// invalidate.
+func TestOpenBreakerOfAnotherManagerCoversItsTags(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	store := &nsDown{Backend: mem}
+	b := depcache.New(store, depcache.WithName("b"), depcache.WithLogger(quiet), depcache.WithBreaker(1, time.Hour))
+	store.ns = b.Prefix()
+	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet))
+	t.Cleanup(func() { a.Close(); b.Close(); mem.Close() })
+	var calls counter
+	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
+		calls.n.Add(1)
+		b.AddDependency(ctx, "post:1")
+		return id, nil
+	}, depcache.Using(a), depcache.KeyName("page"))
+	page(ctx, 1)
+	page(ctx, 1)
+	if calls.calls() != 1 {
+		t.Fatalf("page ran %d times; want 1", calls.calls())
+	}
+	store.down.Store(true)
+	var v string
+	b.Get(ctx, "x", &v) // B's breaker opens
+	if b.Stats().BreakerOpens != 1 {
+		t.Fatalf("B's breaker opened %d times, want 1", b.Stats().BreakerOpens)
+	}
+	page(ctx, 1)
+	page(ctx, 1)
+	if calls.calls() != 3 {
+		t.Fatalf("page ran %d times while B's breaker was open; want 3: an entry carrying B's post:1 was served or stored", calls.calls())
+	}
+}
