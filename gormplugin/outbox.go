@@ -1035,7 +1035,9 @@ func (p *Plugin) outboxEndRaw(db *gorm.DB) {
 
 // FlushOutbox delivers every invalidation left in the outbox now, and
 // deletes the rows: it returns nil once it found the outbox empty, and
-// releases the hold a process takes at start when rows were left. Without
+// releases the hold a process takes at start when rows were left, or on a
+// poll that found rows left behind (unless a poll found more while it
+// read the table: the flusher's delivery of them releases it). Without
 // WithOutbox it does nothing; before the plugin is installed (db.Use) it
 // returns an error wrapping ErrOutbox.
 func (p *Plugin) FlushOutbox(ctx context.Context) error {
