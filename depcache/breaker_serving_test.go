@@ -242,3 +242,62 @@ func TestOpenBreakerOfAnotherManagerCoversItsTags(t *testing.T) {
 		t.Fatalf("page ran %d times while B's breaker was open; want 3: an entry carrying B's post:1 was served or stored", calls.calls())
 	}
 }
+
+// failLater fails, once armed, one lookup of its namespace: it signals,
+// waits for the test, and returns a network error.
+type failLater struct {
+	backends.Backend
+	ns    string
+	armed atomic.Bool
+	read  chan struct{}
+	reply chan struct{}
+}
+
+func (b *failLater) Lookup(ctx context.Context, ns, key string) (backends.Lookup, error) {
+	if ns == b.ns && b.armed.CompareAndSwap(true, false) {
+		close(b.read)
+		<-b.reply
+		return backends.Lookup{}, errDown
+	}
+	return b.Backend.Lookup(ctx, ns, key)
+}
+
+// A manager closed while one of its lookups was under way, whose failure
+// then opens its breaker, is not indexed again: a closed manager never
+// stops others from serving entries that carry its tags. The breaker's
+// opening indexed it after Close had removed it, for good, and every
+// entry of A carrying B's post:1 was a miss from then on.
+func TestClosedManagerStaysOutOfThePairsIndex(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	store := &failLater{Backend: mem, read: make(chan struct{}), reply: make(chan struct{})}
+	b := depcache.New(store, depcache.WithName("b"), depcache.WithLogger(quiet), depcache.WithBreaker(1, time.Hour))
+	store.ns = b.Prefix()
+	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet))
+	t.Cleanup(func() { a.Close(); mem.Close() })
+	var calls counter
+	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
+		calls.n.Add(1)
+		b.AddDependency(ctx, "post:1")
+		return id, nil
+	}, depcache.Using(a), depcache.KeyName("page"))
+	page(ctx, 1)
+	store.armed.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var v string
+		b.Get(ctx, "x", &v)
+	}()
+	<-store.read
+	b.Close()
+	close(store.reply) // the lookup fails after Close: the breaker opens
+	<-done
+	if b.Stats().BreakerOpens != 1 {
+		t.Fatalf("B's breaker opened %d times, want 1", b.Stats().BreakerOpens)
+	}
+	page(ctx, 1)
+	if calls.calls() != 1 {
+		t.Fatalf("page ran %d times; want 1: an entry carrying a closed manager's tag was refused", calls.calls())
+	}
+}

@@ -32,6 +32,12 @@ var pendingIndex struct {
 func notePending(m *Manager) {
 	pendingIndex.mu.Lock()
 	defer pendingIndex.mu.Unlock()
+	if m.closed.Load() {
+		// Close has removed it (forgetPending, under this lock, after
+		// closed was set), or is about to: a failure or a breaker change
+		// that comes after must not bring it back, for good.
+		return
+	}
 	if pendingIndex.byNS == nil {
 		pendingIndex.byNS = map[string]map[*Manager]struct{}{}
 	}
