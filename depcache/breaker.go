@@ -201,6 +201,14 @@ func (b *breaker) execute(op func() error) error {
 func (b *breaker) skip() {
 	b.skips.Add(1)
 	b.report()
+	b.probeIfDue()
+}
+
+// probeIfDue starts a probe if one is due: a read this breaker skips, or
+// a read of another manager's entry carrying this manager's tags, which
+// its opening refuses too (pendingAffects): a manager that reads nothing
+// more itself must still recover.
+func (b *breaker) probeIfDue() {
 	if b.cb.State() != gobreaker.StateHalfOpen || !b.probing.CompareAndSwap(false, true) {
 		return
 	}

@@ -301,3 +301,37 @@ func TestClosedManagerStaysOutOfThePairsIndex(t *testing.T) {
 		t.Fatalf("page ran %d times; want 1: an entry carrying a closed manager's tag was refused", calls.calls())
 	}
 }
+
+// While B's breaker is open, A's reads of entries carrying B's tags start
+// B's probes, as B's own reads do: B's breaker closes once the backend
+// answers (and B's recovery checks pass) even if B reads nothing itself,
+// and A serves those entries again. Without that, a B whose reads stopped
+// kept its breaker open for good, and A refused them for good.
+func TestReadsOfAnotherManagersTagsProbeItsBreaker(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	store := &nsDown{Backend: mem}
+	b := depcache.New(store, depcache.WithName("b"), depcache.WithLogger(quiet), depcache.WithBreaker(1, time.Millisecond))
+	store.ns = b.Prefix()
+	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet))
+	t.Cleanup(func() { a.Close(); b.Close(); mem.Close() })
+	var calls counter
+	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
+		calls.n.Add(1)
+		b.AddDependency(ctx, "post:1")
+		return id, nil
+	}, depcache.Using(a), depcache.KeyName("page"))
+	page(ctx, 1)
+	store.down.Store(true)
+	var v string
+	b.Get(ctx, "x", &v) // B's breaker opens; B reads nothing more
+	if b.Stats().BreakerOpens != 1 {
+		t.Fatalf("B's breaker opened %d times, want 1", b.Stats().BreakerOpens)
+	}
+	store.down.Store(false)
+	waitFor(t, "A's page served from the cache again", func() bool {
+		before := calls.calls()
+		page(ctx, 1)
+		return calls.calls() == before
+	})
+}

@@ -79,7 +79,14 @@ func (m *Manager) pendingAffects(deps []string) bool {
 			continue
 		}
 		for _, other := range pendingManagers(dep.NS) {
-			if sameStore(other.backend, m.backend) && (other.rec.holds.Load() > 0 || other.brk.open() || other.pending.affects([]string{dep.Tag})) {
+			if !sameStore(other.backend, m.backend) {
+				continue
+			}
+			if other.brk.open() {
+				other.brk.probeIfDue()
+				return true
+			}
+			if other.rec.holds.Load() > 0 || other.pending.affects([]string{dep.Tag}) {
 				return true
 			}
 		}
