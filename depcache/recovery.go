@@ -26,10 +26,11 @@ type recovery struct {
 	holds atomic.Int64
 	// changes counts the events after which an entry read before them may
 	// no longer be served: a Hold taken or released, an invalidation
-	// pending retry delivered, a change of the breaker's state. A lookup samples it before its round trip
-	// and serves its entry only if it has not moved: a hit checked against
-	// the hold (or the pending set) only when its reply arrives would serve
-	// an entry read before the delivery that ended the hold.
+	// pending retry delivered, a change of the breaker's state. A lookup
+	// samples it before its round trip and serves its entry only if it
+	// has not moved: a hit checked against the hold (or the pending set)
+	// only when its reply arrives would serve an entry read before the
+	// delivery that ended the hold.
 	changes atomic.Uint64
 
 	mu     sync.Mutex

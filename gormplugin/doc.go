@@ -251,8 +251,8 @@
 //     deleted it) holds the manager from that poll until it is delivered.
 //     Delivering twice is harmless (an invalidation is idempotent), and
 //     each process deletes only the rows it read, by id, so a later row
-//     for the same tag is never lost. FlushOutbox delivers now (for a readiness check, or a
-//     test).
+//     for the same tag is never lost. FlushOutbox delivers now (for a
+//     readiness check, or a test).
 //
 // What it guarantees: a write committed while Redis was unreachable is
 // invalidated before any process that noticed the outage (its breaker

@@ -196,7 +196,9 @@ type outbox struct {
 	mu      sync.Mutex
 	deletes []string // delivered rows to delete
 	failed  bool     // an invalidation failed: deliver what is left
-	start   func()   // releases the hold taken at start, or by a poll that found rows left behind; nil once released
+	// start releases the hold taken at start, or by a poll that found
+	// rows left behind (holdLeftBehind); nil once released.
+	start func()
 	// startGen counts the polls that found rows left behind (and the
 	// start): a delivery releases start only if none came after it began
 	// to read the table, since it may have missed their rows.
