@@ -89,6 +89,10 @@ type breaker struct {
 	openedAt time.Time             // under mu
 	down     atomic.Bool           // open or half-open since the last close
 	clean    atomic.Bool           // closed, no failure since the last success (do)
+	// tripped is down as gobreaker decides it, set under its lock at each
+	// change (down follows in report, later): a reply that arrives while
+	// it is set, or after it moved (servingMark), is not served.
+	tripped atomic.Bool
 
 	skips, opens atomic.Uint64
 }
@@ -115,7 +119,18 @@ func newBreaker(m *Manager) *breaker {
 		},
 		IsExcluded: func(err error) bool { return errors.Is(err, errCallerLeft) },
 		OnStateChange: func(_ string, _, to gobreaker.State) {
-			// Called under gobreaker's lock.
+			// Called under gobreaker's lock. An entry read before an
+			// opening may predate writes whose invalidation failed
+			// during the outage: from here, nothing read before is
+			// served (Manager.lookup), and nothing while it is open.
+			b.tripped.Store(to != gobreaker.StateClosed)
+			if to != gobreaker.StateClosed {
+				// Entries of other managers carrying this one's tags
+				// (pairs) are not served either: index it for them.
+				notePending(m)
+			}
+			m.rec.changes.Add(1)
+			pendingIndex.changes.Add(1)
 			b.mu.Lock()
 			b.changes = append(b.changes, to)
 			b.mu.Unlock()
@@ -186,6 +201,14 @@ func (b *breaker) execute(op func() error) error {
 func (b *breaker) skip() {
 	b.skips.Add(1)
 	b.report()
+	b.probeIfDue()
+}
+
+// probeIfDue starts a probe if one is due: a read this breaker skips, or
+// a read of another manager's entry carrying this manager's tags, which
+// its opening refuses too (pendingAffects): a manager that reads nothing
+// more itself must still recover.
+func (b *breaker) probeIfDue() {
 	if b.cb.State() != gobreaker.StateHalfOpen || !b.probing.CompareAndSwap(false, true) {
 		return
 	}
@@ -284,6 +307,11 @@ func (b *breaker) report() {
 		b.m.emit(Event{Kind: EventBreakerOpen, Err: fmt.Errorf("%w: %w", ErrBreakerOpen, err)})
 	}
 }
+
+// open reports whether the breaker is open or half-open: the manager
+// serves nothing from the cache, the in-process tier included, until a
+// probe has closed it (after the recovery checks passed).
+func (b *breaker) open() bool { return b != nil && b.tripped.Load() }
 
 // quiet reports whether per-call failure logs are suppressed: the breaker
 // has logged that the backend is down.

@@ -155,7 +155,10 @@ func (t *tier) get(key string) (*tierEntry, bool) {
 		return nil, false
 	}
 	e, ok := t.cache.GetIfPresent(key)
-	if !ok || now >= e.expires || t.m.pendingAffects(e.deps) {
+	// Nothing is served while the breaker is open: the tier's lease can
+	// outlast its opening, and values kept before the outage may predate
+	// writes whose invalidation the recovery checks have not delivered.
+	if !ok || now >= e.expires || t.m.pendingAffects(e.deps) || t.m.brk.open() {
 		return nil, false
 	}
 	return e, true

@@ -276,8 +276,10 @@ func (m *Manager) lookup(ctx context.Context, key string) (result backends.Looku
 	}
 	// The entry was read at some point of the round trip: if a hold or a
 	// pending invalidation ended meanwhile, possibly after it was read, it
-	// may predate the delivery that ended it.
-	if result.Found && (m.pendingAffects(result.Entry.Deps) || m.changedSince(state, result.Entry.Deps)) {
+	// may predate the delivery that ended it; if the breaker opened
+	// meanwhile, it may predate writes whose invalidation failed in the
+	// outage, which the recovery checks deliver before it closes.
+	if result.Found && (m.pendingAffects(result.Entry.Deps) || m.brk.open() || m.movedSince(state, result.Entry.Deps)) {
 		result.Found = false
 		result.Epoch = backends.Epoch{}
 	}

@@ -305,3 +305,54 @@ func TestReservedTagBytesAreRefused(t *testing.T) {
 		t.Fatalf("the valid tag removed %d entries; want 1", n)
 	}
 }
+
+// While B is held (its durable outbox has not delivered yet), this
+// process serves and stores no entry of A that depends on B's tags: a Hold
+// is as if an invalidation of every tag of B were pending, and the pair
+// rule applies to it as to a pending invalidation. Only B's own entries
+// were refused, so A served a page built from B's post:1 that the outbox's
+// delivery had yet to condemn. A lookup of A whose round trip spans the
+// end of B's hold is a miss too.
+func TestHoldOfAnotherManagerCoversItsTags(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	store := newStallBackend(mem)
+	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet))
+	b := depcache.New(store, depcache.WithName("b"), depcache.WithLogger(quiet))
+	t.Cleanup(func() { a.Close(); b.Close(); mem.Close() })
+	var calls counter
+	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
+		calls.n.Add(1)
+		b.AddDependency(ctx, "post:1")
+		return id, nil
+	}, depcache.Using(a), depcache.KeyName("page"))
+	page(ctx, 1)
+	page(ctx, 1)
+	if calls.calls() != 1 {
+		t.Fatalf("page ran %d times; want 1", calls.calls())
+	}
+	release := b.Hold()
+	page(ctx, 1)
+	page(ctx, 1)
+	if calls.calls() != 3 {
+		t.Fatalf("page ran %d times while B was held; want 3: an entry carrying B's post:1 was served or stored", calls.calls())
+	}
+	// A lookup sent while B is held, answered after B's release.
+	store.armed.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		page(ctx, 1)
+	}()
+	<-store.read
+	release()
+	close(store.reply)
+	<-done
+	if calls.calls() != 4 {
+		t.Fatalf("page ran %d times; want 4: a lookup spanning the end of B's hold served its entry", calls.calls())
+	}
+	page(ctx, 1) // stored by the previous call, after the release
+	if calls.calls() != 4 {
+		t.Fatalf("page ran %d times after the release; want 4 (a hit)", calls.calls())
+	}
+}

@@ -8,26 +8,36 @@ import (
 )
 
 // An entry may depend on tags of other managers (pairs, operation.go). While
-// one of those managers has an invalidation pending retry, this process
-// must not serve or store an entry carrying such a tag either, whatever
-// the entry's own manager. Managers with a failed invalidation are indexed
-// by key prefix here, so that a lookup can find them; the index is read only
-// when an entry names a tag of another prefix and some manager has ever
-// had an invalidation pending.
+// one of those managers has an invalidation pending retry, is held (Hold:
+// as if every tag of it were pending) or has its breaker open (it serves
+// nothing until its recovery checks pass), this process must not serve
+// or store an entry carrying such a tag either, whatever the entry's own
+// manager. Managers with a failed invalidation, a Hold or a breaker that
+// opened are indexed by key prefix here, so that a lookup can find them;
+// the index is read only when an entry names a tag of another prefix and
+// some manager has ever been so.
 
 var pendingIndex struct {
 	any atomic.Bool
-	// changes moves when any manager delivers a pending invalidation: an
-	// entry read before it may carry that manager's tag (servingState).
+	// changes moves when any manager delivers a pending invalidation,
+	// takes or releases a Hold, or its breaker changes state: an entry
+	// read before it may carry that manager's tag (servingMark).
 	changes atomic.Uint64
 	mu      sync.Mutex
 	byNS    map[string]map[*Manager]struct{}
 }
 
-// notePending records that m has an invalidation pending retry.
+// notePending records that m has an invalidation pending retry, a Hold
+// or an open breaker.
 func notePending(m *Manager) {
 	pendingIndex.mu.Lock()
 	defer pendingIndex.mu.Unlock()
+	if m.closed.Load() {
+		// Close has removed it (forgetPending, under this lock, after
+		// closed was set), or is about to: a failure or a breaker change
+		// that comes after must not bring it back, for good.
+		return
+	}
 	if pendingIndex.byNS == nil {
 		pendingIndex.byNS = map[string]map[*Manager]struct{}{}
 	}
@@ -54,7 +64,8 @@ func forgetPending(m *Manager) {
 
 // pendingAffects reports whether an entry of m with deps (as entries store
 // them) must not be served or stored: one of its tags, of m or of another
-// manager on m's backend, has an invalidation pending retry.
+// manager on m's backend, has an invalidation pending retry, or its
+// manager is held or has its breaker open.
 func (m *Manager) pendingAffects(deps []string) bool {
 	if m.rec.holds.Load() > 0 || m.pending.affects(deps) {
 		return true
@@ -68,7 +79,14 @@ func (m *Manager) pendingAffects(deps []string) bool {
 			continue
 		}
 		for _, other := range pendingManagers(dep.NS) {
-			if sameStore(other.backend, m.backend) && other.pending.affects([]string{dep.Tag}) {
+			if !sameStore(other.backend, m.backend) {
+				continue
+			}
+			if other.brk.open() {
+				other.brk.probeIfDue()
+				return true
+			}
+			if other.rec.holds.Load() > 0 || other.pending.affects([]string{dep.Tag}) {
 				return true
 			}
 		}

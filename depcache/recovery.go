@@ -26,10 +26,11 @@ type recovery struct {
 	holds atomic.Int64
 	// changes counts the events after which an entry read before them may
 	// no longer be served: a Hold taken or released, an invalidation
-	// pending retry delivered. A lookup samples it before its round trip
-	// and serves its entry only if it has not moved: a hit checked against
-	// the hold (or the pending set) only when its reply arrives would serve
-	// an entry read before the delivery that ended the hold.
+	// pending retry delivered, a change of the breaker's state. A lookup
+	// samples it before its round trip and serves its entry only if it
+	// has not moved: a hit checked against the hold (or the pending set)
+	// only when its reply arrives would serve an entry read before the
+	// delivery that ended the hold.
 	changes atomic.Uint64
 
 	mu     sync.Mutex
@@ -49,34 +50,45 @@ type recovery struct {
 func (m *Manager) Hold() (release func()) {
 	m.rec.holds.Add(1)
 	m.rec.changes.Add(1)
+	// Entries of other managers carrying this one's tags (pairs) are
+	// held too: the index makes their lookups look here.
+	notePending(m)
+	pendingIndex.changes.Add(1)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			m.rec.holds.Add(-1)
+			// The count first: a lookup's reply checks the hold, then
+			// the count (Manager.lookup), and one checked between a
+			// release's two steps in the other order would find neither
+			// the hold nor its end, and serve an entry read during it.
 			m.rec.changes.Add(1)
+			pendingIndex.changes.Add(1)
+			m.rec.holds.Add(-1)
 		})
 	}
 }
 
-// servingState is what a lookup samples before its round trip: counts
-// that move whenever a Hold begins or ends, or an invalidation pending
-// retry is delivered, by this manager or (others) by any.
-type servingState struct{ own, others uint64 }
+// servingMark is what a lookup samples before its round trip: the counts
+// of the events after which an entry read before them may no longer be
+// served, this manager's (its Holds, its pending invalidations delivered,
+// its breaker's changes) and every manager's (pendingIndex.changes: those
+// of other managers matter only to entries carrying their tags).
+type servingMark struct{ own, any uint64 }
 
-func (m *Manager) servingState() servingState {
-	return servingState{m.rec.changes.Load(), pendingIndex.changes.Load()}
+func (m *Manager) servingState() servingMark {
+	return servingMark{m.rec.changes.Load(), pendingIndex.changes.Load()}
 }
 
-// changedSince reports whether an entry with deps, read after s was
-// sampled, may predate a delivery that ended a hold or a pending
-// invalidation since. Another manager's delivery matters only to an entry
-// carrying one of another prefix's tags (pairs): a lookup of any other
-// entry does not become a miss because some manager somewhere recovered.
-func (m *Manager) changedSince(s servingState, deps []string) bool {
-	if m.rec.changes.Load() != s.own {
+// movedSince reports whether an entry with deps, read after mark was
+// taken, may predate a delivery that has ended a hold or a pending
+// invalidation since (or an opening of the breaker): the own count
+// moved, or the count of all managers moved and deps name a tag of
+// another manager.
+func (m *Manager) movedSince(mark servingMark, deps []string) bool {
+	if m.rec.changes.Load() != mark.own {
 		return true
 	}
-	if pendingIndex.changes.Load() == s.others {
+	if pendingIndex.changes.Load() == mark.any {
 		return false
 	}
 	for _, d := range deps {

@@ -248,11 +248,11 @@
 //     so a process that saw Redis fail serves nothing from it until then;
 //     and every WithOutboxPoll (default 1 s) it reads the table, and a row
 //     seen by two polls in a row (not in flight: its writer would have
-//     deleted it) is delivered while the manager is held. Delivering twice
-//     is harmless (an invalidation is idempotent), and each process deletes
-//     only the rows it read, by id, so a later row for the same tag is
-//     never lost. FlushOutbox delivers now (for a readiness check, or a
-//     test).
+//     deleted it) holds the manager from that poll until it is delivered.
+//     Delivering twice is harmless (an invalidation is idempotent), and
+//     each process deletes only the rows it read, by id, so a later row
+//     for the same tag is never lost. FlushOutbox delivers now (for a
+//     readiness check, or a test).
 //
 // What it guarantees: a write committed while Redis was unreachable is
 // invalidated before any process that noticed the outage (its breaker

@@ -42,7 +42,8 @@ import (
 //     outbox has been delivered (depcache.Manager.AddRecoveryCheck), so a
 //     process that saw the backend fail serves nothing until then;
 //   - by polling (WithOutboxPoll): a row seen by two polls in a row is not
-//     in flight, and the process holds its manager while it delivers it.
+//     in flight, and the process holds its manager from that poll until
+//     it has delivered it.
 //
 // Delivery is idempotent: two processes may deliver one row; each deletes
 // only the rows it read, by id, so a later row for the same tag stays.
@@ -195,8 +196,14 @@ type outbox struct {
 	mu      sync.Mutex
 	deletes []string // delivered rows to delete
 	failed  bool     // an invalidation failed: deliver what is left
-	start   func()   // releases the hold taken at start; nil once released
-	closed  bool
+	// start releases the hold taken at start, or by a poll that found
+	// rows left behind (holdLeftBehind); nil once released.
+	start func()
+	// startGen counts the polls that found rows left behind (and the
+	// start): a delivery releases start only if none came after it began
+	// to read the table, since it may have missed their rows.
+	startGen uint64
+	closed   bool
 
 	// Polls run on the application's own goroutine where they can: a
 	// poll that takes a connection while the application is using one
@@ -290,6 +297,7 @@ func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string, appPolls bool) erro
 		// Writes whose invalidation may not have reached the backend:
 		// serve nothing until they have.
 		o.start = p.m.Hold()
+		o.startGen++
 		o.failed = true
 		p.log.Warn("gormplugin: the outbox holds invalidations not delivered yet; the cache is not used until they are", "table", table)
 	}
@@ -764,9 +772,46 @@ func (o *outbox) poll1() bool {
 	defer o.seenMu.Unlock()
 	stuck, now := o.pollStuck(o.seen)
 	o.seen = now
+	if stuck {
+		o.holdLeftBehind()
+	}
 	o.polls.Add(1)
 	o.lastPoll.Store(time.Now().UnixNano())
 	return stuck
+}
+
+// holdLeftBehind holds the manager from the moment a poll found rows left
+// behind until a delivery that began after it succeeds: the process may
+// serve entries from before their writes until its polls find them, not
+// once they have (the flusher, which delivers them, may be busy, and the
+// poll may be a statement's, on another goroutine).
+func (o *outbox) holdLeftBehind() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
+	if o.start == nil {
+		o.start = o.p.m.Hold()
+	}
+	o.startGen++
+}
+
+// endHold releases the hold taken at start (or by a poll) after a
+// delivery that succeeded, unless a poll found rows left behind after the
+// delivery began (gen, startGen then): the delivery may have missed them,
+// and the one that the poll called for releases it.
+func (o *outbox) endHold(gen uint64) (released bool) {
+	o.mu.Lock()
+	var start func()
+	if o.startGen == gen {
+		start, o.start = o.start, nil
+	}
+	o.mu.Unlock()
+	if start != nil {
+		start()
+	}
+	return start != nil
 }
 
 // deliverHeld holds the manager while it drains the outbox, and releases
@@ -774,6 +819,7 @@ func (o *outbox) poll1() bool {
 func (o *outbox) deliverHeld() error {
 	o.mu.Lock()
 	o.failed = false
+	gen := o.startGen
 	o.mu.Unlock()
 	release := o.p.m.Hold()
 	defer release()
@@ -785,12 +831,7 @@ func (o *outbox) deliverHeld() error {
 		o.mu.Unlock()
 		return err
 	}
-	o.mu.Lock()
-	start := o.start
-	o.start = nil
-	o.mu.Unlock()
-	if start != nil {
-		start()
+	if o.endHold(gen) {
 		o.p.log.Info("gormplugin: outbox delivered; the cache is used again", "table", o.table)
 	}
 	return nil
@@ -996,7 +1037,9 @@ func (p *Plugin) outboxEndRaw(db *gorm.DB) {
 
 // FlushOutbox delivers every invalidation left in the outbox now, and
 // deletes the rows: it returns nil once it found the outbox empty, and
-// releases the hold a process takes at start when rows were left. Without
+// releases the hold a process takes at start when rows were left, or on a
+// poll that found rows left behind (unless a poll found more while it
+// read the table: the flusher's delivery of them releases it). Without
 // WithOutbox it does nothing; before the plugin is installed (db.Use) it
 // returns an error wrapping ErrOutbox.
 func (p *Plugin) FlushOutbox(ctx context.Context) error {
@@ -1007,21 +1050,20 @@ func (p *Plugin) FlushOutbox(ctx context.Context) error {
 		}
 		return nil
 	}
-	if err := p.ob.drain(ctx); err != nil {
+	o := p.ob
+	o.mu.Lock()
+	gen := o.startGen
+	o.mu.Unlock()
+	if err := o.drain(ctx); err != nil {
 		return err
 	}
-	o := p.ob
 	if o.singleWriter {
 		o.deleteQueued(ctx) // called by the application: its own time to write
 	}
 	o.mu.Lock()
-	start := o.start
-	o.start = nil
 	o.failed = false
 	o.mu.Unlock()
-	if start != nil {
-		start()
-	}
+	o.endHold(gen)
 	return nil
 }
 
