@@ -75,6 +75,14 @@ func (l *Lease) Valid() bool { return l.ValidAt(LeaseClock()) }
 // reading.
 func (l *Lease) ValidAt(now int64) bool { return now < l.until.Load() }
 
+// Until is when the lease runs out, a LeaseClock time (0: revoked). A
+// reader that loads it before reading what the lease covers, and checks a
+// LeaseClock reading taken after against it, knows the lease held through
+// the whole read: a check before the read alone lets a reader stalled
+// between them serve what an invalidation that gave up on the lease has
+// since condemned.
+func (l *Lease) Until() int64 { return l.until.Load() }
+
 // ExtendTo moves the end of the lease to until (a LeaseClock time), never
 // back.
 func (l *Lease) ExtendTo(until int64) {

@@ -150,11 +150,17 @@ func (m *Manager) LocalCacheServing() bool { return m.tier != nil && m.tier.leas
 
 // get returns the entry under key if the tier may serve it.
 func (t *tier) get(key string) (*tierEntry, bool) {
-	now := backends.LeaseClock()
-	if !t.lease.ValidAt(now) {
+	// The lease's end is loaded before the entry is read and the clock
+	// after: the lease held through the read (Lease.Until).
+	until := t.lease.Until()
+	if until == 0 {
 		return nil, false
 	}
 	e, ok := t.cache.GetIfPresent(key)
+	now := backends.LeaseClock()
+	if now >= until {
+		return nil, false
+	}
 	// Nothing is served while the breaker is open: the tier's lease can
 	// outlast its opening, and values kept before the outage may predate
 	// writes whose invalidation the recovery checks have not delivered.
