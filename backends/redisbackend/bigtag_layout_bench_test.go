@@ -121,7 +121,7 @@ func BenchmarkBigTagDrain(b *testing.B) {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\ninvalidating a tag of %d entries, medians of %d interleaved rounds (%s)\n", n, rounds, strings.Join(slices.Sorted(maps.Values(memo)), ", "))
-	fmt.Fprintln(&sb, "| contender | wall ms | ×DEL wall | main CPU ns/entry | ×DEL main CPU (min–max) | ×DEL process CPU | calls | main CPU µs per call | longest script µs (in-script / SLOWLOG) |")
+	fmt.Fprintln(&sb, "| contender | wall ms | ×DEL wall | main CPU ns/entry | ×DEL main CPU (min–max) | ×DEL process CPU | calls | main CPU µs per call | script µs: median, longest in-script / SLOWLOG |")
 	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|---|---|")
 	for i, ct := range contenders {
 		rs := results[i]
@@ -132,6 +132,12 @@ func BenchmarkBigTagDrain(b *testing.B) {
 			}
 			slices.Sort(v)
 			return v[len(v)/2]
+		}
+		medInt := func(f func(drainMeasure) int64) string {
+			if v := med(func(r drainMeasure) float64 { return float64(f(r)) }); v >= 0 {
+				return strconv.FormatFloat(v, 'f', 0, 64)
+			}
+			return "–"
 		}
 		worst := func(f func(drainMeasure) int64) string {
 			var w int64 = -1
@@ -147,7 +153,7 @@ func BenchmarkBigTagDrain(b *testing.B) {
 		for _, r := range rs {
 			lo, hi = min(lo, r.cpuX), max(hi, r.cpuX)
 		}
-		fmt.Fprintf(&sb, "| %s | %.1f | %.2f | %.0f | %.2f (%.2f–%.2f) | %.2f | %.0f | %.0f | %s / %s |\n", ct.name,
+		fmt.Fprintf(&sb, "| %s | %.1f | %.2f | %.0f | %.2f (%.2f–%.2f) | %.2f | %.0f | %.0f | %s, %s / %s |\n", ct.name,
 			med(func(r drainMeasure) float64 { return float64(r.wall) / 1e6 }),
 			med(func(r drainMeasure) float64 { return r.wallX }),
 			med(func(r drainMeasure) float64 { return r.mainCPU * 1000 / n }),
@@ -155,6 +161,7 @@ func BenchmarkBigTagDrain(b *testing.B) {
 			med(func(r drainMeasure) float64 { return r.procX }),
 			med(func(r drainMeasure) float64 { return float64(r.calls) }),
 			med(func(r drainMeasure) float64 { return r.mainCPU / float64(max(1, r.calls)) }),
+			medInt(func(r drainMeasure) int64 { return r.medianUS }),
 			worst(func(r drainMeasure) int64 { return r.scriptUS }),
 			worst(func(r drainMeasure) int64 { return r.slowlogUS }))
 	}
@@ -368,6 +375,7 @@ type drainMeasure struct {
 	mainCPU, procCPU    float64 // µs
 	calls               int
 	scriptUS, slowlogUS int64 // longest; -1: not known
+	medianUS            int64 // the median script, in-script; -1: none
 	wallX, cpuX, procX  float64
 }
 
@@ -398,9 +406,14 @@ func measureDrain(tb testing.TB, c redis.UniversalClient, ct bigTagContender, t 
 	}
 	main, proc := serverCPU(c), processCPU(c)
 	start := time.Now()
-	removed, calls, longest, err := ct.drain(ctx, t)
+	steps := &stepTimes{}
+	removed, calls, longest, err := ct.drain(context.WithValue(ctx, stepTimesKey{}, steps), t)
 	wall := time.Since(start)
-	m := drainMeasure{wall: wall, mainCPU: main.since(), procCPU: processCPU(c) - proc, calls: calls, scriptUS: longest, slowlogUS: -1}
+	m := drainMeasure{wall: wall, mainCPU: main.since(), procCPU: processCPU(c) - proc, calls: calls, scriptUS: longest, slowlogUS: -1, medianUS: -1}
+	if len(steps.us) > 0 {
+		slices.Sort(steps.us)
+		m.medianUS = steps.us[len(steps.us)/2]
+	}
 	if err != nil {
 		tb.Fatalf("%s: %v", ct.name, err)
 	}
@@ -481,6 +494,25 @@ return {#ARGV, removed, elapsed_us(t0)}`)
 		{"one DEL, write order", layoutNone, one(func(t *bigTag) []string { return t.keys })},
 		{"client DEL ×1000 (floor of chunking)", layoutNone, chunkedDel(1000)},
 		{"client DEL ×4000 (floor of chunking)", layoutNone, chunkedDel(4000)},
+		{"client DEL per key, pipelined ×1000 (as on Cluster)", layoutNone, func(ctx context.Context, t *bigTag) (int64, int, int64, error) {
+			var removed int64
+			calls := 0
+			for start := 0; start < t.n; start += 1000 {
+				p := c.Pipeline()
+				for _, k := range t.shuffled[start:min(t.n, start+1000)] {
+					p.Del(ctx, k)
+				}
+				cmds, err := p.Exec(ctx)
+				if err != nil {
+					return removed, calls, -1, err
+				}
+				for _, cmd := range cmds {
+					removed += cmd.(*redis.IntCmd).Val()
+				}
+				calls++
+			}
+			return removed, calls, -1, nil
+		}},
 		{"Lua UNLINK of ARGV ×1000 (floor of a Lua drain)", layoutNone, luaArgs(1000)},
 		{"Lua UNLINK of ARGV ×4000 (floor of a Lua drain)", layoutNone, luaArgs(4000)},
 		{"today: Backend.Invalidate", layoutHash, func(ctx context.Context, t *bigTag) (int64, int, int64, error) {
@@ -518,7 +550,7 @@ return {#ARGV, removed, elapsed_us(t0)}`)
 	cs = append(cs, bigTagContender{"zset head, chunk sized to ~3 ms (≤7000)", layoutZset,
 		headDrain(c, head, 1000, 3000, func(k int) []any { return []any{k, "UNLINK", 8000} })})
 	rank := redis.NewScript(protoPrelude + zsetRankLua)
-	for _, k := range []int{1000, 4000} {
+	for _, k := range []int{1000, 2000, 4000} {
 		cs = append(cs, bigTagContender{fmt.Sprintf("zset frozen: ZRANGE by rank %d, one UNLINK, set unlinked at end", k), layoutZset,
 			func(ctx context.Context, t *bigTag) (int64, int, int64, error) {
 				var removed, longest int64
@@ -556,14 +588,14 @@ return {#ARGV, removed, elapsed_us(t0)}`)
 				}
 			}}
 	}
-	cs = append(cs, rankSeq(1000), rankSeq(4000))
+	cs = append(cs, rankSeq(1000), rankSeq(2000), rankSeq(4000))
 	// No Lua: the client reads a chunk of the frozen registry and sends
 	// its DEL pipelined with the next chunk's read, 1 round trip per
 	// chunk; the registry goes whole at the end.
 	for _, v := range []struct {
 		layout registryLayout
 		k      int
-	}{{layoutZset, 1000}, {layoutZset, 4000}, {layoutZsetSeq, 4000}, {layoutHash, 1000}} {
+	}{{layoutZset, 1000}, {layoutZset, 2000}, {layoutZset, 4000}, {layoutZsetSeq, 1000}, {layoutZsetSeq, 4000}, {layoutHash, 1000}} {
 		cs = append(cs, bigTagContender{fmt.Sprintf("%s frozen, client-driven: read %d → DEL, pipelined", v.layout, v.k), v.layout,
 			clientDrain(c, v.layout, v.k)})
 	}
@@ -679,12 +711,22 @@ func headDrain(c redis.UniversalClient, s *redis.Script, k int, budgetUS int64, 
 	}
 }
 
-func runStep(ctx context.Context, c redis.UniversalClient, s *redis.Script, key string, args ...any) (stepReply, error) {
+// stepTimes collects, under stepTimesKey in a drain's context, the
+// in-script duration of every script runStep runs.
+type stepTimes struct{ us []int64 }
+
+type stepTimesKey struct{}
+
+func runStep(ctx context.Context, c redis.UniversalClient, s *redis.Script, key string, args ...any) (r stepReply, err error) {
+	defer func() {
+		if st, ok := ctx.Value(stepTimesKey{}).(*stepTimes); ok && err == nil {
+			st.us = append(st.us, r.us)
+		}
+	}()
 	v, err := s.Run(ctx, c, []string{key}, args...).Slice()
 	if err != nil {
 		return stepReply{}, err
 	}
-	var r stepReply
 	if len(v) > 0 {
 		if cur, ok := v[0].(string); ok {
 			r.cursor, v = cur, v[1:]
