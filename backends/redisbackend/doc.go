@@ -142,8 +142,8 @@
 //     all alive is looked at again one prune age later, one that lost
 //     dead registrations stays due for the next trim. So a tag filled once
 //     whose entries expired, or invalidated once and never filled again,
-//     leaves nothing behind. A fill also samples two registrations of
-//     one of its tags (single Redis). Lookups never trim (a hit stays one
+//     leaves nothing behind. One fill in four also samples eight
+//     registrations of one of its tags (single Redis). Lookups never trim (a hit stays one
 //     GET).
 //   - Why a stamp may go at all: before a stamp of the current era goes,
 //     the script that drops it raises the pruned key to it, and every fill
@@ -198,8 +198,9 @@
 //     Since's era and newer (a stamp of another era counts as missing); a
 //     fill older than WithMaxFillAge is refused before it is sent, to spare
 //     the round trip. Otherwise it registers the entry in every tag hash (HSET) and
-//     stores it (SET PX). It also samples two registrations of one of its
-//     tags, picked at random (HRANDFIELD), and removes those whose entries
+//     stores it (SET PX). One fill in four also samples eight registrations of
+//     one of its tags, picked at random (HRANDFIELD, which costs about as
+//     much for one field as for eight), and removes those whose entries
 //     are gone, so that tag hashes do not grow without bound as entries
 //     expire between trims; and it trims the tag index (above,
 //     "Pruning").

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -175,8 +176,12 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 	}
 	// A fill at the current epoch (Manager.Set) sends an envelope with an
 	// empty epoch, which the script fills in with the one it reads.
+	sample := 0
+	if rand.IntN(pruneEvery) == 0 {
+		sample = pruneSample
+	}
 	res, err := s.run(ctx, srv, scriptFill, keys,
-		f.Since.Era, f.Since.N, newFillID(), backends.EncodeEntry(e), ttlMS, pruneSample,
+		f.Since.Era, f.Since.N, newFillID(), backends.EncodeEntry(e), ttlMS, sample,
 		s.cfg.pruneAfterMS(), trimBudget, trimSample, len(spaces), newEra()).Slice()
 	if err != nil {
 		return fmt.Errorf("redisbackend: fill %q: %w", f.Key, err)
