@@ -30,9 +30,17 @@ func TestWALBoundClearsInsteadOfHoldingWAL(t *testing.T) {
 	if n := debtRows(t, e); n != 1 {
 		t.Fatalf("%d debt rows while the Clear is owed, want 1", n)
 	}
+	// Commits confirmed without their invalidation: the listener's own
+	// process serves nothing from the cache until the Clear ran.
+	if !e.m.Held() {
+		t.Error("the manager serves from the cache while a Clear is owed")
+	}
 
 	mr.SetError("")
 	e.events.waitFor(t, "cleared", func(ev pgcdc.Event) bool { return ev.Kind == pgcdc.EventCleared })
+	if e.m.Held() {
+		t.Error("the manager is still held after the owed Clear ran")
+	}
 	if e.present("u1") || e.present("unrelated") {
 		t.Fatal("entries survived the owed Clear")
 	}

@@ -122,7 +122,9 @@
 // the manager's prefix must be cleared, confirms the failed commits so the
 // slot lets their WAL go, and clears the prefix (after invalidating the
 // tags it skipped) once the backend answers — also from the next listener,
-// if this one dies first. Without the option the WAL grows until the
+// if this one dies first. Until the Clear has run, the listener's own
+// manager is held (depcache.Manager.Hold: it serves and stores nothing);
+// other processes are not told. Without the option the WAL grows until the
 // invalidations succeed. While no listener runs at all, nothing bounds it
 // but the server's max_slot_wal_keep_size; a slot PostgreSQL invalidated
 // for it is an error from Run, and the cache must then be cleared by hand,

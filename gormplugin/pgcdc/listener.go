@@ -131,6 +131,10 @@ type Listener struct {
 
 	emitMu sync.Mutex // one observer call at a time
 
+	// debtRelease ends the Hold on m taken while a Clear is owed (nil: none).
+	debtMu      sync.Mutex
+	debtRelease func()
+
 	mu        sync.Mutex
 	processed LSN
 	advanced  chan struct{} // closed and replaced whenever processed grows, and when Run stops on an error
@@ -327,6 +331,9 @@ func (l *Listener) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer l.running.Store(false)
+	// A Clear still owed when Run stops is left to the next Run (it is
+	// recorded in PostgreSQL); this process stops holding its manager for it.
+	defer l.holdForDebt(false)
 	l.mu.Lock()
 	l.stopErr, l.failure = nil, nil
 	l.mu.Unlock()
@@ -744,5 +751,21 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
+	}
+}
+
+// holdForDebt holds the manager (depcache.Manager.Hold: nothing served,
+// nothing stored) while a Clear is owed, or releases it. Commits confirmed
+// under a debt were not invalidated: until the Clear has run, the cache
+// may hold entries they condemned, and this process at least serves none.
+func (l *Listener) holdForDebt(owed bool) {
+	l.debtMu.Lock()
+	defer l.debtMu.Unlock()
+	switch {
+	case owed && l.debtRelease == nil:
+		l.debtRelease = l.m.Hold()
+	case !owed && l.debtRelease != nil:
+		l.debtRelease()
+		l.debtRelease = nil
 	}
 }

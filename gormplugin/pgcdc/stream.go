@@ -369,6 +369,7 @@ func (s *stream) incurDebt(ctx context.Context, lsn LSN, why string) error {
 		return err
 	}
 	s.debt = true
+	s.l.holdForDebt(true)
 	s.clearWait = s.l.cfg.minBackoff
 	s.nextClear = time.Now().Add(s.clearWait)
 	if why != "" {
@@ -435,6 +436,7 @@ func (s *stream) settleDebt(ctx context.Context) error {
 		return err
 	}
 	s.debt, s.owed, s.owedOverflow = false, nil, false
+	s.l.holdForDebt(false)
 	s.l.setFailure(nil)
 	s.l.log.Warn("pgcdc: cleared the cache prefix the WAL bound owed", "prefix", s.l.m.Prefix())
 	s.l.emit(Event{Kind: EventCleared})
@@ -456,6 +458,7 @@ func (s *stream) loadDebt(ctx context.Context) error {
 		return err
 	}
 	s.debt = len(rows) > 0
+	s.l.holdForDebt(s.debt)
 	s.clearWait, s.nextClear = s.l.cfg.minBackoff, time.Now()
 	return nil
 }
