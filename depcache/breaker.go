@@ -129,7 +129,7 @@ func newBreaker(m *Manager) *breaker {
 				// (pairs) are not served either: index it for them.
 				notePending(m)
 			}
-			m.rec.changes.Add(1)
+			m.peers.changes.Add(1)
 			pendingIndex.changes.Add(1)
 			b.mu.Lock()
 			b.changes = append(b.changes, to)

@@ -194,3 +194,64 @@ func TestLookupSpanningAnotherManagersDelivery(t *testing.T) {
 		t.Fatal("an entry carrying no tag of B's was a miss because B delivered an invalidation meanwhile")
 	}
 }
+
+// Two managers of one prefix on one backend read and fill the same
+// entries: a Hold, a pending invalidation or an open breaker of one keeps
+// the other from serving them too. Each covered only itself.
+func TestManagersOfOnePrefixCoverEachOther(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	defer mem.Close()
+	store := newStallBackend(mem)
+	a := depcache.New(store, depcache.WithPrefix("shared"), depcache.WithLogger(quiet), depcache.WithoutBreaker())
+	b := depcache.New(store, depcache.WithPrefix("shared"), depcache.WithLogger(quiet), depcache.WithoutBreaker())
+	defer a.Close()
+	defer b.Close()
+	if err := a.Set(ctx, "k", "v", 0, "t"); err != nil {
+		t.Fatal(err)
+	}
+	var v string
+	hit := func() bool {
+		found, err := a.Get(ctx, "k", &v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	if !hit() {
+		t.Fatal("no hit before anything happened")
+	}
+	release := b.Hold()
+	if hit() {
+		t.Error("a served an entry of its prefix while b, of the same prefix, was held")
+	}
+	release()
+	if !hit() {
+		t.Error("no hit after b's hold ended")
+	}
+	store.refuseInvs.Store(true)
+	if _, err := b.InvalidateDependency(ctx, "t"); err == nil {
+		t.Fatal("the invalidation succeeded on a backend refusing it")
+	}
+	store.refuseInvs.Store(false)
+	if hit() {
+		t.Error("a served an entry carrying t while b's invalidation of t was pending retry")
+	}
+	if err := b.RetryPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if hit() {
+		t.Error("the entry survived b's delivered invalidation")
+	}
+	// Another prefix on the same backend is not held by b.
+	c := depcache.New(store, depcache.WithPrefix("other"), depcache.WithLogger(quiet))
+	defer c.Close()
+	if err := c.Set(ctx, "k", "v", 0, "t"); err != nil {
+		t.Fatal(err)
+	}
+	release = b.Hold()
+	defer release()
+	if found, err := c.Get(ctx, "k", &v); !found || err != nil {
+		t.Errorf("a manager of another prefix missed while b was held: found=%v err=%v", found, err)
+	}
+}

@@ -52,7 +52,9 @@ type Manager struct {
 	tier      *tier       // WithLocalCache (localtier.go); nil when off
 	brk       *breaker    // WithBreaker (breaker.go); nil when off
 	rec       recovery    // Hold, AddRecoveryCheck (recovery.go)
-	invLog    outageLog   // failed invalidations, logged once per outage
+	peers     *peerGroup  // managers of the same prefix and backend (peers.go)
+	peerKey   *peerKey
+	invLog    outageLog // failed invalidations, logged once per outage
 }
 
 // New returns a manager storing in b. It does not register the manager (see
@@ -104,6 +106,7 @@ func newManager(cfg config, b backends.Backend, release func() error) *Manager {
 		log:     cfg.logger.With("depcache", cfg.name),
 		release: release,
 	}
+	m.peers, m.peerKey = joinPeers(b, ns)
 	m.pending = newPendingSet(m)
 	m.tier = newTier(m)
 	m.brk = newBreaker(m)
@@ -599,6 +602,7 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	forgetPending(m)
+	m.leavePeers()
 	m.tier.close()
 	m.brk.close()
 	if lost := m.pending.stop(); lost > 0 {

@@ -104,7 +104,7 @@ func (p *pendingSet) add(deps []string) {
 // changed marks the end of a pending invalidation, after it reached the
 // backend: a lookup whose round trip spans it does not serve its entry.
 func (p *pendingSet) changed() {
-	p.m.rec.changes.Add(1)
+	p.m.peers.changes.Add(1)
 	pendingIndex.changes.Add(1)
 }
 

@@ -73,6 +73,9 @@ func (m *Manager) pendingAffects(deps []string) bool {
 	if !pendingIndex.any.Load() {
 		return false
 	}
+	if m.peers.members.Load() > 1 && m.peersAffect(deps) {
+		return true
+	}
 	for _, d := range deps {
 		dep := backends.ParseDep(m.ns, d)
 		if dep.Carried || dep.NS == m.ns {

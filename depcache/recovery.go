@@ -49,7 +49,7 @@ type recovery struct {
 // flushed at start.
 func (m *Manager) Hold() (release func()) {
 	m.rec.holds.Add(1)
-	m.rec.changes.Add(1)
+	m.peers.changes.Add(1)
 	// Entries of other managers carrying this one's tags (pairs) are
 	// held too: the index makes their lookups look here.
 	notePending(m)
@@ -61,7 +61,7 @@ func (m *Manager) Hold() (release func()) {
 			// the count (Manager.lookup), and one checked between a
 			// release's two steps in the other order would find neither
 			// the hold nor its end, and serve an entry read during it.
-			m.rec.changes.Add(1)
+			m.peers.changes.Add(1)
 			pendingIndex.changes.Add(1)
 			m.rec.holds.Add(-1)
 		})
@@ -76,7 +76,7 @@ func (m *Manager) Hold() (release func()) {
 type servingMark struct{ own, any uint64 }
 
 func (m *Manager) servingState() servingMark {
-	return servingMark{m.rec.changes.Load(), pendingIndex.changes.Load()}
+	return servingMark{m.peers.changes.Load(), pendingIndex.changes.Load()}
 }
 
 // movedSince reports whether an entry with deps, read after mark was
@@ -85,7 +85,7 @@ func (m *Manager) servingState() servingMark {
 // moved, or the count of all managers moved and deps name a tag of
 // another manager.
 func (m *Manager) movedSince(mark servingMark, deps []string) bool {
-	if m.rec.changes.Load() != mark.own {
+	if m.peers.changes.Load() != mark.own {
 		return true
 	}
 	if pendingIndex.changes.Load() == mark.any {
