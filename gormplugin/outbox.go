@@ -685,6 +685,10 @@ func (o *outbox) run() {
 			}
 		}
 		if err := o.deliverHeld(); err != nil {
+			if dbClosed(err) {
+				o.abandon()
+				return
+			}
 			backoff = min(2*backoff, maxWait)
 			reset(jitter(backoff))
 			continue
@@ -883,6 +887,35 @@ func (o *outbox) deleteQueued(ctx context.Context) {
 		// Delivered already: a later drain delivers them again, harmlessly.
 		o.p.log.Warn("gormplugin: delivered outbox rows could not be deleted; they will be delivered again", "rows", len(ids), "err", err)
 	}
+}
+
+// dbClosed reports whether err comes from a *sql.DB that was closed
+// (database/sql does not export that error).
+func dbClosed(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "sql: database is closed")
+}
+
+// abandon ends the outbox from its flusher once the application closed
+// the database under it: nothing can read the rows any more, and the holds
+// taken for them would keep the manager (perhaps shared with other
+// databases) from serving, for good, without a word. It does what Close
+// does, and says so; the rows stay for other processes to deliver.
+func (o *outbox) abandon() {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return
+	}
+	o.closed = true
+	start := o.start
+	o.start = nil
+	o.mu.Unlock()
+	o.removeCheck()
+	o.stop()
+	if start != nil {
+		start()
+	}
+	o.p.log.Error("gormplugin: the database was closed with outbox rows not delivered; the outbox stops as at Close, and the manager is no longer held for them (another process delivers them)", "table", o.table)
 }
 
 // close stops the flusher after deleting the rows already delivered.

@@ -537,6 +537,40 @@ func TestOutboxHoldsAtStart(t *testing.T) {
 	}
 }
 
+// A process whose database is closed while it holds its manager for rows
+// left behind stops its outbox as Close would, and says so: the hold was
+// kept for good (nothing could read the rows any more), and the manager,
+// perhaps shared with other databases, served nothing from then on,
+// silently (GORM's TestTransactionOnClosedConn did that to every later test
+// of the suite's cached run).
+func TestOutboxOfAClosedDatabaseReleasesItsHold(t *testing.T) {
+	w := newOutboxWorld(t, dbCases()[0])
+	w.backend.down.Store(true)
+	a := w.start(true)
+	if err := a.db.Model(&Item{ID: 1}).Update("title", "v1").Error; err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	c := w.start(true)
+	if !c.m.Held() {
+		t.Fatal("a process started with rows left in the outbox does not hold its manager")
+	}
+	sqlDB, err := c.db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.Close()
+	// The flusher retries its failed delivery within 5 s (its longest
+	// backoff); polling for the outcome, not ordering with it.
+	deadline := time.Now().Add(30 * time.Second)
+	for c.m.Held() {
+		if time.Now().After(deadline) {
+			t.Fatal("the manager is still held 30 s after its outbox's database was closed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // FlushOutbox returns when its context ends, also while the flusher's own
 // delivery waits for a Redis that does not answer: a readiness check under
 // a 300 ms context took 3.4 s against a stopped redis-server, and failed
