@@ -901,36 +901,40 @@ func dbClosed(err error) bool {
 // databases) from serving, for good, without a word. It does what Close
 // does, and says so; the rows stay for other processes to deliver.
 func (o *outbox) abandon() {
-	o.mu.Lock()
-	if o.closed {
-		o.mu.Unlock()
+	start, ok := o.markClosed()
+	if !ok {
 		return
 	}
-	o.closed = true
-	start := o.start
-	o.start = nil
-	o.mu.Unlock()
-	o.removeCheck()
-	o.stop()
 	if start != nil {
 		start()
 	}
 	o.p.log.Error("gormplugin: the database was closed with outbox rows not delivered; the outbox stops as at Close, and the manager is no longer held for them (another process delivers them)", "table", o.table)
 }
 
-// close stops the flusher after deleting the rows already delivered.
-func (o *outbox) close() {
+// markClosed marks the outbox closed, unless it was, and ends its
+// recovery check and its deliveries' context; it returns the hold taken
+// for rows left, for the caller to release.
+func (o *outbox) markClosed() (start func(), ok bool) {
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
-		return
+		return nil, false
 	}
 	o.closed = true
-	start := o.start
+	start = o.start
 	o.start = nil
 	o.mu.Unlock()
 	o.removeCheck()
 	o.stop()
+	return start, true
+}
+
+// close stops the flusher after deleting the rows already delivered.
+func (o *outbox) close() {
+	start, ok := o.markClosed()
+	if !ok {
+		return
+	}
 	close(o.quit)
 	<-o.done
 	if start != nil {
