@@ -219,17 +219,8 @@ func TestOpenBreakerOfAnotherManagerCoversItsTags(t *testing.T) {
 	store.ns = b.Prefix()
 	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet))
 	t.Cleanup(func() { a.Close(); b.Close(); mem.Close() })
-	var calls counter
-	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
-		calls.n.Add(1)
-		b.AddDependency(ctx, "post:1")
-		return id, nil
-	}, depcache.Using(a), depcache.KeyName("page"))
-	page(ctx, 1)
-	page(ctx, 1)
-	if calls.calls() != 1 {
-		t.Fatalf("page ran %d times; want 1", calls.calls())
-	}
+	page, calls := pageOnPost(a, b)
+	warmPage(t, page, calls)
 	store.down.Store(true)
 	var v string
 	b.Get(ctx, "x", &v) // B's breaker opens
@@ -275,12 +266,7 @@ func TestClosedManagerStaysOutOfThePairsIndex(t *testing.T) {
 	store.ns = b.Prefix()
 	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet))
 	t.Cleanup(func() { a.Close(); mem.Close() })
-	var calls counter
-	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
-		calls.n.Add(1)
-		b.AddDependency(ctx, "post:1")
-		return id, nil
-	}, depcache.Using(a), depcache.KeyName("page"))
+	page, calls := pageOnPost(a, b)
 	page(ctx, 1)
 	store.armed.Store(true)
 	done := make(chan struct{})
@@ -315,12 +301,7 @@ func TestReadsOfAnotherManagersTagsProbeItsBreaker(t *testing.T) {
 	store.ns = b.Prefix()
 	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet))
 	t.Cleanup(func() { a.Close(); b.Close(); mem.Close() })
-	var calls counter
-	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
-		calls.n.Add(1)
-		b.AddDependency(ctx, "post:1")
-		return id, nil
-	}, depcache.Using(a), depcache.KeyName("page"))
+	page, calls := pageOnPost(a, b)
 	page(ctx, 1)
 	store.down.Store(true)
 	var v string

@@ -139,12 +139,7 @@ func TestLookupSpanningAnotherManagersDelivery(t *testing.T) {
 	b := depcache.New(store, depcache.WithName("b"), depcache.WithLogger(quiet), depcache.WithoutBreaker())
 	defer a.Close()
 	defer b.Close()
-	var calls atomic.Int64
-	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
-		calls.Add(1)
-		b.AddDependency(ctx, "post:1")
-		return id, nil
-	}, depcache.Using(a), depcache.KeyName("page"))
+	page, calls := pageOnPost(a, b)
 	if _, err := page(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +157,7 @@ func TestLookupSpanningAnotherManagersDelivery(t *testing.T) {
 	done := make(chan int64)
 	go func() {
 		page(ctx, 1)
-		done <- calls.Load()
+		done <- int64(calls.calls())
 	}()
 	<-store.read
 	if err := b.RetryPending(ctx); err != nil {

@@ -253,17 +253,8 @@ func TestPendingInvalidationOfAnotherManagersTag(t *testing.T) {
 	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet))
 	b := depcache.New(store, depcache.WithName("b"), depcache.WithLogger(quiet))
 	t.Cleanup(func() { a.Close(); b.Close(); store.Close() })
-	var calls counter
-	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
-		calls.n.Add(1)
-		b.AddDependency(ctx, "post:1")
-		return id, nil
-	}, depcache.Using(a), depcache.KeyName("page"))
-	page(ctx, 1)
-	page(ctx, 1)
-	if calls.calls() != 1 {
-		t.Fatalf("page ran %d times; want 1", calls.calls())
-	}
+	page, calls := pageOnPost(a, b)
+	warmPage(t, page, calls)
 	store.invalidations.Store(true)
 	if _, err := b.InvalidateDependency(ctx, "post:1"); err == nil {
 		t.Fatal("the invalidation did not fail")
@@ -320,17 +311,8 @@ func TestHoldOfAnotherManagerCoversItsTags(t *testing.T) {
 	a := depcache.New(store, depcache.WithName("a"), depcache.WithLogger(quiet))
 	b := depcache.New(store, depcache.WithName("b"), depcache.WithLogger(quiet))
 	t.Cleanup(func() { a.Close(); b.Close(); mem.Close() })
-	var calls counter
-	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
-		calls.n.Add(1)
-		b.AddDependency(ctx, "post:1")
-		return id, nil
-	}, depcache.Using(a), depcache.KeyName("page"))
-	page(ctx, 1)
-	page(ctx, 1)
-	if calls.calls() != 1 {
-		t.Fatalf("page ran %d times; want 1", calls.calls())
-	}
+	page, calls := pageOnPost(a, b)
+	warmPage(t, page, calls)
 	release := b.Hold()
 	page(ctx, 1)
 	page(ctx, 1)
@@ -354,5 +336,27 @@ func TestHoldOfAnotherManagerCoversItsTags(t *testing.T) {
 	page(ctx, 1) // stored by the previous call, after the release
 	if calls.calls() != 4 {
 		t.Fatalf("page ran %d times after the release; want 4 (a hit)", calls.calls())
+	}
+}
+
+// pageOnPost returns a memoized page of manager a that depends on b's
+// post:1, and the count of its runs.
+func pageOnPost(a, b *depcache.Manager) (func(context.Context, int) (int, error), *counter) {
+	calls := &counter{}
+	page := depcache.Memoize(func(ctx context.Context, id int) (int, error) {
+		calls.n.Add(1)
+		b.AddDependency(ctx, "post:1")
+		return id, nil
+	}, depcache.Using(a), depcache.KeyName("page"))
+	return page, calls
+}
+
+// warmPage calls page twice and fails unless the second call was a hit.
+func warmPage(t *testing.T, page func(context.Context, int) (int, error), calls *counter) {
+	t.Helper()
+	page(context.Background(), 1)
+	page(context.Background(), 1)
+	if calls.calls() != 1 {
+		t.Fatalf("page ran %d times; want 1", calls.calls())
 	}
 }
