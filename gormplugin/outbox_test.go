@@ -39,6 +39,9 @@ type flakyBackend struct {
 	stalled, release chan struct{}
 }
 
+// processBackend is one simulated process's view of the world's store.
+type processBackend struct{ *flakyBackend }
+
 var errDown = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
 
 func (f *flakyBackend) Lookup(ctx context.Context, ns, key string) (backends.Lookup, error) {
@@ -198,7 +201,10 @@ func (w *outboxWorld) start(outbox bool, gormOpts ...func(*gorm.Config)) *outbox
 	}
 	// The breaker opens at the first failure and probes at once, so that
 	// what the test sees does not depend on how many reads it makes.
-	m := depcache.New(w.backend, depcache.WithPrefix(w.ns), depcache.WithLogger(testLogger()),
+	// A backend value of its own: managers of one prefix on one backend
+	// value cover each other's holds and outages, as in one process; these
+	// stand for processes of their own.
+	m := depcache.New(&processBackend{w.backend}, depcache.WithPrefix(w.ns), depcache.WithLogger(testLogger()),
 		depcache.WithBreaker(1, time.Millisecond), depcache.WithRetryBackoff(time.Millisecond, 10*time.Millisecond))
 	opts := []gormplugin.Option{gormplugin.WithLogger(testLogger()), gormplugin.WithOutboxPoll(20 * time.Millisecond)}
 	if outbox {
