@@ -129,8 +129,7 @@ func newBreaker(m *Manager) *breaker {
 				// (pairs) are not served either: index it for them.
 				notePending(m)
 			}
-			m.peers.changes.Add(1)
-			pendingIndex.changes.Add(1)
+			m.servingChanged()
 			b.mu.Lock()
 			b.changes = append(b.changes, to)
 			b.mu.Unlock()

@@ -39,22 +39,22 @@ type Manager struct {
 	release  func() error // closes what this manager opened itself
 	registry *Registry
 
-	stats     counters
-	pending   *pendingSet
-	closed    atomic.Bool
-	flights   flightGroup
-	noDepLog  sync.Map    // function identities already logged for a fill with no dependency
-	logged    sync.Map    // ids of messages logOnce has logged
-	closures  sync.Map    // function identity -> *closureOwner (closures.go)
-	results   sync.Map    // result type -> *resultCheck under cfg.codec (roundtrip.go)
-	fetchSpec *memoSpec   // the spec of Fetch calls without options (memoize.go)
-	deadlines opDeadlines // shared operation deadlines (opdeadline.go)
-	tier      *tier       // WithLocalCache (localtier.go); nil when off
-	brk       *breaker    // WithBreaker (breaker.go); nil when off
-	rec       recovery    // Hold, AddRecoveryCheck (recovery.go)
-	peers     *peerGroup  // managers of the same prefix and backend (peers.go)
-	peerKey   *peerKey
-	invLog    outageLog // failed invalidations, logged once per outage
+	stats       counters
+	pending     *pendingSet
+	closed      atomic.Bool
+	flights     flightGroup
+	noDepLog    sync.Map    // function identities already logged for a fill with no dependency
+	logged      sync.Map    // ids of messages logOnce has logged
+	closures    sync.Map    // function identity -> *closureOwner (closures.go)
+	results     sync.Map    // result type -> *resultCheck under cfg.codec (roundtrip.go)
+	fetchSpec   *memoSpec   // the spec of Fetch calls without options (memoize.go)
+	deadlines   opDeadlines // shared operation deadlines (opdeadline.go)
+	tier        *tier       // WithLocalCache (localtier.go); nil when off
+	brk         *breaker    // WithBreaker (breaker.go); nil when off
+	rec         recovery    // Hold, AddRecoveryCheck (recovery.go)
+	peers       *peerGroup  // managers of the same prefix and backend (peers.go)
+	peersShared bool        // peers is in peerGroups (a comparable backend)
+	invLog      outageLog   // failed invalidations, logged once per outage
 }
 
 // New returns a manager storing in b. It does not register the manager (see
@@ -106,7 +106,7 @@ func newManager(cfg config, b backends.Backend, release func() error) *Manager {
 		log:     cfg.logger.With("depcache", cfg.name),
 		release: release,
 	}
-	m.peers, m.peerKey = joinPeers(b, ns)
+	m.peers, m.peersShared = joinPeers(b, ns)
 	m.pending = newPendingSet(m)
 	m.tier = newTier(m)
 	m.brk = newBreaker(m)

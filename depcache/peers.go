@@ -34,11 +34,11 @@ var peerGroups struct {
 // joinPeers returns the group of b's prefix ns, with m counted in it. A
 // backend that cannot be a map key (an uncomparable value) gets a group of
 // its own: sameStore cannot match it with another manager's either.
-func joinPeers(b backends.Backend, ns string) (g *peerGroup, key *peerKey) {
+func joinPeers(b backends.Backend, ns string) (g *peerGroup, shared bool) {
 	if b == nil || !comparableValue(b) {
 		g = &peerGroup{}
 		g.members.Store(1)
-		return g, nil
+		return g, false
 	}
 	k := peerKey{b, ns}
 	peerGroups.mu.Lock()
@@ -52,18 +52,18 @@ func joinPeers(b backends.Backend, ns string) (g *peerGroup, key *peerKey) {
 		peerGroups.m[k] = g
 	}
 	g.members.Add(1)
-	return g, &k
+	return g, true
 }
 
 // leavePeers takes a closed manager out of its group.
 func (m *Manager) leavePeers() {
-	if m.peerKey == nil {
+	if !m.peersShared {
 		return
 	}
 	peerGroups.mu.Lock()
 	defer peerGroups.mu.Unlock()
 	if m.peers.members.Add(-1) == 0 {
-		delete(peerGroups.m, *m.peerKey)
+		delete(peerGroups.m, peerKey{m.backend, m.ns})
 	}
 }
 
@@ -85,22 +85,12 @@ func comparableValue(v any) (ok bool) {
 // is held, has its breaker open, or has one of deps' own-prefix tags
 // pending retry. Only managers in the pending index can be.
 func (m *Manager) peersAffect(deps []string) bool {
-	var own []string
+	var own []string // deps' own-prefix tags, made once a peer has some pending
 	for _, o := range pendingManagers(m.ns) {
 		if o == m || o.peers != m.peers {
 			continue
 		}
-		if o.rec.holds.Load() > 0 {
-			return true
-		}
-		if o.brk.open() {
-			o.brk.probeIfDue()
-			return true
-		}
-		if o.pending.len() == 0 {
-			continue
-		}
-		if own == nil {
+		if own == nil && o.pending.len() > 0 {
 			own = make([]string, 0, len(deps))
 			for _, d := range deps {
 				if dep := backends.ParseDep(m.ns, d); !dep.Carried && dep.NS == m.ns {
@@ -108,7 +98,7 @@ func (m *Manager) peersAffect(deps []string) bool {
 				}
 			}
 		}
-		if o.pending.affects(own) {
+		if o.blocks(own) {
 			return true
 		}
 	}

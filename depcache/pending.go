@@ -103,10 +103,7 @@ func (p *pendingSet) add(deps []string) {
 
 // changed marks the end of a pending invalidation, after it reached the
 // backend: a lookup whose round trip spans it does not serve its entry.
-func (p *pendingSet) changed() {
-	p.m.peers.changes.Add(1)
-	pendingIndex.changes.Add(1)
-}
+func (p *pendingSet) changed() { p.m.servingChanged() }
 
 func (p *pendingSet) updateSize() {
 	n := int64(len(p.tags))

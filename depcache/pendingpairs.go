@@ -82,19 +82,24 @@ func (m *Manager) pendingAffects(deps []string) bool {
 			continue
 		}
 		for _, other := range pendingManagers(dep.NS) {
-			if !sameStore(other.backend, m.backend) {
-				continue
-			}
-			if other.brk.open() {
-				other.brk.probeIfDue()
-				return true
-			}
-			if other.rec.holds.Load() > 0 || other.pending.affects([]string{dep.Tag}) {
+			if sameStore(other.backend, m.backend) && other.blocks([]string{dep.Tag}) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// blocks reports whether o keeps entries carrying its tags (of tags,
+// given as o's own) from being served or stored by any manager: it is
+// held, its breaker is open (a read of such an entry starts o's probe,
+// for o may read nothing more itself), or one of tags is pending retry.
+func (o *Manager) blocks(tags []string) bool {
+	if o.brk.open() {
+		o.brk.probeIfDue()
+		return true
+	}
+	return o.rec.holds.Load() > 0 || o.pending.affects(tags)
 }
 
 func pendingManagers(ns string) []*Manager {

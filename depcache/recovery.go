@@ -24,14 +24,6 @@ import (
 
 type recovery struct {
 	holds atomic.Int64
-	// changes counts the events after which an entry read before them may
-	// no longer be served: a Hold taken or released, an invalidation
-	// pending retry delivered, a change of the breaker's state. A lookup
-	// samples it before its round trip and serves its entry only if it
-	// has not moved: a hit checked against the hold (or the pending set)
-	// only when its reply arrives would serve an entry read before the
-	// delivery that ended the hold.
-	changes atomic.Uint64
 
 	mu     sync.Mutex
 	checks map[uint64]func(context.Context) error
@@ -49,11 +41,10 @@ type recovery struct {
 // flushed at start.
 func (m *Manager) Hold() (release func()) {
 	m.rec.holds.Add(1)
-	m.peers.changes.Add(1)
 	// Entries of other managers carrying this one's tags (pairs) are
 	// held too: the index makes their lookups look here.
 	notePending(m)
-	pendingIndex.changes.Add(1)
+	m.servingChanged()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -61,8 +52,7 @@ func (m *Manager) Hold() (release func()) {
 			// the count (Manager.lookup), and one checked between a
 			// release's two steps in the other order would find neither
 			// the hold nor its end, and serve an entry read during it.
-			m.peers.changes.Add(1)
-			pendingIndex.changes.Add(1)
+			m.servingChanged()
 			m.rec.holds.Add(-1)
 		})
 	}
@@ -74,6 +64,15 @@ func (m *Manager) Hold() (release func()) {
 // its breaker's changes) and every manager's (pendingIndex.changes: those
 // of other managers matter only to entries carrying their tags).
 type servingMark struct{ own, any uint64 }
+
+// servingChanged moves the counts a lookup samples (servingMark): a hold
+// taken or released, a pending invalidation delivered, a change of the
+// breaker's state. A hit checked against those states only when its reply
+// arrives would serve an entry read before the delivery that ended one.
+func (m *Manager) servingChanged() {
+	m.peers.changes.Add(1)
+	pendingIndex.changes.Add(1)
+}
 
 func (m *Manager) servingState() servingMark {
 	return servingMark{m.peers.changes.Load(), pendingIndex.changes.Load()}

@@ -296,8 +296,7 @@ func (p *Plugin) openOutboxOn(sqlDB *sql.DB, dialect string, appPolls bool) erro
 	if len(left) > 0 {
 		// Writes whose invalidation may not have reached the backend:
 		// serve nothing until they have.
-		o.start = p.m.Hold()
-		o.startGen++
+		o.holdLeftBehind()
 		o.failed = true
 		p.log.Warn("gormplugin: the outbox holds invalidations not delivered yet; the cache is not used until they are", "table", table)
 	}
@@ -784,8 +783,9 @@ func (o *outbox) poll1() bool {
 	return stuck
 }
 
-// holdLeftBehind holds the manager from the moment a poll found rows left
-// behind until a delivery that began after it succeeds: the process may
+// holdLeftBehind holds the manager from the moment rows left behind were
+// found (at start, or by a poll) until a delivery that began after it
+// succeeds: the process may
 // serve entries from before their writes until its polls find them, not
 // once they have (the flusher, which delivers them, may be busy, and the
 // poll may be a statement's, on another goroutine).

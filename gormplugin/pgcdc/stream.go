@@ -288,20 +288,19 @@ func (s *stream) invalidator(ctx context.Context) error {
 			}
 		}
 		last := group[len(group)-1].lsn
-		if i := slices.IndexFunc(group, func(b batch) bool { return b.clear }); i >= 0 && !s.debt {
-			if err := s.waitVisible(ctx, group); err != nil {
-				return err
-			}
-			if err := s.incurDebt(ctx, group[i].lsn, fmt.Sprintf("WithChangeTags gave a transaction more than %d tags", maxChangeTags)); err != nil {
-				return err
-			}
-		}
+		overflow := slices.IndexFunc(group, func(b batch) bool { return b.clear })
 		switch {
-		case s.debt:
+		case s.debt || overflow >= 0:
 			// A Clear is owed, durably: it covers these commits too, once
 			// they are visible.
 			if err := s.waitVisible(ctx, group); err != nil {
 				return err
+			}
+			if !s.debt {
+				why := fmt.Sprintf("WithChangeTags gave a transaction more than %d tags", maxChangeTags)
+				if err := s.incurDebt(ctx, group[overflow].lsn, why); err != nil {
+					return err
+				}
 			}
 			s.owe(tags)
 			if !time.Now().Before(s.nextClear) {
