@@ -291,6 +291,15 @@ func TestFailoverStartsNewEra(t *testing.T) {
 		t.Fatalf("the promoted replica's epoch is %q (before the failover %q), the lookup read %v: the bump was not lost", v, epochBefore, l.Epoch)
 	}
 
+	// A fill from the lost epoch before anything bumps the promoted one is
+	// refused by number: its Since is ahead of the epoch.
+	err = b.Fill(ctx, ns, backends.Fill{
+		Key: "k", Entry: backends.Entry{Value: []byte("before the failover"), Deps: []string{"x"}}, Since: l.Epoch,
+	})
+	if !errors.Is(err, backends.ErrStale) || !strings.Contains(err.Error(), "behind") {
+		t.Fatalf("Fill from the lost epoch %v on the promoted replica = %v, want ErrStale (the epoch is behind)", l.Epoch, err)
+	}
+
 	// The write, and its invalidation, acknowledged by the new replica
 	// (a loaded machine may starve the replica past the 200 ms WAIT: the
 	// invalidation is tried again, as the manager would).

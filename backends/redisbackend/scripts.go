@@ -238,17 +238,28 @@ return v
 // Every check comes before anything that writes or prunes: the trim at the
 // end may drop only stamps this fill was already checked against.
 //
-// Returns {0} when stored; {1} when the epoch is missing or of another
-// replication history (a new era is started, so that lookups read an
-// epoch a fill can pass); {2, epoch} when it is of another era; {3, i,
+// The fill, which every miss pays, does not read INFO replication (a
+// quarter of its server time): an epoch of another replication history
+// is checked by number instead. A replica promoted by a failover holds a
+// prefix of the old master's writes: if its epoch is at or past Since, it
+// holds every stamp written up to it, in the script that bumped to it, so
+// the stamp checks below are complete; if it is behind Since, the bump a
+// reader saw was lost, and the fill is refused ({6}). Every script that
+// bumps the epoch reads INFO and starts a new era in a new history, so no
+// number a reader saw on the old master is issued again (doc.go, "Keys").
+//
+// Returns {0} when stored; {1} when the epoch is missing (a new era is
+// started, so that lookups read an epoch a fill can pass); {2, epoch}
+// when it is of another era; {6, epoch} when it is behind since (a
+// failover lost the bump since was read from); {3, i,
 // stamp} when tag i (1-based) was invalidated after since; {4, i, stamp}
 // when namespace stamp i (1-based) was written after since; {5, pruned}
 // when a stamp newer than since was pruned (whatever its tag: the pruned
 // key keeps only the newest).
 const fillLua = `
-local sid = server_id()
-local era, n, cur = epoch_of(KEYS[2], sid)
+local era, n, cur = epoch_of(KEYS[2], '')
 if not era then
+  local sid = server_id()
   era, n = mint_era(ARGV[11], sid), 0
   redis.call('SET', KEYS[2], era .. ':0')
   if ARGV[1] ~= '' then return {1} end
@@ -260,6 +271,8 @@ if ARGV[1] == '' then
   env = 'dc\1' .. uvarint(#era) .. era .. uvarint(n) .. string.sub(env, 6)
 elseif era ~= ARGV[1] then
   return {2, cur}
+elseif since > n then
+  return {6, cur}
 end
 local pruned, floor = pruned_after(KEYS[4], era, since)
 if pruned then return {5, floor} end

@@ -81,20 +81,26 @@ func TestSentinel(t *testing.T) {
 		t.Fatalf("after failover a kept entry is lost: found=%v err=%v", l.Found, err)
 	}
 	// The epoch on the new master was minted in the old master's
-	// replication history: the first fill from it is refused and starts a
-	// new era, so that no epoch a reader saw on the old master (perhaps
-	// never replicated) is issued again.
-	l, err := b.Lookup(ctx, ns, "c")
+	// replication history, and replicated: a fill from it passes (the
+	// promoted replica holds every stamp up to it). The first
+	// invalidation there starts a new era, so that no epoch a reader saw
+	// on the old master (perhaps never replicated) is issued again: a
+	// fill begun before it is refused.
+	epochBefore := c.Get(ctx, b.cfg.epochKey).Val()
+	fill("c", "kept")
+	l, err := b.Lookup(ctx, ns, "d")
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = b.Fill(ctx, ns, backends.Fill{Key: "c", Entry: backends.Entry{Value: []byte("c"), Deps: []string{"kept"}}, Since: l.Epoch})
-	if !errors.Is(err, backends.ErrStale) {
-		t.Fatalf("first fill after the failover, from the old history's epoch %v: %v, want ErrStale", l.Epoch, err)
-	}
-	fill("c", "kept")
 	if n, err := b.Invalidate(ctx, ns, "kept"); n != 2 || err != nil {
 		t.Fatalf("Invalidate on the new master = %d, %v; want 2", n, err)
+	}
+	if after := c.Get(ctx, b.cfg.epochKey).Val(); epochEra(after) == epochEra(epochBefore) {
+		t.Errorf("epoch after the first invalidation on the new master %q: still the era of %q", after, epochBefore)
+	}
+	err = b.Fill(ctx, ns, backends.Fill{Key: "d", Entry: backends.Entry{Value: []byte("d"), Deps: []string{"kept"}}, Since: l.Epoch})
+	if !errors.Is(err, backends.ErrStale) {
+		t.Fatalf("fill from the old history's epoch %v after an invalidation on the new master: %v, want ErrStale", l.Epoch, err)
 	}
 }
 

@@ -191,7 +191,7 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 	case 0:
 		return nil
 	case 1:
-		return fmt.Errorf("redisbackend: fill %q: %w (the epoch was lost, or a failover promoted a replica: a new era begins)", f.Key, backends.ErrStale)
+		return fmt.Errorf("redisbackend: fill %q: %w (the epoch was lost: a new era begins)", f.Key, backends.ErrStale)
 	case 2:
 		return fmt.Errorf("redisbackend: fill %q: %w (epoch %v is of another era than %v)", f.Key, backends.ErrStale, res[1], f.Since)
 	case 3:
@@ -210,6 +210,8 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 		return fmt.Errorf("redisbackend: fill %q: %w (namespace %q cleared at %v, after %v)", f.Key, backends.ErrStale, sp, res[2], f.Since)
 	case 5:
 		return fmt.Errorf("redisbackend: fill %q: %w (a stamp of %v, after %v, was pruned: the fill is older than the prune age)", f.Key, backends.ErrStale, res[1], f.Since)
+	case 6:
+		return fmt.Errorf("redisbackend: fill %q: %w (epoch %v is behind %v: a failover lost the invalidation that bumped it)", f.Key, backends.ErrStale, res[1], f.Since)
 	}
 	return fmt.Errorf("redisbackend: fill %q: unexpected script reply %v", f.Key, res)
 }
