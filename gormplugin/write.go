@@ -54,8 +54,12 @@ func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
 	case noTx:
 		p.outboxOwnTx(db) // WithOutbox: the outbox row commits with the write
 	}
+	if op == opCreate {
+		prepareInsertIDs(db)
+		return
+	}
 	s := db.Statement.Schema
-	if s == nil || len(s.PrimaryFields) == 0 || op == opCreate {
+	if s == nil || len(s.PrimaryFields) == 0 {
 		return
 	}
 	if !returningDialect(db) {

@@ -44,6 +44,10 @@ func (p *Plugin) writeTags(db *gorm.DB, op writeOp, capture *returningCapture) [
 		if len(tags) == n && db.RowsAffected > 0 {
 			return whole()
 		}
+		if exact, why := insertIDsExact(db); !exact {
+			p.logOnce("insert-ids:"+table, "gormplugin: a multi-row insert's keys are GORM's arithmetic from LastInsertId, which may not be the database's; it invalidates the table tag", "table", table, "why", why)
+			return whole()
+		}
 		return tags
 	case opUpdate:
 		if assignsKey(stmt) {
