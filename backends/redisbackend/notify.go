@@ -50,7 +50,11 @@ import (
 //     trip and nothing else, and its answer is remembered for one lease: a
 //     notifier that registers (or whose registration may have lapsed) waits
 //     that long, then resets its tiers, before its lease starts, so a
-//     change skipped meanwhile condemned nothing it keeps.
+//     change skipped meanwhile condemned nothing it keeps. A notifier that
+//     once started stays subscribed (for the acknowledgements of its own
+//     Notify calls) and so counts in every PUBLISH: a change that reached
+//     it alone, serving no tier, and found no other registration is
+//     remembered the same way.
 //
 // Registrations expire in the server's clock (TIME, a wall clock): a
 // forward step of it by more than half a lease makes live registrations
@@ -299,10 +303,12 @@ func (n *notifier) close() {
 		n.ps.Close()
 		n.psMu.Unlock()
 		n.wg.Wait()
-		n.mu.Lock()
-		had := len(n.listeners) > 0
-		n.mu.Unlock()
-		if had {
+		n.hbMu.Lock()
+		registered := n.registered
+		n.hbMu.Unlock()
+		if registered {
+			// Else every Notify waits for us until the registration
+			// expires (a lease and a half).
 			ctx, cancel := context.WithTimeout(context.Background(), n.lease)
 			n.c.ZRem(ctx, n.regKey, n.id)
 			cancel()
@@ -623,7 +629,26 @@ func (n *notifier) notify(ctx context.Context, c backends.Change, start int64) e
 	case <-ctx.Done():
 		return fmt.Errorf("redisbackend: notify: waiting for %d tiers: %w", len(members), ctx.Err())
 	}
+	if n.onlyReached(w, members, reached) {
+		// No tier anywhere but perhaps ours, which has no listener: as a
+		// probe that found nobody (our subscription, kept for the
+		// acknowledgements, counts in every PUBLISH).
+		n.b.notify.noneUntil.Store(start + int64(n.lease))
+	}
 	return nil
+}
+
+// onlyReached reports whether a change reached this notifier alone, which
+// serves no tier: PUBLISH counted one subscriber, and it was ours (our
+// subscription got the change: it was subscribed when PUBLISH ran), and
+// the registry held no notifier but perhaps this one.
+func (n *notifier) onlyReached(w *ackWait, members []string, reached int64) bool {
+	if reached != 1 || len(members) > 1 || len(members) == 1 && members[0] != n.id {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return w.acked[n.id] && len(n.listeners) == 0
 }
 
 // runNotify publishes msg on channel and returns the registered notifiers

@@ -205,3 +205,46 @@ func TestNotifyWaitsThroughAServerClockStep(t *testing.T) {
 		}
 	}
 }
+
+// TestNotifyAfterTheLastTierLeftSendsNothing: a process whose Notify once
+// found a tier keeps its subscription (for acknowledgements), which every
+// PUBLISH counts; once the last tier is gone, a change that reached only
+// that subscription is remembered as "no tier" for a lease, as a probe
+// that found nobody is: Set and invalidations go back to one round trip.
+func TestNotifyAfterTheLastTierLeftSendsNothing(t *testing.T) {
+	mr := miniredis.RunT(t)
+	sender := notifyBackend(t, &redis.Options{Addr: mr.Addr()})
+	receiver := notifyBackend(t, &redis.Options{Addr: mr.Addr()})
+	var rec recorder
+	lease, stop, err := receiver.Listen(&rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitNotify(t, "the lease", lease.Valid)
+	notify := func() {
+		t.Helper()
+		if err := sender.Notify(context.Background(), backends.Change{NS: "ns", Tags: []string{"t"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notify()
+	if got, _ := rec.state(); len(got) != 1 {
+		t.Fatalf("the tier got %d changes, want 1", len(got))
+	}
+	if n, _ := sender.notifier(sender.c.(*redis.Client), false); n == nil {
+		t.Fatal("a Notify that found a tier started no notifier")
+	}
+	// The tier's process goes: its registration with it.
+	stop()
+	if err := receiver.Close(); err != nil {
+		t.Fatal(err)
+	}
+	notify()
+	first := mr.CommandCount()
+	for range 4 {
+		notify()
+	}
+	if got := mr.CommandCount() - first; got != 0 {
+		t.Fatalf("4 Notify calls within a lease of one that reached no tier sent %d commands, want 0", got)
+	}
+}

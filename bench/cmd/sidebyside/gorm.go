@@ -149,12 +149,12 @@ func gormContenders(e *env) (cs []contender, done func(), err error) {
 	if err != nil {
 		return nil, done, err
 	}
-	closers = append(closers, func() { closeDB(dc) }, func() { m.Clear(context.Background()); m.Close() })
+	closers = append(closers, func() { closeDB(dc) }, func() { e.closeManager(m) })
 	tier, mt, tc, err := e.withDepcache(dir, "blog.db", "gormtier", depcache.WithLocalCache(1000))
 	if err != nil {
 		return nil, done, err
 	}
-	closers = append(closers, func() { closeDB(tier) }, func() { mt.Clear(context.Background()); mt.Close() })
+	closers = append(closers, func() { closeDB(tier) }, func() { e.closeManager(mt) })
 	gc, _, gcc, err := e.withGormCaches(dir, "blog.db", "gormgc")
 	if err != nil {
 		return nil, done, err
@@ -298,10 +298,8 @@ func mixWorkload(ctx context.Context, e *env, w io.Writer) error {
 			sp := bench.SpreadOf(s.reads)
 			fmt.Fprintf(w, "| %.0f%% | %s | %.1f%% | %.0f (%.0f–%.0f) |\n", rate*100, s.name, ratios[j]*100, sp.Median, sp.P10, sp.P90)
 		}
-		m.Clear(context.Background())
-		m.Close()
-		mc.Clear(context.Background())
-		mc.Close()
+		e.closeManager(m)
+		e.closeManager(mc)
 		closeDB(dc)
 		closeDB(gc)
 		closeDB(dcc)

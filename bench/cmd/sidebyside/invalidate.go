@@ -92,7 +92,7 @@ func invalidateWorkload(ctx context.Context, e *env, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer func() { m.Clear(context.Background()); m.Close() }()
+	defer e.closeManager(m)
 	var dcWant int
 	var timeouts atomic.Int64
 	cs = append(cs, invalidator{"depcache InvalidateDependency", dc,

@@ -20,7 +20,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/depcache/go-depcache/backends/redisbackend"
 	"github.com/depcache/go-depcache/bench"
+	"github.com/depcache/go-depcache/depcache"
 )
 
 // config is what the flags set.
@@ -38,6 +40,10 @@ type env struct {
 	prefix  string
 	clients []*bench.Client
 	quiet   *slog.Logger
+	// backends of the managers newManager made, closed with them: a
+	// backend outliving its tier's manager stays subscribed, and every
+	// later Notify on the Redis (Set, invalidations) waits for it.
+	backends map[*depcache.Manager]*redisbackend.Backend
 }
 
 func main() {

@@ -52,9 +52,23 @@ func (e *env) newManager(name string, pool int, opts ...depcache.Option) (*depca
 	if err != nil {
 		return nil, nil, err
 	}
-	m := depcache.New(redisbackend.New(c.Client, redisbackend.WithLogger(e.quiet)),
-		append([]depcache.Option{depcache.WithPrefix(e.key(name)), depcache.WithLogger(e.quiet), depcache.WithStrictErrors()}, opts...)...)
+	b := redisbackend.New(c.Client, redisbackend.WithLogger(e.quiet))
+	m := depcache.New(b, append([]depcache.Option{depcache.WithPrefix(e.key(name)), depcache.WithLogger(e.quiet), depcache.WithStrictErrors()}, opts...)...)
+	if e.backends == nil {
+		e.backends = map[*depcache.Manager]*redisbackend.Backend{}
+	}
+	e.backends[m] = b
 	return m, c, waitTier(m)
+}
+
+// closeManager clears what m wrote, closes it and its backend.
+func (e *env) closeManager(m *depcache.Manager) {
+	m.Clear(context.Background())
+	m.Close()
+	if b := e.backends[m]; b != nil {
+		b.Close()
+		delete(e.backends, m)
+	}
 }
 
 // waitTier waits until a manager's in-process tier serves (a Redis tier
@@ -142,7 +156,7 @@ func hitContenders(ctx context.Context, e *env, pool int) ([]contender, func(), 
 	if err != nil {
 		return nil, done, err
 	}
-	closers = append(closers, func() { mGet.Clear(context.Background()); mGet.Close() })
+	closers = append(closers, func() { e.closeManager(mGet) })
 	if err := mGet.Set(ctx, "post:1", thePost, time.Hour, "posts::1"); err != nil {
 		return nil, done, err
 	}
@@ -161,7 +175,7 @@ func hitContenders(ctx context.Context, e *env, pool int) ([]contender, func(), 
 	if err != nil {
 		return nil, done, err
 	}
-	closers = append(closers, func() { mPack.Clear(context.Background()); mPack.Close() })
+	closers = append(closers, func() { e.closeManager(mPack) })
 	if err := mPack.Set(ctx, "post:1", thePost, time.Hour, "posts::1"); err != nil {
 		return nil, done, err
 	}
@@ -178,7 +192,7 @@ func hitContenders(ctx context.Context, e *env, pool int) ([]contender, func(), 
 	if err != nil {
 		return nil, done, err
 	}
-	closers = append(closers, func() { mMemo.Clear(context.Background()); mMemo.Close() })
+	closers = append(closers, func() { e.closeManager(mMemo) })
 	getPost := depcache.Memoize(func(ctx context.Context, id int) (Post, error) {
 		depcache.AddDependency(ctx, fmt.Sprint("posts::", id))
 		return thePost, nil
@@ -192,7 +206,7 @@ func hitContenders(ctx context.Context, e *env, pool int) ([]contender, func(), 
 	if err != nil {
 		return nil, done, err
 	}
-	closers = append(closers, func() { mFetch.Clear(context.Background()); mFetch.Close() })
+	closers = append(closers, func() { e.closeManager(mFetch) })
 	out = append(out, contender{"depcache Fetch", cFetch.Trips, func(ctx context.Context) error {
 		_, err := depcache.Fetch(ctx, mFetch, "post:1", func(ctx context.Context) (Post, error) {
 			depcache.AddDependency(ctx, "posts::1")
@@ -207,7 +221,7 @@ func hitContenders(ctx context.Context, e *env, pool int) ([]contender, func(), 
 	if err != nil {
 		return nil, done, err
 	}
-	closers = append(closers, func() { mTier.Clear(context.Background()); mTier.Close() })
+	closers = append(closers, func() { e.closeManager(mTier) })
 	if err := mTier.Set(ctx, "post:1", thePost, time.Hour, "posts::1"); err != nil {
 		return nil, done, err
 	}
@@ -352,7 +366,7 @@ func fillContenders(ctx context.Context, e *env) (cs []contender, done func(), e
 	if err != nil {
 		return nil, done, err
 	}
-	closers = append(closers, func() { mSet.Clear(context.Background()); mSet.Close() })
+	closers = append(closers, func() { e.closeManager(mSet) })
 	cs = append(cs, contender{"depcache Manager.Set", cSet.Trips, func(ctx context.Context) error {
 		return mSet.Set(ctx, next(), thePost, ttl, deps...)
 	}})
@@ -361,7 +375,7 @@ func fillContenders(ctx context.Context, e *env) (cs []contender, done func(), e
 	if err != nil {
 		return nil, done, err
 	}
-	closers = append(closers, func() { mMemo.Clear(context.Background()); mMemo.Close() })
+	closers = append(closers, func() { e.closeManager(mMemo) })
 	miss := depcache.Memoize(func(ctx context.Context, k string) (Post, error) {
 		depcache.AddDependency(ctx, deps...)
 		return thePost, nil
