@@ -91,6 +91,35 @@ func BenchmarkMissFill(b *testing.B) {
 	}
 }
 
+// BenchmarkSetCurrent is Manager.Set's fill: a new key every time, stored
+// at the current epoch (Fill.Current), one round trip.
+func BenchmarkSetCurrent(b *testing.B) {
+	for _, tg := range targets(b) {
+		for _, deps := range []int{1, 10} {
+			b.Run(fmt.Sprintf("%s/deps=%d", tg.name, deps), func(b *testing.B) {
+				be := newBackend(b, tg)
+				ns := randomName(b, "bench")
+				clearAtEnd(b, be, ns)
+				tags := make([]string, deps)
+				for i := range tags {
+					tags[i] = fmt.Sprint("tag", i)
+				}
+				ctx := context.Background()
+				cpu := serverCPU(be.c)
+				i := 0
+				for b.Loop() {
+					i++
+					err := be.Fill(ctx, ns, backends.Fill{Key: fmt.Sprint("k", i), Entry: backends.Entry{Value: benchValue, Deps: tags}, Current: true})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				cpu.report(b, "server-µs/op", 1)
+			})
+		}
+	}
+}
+
 // BenchmarkInvalidate invalidates one tag holding n entries (registered
 // outside the timer, as fills would have).
 func BenchmarkInvalidate(b *testing.B) {

@@ -274,15 +274,19 @@ elseif era ~= ARGV[1] then
 elseif since > n then
   return {6, cur}
 end
-local pruned, floor = pruned_after(KEYS[4], era, since)
-if pruned then return {5, floor} end
 local first = 5 + tonumber(ARGV[10])
-for i = 5, #KEYS do
-  local s = redis.call('HGET', KEYS[i], '~v')
-  local se, sn = parse_stamp(s)
-  if se == era and sn > since then
-    if i < first then return {4, i - 4, s} end
-    return {3, i - first + 1, s}
+-- At the current epoch (ARGV[1] empty) nothing can be newer than since:
+-- every stamp, and the pruned key, holds a number the epoch reached.
+if ARGV[1] ~= '' then
+  local pruned, floor = pruned_after(KEYS[4], era, since)
+  if pruned then return {5, floor} end
+  for i = 5, #KEYS do
+    local s = redis.call('HGET', KEYS[i], '~v')
+    local se, sn = parse_stamp(s)
+    if se == era and sn > since then
+      if i < first then return {4, i - 4, s} end
+      return {3, i - first + 1, s}
+    end
   end
 end
 -- Opportunistic pruning: a few random registrations of one of the tags
