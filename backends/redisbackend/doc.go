@@ -163,7 +163,11 @@
 //     older than twice the maximum fill age, so the fills the pruned key
 //     refuses are ones the client's age check refuses already, unless they
 //     were delayed. A stamp of another era than the current one goes
-//     without a record: a fill of its era is refused by its epoch check. A
+//     without a record: a fill of its era is refused by its epoch check.
+//     On a single Redis the current era is the stored epoch's, of whatever
+//     replication history: a promoted replica passes fills of the old
+//     history's era until its first bump, so until then Prune records
+//     the stamps of that era it drops, as the old master would have. A
 //     registration goes only once its entry is gone (a lease counts as
 //     there: its fill is under way), with the fill id seen then.
 //   - The namespace stamp (ns:c) is in the tag index like a tag hash, and

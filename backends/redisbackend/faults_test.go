@@ -325,6 +325,103 @@ func TestFailoverStartsNewEra(t *testing.T) {
 	}
 }
 
+// TestFailoverPruneKeepsRecord: an invalidation acknowledged by the
+// replica returns nil; a fill that began before it is held in transit;
+// the master dies and the replica is promoted. Before anything bumps the
+// epoch there, the stamp is old enough and a Prune removes it. A fill of
+// the old history's era still passes the promoted replica's epoch check
+// by number, so the stamp must not go without its record in the pruned
+// key: the held fill must be refused, as it is on the old master
+// (TestPrunedStampRefusesHeldFill).
+func TestFailoverPruneKeepsRecord(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server processes")
+	}
+	master, masterProc := startRedis(t)
+	_, mport, _ := net.SplitHostPort(master)
+	replica, _ := startRedis(t, "--replicaof", "127.0.0.1", mport)
+	rc := newClient(t, &redis.Options{Addr: replica}, nil)
+	inSync(t, newClient(t, &redis.Options{Addr: master}, nil))
+
+	// The application's clients follow the master, as Sentinel would.
+	var current sync.Mutex
+	addr := master
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		current.Lock()
+		a := addr
+		current.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, network, a)
+	}
+	const maxAge = 20 * time.Millisecond // real time passes while the fill is held
+	ns := randomName(t, "fprune")
+	hold := newHoldHook(entryKey(ns, "k"))
+	opts := []Option{WithLogger(testLogger(t)), WithMaxFillAge(maxAge), WithWaitTimeout(time.Second)}
+	b := New(newClient(t, &redis.Options{Addr: master, Dialer: dial, MaxRetries: 3}, []redis.Hook{hold}), opts...)
+	t.Cleanup(func() { _ = b.Close() })
+	other := New(newClient(t, &redis.Options{Addr: master, Dialer: dial, MaxRetries: 3}, nil), opts...) // another process
+	t.Cleanup(func() { _ = other.Close() })
+	ctx := t.Context()
+	warm(t, b)
+	warm(t, other)
+
+	l, err := b.Lookup(ctx, ns, "k")
+	if err != nil || l.Found {
+		t.Fatalf("Lookup = %+v, %v; want a miss", l, err)
+	}
+	// The computation read the database; then a write and its
+	// invalidation, acknowledged by the replica (tried again if a loaded
+	// machine starves the replica past the WAIT, as the manager would).
+	for attempt := 1; ; attempt++ {
+		_, err := other.Invalidate(ctx, ns, "t")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrNotReplicated) || attempt == 20 {
+			t.Fatalf("Invalidate (attempt %d): %v", attempt, err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Fill(ctx, ns, backends.Fill{
+			Key: "k", Entry: backends.Entry{Value: []byte("before the write"), Deps: []string{"t"}}, Since: l.Epoch,
+		})
+	}()
+	<-hold.arrived
+
+	// Failover: the master dies, its replica, which has the
+	// invalidation, is promoted; the application follows.
+	if err := masterProc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	current.Lock()
+	addr = replica
+	current.Unlock()
+	if rc.Exists(ctx, tagKey(ns, "t")).Val() != 1 {
+		t.Fatalf("the promoted replica lacks the acknowledged invalidation's stamp")
+	}
+
+	// While the fill is in transit the stamp becomes old enough and
+	// another process's Prune removes it, before any invalidation on the
+	// new master.
+	eventually(t, "the stamp pruned", func() bool {
+		if err := other.Prune(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		return rc.Exists(ctx, tagKey(ns, "t")).Val() == 0
+	})
+	close(hold.release)
+	if err := <-done; !errors.Is(err, backends.ErrStale) {
+		t.Fatalf("Fill from before the acknowledged invalidation, after its stamp was pruned on the promoted replica = %v, want ErrStale", err)
+	}
+	if l, err := other.Lookup(ctx, ns, "k"); err != nil || l.Found {
+		t.Fatalf("Lookup after the refused fill = found %v (%q), %v; want a miss", l.Found, l.Entry.Value, err)
+	}
+}
+
 func epochEra(v string) string {
 	if i := strings.LastIndexByte(v, ':'); i > 0 {
 		return v[:i]

@@ -164,7 +164,11 @@ end
 -- dropper returns settle's drop for a script that can write the pruned
 -- key: a stamp of the current era raises it; one of another era (or with
 -- no epoch at all) goes as it is, since a fill of that era is refused by
--- its epoch check.
+-- its epoch check. The current era is the stored epoch's, whatever
+-- replication history minted it (epoch_of(key, '')): a single Redis's
+-- fill checks only the era and the number, so on a promoted replica a
+-- fill of the old history's era passes until a bump there starts a new
+-- era, and a stamp of that era must go with its record there too.
 local function dropper(pkey, cur_era)
   return function(se, sn)
     if cur_era and se == cur_era then raise_pruned(pkey, se, sn) end
@@ -414,7 +418,7 @@ return out
 // registrations to sample per stamp.
 // Returns the number of due stamps visited.
 const trimLua = `
-local drop = dropper(KEYS[3], epoch_of(KEYS[2], server_id()))
+local drop = dropper(KEYS[3], epoch_of(KEYS[2], ''))
 return trim(KEYS[1], now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), drop)
 `
 
@@ -469,7 +473,7 @@ const cleanLua = `
 local budget = tonumber(ARGV[1])
 local max_age = tonumber(ARGV[2])
 local now = now_ms()
-local drop = dropper(KEYS[2], epoch_of(KEYS[1], server_id()))
+local drop = dropper(KEYS[2], epoch_of(KEYS[1], ''))
 local out = {}
 for i = 3, #KEYS do
   local h = KEYS[i]
@@ -506,7 +510,7 @@ else
   clean(KEYS[1], r[2])
 end
 if r[1] == '0' then
-  settle(KEYS[1], now_ms(), tonumber(ARGV[3]), dropper(KEYS[3], epoch_of(KEYS[2], server_id())))
+  settle(KEYS[1], now_ms(), tonumber(ARGV[3]), dropper(KEYS[3], epoch_of(KEYS[2], '')))
 end
 return r[1]
 `
