@@ -26,6 +26,8 @@
 #   DEPCACHE_SUITE_BACKEND   memory (default) or miniredis (in process)
 #   DEPCACHE_SUITE_OPTIONS   plugin options to turn on, comma-separated (outbox, conjunction)
 #   GORMSUITE_TIMEOUT        go test -timeout of one pass (default 20m)
+#   DEPCACHE_MYSQL_NO_RETURNING  non-empty: -d mysql creates without RETURNING, as on
+#                            MySQL proper (baseline kept apart: baseline-mysql-noreturning)
 #   GORMSUITE_IGNORE         top-level tests whose differences are shown but not
 #                            counted (GORM's lru_test.go tests always are: no database)
 #
@@ -79,6 +81,17 @@ trap 'rm -rf "$TOOLDIR"' EXIT
 go build -o "$TOOLDIR/suitediff" "$HERE/suitediff.go" || die "cannot build suitediff.go"
 SUITEDIFF=$TOOLDIR/suitediff
 
+# basekey DIALECT: the name of the dialect's baseline, and the suffix of
+# its work dirs. MySQL without RETURNING creates rows another way (keys from
+# LastInsertId): its baseline is kept apart from the one with RETURNING.
+basekey() {
+	if [ "$1" = mysql ] && [ -n "${DEPCACHE_MYSQL_NO_RETURNING:-}" ]; then
+		echo mysql-noreturning
+	else
+		echo "$1"
+	fi
+}
+
 # psql_admin runs SQL on the server's postgres database.
 psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql "$PGCONN dbname=postgres" -v ON_ERROR_STOP=1 -qAtc "$1"; }
 # mysql_admin runs SQL on the MySQL/MariaDB server, no database selected.
@@ -89,7 +102,7 @@ mysql_admin() { mysql $MYCLI -Nse "$1"; }
 prepare() {
 	local checkout=$1 mode=$2 dialect=$3 hash
 	hash=$(printf '%s' "$checkout" | sha1sum | cut -c1-8)
-	WORK=$WORKROOT/gormsuite-$hash-$mode-$dialect
+	WORK=$WORKROOT/gormsuite-$hash-$mode-$(basekey "$dialect")
 	[ "$DEPCACHE_SUITE_BACKEND" = memory ] || WORK=$WORK-$DEPCACHE_SUITE_BACKEND
 	[ -z "${DEPCACHE_SUITE_OPTIONS:-}" ] || WORK=$WORK-${DEPCACHE_SUITE_OPTIONS//,/-}
 	# Two identical runs at once (same checkout, mode, dialect) take turns.
@@ -183,26 +196,28 @@ totals() {
 }
 
 baseline() {
-	local dialect=$1 file
-	file=$BASEDIR/baseline-$dialect.json
-	exec 9>"$BASEDIR/.baseline-$dialect.lock" && flock 9
+	local dialect=$1 file key
+	key=$(basekey "$dialect")
+	file=$BASEDIR/baseline-$key.json
+	exec 9>"$BASEDIR/.baseline-$key.lock" && flock 9
 	if [ "$REBASE" = 1 ] || [ ! -f "$file" ]; then
-		log "computing the $dialect baseline (mode none) → $file"
+		log "computing the $key baseline (mode none) → $file"
 		local t0=$SECONDS
 		prepare "$CHECKOUT" none "$dialect" || die "build failed (baseline)"
 		runsuite none "$dialect" || die "run failed (baseline)"
-		cp "$WORK/summary.json" "$file" && cp "$WORK/mods.txt" "$BASEDIR/baseline-$dialect.mods"
-		log "baseline $dialect took $((SECONDS - t0))s"
+		cp "$WORK/summary.json" "$file" && cp "$WORK/mods.txt" "$BASEDIR/baseline-$key.mods"
+		log "baseline $key took $((SECONDS - t0))s"
 	fi
 	exec 9>&-
 }
 
 # one MODE DIALECT: prints the differences; returns 1 if any.
 one() {
-	local mode=$1 dialect=$2 t0 rc
+	local mode=$1 dialect=$2 t0 rc key
+	key=$(basekey "$dialect")
 	[ "$mode" = none ] || baseline "$dialect"
 	t0=$SECONDS
-	log "running mode=$mode dialect=$dialect checkout=$CHECKOUT"
+	log "running mode=$mode dialect=$key checkout=$CHECKOUT"
 	prepare "$CHECKOUT" "$mode" "$dialect" || die "build failed"
 	local tb=$((SECONDS - t0))
 	runsuite "$mode" "$dialect" || die "run failed"
@@ -210,13 +225,13 @@ one() {
 		log "mode none: $(grep -c '"outcome"' "$WORK/summary.json") outcomes in $WORK/summary.json"
 		return 0
 	fi
-	if ! diff -q "$BASEDIR/baseline-$dialect.mods" "$WORK/mods.txt" >/dev/null 2>&1; then
+	if ! diff -q "$BASEDIR/baseline-$key.mods" "$WORK/mods.txt" >/dev/null 2>&1; then
 		log "warning: module versions differ from the baseline's (rerun with -B):"
-		diff "$BASEDIR/baseline-$dialect.mods" "$WORK/mods.txt" | sed 's/^/    /' >&2
+		diff "$BASEDIR/baseline-$key.mods" "$WORK/mods.txt" | sed 's/^/    /' >&2
 	fi
-	echo "=== mode=$mode dialect=$dialect checkout=$CHECKOUT (work dir $WORK)"
+	echo "=== mode=$mode dialect=$key checkout=$CHECKOUT (work dir $WORK)"
 	{
-		$SUITEDIFF diff "$BASEDIR/baseline-$dialect.json" "$WORK/summary.json" "$WORK/ignore.txt"
+		$SUITEDIFF diff "$BASEDIR/baseline-$key.json" "$WORK/summary.json" "$WORK/ignore.txt"
 		rc=$?
 		local stats
 		stats=$(totals "$WORK"/stats.txt.*)
@@ -235,7 +250,7 @@ one() {
 		exit $rc
 	} | tee "$WORK/diff.txt"
 	rc=${PIPESTATUS[0]}
-	echo "=== mode=$mode dialect=$dialect: build ${tb}s, run $((SECONDS - t0 - tb))s"
+	echo "=== mode=$mode dialect=$key: build ${tb}s, run $((SECONDS - t0 - tb))s"
 	return "$rc"
 }
 
