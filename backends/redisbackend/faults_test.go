@@ -259,9 +259,7 @@ func TestFailoverStartsNewEra(t *testing.T) {
 	const ns = "failover"
 
 	// An epoch both have, then a bump the replica never sees.
-	if _, err := b.Invalidate(ctx, ns, "x"); err != nil {
-		t.Fatal(err)
-	}
+	invalidateAcked(t, b, ns, "x")
 	link.freeze()
 	if _, err := b.Invalidate(ctx, ns, "x"); !errors.Is(err, ErrNotReplicated) {
 		t.Fatalf("Invalidate with the link frozen = %v, want ErrNotReplicated", err)
@@ -300,18 +298,8 @@ func TestFailoverStartsNewEra(t *testing.T) {
 		t.Fatalf("Fill from the lost epoch %v on the promoted replica = %v, want ErrStale (the epoch is behind)", l.Epoch, err)
 	}
 
-	// The write, and its invalidation, acknowledged by the new replica
-	// (a loaded machine may starve the replica past the 200 ms WAIT: the
-	// invalidation is tried again, as the manager would).
-	for attempt := 1; ; attempt++ {
-		_, err := b.Invalidate(ctx, ns, "t")
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, ErrNotReplicated) || attempt == 20 {
-			t.Fatalf("Invalidate after the failover (attempt %d): %v", attempt, err)
-		}
-	}
+	// The write, and its invalidation, acknowledged by the new replica.
+	invalidateAcked(t, b, ns, "t")
 	err = b.Fill(ctx, ns, backends.Fill{
 		Key: "k", Entry: backends.Entry{Value: []byte("before the write"), Deps: []string{"t"}}, Since: l.Epoch,
 	})
@@ -372,15 +360,7 @@ func TestFailoverPruneKeepsRecord(t *testing.T) {
 	// The computation read the database; then a write and its
 	// invalidation, acknowledged by the replica (tried again if a loaded
 	// machine starves the replica past the WAIT, as the manager would).
-	for attempt := 1; ; attempt++ {
-		_, err := other.Invalidate(ctx, ns, "t")
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, ErrNotReplicated) || attempt == 20 {
-			t.Fatalf("Invalidate (attempt %d): %v", attempt, err)
-		}
-	}
+	invalidateAcked(t, other, ns, "t")
 	done := make(chan error, 1)
 	go func() {
 		done <- b.Fill(ctx, ns, backends.Fill{
@@ -419,6 +399,22 @@ func TestFailoverPruneKeepsRecord(t *testing.T) {
 	}
 	if l, err := other.Lookup(ctx, ns, "k"); err != nil || l.Found {
 		t.Fatalf("Lookup after the refused fill = found %v (%q), %v; want a miss", l.Found, l.Entry.Value, err)
+	}
+}
+
+// invalidateAcked invalidates tag until a replica acknowledges it: a
+// loaded machine may starve the replica past a short WAIT, and the
+// manager would try again.
+func invalidateAcked(t *testing.T, b *Backend, ns, tag string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		_, err := b.Invalidate(t.Context(), ns, tag)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrNotReplicated) || attempt == 20 {
+			t.Fatalf("Invalidate %q (attempt %d): %v", tag, attempt, err)
+		}
 	}
 }
 
