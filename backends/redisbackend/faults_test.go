@@ -447,8 +447,9 @@ func TestReplicaJoinsLater(t *testing.T) {
 	inSync(t, mc)
 
 	fill(t, b, "ns", "k", "v", 0, "t")
-	if n, err := b.Invalidate(ctx, "ns", "t"); err != nil || n != 1 {
-		t.Fatalf("Invalidate = %d, %v; want 1", n, err)
+	invalidateAcked(t, b, "ns", "t")
+	if l, err := b.Lookup(ctx, "ns", "k"); err != nil || l.Found {
+		t.Fatalf("Lookup after the invalidation = found %v, %v; want a miss", l.Found, err)
 	}
 	if !b.srv.Load().lateReplica.Load() {
 		t.Fatalf("the invalidation did not notice the replica")
