@@ -239,6 +239,10 @@ func TestNotifyAfterTheLastTierLeftSendsNothing(t *testing.T) {
 	if err := receiver.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// miniredis drops a closed subscription once it reads the EOF: until
+	// then PUBLISH counts it, and a Notify waits a lease for it.
+	_, channel := sender.tierKeys(sender.c.(*redis.Client))
+	waitNotify(t, "the tier's subscription to go", func() bool { return mr.PubSubNumSub(channel)[channel] == 1 })
 	notify()
 	first := mr.CommandCount()
 	for range 4 {
