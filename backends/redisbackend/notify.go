@@ -53,8 +53,9 @@ import (
 //     change skipped meanwhile condemned nothing it keeps. A notifier that
 //     once started stays subscribed (for the acknowledgements of its own
 //     Notify calls) and so counts in every PUBLISH: a change that reached
-//     it alone, serving no tier, and found no other registration is
-//     remembered the same way.
+//     it alone, serving no tier and no longer registered, and found no
+//     other registration is remembered the same way. (Still registered,
+//     its lease runs: a listener added then serves at once.)
 //
 // Registrations expire in the server's clock (TIME, a wall clock): a
 // forward step of it by more than half a lease makes live registrations
