@@ -53,8 +53,9 @@ import (
 //     change skipped meanwhile condemned nothing it keeps. A notifier that
 //     once started stays subscribed (for the acknowledgements of its own
 //     Notify calls) and so counts in every PUBLISH: a change that reached
-//     it alone, serving no tier, and found no other registration is
-//     remembered the same way.
+//     it alone, serving no tier and no longer registered, and found no
+//     other registration is remembered the same way. (Still registered,
+//     its lease runs: a listener added then serves at once.)
 //
 // Registrations expire in the server's clock (TIME, a wall clock): a
 // forward step of it by more than half a lease makes live registrations
@@ -641,9 +642,23 @@ func (n *notifier) notify(ctx context.Context, c backends.Change, start int64) e
 // onlyReached reports whether a change reached this notifier alone, which
 // serves no tier: PUBLISH counted one subscriber, and it was ours (our
 // subscription got the change: it was subscribed when PUBLISH ran), and
-// the registry held no notifier but perhaps this one.
+// the registry held no notifier but perhaps this one, and this one is not
+// registered now. A notifier whose last listener has just left stays
+// registered until the heartbeat's next tick, its lease valid: a listener
+// arriving meanwhile serves at once, with no wait for changes skipped
+// under noneUntil. Once unregistered (lease revoked, lastReg forgotten) its
+// next lease waits a lease from a heartbeat that arrives after now, then
+// resets, as another process's would.
 func (n *notifier) onlyReached(w *ackWait, members []string, reached int64) bool {
 	if reached != 1 || len(members) > 1 || len(members) == 1 && members[0] != n.id {
+		return false
+	}
+	// hbMu before mu is the order heartbeatBack takes them in; they are
+	// not needed together: registration is never undone for a listener.
+	n.hbMu.Lock()
+	registered := n.registered
+	n.hbMu.Unlock()
+	if registered {
 		return false
 	}
 	n.mu.Lock()

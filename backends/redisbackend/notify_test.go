@@ -239,6 +239,10 @@ func TestNotifyAfterTheLastTierLeftSendsNothing(t *testing.T) {
 	if err := receiver.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// miniredis drops a closed subscription once it reads the EOF: until
+	// then PUBLISH counts it, and a Notify waits a lease for it.
+	_, channel := sender.tierKeys(sender.c.(*redis.Client))
+	waitNotify(t, "the tier's subscription to go", func() bool { return mr.PubSubNumSub(channel)[channel] == 1 })
 	notify()
 	first := mr.CommandCount()
 	for range 4 {
@@ -246,5 +250,58 @@ func TestNotifyAfterTheLastTierLeftSendsNothing(t *testing.T) {
 	}
 	if got := mr.CommandCount() - first; got != 0 {
 		t.Fatalf("4 Notify calls within a lease of one that reached no tier sent %d commands, want 0", got)
+	}
+}
+
+// TestNotifyAloneKeepsANewTierOfThisNotifierCoherent: the last tier of a
+// process leaves and its registration stays until the heartbeat's next
+// tick; a Notify then reaches only the process's own subscription. A tier
+// that starts on the same Backend right after gets the notifier's lease at
+// once (no wait: its registration never lapsed), so that Notify must not
+// be remembered as "no tier": the next change has to reach the new tier
+// before its Notify returns.
+func TestNotifyAloneKeepsANewTierOfThisNotifierCoherent(t *testing.T) {
+	mr := miniredis.RunT(t)
+	// A long lease: the heartbeat ticks every lease/4, and the window is
+	// between the first tier's leaving and that tick.
+	b := New(newClient(t, &redis.Options{Addr: mr.Addr()}, nil), WithTierLease(time.Second), WithLogger(testLogger(t)))
+	t.Cleanup(func() { b.Close() })
+	ctx := context.Background()
+	for attempt := 0; ; attempt++ {
+		if attempt == 10 {
+			t.Fatal("the heartbeat unregistered between the first tier's leaving and the second's arrival in every attempt")
+		}
+		var first recorder
+		lease, stop, err := b.Listen(&first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitNotify(t, "the first tier's lease", lease.Valid)
+		stop() // the first tier goes; the registration stays until the next tick
+		if err := b.Notify(ctx, backends.Change{NS: "ns", Tags: []string{"a"}}); err != nil {
+			t.Fatal(err)
+		}
+		var rec recorder
+		lease, stop, err = b.Listen(&rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !lease.Valid() {
+			// The tick came in between: it unregistered (and revoked the
+			// lease), so the new tier waits a lease and resets. Again.
+			stop()
+			continue
+		}
+		// The new tier serves now: a value it reads from Redis here
+		// enters it, for nothing came since.
+		if err := b.Notify(ctx, backends.Change{NS: "ns", Tags: []string{"b"}}); err != nil {
+			t.Fatal(err)
+		}
+		got, resets := rec.state()
+		if lease.Valid() && resets == 0 && !slices.ContainsFunc(got, func(c backends.Change) bool { return slices.Contains(c.Tags, "b") }) {
+			t.Fatalf("a Notify returned, and a serving tier of this Backend got neither it nor a reset (it got %v): it serves what the change condemned", got)
+		}
+		stop()
+		return
 	}
 }
