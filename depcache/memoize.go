@@ -171,7 +171,9 @@ func newSpec(fn any, opts []MemoOption) *memoSpec {
 		s.nilFn = true
 	}
 	for _, o := range opts {
-		o(s)
+		if o != nil { // an option built conditionally
+			o(s)
+		}
 	}
 	if s.idErr != nil {
 		return s
@@ -288,7 +290,9 @@ func Fetch[R any](ctx context.Context, m *Manager, key string, fn func(context.C
 	}()
 	s.id, s.perCall = "fetch", true
 	for _, o := range opts {
-		o(s)
+		if o != nil { // an option built conditionally
+			o(s)
+		}
 	}
 	if m != nil {
 		s.manager = m

@@ -243,7 +243,9 @@ func buildConfig(opts []Option) config {
 		o(&cfg)
 	}
 	for _, o := range opts {
-		o(&cfg)
+		if o != nil { // an option built conditionally
+			o(&cfg)
+		}
 	}
 	cfg.configErr = errors.Join(append([]error{err}, cfg.invalidOpts...)...)
 	return cfg

@@ -120,3 +120,26 @@ func TestInvalidMemoOptionsAreErrors(t *testing.T) {
 		})
 	}
 }
+
+// A nil Option or MemoOption (one built conditionally) is no option: New,
+// GetOrCreate, Memoize and Fetch ignore it instead of panicking.
+func TestNilOptionsAreIgnored(t *testing.T) {
+	ctx := context.Background()
+	m := depcache.New(memory.New(), depcache.WithPrefix("nil-options"), nil)
+	defer m.Close()
+	if err := m.Err(); err != nil {
+		t.Fatalf("New with a nil option: %v", err)
+	}
+	r := depcache.NewRegistry()
+	defer r.Close()
+	if _, err := r.GetOrCreate("x", nil, depcache.WithBackend(memory.New())); err != nil {
+		t.Fatalf("GetOrCreate with a nil option: %v", err)
+	}
+	f := depcache.Memoize(func(ctx context.Context, i int) (int, error) { return i, nil }, nil, depcache.Using(m), depcache.KeyName("nil-options"))
+	if v, err := f(ctx, 3); v != 3 || err != nil {
+		t.Fatalf("Memoize with a nil option = %v, %v", v, err)
+	}
+	if v, err := depcache.Fetch(ctx, m, "k", func(context.Context) (int, error) { return 4, nil }, nil); v != 4 || err != nil {
+		t.Fatalf("Fetch with a nil option = %v, %v", v, err)
+	}
+}

@@ -120,3 +120,11 @@ func TestWriteAfterManagerCloseLogsLoss(t *testing.T) {
 		t.Fatalf("log after a write on a closed manager:\n%s\nwant it to say the invalidation is lost", got)
 	}
 }
+
+// A nil Option is no option.
+func TestNilPluginOptionIsIgnored(t *testing.T) {
+	m := depcache.New(memory.New(), depcache.WithPrefix("nil-plugin-option"))
+	defer m.Close()
+	p := gormplugin.New(m, nil, gormplugin.WithLogger(testLogger()))
+	defer p.Close()
+}

@@ -73,7 +73,9 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 func New(m *depcache.Manager, opts ...Option) *Plugin {
 	cfg := config{foreignDelay: time.Second}
 	for _, o := range opts {
-		o(&cfg)
+		if o != nil { // an option built conditionally
+			o(&cfg)
+		}
 	}
 	log := cfg.logger
 	if log == nil {

@@ -144,7 +144,9 @@ type stampRef struct {
 func New(opts ...Option) *Backend {
 	c := config{now: time.Now, maxFillAge: DefaultMaxFillAge}
 	for _, o := range opts {
-		o(&c)
+		if o != nil { // an option built conditionally
+			o(&c)
+		}
 	}
 	var p [8]byte
 	if _, err := rand.Read(p[:]); err != nil {

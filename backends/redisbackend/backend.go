@@ -133,7 +133,9 @@ type server struct {
 func New(c redis.UniversalClient, opts ...Option) *Backend {
 	b := &Backend{c: c, cfg: defaultConfig(), connecting: make(chan struct{}, 1)}
 	for _, o := range opts {
-		o(&b.cfg)
+		if o != nil { // an option built conditionally
+			o(&b.cfg)
+		}
 	}
 	b.cfg.prunedKey = prunedKeyOf(b.cfg.epochKey)
 	b.log = b.cfg.logger

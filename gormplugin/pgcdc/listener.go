@@ -152,7 +152,9 @@ func New(m *depcache.Manager, dsn string, opts ...Option) (*Listener, error) {
 	}
 	cfg := defaults()
 	for _, o := range opts {
-		o(&cfg)
+		if o != nil { // an option built conditionally
+			o(&cfg)
+		}
 	}
 	if cfg.err != nil {
 		return nil, cfg.err
