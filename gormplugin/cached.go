@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"sort"
 	"sync"
 	"time"
@@ -89,6 +90,12 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 	switch state, t := txOf(db); {
 	case state == foreignTx, state == ownTx && t.written.Load():
 		// Never read or fill: the transaction must see its own writes.
+		callbacks.Query(db)
+		p.tagRead(db, raw, false)
+		return
+	case lockingRead(stmt, raw):
+		// SELECT … FOR UPDATE/SHARE: the lock is what the caller asked
+		// for, which only the database can give.
 		callbacks.Query(db)
 		p.tagRead(db, raw, false)
 		return
@@ -338,4 +345,18 @@ func appendType(b []byte, t reflect.Type) []byte {
 		b = append(append(b, '@'), p...)
 	}
 	return b
+}
+
+// lockingSQL matches the row-locking clauses of a SELECT: PostgreSQL's and
+// MySQL's FOR UPDATE/SHARE (NO KEY UPDATE, KEY SHARE) and MySQL's LOCK IN
+// SHARE MODE.
+var lockingSQL = regexp.MustCompile(`(?i)\bFOR\s+(NO\s+KEY\s+UPDATE|KEY\s+SHARE|UPDATE|SHARE)\b|\bLOCK\s+IN\s+SHARE\s+MODE\b`)
+
+// lockingRead reports a read that locks rows: a clause.Locking, or raw SQL
+// with a locking clause.
+func lockingRead(stmt *gorm.Statement, raw bool) bool {
+	if _, ok := stmt.Clauses["FOR"]; ok {
+		return true
+	}
+	return raw && lockingSQL.MatchString(stmt.SQL.String())
 }
