@@ -591,6 +591,11 @@ func (m *Manager) Stats() Stats {
 	}
 }
 
+// Closed reports whether Close has been called: what a caller about to
+// change data the manager caches (a GORM plugin before a write) checks, so
+// that the change is not made with no invalidation to follow it.
+func (m *Manager) Closed() bool { return m.closed.Load() }
+
 // Close stops the manager's background retries, removes it from its
 // registry and closes what it opened itself (a backend it was given stays
 // open). Invalidations still pending are logged as lost. A closed manager

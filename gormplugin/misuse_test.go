@@ -91,9 +91,11 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-// A write after the plugin's manager closed cannot be invalidated, and
-// nothing retries it: the log says it is lost. It used to say "the manager
-// retries it", which a closed manager never does.
+// A write whose manager closes before its invalidation runs (here between
+// the write and the COMMIT of its transaction; a write that starts after
+// the close is refused, TestWriteAfterTheManagerClosedIsRefused) cannot be
+// invalidated, and nothing retries it: the log says it is lost. It used to
+// say "the manager retries it", which a closed manager never does.
 func TestWriteAfterManagerCloseLogsLoss(t *testing.T) {
 	ctx := context.Background()
 	b := memory.New()
@@ -113,8 +115,10 @@ func TestWriteAfterManagerCloseLogsLoss(t *testing.T) {
 	}()
 	noErr(t, "Use", db.Use(p))
 	noErr(t, "migrate", db.AutoMigrate(&User{}))
+	tx := db.WithContext(ctx).Begin()
+	noErr(t, "Create in a transaction", tx.Create(&User{Name: "late"}).Error)
 	m.Close()
-	noErr(t, "Create after Close", db.WithContext(ctx).Create(&User{Name: "late"}).Error)
+	noErr(t, "Commit after Close", tx.Commit().Error)
 	got := log.String()
 	if !strings.Contains(got, "lost") || strings.Contains(got, "retries it") {
 		t.Fatalf("log after a write on a closed manager:\n%s\nwant it to say the invalidation is lost", got)

@@ -6,6 +6,8 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/schema"
+
+	"github.com/depcache/go-depcache/depcache"
 )
 
 // Raw SQL: db.Exec runs text the plugin did not build. It names the tables
@@ -18,10 +20,13 @@ import (
 // beforeRaw refuses a raw write inside a foreign transaction under
 // WithForeignTxError, as it refuses GORM's writes.
 func (p *Plugin) beforeRaw(db *gorm.DB) {
-	if db.Error != nil || db.DryRun || !p.cfg.foreignError {
+	if db.Error != nil || db.DryRun {
 		return
 	}
 	if _, write := p.rawWriteTags(db.Statement.SQL.String()); !write {
+		return
+	}
+	if p.refuseClosed(db) || !p.cfg.foreignError {
 		return
 	}
 	if state, _ := txOf(db); state == foreignTx {
@@ -31,7 +36,7 @@ func (p *Plugin) beforeRaw(db *gorm.DB) {
 
 // afterRaw invalidates what a raw Exec wrote.
 func (p *Plugin) afterRaw(db *gorm.DB) {
-	if db.DryRun || errors.Is(db.Error, ErrForeignTransaction) {
+	if db.DryRun || errors.Is(db.Error, ErrForeignTransaction) || errors.Is(db.Error, depcache.ErrClosed) {
 		return // nothing ran (ToSQL and DryRun sessions build SQL only)
 	}
 	tags, write := p.rawWriteTags(db.Statement.SQL.String())

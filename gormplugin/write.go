@@ -2,8 +2,11 @@ package gormplugin
 
 import (
 	"errors"
+	"fmt"
 
 	"gorm.io/gorm"
+
+	"github.com/depcache/go-depcache/depcache"
 )
 
 // The write side: callbacks around GORM's create, update and delete that
@@ -41,6 +44,9 @@ func (p *Plugin) prepareWrite(db *gorm.DB, op writeOp) {
 	db.InstanceSet(settingSelected, [][]any(nil))
 	db.InstanceSet(settingOwnTx, (*txPool)(nil))
 	if db.Error != nil || db.DryRun { // DryRun builds SQL and runs nothing
+		return
+	}
+	if p.refuseClosed(db) {
 		return
 	}
 	switch state, tx := txOf(db); state {
@@ -91,7 +97,7 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 			db.Statement.ConnPool = capture.ConnPool
 			db.InstanceSet(settingCapture, (*returningCapture)(nil))
 		}
-		if db.DryRun || errors.Is(db.Error, ErrForeignTransaction) {
+		if db.DryRun || errors.Is(db.Error, ErrForeignTransaction) || errors.Is(db.Error, depcache.ErrClosed) {
 			return // nothing ran
 		}
 		p.remember(db.Statement.Schema)
@@ -132,4 +138,17 @@ func (p *Plugin) dispatch(db *gorm.DB, tags []string) {
 		}
 		p.invalidate(db.Statement.Context, tags)
 	}
+}
+
+// refuseClosed fails a write before it runs when the plugin's manager is
+// closed (a shutdown that closed the manager before the *gorm.DB's last
+// users): it would commit with no invalidation, and every process would
+// serve what it replaced until the TTL. With WithOutbox the write's outbox
+// row is delivered by any process's flusher, so the write goes ahead.
+func (p *Plugin) refuseClosed(db *gorm.DB) bool {
+	if p.cfg.outbox || !p.m.Closed() {
+		return false
+	}
+	db.AddError(fmt.Errorf("gormplugin: write refused: %w (it would commit with no invalidation; close the manager after the *gorm.DB's last writer)", depcache.ErrClosed))
+	return true
 }
