@@ -206,7 +206,9 @@ func TestBreakerRefusedRedisOpensAndRecovers(t *testing.T) {
 // With a frozen Redis (it accepts connections and never answers), each
 // failure costs a timeout until the breaker opens; after that no call
 // reaches the backend, Get is a miss and Set stores nothing, with no error
-// for a manager that fails open and ErrBreakerOpen for a strict one.
+// for a manager that fails open and ErrBreakerOpen for a strict one — but
+// Set returns ErrBreakerOpen either way: the value it was to replace may be
+// served once the store is back, which a nil would deny.
 func TestBreakerFrozenRedis(t *testing.T) {
 	addr, _ := redistest.Frozen(t)
 	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
@@ -237,8 +239,8 @@ func TestBreakerFrozenRedis(t *testing.T) {
 					}
 				}
 			} else {
-				if err != nil || v != 9 || found || gerr != nil || serr != nil {
-					t.Errorf("memo = %v, %v; Get = %v, %v; Set = %v: want 9, nil; false, nil; nil", v, err, found, gerr, serr)
+				if err != nil || v != 9 || found || gerr != nil || !errors.Is(serr, depcache.ErrBreakerOpen) {
+					t.Errorf("memo = %v, %v; Get = %v, %v; Set = %v: want 9, nil; false, nil; ErrBreakerOpen", v, err, found, gerr, serr)
 				}
 			}
 			if r.b.lookups.Load() != lookups || r.b.fills.Load() != fills || r.b.epochs.Load() != epochs {

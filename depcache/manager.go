@@ -353,9 +353,13 @@ func (m *Manager) TTL(ctx context.Context, key string) (time.Duration, error) {
 // that ran meanwhile does not refuse it. A value computed from data that
 // concurrent writes change should be filled through Memoize or Fetch,
 // whose fills are refused when a dependency was invalidated after the
-// computation began. Like a fill, Set fails open: a backend error or
-// timeout while storing is logged and counted, and Set returns nil without
-// storing, unless the manager is strict (WithStrictErrors). Always
+// computation began. A nil from Set means that no read returns the value
+// it replaced: it stored v or, where storing failed or was refused (a
+// backend error or timeout, logged and counted; a pending invalidation of
+// one of deps), it deleted the key, so that reads miss. Set fails open in
+// that sense only: if the key cannot be deleted either, or the breaker is
+// open (ErrBreakerOpen: the store is known down), it returns the error, as
+// it does a storing failure on a strict manager (WithStrictErrors). Also
 // returned: ctx's error if it ended first, a failure to tell in-process
 // tiers (WithLocalCache) that the value changed, encoding errors, a value
 // over WithMaxValueSize and invalid arguments.
@@ -388,18 +392,27 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 	}
 	if m.pendingAffects(deps) {
 		m.skipped(key, errPendingSkip)
-		return nil
+		return m.replaceUnstored(ctx, key, nil)
 	}
 	opCtx, cancel := m.opContext(ctx)
 	defer cancel()
 	// At the store's current epoch, in one step (Fill.Current).
-	if _, err := m.fill(ctx, opCtx, key, payload, deps, backends.Epoch{}, 0, ttl, "", true); err != nil {
+	stored, err := m.fill(ctx, opCtx, key, payload, deps, backends.Epoch{}, 0, ttl, "", true)
+	if err != nil {
 		if ctx.Err() != nil {
 			// The caller left, perhaps before the value was stored: a nil
 			// would say it was. Not the backend's failure either.
 			return ctx.Err()
 		}
-		return m.failOpen("fill", key, err)
+		if errors.Is(err, ErrBreakerOpen) {
+			// The store is known down: nothing to delete the replaced
+			// value with, and no timeout to pay for learning it again.
+			return fmt.Errorf("depcache: set %q: not stored: %w", key, err)
+		}
+		return m.replaceUnstored(ctx, key, m.failOpen("fill", key, err))
+	}
+	if !stored {
+		return m.replaceUnstored(ctx, key, nil)
 	}
 	// Tiers that hold the value Set replaced drop it (waiting, bounded,
 	// as an invalidation does).
@@ -415,6 +428,24 @@ func (m *Manager) Set(ctx context.Context, key string, v any, ttl time.Duration,
 		return fmt.Errorf("depcache: set %q: %w", key, err)
 	}
 	return nil
+}
+
+// replaceUnstored is Set's way out when its value was not stored (a
+// backend failure, a fill refused or skipped): the value it was to replace
+// must not be served any more, so the key is deleted, here and in every
+// tier; if that fails too, Set returns the error, since a nil would say no
+// read returns the old value. failed is what Set returns otherwise (nil
+// unless the manager is strict).
+func (m *Manager) replaceUnstored(ctx context.Context, key string, failed error) error {
+	dctx, cancel := context.WithTimeout(ctx, m.cfg.invTimeout)
+	defer cancel()
+	if _, err := m.Delete(dctx, key); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("depcache: set %q: the value was not stored, and the one it replaces could not be deleted: %w", key, err)
+	}
+	return failed
 }
 
 // fill stores a payload, handling the outcomes the same way for Set and
