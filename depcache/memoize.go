@@ -152,7 +152,9 @@ func OnResult(fn func(Result)) MemoOption { return func(s *memoSpec) { s.onResul
 // captured values (Memoize(multiplier(2)), Memoize(multiplier(3))): captured
 // variables are not part of keys, so without KeyName the first closure
 // value a manager sees owns the identity, and the others are logged once
-// and run uncached.
+// and run uncached. Entries outlive deploys: change the name when the
+// result type changes in a way the codec would read old entries into
+// without an error (a renamed field comes back zero from JSON).
 func KeyName(name string) MemoOption {
 	return func(s *memoSpec) {
 		if name == "" {
