@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/internal/taglist"
 )
 
 // ErrNotFound is the error TTL returns for a missing key.
@@ -565,8 +566,8 @@ func (m *Manager) invalidate(ctx context.Context, deps []string) (int, error) {
 	}
 	if err != nil {
 		m.stats.errors.Add(1)
-		err = fmt.Errorf("depcache: invalidate %q: %w", deps, err)
-		m.invLog.failed(m.log, "depcache: invalidation failed; retrying in the background", "deps", deps, "err", err)
+		err = fmt.Errorf("depcache: invalidate %s: %w", taglist.Quote(deps), err)
+		m.invLog.failed(m.log, "depcache: invalidation failed; retrying in the background", "deps", taglist.Quote(deps), "err", err)
 		m.emit(Event{Kind: EventError, Deps: deps, Err: err})
 		return n, err
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/depcache/go-depcache/internal/taglist"
 )
 
 // pendingSet holds the tags whose invalidation failed, and retries them in
@@ -65,7 +67,7 @@ func (p *pendingSet) add(deps []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
-		p.m.log.Error("depcache: invalidation failed on a closed manager; it will not be retried", "deps", deps)
+		p.m.log.Error("depcache: invalidation failed on a closed manager; it will not be retried", "deps", taglist.Quote(deps))
 		return
 	}
 	p.gen++

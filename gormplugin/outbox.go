@@ -20,6 +20,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/internal/taglist"
 )
 
 // The durable outbox (WithOutbox). Without it, an invalidation that cannot
@@ -982,7 +983,7 @@ func (p *Plugin) invalidateDurably(ctx context.Context, tags []string) {
 	}
 	ids, err := p.ob.record(context.WithoutCancel(ctx), p.ob.db, tags)
 	if err != nil {
-		p.log.Error("gormplugin: outbox row not written for a write outside a transaction; invalidating without it", "tags", tags, "err", err)
+		p.log.Error("gormplugin: outbox row not written for a write outside a transaction; invalidating without it", "tags", taglist.Quote(tags), "err", err)
 	}
 	p.invalidateRecorded(ctx, tags, ids)
 }

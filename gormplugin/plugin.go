@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm/schema"
 
 	"github.com/depcache/go-depcache/depcache"
+	"github.com/depcache/go-depcache/internal/taglist"
 )
 
 // Plugin is the depcache GORM plugin. Install it with db.Use(New(m)).
@@ -197,11 +198,11 @@ func (p *Plugin) invalidateThen(ctx context.Context, tags []string, then func(er
 				// Nothing retries it, and a closed manager logs nothing:
 				// entries carrying the tags stay until their TTL in every
 				// process still serving them.
-				p.log.Error("gormplugin: invalidation after commit lost: the plugin's manager is closed", "tags", tags, "err", err)
+				p.log.Error("gormplugin: invalidation after commit lost: the plugin's manager is closed", "tags", taglist.Quote(tags), "err", err)
 			} else if err != nil {
 				// The manager logged it (at error level once per outage)
 				// and retries it.
-				p.log.Debug("gormplugin: invalidation after commit failed; the manager retries it", "tags", tags, "err", err)
+				p.log.Debug("gormplugin: invalidation after commit failed; the manager retries it", "tags", taglist.Quote(tags), "err", err)
 			}
 		}
 		if then != nil {

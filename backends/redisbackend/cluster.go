@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/internal/taglist"
 )
 
 // cluster is the topology of Redis Cluster (doc.go, "Redis Cluster"). The
@@ -488,7 +489,7 @@ func (c *cluster) invalidate(ctx context.Context, srv *server, ns string, tags [
 		wait = wait && err == nil
 	}
 	fail := func(removed int, err error) (int, error) {
-		return removed, fmt.Errorf("redisbackend: invalidate %q: %w", tags, err)
+		return removed, fmt.Errorf("redisbackend: invalidate %s: %w", taglist.Quote(tags), err)
 	}
 
 	// Each invalidation visits at least as many due stamps as it writes,

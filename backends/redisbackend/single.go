@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/depcache/go-depcache/backends"
+	"github.com/depcache/go-depcache/internal/taglist"
 )
 
 // single is the topology of one Redis (a *redis.Client, including a
@@ -241,7 +242,7 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 		err = fmt.Errorf("unexpected script reply %v", v)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("redisbackend: invalidate %q: %w", tags, err)
+		return 0, fmt.Errorf("redisbackend: invalidate %s: %w", taglist.Quote(tags), err)
 	}
 	removed, _ := res[1].(int64)
 	visited, _ := res[2].(int64)
@@ -270,7 +271,7 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 			id, args = scriptDrainFrozenStep, append(args, stamp)
 		}
 		if i < 1 || int(i) > len(tags) {
-			return int(removed), fmt.Errorf("redisbackend: invalidate %q: unexpected script reply %v", tags, v)
+			return int(removed), fmt.Errorf("redisbackend: invalidate %s: unexpected script reply %v", taglist.Quote(tags), v)
 		}
 		if hash = keys[i+2]; id == scriptDrainFrozenStep {
 			hash = frozenKey(hash)
@@ -283,7 +284,7 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 				err = fmt.Errorf("unexpected script reply %v", v)
 			}
 			if err != nil {
-				return int(removed), fmt.Errorf("redisbackend: invalidate %q: tag %q: %w", tags, tags[i-1], err)
+				return int(removed), fmt.Errorf("redisbackend: invalidate %s: tag %q: %w", taglist.Quote(tags), tags[i-1], err)
 			}
 			if werr == nil {
 				werr = stepWerr
@@ -299,7 +300,7 @@ func (s *single) invalidate(ctx context.Context, srv *server, ns string, tags []
 		}
 	}
 	if werr != nil {
-		return int(removed), fmt.Errorf("redisbackend: invalidate %q: %w", tags, werr)
+		return int(removed), fmt.Errorf("redisbackend: invalidate %s: %w", taglist.Quote(tags), werr)
 	}
 	if visited == int64(min(trimWant, trimStep)) && trimWant > trimStep {
 		// An invalidation of many tags trims on in more scripts. Its
