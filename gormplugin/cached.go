@@ -104,7 +104,13 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 	}
 	// A key read from the clauses lets a hit skip building the SQL
 	// (clausekey.go); the SQL is built when it is run or keyed.
-	key, fromClauses := clauseKey(db)
+	dbID, known := p.identity(db)
+	if !known {
+		p.runQuery(db)
+		p.tagRead(db, raw, false)
+		return
+	}
+	key, fromClauses := clauseKey(db, dbID)
 	built := false
 	if !fromClauses || checkClauseKeys {
 		callbacks.BuildQuerySQL(db)
@@ -112,7 +118,7 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 		if db.Error != nil {
 			return
 		}
-		sqlKey, err := queryKey(db)
+		sqlKey, err := queryKey(db, dbID)
 		switch {
 		case !fromClauses && err != nil:
 			p.logOnce("key:"+err.Error(), "gormplugin: Cached query runs uncached", "err", err)
@@ -264,17 +270,17 @@ func (p *Plugin) storable(s *session) ([]byte, string) {
 // process of the rows1 era would read as corrupt and delete.
 const resultKeyVersion = "rows2"
 
-// queryKey identifies a query's result: the dialect, the SQL, its
+// queryKey identifies a query's result: the dialect, the database (identity.go), the SQL, its
 // variables, the destination type and the preload tree (gorm-notes.md).
 // The rows themselves depend on the SQL alone; the destination and the
 // model decide how GORM reads the column types (a map without a model
 // uses the driver's), and keep the key as DESIGN.md fixes it.
-func queryKey(db *gorm.DB) (string, error) {
+func queryKey(db *gorm.DB, dbID string) (string, error) {
 	stmt := db.Statement
 	bp := keyBuffers.Get().(*[]byte)
 	defer keyBuffers.Put(bp)
 	b := (*bp)[:0]
-	for _, part := range []string{resultKeyVersion, db.Dialector.Name(), stmt.SQL.String()} {
+	for _, part := range []string{resultKeyVersion, db.Dialector.Name(), dbID, stmt.SQL.String()} {
 		b = append(append(b, part...), 0)
 	}
 	// The variables as keys.Of writes them, in place (no string of them).

@@ -83,7 +83,7 @@ func checkClauseKey(clauseKey, sqlKey, sql string) {
 
 // clauseKey returns the key of a Cached query read from its statement
 // before GORM builds the SQL, or false where the SQL key must be used.
-func clauseKey(db *gorm.DB) (string, bool) {
+func clauseKey(db *gorm.DB, dbID string) (string, bool) {
 	stmt := db.Statement
 	s := stmt.Schema
 	if stmt.SQL.Len() > 0 || len(stmt.Vars) > 0 || s == nil || stmt.Table == "" || stmt.TableExpr != nil ||
@@ -109,6 +109,7 @@ func clauseKey(db *gorm.DB) (string, bool) {
 	e := keyEncoder{b: (*bp)[:0]}
 	e.str(clauseKeyVersion)
 	e.str(db.Dialector.Name())
+	e.str(dbID)
 	e.str(stmt.Table)
 	if slices.Equal(stmt.BuildClauses, gormQueryClauses[:]) {
 		e.b = append(e.b, 'D') // GORM's own list, as almost always

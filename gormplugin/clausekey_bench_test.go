@@ -40,7 +40,7 @@ func BenchmarkClauseKey(b *testing.B) {
 		})
 	}
 	run("clauses", func(tx *gorm.DB) {
-		if _, ok := clauseKey(tx); !ok {
+		if _, ok := clauseKey(tx, ""); !ok {
 			b.Fatal("not keyed by its clauses")
 		}
 	})
@@ -50,7 +50,7 @@ func BenchmarkClauseKey(b *testing.B) {
 		delete(tx.Statement.Clauses, "SELECT")
 		delete(tx.Statement.Clauses, "FROM")
 		callbacks.BuildQuerySQL(tx)
-		if _, err := queryKey(tx); err != nil {
+		if _, err := queryKey(tx, ""); err != nil {
 			b.Fatal(err)
 		}
 	})

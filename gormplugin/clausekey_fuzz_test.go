@@ -141,7 +141,7 @@ func fuzzKeyDBOn(tb testing.TB, d gorm.Dialector) *gorm.DB {
 			db.Statement.Vars = append(db.Statement.Vars, "stale")
 		}
 		out.dialect = db.Dialector.Name()
-		out.key, out.ok = clauseKey(db)
+		out.key, out.ok = clauseKey(db, "")
 		callbacks.BuildQuerySQL(db)
 		if db.Error != nil {
 			out.ok = false // an error, not a query
@@ -155,7 +155,7 @@ func fuzzKeyDBOn(tb testing.TB, d gorm.Dialector) *gorm.DB {
 			vb.WriteByte(';')
 		}
 		out.vars = vb.String()
-		if k, err := queryKey(db); err == nil {
+		if k, err := queryKey(db, ""); err == nil {
 			out.sqlKey = k
 		} else {
 			out.sqlKey = "error: " + err.Error()

@@ -52,8 +52,9 @@
 // after its callbacks, cannot be served: under Cached they fail with an
 // error (for Row, the error its Scan returns).
 //
-// An entry is keyed by the dialect, the SQL GORM builds and its variables,
-// the destination type and the preload tree. Where the statement is made
+// An entry is keyed by the dialect, the database (as it names itself the
+// first time it is asked, or WithDatabaseName), the SQL GORM builds and its
+// variables, the destination type and the preload tree. Where the statement is made
 // only of what GORM builds predictably (WHERE, ORDER BY and LIMIT of the
 // clause package's own expressions over plain values, SELECT * on the
 // model's table, GORM's own soft delete), the key is read from the clauses

@@ -13,7 +13,7 @@ func CheckClauseKeys(on bool) bool {
 
 // ClauseKey is clauseKey: the key a Cached query gets from its clauses,
 // or false where it is keyed by its SQL.
-func ClauseKey(db *gorm.DB) (string, bool) { return clauseKey(db) }
+func ClauseKey(db *gorm.DB) (string, bool) { return clauseKey(db, "") }
 
 // OutboxPolls is how many times p's outbox was polled (WithOutbox).
 func OutboxPolls(p *Plugin) int64 {

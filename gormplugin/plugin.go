@@ -37,6 +37,8 @@ type Plugin struct {
 	ob *outbox // WithOutbox (outbox.go); nil when off
 
 	memo entryMemo // decoded entries of the manager's tier (entrymemo.go)
+
+	dbIDs dbIdentities // the databases' identities in keys (identity.go)
 }
 
 var _ gorm.Plugin = (*Plugin)(nil)
@@ -53,6 +55,8 @@ type config struct {
 	outbox      bool          // WithOutbox (outbox.go)
 	outboxTable string        // WithOutboxTable
 	outboxPoll  time.Duration // WithOutboxPoll
+
+	dbName string // WithDatabaseName (identity.go)
 }
 
 // WithForeignTxDelay sets how long after a write inside a transaction the
