@@ -156,6 +156,11 @@ func orBackground(ctx context.Context) context.Context {
 // checkDst reports a Get destination that no entry can be decoded into. It
 // is the caller's mistake, not the entry's: without this check the decode
 // would fail, and the entry be deleted as corrupt.
+// ErrCycle is returned by a memoized call (or Fetch) that reaches itself:
+// made, with the same key, from inside its own computation. Waiting for
+// its result would wait for itself.
+var ErrCycle = errors.New("depcache: a memoized call reaches itself")
+
 // ErrEmptyKey is returned by Get, Set, Exists, TTL, Delete and Fetch
 // given an empty key. No key of depcache's own is empty: one is a key
 // built from a value not set yet, and entries stored under it would be

@@ -358,6 +358,14 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 	if rc.err != nil {
 		return runUncached(ctx, s, m, parent, key, args, fn)
 	}
+	if parent.computing(m, key) {
+		// Its flight (and its fill lease) is our own: waiting for it
+		// would wait for ourselves, computing again recurse without end.
+		var zero R
+		err := fmt.Errorf("%w: %q, from inside its own computation", ErrCycle, key)
+		m.usageError(key, err)
+		return zero, err
+	}
 
 	if v, ok := tierHit[R](ctx, m, key, parent); ok {
 		reportTo(s, m, key, args, true, v, nil)

@@ -246,6 +246,17 @@ func (c *computation) SkipFillAll(reason string) {
 	}
 }
 
+// computing reports whether c or a computation enclosing it computes key
+// of m.
+func (c *computation) computing(m *Manager, key string) bool {
+	for ; c != nil; c = c.parent {
+		if c.m == m && c.key == key {
+			return true
+		}
+	}
+	return false
+}
+
 // finish closes the computation and hands its dependencies and epoch to
 // the enclosing one. It runs once, when the function returns or panics.
 func (c *computation) finish() {
