@@ -248,6 +248,13 @@ func (m *Manager) Get(ctx context.Context, key string, dst any) (found bool, err
 		cached, derr = decodePayload(m.cfg.codec, nil, result.Entry.Value, dst)
 	}
 	if derr != nil {
+		if v := result.Entry.Value; len(v) > 0 && v[0] == kindValue && m.cfg.codec.Unmarshal(v[1:], new(any)) == nil {
+			// The bytes are sound; dst does not fit them (the caller's
+			// type, not the entry, is wrong): the entry stays.
+			err := fmt.Errorf("depcache: get %q: the cached value does not decode into %T: %w", key, dst, m.cfg.codec.Unmarshal(v[1:], dst))
+			m.usageError(key, err)
+			return false, err
+		}
 		m.dropCorrupt(ctx, key, derr)
 		m.miss(key)
 		return false, nil

@@ -398,3 +398,25 @@ func TestReadsThatWillNotFillReleaseTheirLease(t *testing.T) {
 		t.Fatalf("released %q; want the leases of Get, Exists and the skipped fill", lb.released)
 	}
 }
+
+// Get into a type the stored value does not decode into (the caller's
+// mistake) returns the decode error and keeps the entry; bytes that are
+// not the codec's at all are a miss and are deleted. Before, the entry
+// was deleted and Get said found=false, err=nil (found by a new-user
+// check).
+func TestGetIntoTheWrongTypeKeepsTheEntry(t *testing.T) {
+	ctx := context.Background()
+	m := depcache.New(memory.New(), depcache.WithPrefix("wrong-type"))
+	defer m.Close()
+	if err := m.Set(ctx, "k", "a string", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if found, err := m.Get(ctx, "k", &n); found || err == nil {
+		t.Fatalf("Get of a string into *int = %v, %v; want an error", found, err)
+	}
+	var s string
+	if found, err := m.Get(ctx, "k", &s); !found || err != nil || s != "a string" {
+		t.Fatalf("Get into *string after = %q, %v, %v; want the entry kept", s, found, err)
+	}
+}
