@@ -63,4 +63,23 @@ func TestCachedHitAllocations(t *testing.T) {
 	if allocs > 40 {
 		t.Errorf("a Cached First hit allocates %.0f times, want at most 40", allocs)
 	}
+	// As applications query: db.WithContext(ctx) per call, a Session, which
+	// copies the *gorm.Config every time. The database's identity in keys
+	// is looked up by the connection pool: keyed by Config it was asked of
+	// the database again on every call (a query, ~190 allocations).
+	perCall := func() {
+		var a benchArticle
+		if err := db.WithContext(ctx).Scopes(gormplugin.Cached(time.Minute)).First(&a, 7).Error; err != nil || a.ID != 7 {
+			t.Fatalf("First: %+v %v", a, err)
+		}
+	}
+	perCall()
+	s0 := m.Stats()
+	allocs = testing.AllocsPerRun(100, perCall)
+	if s := m.Stats(); s.Misses != s0.Misses || s.Hits == s0.Hits {
+		t.Fatalf("through db.WithContext per call: %d hits, %d misses; want hits only", s.Hits-s0.Hits, s.Misses-s0.Misses)
+	}
+	if allocs > 60 {
+		t.Errorf("a Cached First hit through db.WithContext per call allocates %.0f times, want at most 60", allocs)
+	}
 }

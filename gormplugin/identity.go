@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"reflect"
 	"sync"
 
 	"gorm.io/gorm"
@@ -28,11 +29,22 @@ func WithDatabaseName(name string) Option {
 	return func(c *config) { c.dbName = name }
 }
 
-// dbIdentities maps a *gorm.DB's *gorm.Config, shared by its sessions, to
-// the identity of its database.
+// dbIdentities maps a *gorm.DB's connection pool to the identity of its
+// database.
 type dbIdentities struct {
 	mu  sync.Mutex
-	ids sync.Map // *gorm.Config → string
+	ids sync.Map // poolKey → string
+}
+
+// poolKey is what identifies db's database handle across its sessions:
+// its root connection pool (a *sql.DB, GORM's prepared-statement pool),
+// which sessions and transactions share where they copy the *gorm.Config
+// (Session with a logger, SkipHooks…), or else the Config.
+func poolKey(db *gorm.DB) any {
+	if pool := db.Config.ConnPool; pool != nil && reflect.TypeOf(pool).Kind() == reflect.Pointer {
+		return pool
+	}
+	return db.Config
 }
 
 // identity returns the identity of db's database for keys, asking the
@@ -42,12 +54,13 @@ func (p *Plugin) identity(db *gorm.DB) (string, bool) {
 	if p.cfg.dbName != "" {
 		return "n:" + p.cfg.dbName, true
 	}
-	if id, ok := p.dbIDs.ids.Load(db.Config); ok {
+	key := poolKey(db)
+	if id, ok := p.dbIDs.ids.Load(key); ok {
 		return id.(string), true
 	}
 	p.dbIDs.mu.Lock()
 	defer p.dbIDs.mu.Unlock()
-	if id, ok := p.dbIDs.ids.Load(db.Config); ok {
+	if id, ok := p.dbIDs.ids.Load(key); ok {
 		return id.(string), true
 	}
 	id, err := askIdentity(db.Statement.Context, db)
@@ -55,7 +68,7 @@ func (p *Plugin) identity(db *gorm.DB) (string, bool) {
 		p.logOnce("identity:"+err.Error(), "gormplugin: cannot tell which database this is; Cached() queries run uncached until it can (or set WithDatabaseName)", "err", err)
 		return "", false
 	}
-	p.dbIDs.ids.Store(db.Config, id)
+	p.dbIDs.ids.Store(key, id)
 	return id, true
 }
 

@@ -61,7 +61,7 @@ func parallelWorkload(ctx context.Context, e *env, w io.Writer) error {
 // hammer runs op from 64 goroutines for window and returns ops per second.
 func hammer(ctx context.Context, op func(context.Context) error, window time.Duration) (float64, error) {
 	var count atomic.Int64
-	var firstErr atomic.Value
+	var firstErr atomic.Pointer[error] // errors of different types: atomic.Value would panic
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -74,7 +74,7 @@ func hammer(ctx context.Context, op func(context.Context) error, window time.Dur
 				default:
 				}
 				if err := op(ctx); err != nil {
-					firstErr.CompareAndSwap(nil, err)
+					firstErr.CompareAndSwap(nil, &err)
 					return
 				}
 				count.Add(1)
@@ -89,8 +89,8 @@ func hammer(ctx context.Context, op func(context.Context) error, window time.Dur
 	close(stop)
 	wg.Wait()
 	elapsed := time.Since(start)
-	if err, ok := firstErr.Load().(error); ok {
-		return 0, err
+	if err := firstErr.Load(); err != nil {
+		return 0, *err
 	}
 	return float64(count.Load()) / elapsed.Seconds(), ctx.Err()
 }
