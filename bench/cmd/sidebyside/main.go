@@ -44,6 +44,8 @@ type env struct {
 	// backend outliving its tier's manager stays subscribed, and every
 	// later Notify on the Redis (Set, invalidations) waits for it.
 	backends map[*depcache.Manager]*redisbackend.Backend
+	// opTimeout, if set, is the managers' WithTimeout (parallelWorkload).
+	opTimeout time.Duration
 }
 
 func main() {

@@ -54,12 +54,8 @@ func (e *env) newManager(name string, pool int, opts ...depcache.Option) (*depca
 	}
 	b := redisbackend.New(c.Client, redisbackend.WithLogger(e.quiet))
 	base := []depcache.Option{depcache.WithPrefix(e.key(name)), depcache.WithLogger(e.quiet), depcache.WithStrictErrors()}
-	if pool > 0 {
-		// 64 goroutines on two cores (the parallel workload): a tier whose
-		// heartbeats are starved loses its lease, and every goroutine's
-		// next Get queues for the pool's connections at once; with strict
-		// errors a 250 ms deadline there would end the run.
-		base = append(base, depcache.WithTimeout(2*time.Second))
+	if e.opTimeout > 0 {
+		base = append(base, depcache.WithTimeout(e.opTimeout))
 	}
 	m := depcache.New(b, append(base, opts...)...)
 	if e.backends == nil {
