@@ -60,40 +60,26 @@ func BenchmarkRawGet(b *testing.B) {
 // BenchmarkMissFill is a miss (Lookup) followed by its fill, on a new key
 // every time.
 func BenchmarkMissFill(b *testing.B) {
-	for _, tg := range targets(b) {
-		for _, deps := range []int{1, 10} {
-			b.Run(fmt.Sprintf("%s/deps=%d", tg.name, deps), func(b *testing.B) {
-				be := newBackend(b, tg)
-				ns := randomName(b, "bench")
-				clearAtEnd(b, be, ns)
-				tags := make([]string, deps)
-				for i := range tags {
-					tags[i] = fmt.Sprint("tag", i)
-				}
-				ctx := context.Background()
-				cpu := serverCPU(be.c)
-				i := 0
-				for b.Loop() {
-					i++
-					key := fmt.Sprint("k", i)
-					l, err := be.Lookup(ctx, ns, key)
-					if err != nil || l.Found {
-						b.Fatalf("Lookup = %+v, %v", l, err)
-					}
-					err = be.Fill(ctx, ns, backends.Fill{Key: key, Entry: backends.Entry{Value: benchValue, Deps: tags}, Since: l.Epoch})
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
-				cpu.report(b, "server-µs/op", 1)
-			})
+	benchFills(b, func(ctx context.Context, be *Backend, ns, key string, tags []string) error {
+		l, err := be.Lookup(ctx, ns, key)
+		if err != nil || l.Found {
+			return fmt.Errorf("Lookup = %+v, %v", l, err)
 		}
-	}
+		return be.Fill(ctx, ns, backends.Fill{Key: key, Entry: backends.Entry{Value: benchValue, Deps: tags}, Since: l.Epoch})
+	})
 }
 
 // BenchmarkSetCurrent is Manager.Set's fill: a new key every time, stored
 // at the current epoch (Fill.Current), one round trip.
 func BenchmarkSetCurrent(b *testing.B) {
+	benchFills(b, func(ctx context.Context, be *Backend, ns, key string, tags []string) error {
+		return be.Fill(ctx, ns, backends.Fill{Key: key, Entry: backends.Entry{Value: benchValue, Deps: tags}, Current: true})
+	})
+}
+
+// benchFills runs op on a new key every time, with 1 and 10 tags, and
+// reports the server's CPU per op.
+func benchFills(b *testing.B, op func(ctx context.Context, be *Backend, ns, key string, tags []string) error) {
 	for _, tg := range targets(b) {
 		for _, deps := range []int{1, 10} {
 			b.Run(fmt.Sprintf("%s/deps=%d", tg.name, deps), func(b *testing.B) {
@@ -109,8 +95,7 @@ func BenchmarkSetCurrent(b *testing.B) {
 				i := 0
 				for b.Loop() {
 					i++
-					err := be.Fill(ctx, ns, backends.Fill{Key: fmt.Sprint("k", i), Entry: backends.Entry{Value: benchValue, Deps: tags}, Current: true})
-					if err != nil {
+					if err := op(ctx, be, ns, fmt.Sprint("k", i), tags); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -242,15 +242,8 @@ func TestFailoverStartsNewEra(t *testing.T) {
 	inSync(t, mc)
 
 	// The application's client follows the master, as Sentinel would.
-	var current sync.Mutex
-	addr := master
-	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
-		current.Lock()
-		a := addr
-		current.Unlock()
-		var d net.Dialer
-		return d.DialContext(ctx, network, a)
-	}
+	follow := newFollower(master)
+	dial := follow.dial
 	c := newClient(t, &redis.Options{Addr: master, Dialer: dial, MaxRetries: 3}, nil)
 	b := New(c, WithLogger(testLogger(t)), WithWaitTimeout(200*time.Millisecond))
 	t.Cleanup(func() { _ = b.Close() })
@@ -282,9 +275,7 @@ func TestFailoverStartsNewEra(t *testing.T) {
 	_, rport, _ := net.SplitHostPort(replica)
 	startRedis(t, "--replicaof", "127.0.0.1", rport)
 	inSync(t, rc)
-	current.Lock()
-	addr = replica
-	current.Unlock()
+	follow.moveTo(replica)
 	if v := rc.Get(ctx, DefaultEpochKey).Val(); v != epochBefore || v == "" || v == l.Epoch.String() {
 		t.Fatalf("the promoted replica's epoch is %q (before the failover %q), the lookup read %v: the bump was not lost", v, epochBefore, l.Epoch)
 	}
@@ -332,15 +323,8 @@ func TestFailoverPruneKeepsRecord(t *testing.T) {
 	inSync(t, newClient(t, &redis.Options{Addr: master}, nil))
 
 	// The application's clients follow the master, as Sentinel would.
-	var current sync.Mutex
-	addr := master
-	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
-		current.Lock()
-		a := addr
-		current.Unlock()
-		var d net.Dialer
-		return d.DialContext(ctx, network, a)
-	}
+	follow := newFollower(master)
+	dial := follow.dial
 	const maxAge = 20 * time.Millisecond // real time passes while the fill is held
 	ns := randomName(t, "fprune")
 	hold := newHoldHook(entryKey(ns, "k"))
@@ -377,9 +361,7 @@ func TestFailoverPruneKeepsRecord(t *testing.T) {
 	if err := rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
 		t.Fatal(err)
 	}
-	current.Lock()
-	addr = replica
-	current.Unlock()
+	follow.moveTo(replica)
 	if rc.Exists(ctx, tagKey(ns, "t")).Val() != 1 {
 		t.Fatalf("the promoted replica lacks the acknowledged invalidation's stamp")
 	}
@@ -400,6 +382,29 @@ func TestFailoverPruneKeepsRecord(t *testing.T) {
 	if l, err := other.Lookup(ctx, ns, "k"); err != nil || l.Found {
 		t.Fatalf("Lookup after the refused fill = found %v (%q), %v; want a miss", l.Found, l.Entry.Value, err)
 	}
+}
+
+// follower dials the address the application believes is the master, as
+// a Sentinel client would: moveTo points it at a promoted replica.
+type follower struct {
+	mu   sync.Mutex
+	addr string
+}
+
+func newFollower(master string) *follower { return &follower{addr: master} }
+
+func (f *follower) moveTo(addr string) {
+	f.mu.Lock()
+	f.addr = addr
+	f.mu.Unlock()
+}
+
+func (f *follower) dial(ctx context.Context, network, _ string) (net.Conn, error) {
+	f.mu.Lock()
+	a := f.addr
+	f.mu.Unlock()
+	var d net.Dialer
+	return d.DialContext(ctx, network, a)
 }
 
 // invalidateAcked invalidates tag until a replica acknowledges it: a
