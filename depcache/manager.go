@@ -746,6 +746,21 @@ func (m *Manager) errorEvent(key string, err error) {
 
 func (m *Manager) usageError(key string, err error) { m.errorEvent(key, err) }
 
+// usageErrorOnce is usageError logged once per id: a mistake that repeats
+// on every call (an argument that cannot be keyed) is counted and observed
+// every time, and logged the first.
+func (m *Manager) usageErrorOnce(id, key string, err error) {
+	if m == nil {
+		return
+	}
+	if _, seen := m.logged.LoadOrStore(id, true); !seen {
+		m.errorEvent(key, err)
+		return
+	}
+	m.stats.errors.Add(1)
+	m.emit(Event{Kind: EventError, Key: key, Err: err})
+}
+
 func (m *Manager) dropCorrupt(ctx context.Context, key string, err error) {
 	m.errorEvent(key, fmt.Errorf("depcache: %q: %w (deleted)", key, err))
 	opCtx, cancel := m.opContext(context.WithoutCancel(ctx))

@@ -226,7 +226,7 @@ func (s *memoSpec) resolve() *Manager {
 		if m, ok := r.Lookup(s.managerName); ok {
 			return m
 		}
-		slogError(fmt.Errorf("depcache: no manager named %q; %s runs uncached", s.managerName, s.id))
+		s.logOnce.Do(func() { slogError(fmt.Errorf("depcache: no manager named %q; %s runs uncached", s.managerName, s.id)) })
 		return nil
 	}
 	m, err := r.Default()
@@ -342,7 +342,7 @@ func call[R any](ctx context.Context, s *memoSpec, key string, args []any, fn fu
 		if key, err = memoKey(s.id, args); err != nil {
 			// Two such arguments could share a key and be served each
 			// other's results.
-			m.usageError(key, fmt.Errorf("depcache: %s runs uncached: %w", s.id, err))
+			m.usageErrorOnce("unkeyable:"+s.id, key, fmt.Errorf("depcache: %s runs uncached: %w", s.id, err))
 			return runUncached(ctx, s, m, parent, s.id, args, fn)
 		}
 	}

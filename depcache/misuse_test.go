@@ -1,8 +1,10 @@
 package depcache_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -325,5 +327,38 @@ func TestEmptyKeyIsRefusedEverywhere(t *testing.T) {
 	}
 	if calls != 2 {
 		t.Errorf("two Fetches with an empty key ran the function %d times, want 2 (uncached)", calls)
+	}
+}
+
+// An argument that cannot be keyed runs the call uncached every time: it
+// is counted and observed on every call, and logged once per function
+// (it logged an ERROR line per call; found by a new-user check).
+func TestUnkeyableArgumentLogsOnce(t *testing.T) {
+	ctx := context.Background()
+	var log bytes.Buffer
+	m := depcache.New(memory.New(), depcache.WithPrefix("unkeyable"), depcache.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+	defer m.Close()
+	type withFunc struct {
+		Name string
+		F    func()
+	}
+	runs := 0
+	f := depcache.Memoize(func(ctx context.Context, a withFunc) (string, error) {
+		runs++
+		return a.Name, nil
+	}, depcache.Using(m), depcache.KeyName("unkeyable"))
+	for range 3 {
+		if v, err := f(ctx, withFunc{Name: "x", F: func() {}}); v != "x" || err != nil {
+			t.Fatalf("f = %q, %v", v, err)
+		}
+	}
+	if runs != 3 {
+		t.Errorf("the function ran %d times, want 3 (uncached)", runs)
+	}
+	if n := strings.Count(log.String(), "runs uncached"); n != 1 {
+		t.Errorf("%d log lines for 3 calls with an unkeyable argument, want 1:\n%s", n, log.String())
+	}
+	if got := m.Stats().Errors; got != 3 {
+		t.Errorf("Stats.Errors = %d, want 3", got)
 	}
 }
