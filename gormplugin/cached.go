@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"regexp"
 	"sort"
@@ -43,9 +44,18 @@ func Cached(ttl time.Duration) func(*gorm.DB) *gorm.DB {
 	// Made once, not in every query.
 	s := &cachedSetting{ttl: ttl, opt: depcache.TTL(ttl)}
 	return func(db *gorm.DB) *gorm.DB {
+		if _, ok := db.Config.Plugins[pluginName]; !ok {
+			withoutPlugin.Do(func() {
+				slog.Warn("gormplugin: Cached() on a *gorm.DB without the plugin: its queries run uncached; install it with db.Use(gormplugin.New(m))")
+			})
+		}
 		return db.Clauses(s)
 	}
 }
+
+// withoutPlugin logs, once per process, a Cached() on a *gorm.DB the
+// plugin was not installed on (nothing reads the clause there).
+var withoutPlugin sync.Once
 
 // cachedSetting is what Cached leaves in a statement: a clause of its own
 // name that builds no SQL. A clause, not db.Set: a setting costs every

@@ -1,6 +1,10 @@
 package gormplugin
 
-import "gorm.io/gorm"
+import (
+	"sync"
+
+	"gorm.io/gorm"
+)
 
 // CheckClauseKeys turns the clause-key check (checkkeys_test.go) on or
 // off, returning the previous setting: off where a test measures what a
@@ -22,3 +26,6 @@ func OutboxPolls(p *Plugin) int64 {
 	}
 	return p.ob.polls.Load()
 }
+
+// ResetWithoutPluginLog lets a test see the once-per-process log again.
+func ResetWithoutPluginLog() { withoutPlugin = sync.Once{} }

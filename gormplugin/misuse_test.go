@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
@@ -131,4 +132,32 @@ func TestNilPluginOptionIsIgnored(t *testing.T) {
 	defer m.Close()
 	p := gormplugin.New(m, nil, gormplugin.WithLogger(testLogger()))
 	defer p.Close()
+}
+
+// Cached() on a *gorm.DB the plugin is not installed on runs uncached (no
+// callback reads it) and says so once, where it said nothing (found by a
+// new-user check).
+func TestCachedWithoutThePluginSaysSo(t *testing.T) {
+	var log logBuffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&log, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+	gormplugin.ResetWithoutPluginLog()
+	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "plain.db")), &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.Close()
+		}
+	}()
+	noErr(t, "migrate", db.AutoMigrate(&User{}))
+	for range 3 {
+		var users []User
+		noErr(t, "Cached Find without the plugin", db.Scopes(gormplugin.Cached(time.Minute)).Find(&users).Error)
+	}
+	if n := strings.Count(log.String(), "without the plugin"); n != 1 {
+		t.Errorf("%d log lines for Cached() without the plugin, want 1:\n%s", n, log.String())
+	}
 }

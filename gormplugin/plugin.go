@@ -90,7 +90,10 @@ func New(m *depcache.Manager, opts ...Option) *Plugin {
 }
 
 // Name implements gorm.Plugin.
-func (p *Plugin) Name() string { return "depcache:gormplugin" }
+func (p *Plugin) Name() string { return pluginName }
+
+// pluginName is the plugin's name in gorm.Config.Plugins.
+const pluginName = "depcache:gormplugin"
 
 // Initialize implements gorm.Plugin: it wraps db's connection pool and
 // registers the plugin's callbacks. Calling it again changes nothing.
