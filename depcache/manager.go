@@ -153,9 +153,6 @@ func orBackground(ctx context.Context) context.Context {
 	return ctx
 }
 
-// checkDst reports a Get destination that no entry can be decoded into. It
-// is the caller's mistake, not the entry's: without this check the decode
-// would fail, and the entry be deleted as corrupt.
 // ErrCycle is returned by a memoized call (or Fetch) that reaches itself:
 // made, with the same key, from inside its own computation. Waiting for
 // its result would wait for itself.
@@ -174,6 +171,9 @@ func checkKey(op, key string) error {
 	return nil
 }
 
+// checkDst reports a Get destination that no entry can be decoded into. It
+// is the caller's mistake, not the entry's: without this check the decode
+// would fail, and the entry be deleted as corrupt.
 func checkDst(key string, dst any) error {
 	if dst == nil {
 		return fmt.Errorf("depcache: Get %q: dst is nil; pass a non-nil pointer", key)

@@ -98,14 +98,10 @@ func (p *Plugin) cachedQuery(db *gorm.DB, cached *cachedSetting, raw bool) {
 		return
 	}
 	switch state, t := txOf(db); {
-	case state == foreignTx, state == ownTx && t.written.Load():
-		// Never read or fill: the transaction must see its own writes.
-		callbacks.Query(db)
-		p.tagRead(db, raw, false)
-		return
-	case lockingRead(stmt, raw):
-		// SELECT … FOR UPDATE/SHARE: the lock is what the caller asked
-		// for, which only the database can give.
+	case state == foreignTx, state == ownTx && t.written.Load(), lockingRead(stmt, raw):
+		// Never read or fill: the transaction must see its own writes; a
+		// SELECT … FOR UPDATE/SHARE asked for a lock, which only the
+		// database can give.
 		callbacks.Query(db)
 		p.tagRead(db, raw, false)
 		return
@@ -280,8 +276,9 @@ func (p *Plugin) storable(s *session) ([]byte, string) {
 // process of the rows1 era would read as corrupt and delete.
 const resultKeyVersion = "rows2"
 
-// queryKey identifies a query's result: the dialect, the database (identity.go), the SQL, its
-// variables, the destination type and the preload tree (gorm-notes.md).
+// queryKey identifies a query's result: the dialect, the database
+// (identity.go), the SQL, its variables, the destination type and the
+// preload tree (gorm-notes.md).
 // The rows themselves depend on the SQL alone; the destination and the
 // model decide how GORM reads the column types (a map without a model
 // uses the driver's), and keep the key as DESIGN.md fixes it.

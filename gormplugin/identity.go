@@ -26,7 +26,11 @@ import (
 // may not run the query). Processes that share entries must give the same
 // name, and each database its own. A plugin with it serves one database.
 func WithDatabaseName(name string) Option {
-	return func(c *config) { c.dbName = name }
+	return func(c *config) {
+		if name != "" {
+			c.dbName = "n:" + name // as keys carry it, made once
+		}
+	}
 }
 
 // dbIdentities maps a *gorm.DB's connection pool to the identity of its
@@ -38,8 +42,8 @@ type dbIdentities struct {
 
 // poolKey is what identifies db's database handle across its sessions:
 // its root connection pool (a *sql.DB, GORM's prepared-statement pool),
-// which sessions and transactions share where they copy the *gorm.Config
-// (Session with a logger, SkipHooks…), or else the Config.
+// which sessions and transactions share, where every Session (each
+// db.WithContext) copies the *gorm.Config; or else the Config.
 func poolKey(db *gorm.DB) any {
 	if pool := db.Config.ConnPool; pool != nil && reflect.TypeOf(pool).Kind() == reflect.Pointer {
 		return pool
@@ -52,7 +56,12 @@ func poolKey(db *gorm.DB) any {
 // uncached then, logged once).
 func (p *Plugin) identity(db *gorm.DB) (string, bool) {
 	if p.cfg.dbName != "" {
-		return "n:" + p.cfg.dbName, true
+		return p.cfg.dbName, true
+	}
+	if name := db.Dialector.Name(); !askable[name] {
+		// Nothing to ask, now or later: no lock, no retry per query.
+		p.logOnce("identity:"+name, "gormplugin: cannot tell which database this is; Cached() queries run uncached (set WithDatabaseName)", "dialect", name)
+		return "", false
 	}
 	key := poolKey(db)
 	if id, ok := p.dbIDs.ids.Load(key); ok {
@@ -120,10 +129,13 @@ func askIdentity(ctx context.Context, db *gorm.DB) (string, error) {
 			return "", err
 		}
 		return fmt.Sprintf("mysql:%s:%d:%s", host, port, database.String), nil
-	default:
+	default: // not in askable
 		return "", fmt.Errorf("dialect %q: the plugin does not know how to ask it", name)
 	}
 }
+
+// askable holds the dialects askIdentity knows how to ask.
+var askable = map[string]bool{"sqlite": true, "postgres": true, "mysql": true}
 
 // sqliteFile returns the file of SQLite's main database, "" in memory.
 func sqliteFile(ctx context.Context, sqlDB *sql.DB) (string, error) {

@@ -56,7 +56,7 @@ type config struct {
 	outboxTable string        // WithOutboxTable
 	outboxPoll  time.Duration // WithOutboxPoll
 
-	dbName string // WithDatabaseName (identity.go)
+	dbName string // WithDatabaseName (identity.go), as keys carry it
 }
 
 // WithForeignTxDelay sets how long after a write inside a transaction the

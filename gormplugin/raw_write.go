@@ -1,13 +1,10 @@
 package gormplugin
 
 import (
-	"errors"
 	"strings"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/schema"
-
-	"github.com/depcache/go-depcache/depcache"
 )
 
 // Raw SQL: db.Exec runs text the plugin did not build. It names the tables
@@ -36,7 +33,7 @@ func (p *Plugin) beforeRaw(db *gorm.DB) {
 
 // afterRaw invalidates what a raw Exec wrote.
 func (p *Plugin) afterRaw(db *gorm.DB) {
-	if db.DryRun || errors.Is(db.Error, ErrForeignTransaction) || errors.Is(db.Error, depcache.ErrClosed) {
+	if db.DryRun || refusedBefore(db) {
 		return // nothing ran (ToSQL and DryRun sessions build SQL only)
 	}
 	tags, write := p.rawWriteTags(db.Statement.SQL.String())

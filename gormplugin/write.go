@@ -97,7 +97,7 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 			db.Statement.ConnPool = capture.ConnPool
 			db.InstanceSet(settingCapture, (*returningCapture)(nil))
 		}
-		if db.DryRun || errors.Is(db.Error, ErrForeignTransaction) || errors.Is(db.Error, depcache.ErrClosed) {
+		if db.DryRun || refusedBefore(db) {
 			return // nothing ran
 		}
 		p.remember(db.Statement.Schema)
@@ -151,4 +151,10 @@ func (p *Plugin) refuseClosed(db *gorm.DB) bool {
 	}
 	db.AddError(fmt.Errorf("gormplugin: write refused: %w (it would commit with no invalidation; close the manager after the *gorm.DB's last writer)", depcache.ErrClosed))
 	return true
+}
+
+// refusedBefore reports a statement the plugin refused before it ran
+// (ErrForeignTransaction, refuseClosed): there is nothing to invalidate.
+func refusedBefore(db *gorm.DB) bool {
+	return errors.Is(db.Error, ErrForeignTransaction) || errors.Is(db.Error, depcache.ErrClosed)
 }

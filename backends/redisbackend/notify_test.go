@@ -74,6 +74,17 @@ func notifyBackend(t *testing.T, opt *redis.Options) *Backend {
 	return b
 }
 
+// listenServing listens on b with rec and waits until the lease is valid.
+func listenServing(t *testing.T, b *Backend, rec *recorder) (*backends.Lease, func()) {
+	t.Helper()
+	lease, stop, err := b.Listen(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitNotify(t, "the lease", lease.Valid)
+	return lease, stop
+}
+
 func waitNotify(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -92,12 +103,8 @@ func TestNotifyDeliversBeforeReturning(t *testing.T) {
 	sender := notifyBackend(t, &redis.Options{Addr: mr.Addr()})
 	receiver := notifyBackend(t, &redis.Options{Addr: mr.Addr()})
 	var rec recorder
-	lease, stop, err := receiver.Listen(&rec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lease, stop := listenServing(t, receiver, &rec)
 	defer stop()
-	waitNotify(t, "the lease", lease.Valid)
 	want := backends.Change{NS: "ns", Tags: []string{"a\x00b", "c"}, Keys: []string{"k"}}
 	for i := range 20 {
 		if err := sender.Notify(context.Background(), want); err != nil {
@@ -125,12 +132,8 @@ func TestNotifyResetsOnReconnect(t *testing.T) {
 	var d closableDialer
 	b := notifyBackend(t, &redis.Options{Addr: mr.Addr(), Dialer: d.dial})
 	var rec recorder
-	lease, stop, err := b.Listen(&rec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lease, stop := listenServing(t, b, &rec)
 	defer stop()
-	waitNotify(t, "the lease", lease.Valid)
 	_, resets := rec.state()
 	d.closeAll()
 	waitNotify(t, "a reset after the reconnection", func() bool { _, r := rec.state(); return r > resets })
@@ -188,12 +191,8 @@ func TestNotifyWaitsThroughAServerClockStep(t *testing.T) {
 	}
 	sender, receiver := newBackend(), newBackend()
 	var rec recorder
-	l, stop, err := receiver.Listen(&rec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, stop := listenServing(t, receiver, &rec)
 	defer stop()
-	waitNotify(t, "the lease", l.Valid)
 	for i := range 3 {
 		mr.SetTime(time.Now().Add(time.Duration(i+1) * time.Hour))
 		if err := sender.Notify(context.Background(), backends.Change{NS: "ns", Tags: []string{"t"}}); err != nil {
@@ -216,11 +215,7 @@ func TestNotifyAfterTheLastTierLeftSendsNothing(t *testing.T) {
 	sender := notifyBackend(t, &redis.Options{Addr: mr.Addr()})
 	receiver := notifyBackend(t, &redis.Options{Addr: mr.Addr()})
 	var rec recorder
-	lease, stop, err := receiver.Listen(&rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitNotify(t, "the lease", lease.Valid)
+	_, stop := listenServing(t, receiver, &rec)
 	notify := func() {
 		t.Helper()
 		if err := sender.Notify(context.Background(), backends.Change{NS: "ns", Tags: []string{"t"}}); err != nil {

@@ -243,7 +243,7 @@ return v
 // end may drop only stamps this fill was already checked against.
 //
 // The fill, which every miss pays, does not read INFO replication (a
-// quarter of its server time): an epoch of another replication history
+// fifth of its server time): an epoch of another replication history
 // is checked by number instead. A replica promoted by a failover holds a
 // prefix of the old master's writes: if its epoch is at or past Since, it
 // holds every stamp written up to it, in the script that bumped to it, so

@@ -166,7 +166,10 @@ func (s *single) fill(ctx context.Context, srv *server, ns string, f backends.Fi
 	e.Since = f.Since
 	ek := entryKey(ns, f.Key)
 	tags := registeredDeps(ns, dedupe(e.Deps))
-	spaces := depSpaces(ns, tags)
+	var spaces []string // the namespace stamps to check: none at the current epoch
+	if !f.Current {
+		spaces = depSpaces(ns, tags)
+	}
 	keys := make([]string, 4, 4+len(spaces)+len(tags))
 	keys[0], keys[1], keys[2], keys[3] = ek, s.cfg.epochKey, tagIndexKey(ns), s.cfg.prunedKey
 	for _, sp := range spaces {
